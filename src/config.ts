@@ -1,0 +1,83 @@
+import path from "node:path";
+
+/** The services this build can serve; `SERVICES` picks a subset. */
+export const KNOWN_SERVICES = ["inventory"] as const;
+export type ServiceName = (typeof KNOWN_SERVICES)[number];
+
+export interface Config {
+  host: string;
+  port: number;
+  services: ServiceName[];
+  /** Empty: start an embedded PostgreSQL whose data lives in dataDir. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** Port for the embedded PostgreSQL; 0 picks a free one. */
+  embeddedPostgresPort: number;
+  logLevel: string;
+  maxMessageBytes: number;
+  maxConcurrentStreams: number;
+  /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
+  shutdownGraceMs: number;
+  /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
+  shutdownDelayMs: number;
+  heartbeatIntervalMs: number;
+  dbPoolSize: number;
+}
+
+/** A configuration problem, reported as one line at start. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function services(raw: string | undefined): ServiceName[] {
+  if (raw === undefined || raw.trim() === "" || raw.trim() === "all") return [...KNOWN_SERVICES];
+  const names = raw.split(",").map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !(KNOWN_SERVICES as readonly string[]).includes(n));
+  if (unknown.length > 0) {
+    throw new ConfigError(`SERVICES names unknown service(s) ${unknown.join(", ")}; known: ${KNOWN_SERVICES.join(", ")}`);
+  }
+  return [...new Set(names)] as ServiceName[];
+}
+
+function databaseUrl(raw: string | undefined): string | undefined {
+  if (raw === undefined || raw.trim() === "") return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError("DATABASE_URL is not a valid URL (expected postgres://user:password@host:port/database)");
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+    throw new ConfigError(`DATABASE_URL must start with postgres:// or postgresql://, got ${url.protocol}//`);
+  }
+  return raw;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  return {
+    host: env.HOST?.trim() || "0.0.0.0",
+    port: integer(env, "PORT", 8080, 0, 65535),
+    services: services(env.SERVICES),
+    databaseUrl: databaseUrl(env.DATABASE_URL),
+    dataDir: path.resolve(env.DATA_DIR?.trim() || ".data"),
+    embeddedPostgresPort: integer(env, "EMBEDDED_PG_PORT", 0, 0, 65535),
+    logLevel: env.LOG_LEVEL?.trim() || "info",
+    maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxConcurrentStreams: integer(env, "MAX_CONCURRENT_STREAMS", 200, 1, 10_000),
+    shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
+    heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),
+    dbPoolSize: integer(env, "DB_POOL_SIZE", 10, 1, 200),
+  };
+}

@@ -1,0 +1,54 @@
+import { ConfigError, loadConfig } from "./config.js";
+import { assertReachable, startEmbeddedPostgres, StartupError, type EmbeddedDatabase } from "./platform/db.js";
+import { createLogger } from "./platform/logging.js";
+import { startServer } from "./server.js";
+
+/** Composition root: config -> logger -> database -> server, and a clean stop on SIGTERM/SIGINT. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel);
+  let embedded: EmbeddedDatabase | undefined;
+  if (!config.databaseUrl) embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPostgresPort, log);
+  const databaseUrl = config.databaseUrl ?? embedded!.url;
+  try {
+    await assertReachable(databaseUrl);
+    const server = await startServer({ config, databaseUrl, log });
+    let signals = 0;
+    const stop = (signal: NodeJS.Signals) => {
+      if (++signals > 1) {
+        log.warn({ signal }, "second signal: exiting now");
+        process.exit(1);
+      }
+      log.info({ signal }, "stop requested");
+      server
+        .shutdown()
+        .then(() => embedded?.stop())
+        .then(
+          () => process.exit(0),
+          (err) => {
+            log.error({ err }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+  } catch (err) {
+    await embedded?.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError || err instanceof StartupError) {
+    console.error(`agora: ${err.message}`);
+  } else if ((err as NodeJS.ErrnoException)?.code === "EADDRINUSE") {
+    const e = err as NodeJS.ErrnoException & { port?: number };
+    console.error(`agora: port ${e.port ?? ""} is already in use (set PORT to another port)`);
+  } else if ((err as NodeJS.ErrnoException)?.code === "EACCES") {
+    console.error(`agora: not allowed to listen on that port (${(err as Error).message})`);
+  } else {
+    console.error(`agora: failed to start: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  process.exit(1);
+});

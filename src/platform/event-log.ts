@@ -1,0 +1,205 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
+import type { Logger } from "pino";
+import type { PubSub, Unsubscribe } from "./pubsub.js";
+
+/** One committed event: its position in the log and its decoded payload. */
+export interface LoggedEvent<T> {
+  id: bigint;
+  event: T;
+}
+
+export type FeedItem<T> = LoggedEvent<T> | { heartbeat: true };
+
+const PAGE = 500;
+
+/**
+ * A service's ordered, durable event log: a `<schema>.events` table written in
+ * the same transaction as the change it describes (a transactional outbox), with
+ * a NOTIFY that wakes every instance once the transaction commits.
+ *
+ * Writers take a transaction-scoped advisory lock just before appending, so ids
+ * become visible in id order: a reader that has seen id N never later meets a
+ * smaller id committing late. That makes `id` a resumable cursor.
+ */
+export class EventLog<T> {
+  private readonly subscribers = new Set<Subscriber<T>>();
+  private head = 0n;
+  private unsubscribe: Unsubscribe | undefined;
+  private pumping: Promise<void> | undefined;
+  private pumpAgain = false;
+
+  constructor(
+    private readonly em: EntityManager,
+    private readonly schema: string,
+    private readonly pubsub: PubSub,
+    private readonly codec: { encode(event: T): Uint8Array; decode(bytes: Uint8Array): T },
+    private readonly log: Logger,
+    private readonly maxQueue = 1000,
+  ) {}
+
+  private get table(): string {
+    return `"${this.schema}".events`;
+  }
+
+  private get channel(): string {
+    return `${this.schema}_events`;
+  }
+
+  /** Appends events inside the caller's transaction; returns their ids. */
+  async append(tx: EntityManager, events: T[]): Promise<bigint[]> {
+    if (events.length === 0) return [];
+    await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [`agora.events.${this.schema}`]);
+    const placeholders = events.map(() => "(?)").join(", ");
+    const rows = await tx.execute<{ id: string }[]>(
+      `INSERT INTO ${this.table} (payload) VALUES ${placeholders} RETURNING id`,
+      events.map((e) => Buffer.from(this.codec.encode(e))),
+    );
+    await tx.execute("SELECT pg_notify(?, '')", [this.channel]);
+    return rows.map((r) => BigInt(r.id));
+  }
+
+  async start(): Promise<void> {
+    const [row] = await this.em.fork().execute<{ head: string }[]>(`SELECT coalesce(max(id), 0) AS head FROM ${this.table}`);
+    this.head = BigInt(row?.head ?? 0);
+    this.unsubscribe = await this.pubsub.subscribe(this.channel, () => this.pump());
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    for (const s of this.subscribers) s.wake();
+  }
+
+  /** The id of the newest event this instance has seen. */
+  get position(): bigint {
+    return this.head;
+  }
+
+  /** Reads committed events after `afterId`, oldest first. */
+  async read(afterId: bigint, limit = PAGE): Promise<LoggedEvent<T>[]> {
+    const rows = await this.em
+      .fork()
+      .execute<{ id: string; payload: Buffer }[]>(`SELECT id, payload FROM ${this.table} WHERE id > ? ORDER BY id LIMIT ?`, [
+        afterId.toString(),
+        limit,
+      ]);
+    return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
+  }
+
+  /** The oldest id still stored, or undefined when the log is empty. */
+  async oldest(): Promise<bigint | undefined> {
+    const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT min(id) AS id FROM ${this.table}`);
+    return row?.id ? BigInt(row.id) : undefined;
+  }
+
+  /**
+   * Every event after `afterId` (or, without it, from now on), then live ones,
+   * each exactly once and in order; a heartbeat after `heartbeatMs` of quiet.
+   * Memory per subscriber stays bounded: one that falls too far behind drops its
+   * queue and catches up from the table.
+   */
+  async *follow(afterId: bigint | undefined, signal: AbortSignal, heartbeatMs: number): AsyncGenerator<FeedItem<T>> {
+    const sub = new Subscriber<T>(this.maxQueue);
+    this.subscribers.add(sub);
+    const onAbort = () => sub.wake();
+    signal.addEventListener("abort", onAbort);
+    try {
+      let last = afterId ?? this.head;
+      let catchUp = afterId !== undefined;
+      while (!signal.aborted) {
+        if (catchUp || sub.lagging) {
+          sub.lagging = false;
+          sub.queue.length = 0;
+          for (;;) {
+            const page = await this.read(last);
+            for (const item of page) {
+              yield item;
+              last = item.id;
+            }
+            if (page.length < PAGE || signal.aborted) break;
+          }
+          catchUp = false;
+          continue;
+        }
+        const item = sub.queue.shift();
+        if (item) {
+          if (item.id > last) {
+            yield item;
+            last = item.id;
+          }
+          continue;
+        }
+        const woken = await sub.wait(heartbeatMs);
+        if (!woken && !signal.aborted) yield { heartbeat: true };
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      this.subscribers.delete(sub);
+    }
+    throw signal.reason;
+  }
+
+  /** Fetches newly committed events once for the whole instance and hands them to subscribers. */
+  private pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = (async () => {
+      do {
+        this.pumpAgain = false;
+        for (;;) {
+          const page = await this.read(this.head);
+          for (const item of page) {
+            this.head = item.id;
+            for (const s of this.subscribers) s.push(item);
+          }
+          if (page.length < PAGE) break;
+        }
+      } while (this.pumpAgain);
+    })()
+      .catch((err) => {
+        this.log.warn({ err, schema: this.schema }, "event log read failed; will retry on the next signal");
+        setTimeout(() => this.pump(), 1000).unref();
+      })
+      .finally(() => (this.pumping = undefined));
+  }
+}
+
+class Subscriber<T> {
+  readonly queue: LoggedEvent<T>[] = [];
+  lagging = false;
+  private waiter: (() => void) | undefined;
+
+  constructor(private readonly maxQueue: number) {}
+
+  push(item: LoggedEvent<T>): void {
+    if (this.lagging) return;
+    if (this.queue.length >= this.maxQueue) {
+      this.lagging = true;
+      this.queue.length = 0;
+    } else {
+      this.queue.push(item);
+    }
+    this.wake();
+  }
+
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  /** Resolves true when woken, false on timeout. */
+  wait(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        resolve(false);
+      }, ms);
+      this.waiter = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
+  }
+}

@@ -1,0 +1,68 @@
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { REQUEST_ID_HEADER } from "./error-mapping.js";
+import type { ServerMetrics } from "./metrics.js";
+import { watchIterable } from "./streams.js";
+
+const GRPC_TYPE = {
+  unary: "unary",
+  server_streaming: "server_stream",
+  client_streaming: "client_stream",
+  bidi_streaming: "bidi_stream",
+} as const;
+
+const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
+
+function codeName(err: unknown): string {
+  if (err === undefined) return "OK";
+  const code = err instanceof ConnectError ? err.code : Code.Unknown;
+  return Code[code];
+}
+
+/**
+ * Outermost interceptor: gives every call a request id (the caller's
+ * x-request-id when it is sane, else a new one; echoed in the response header),
+ * then writes one access-log line and the Prometheus series when the call ends.
+ */
+export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interceptor {
+  return (next) => async (req) => {
+    const given = req.header.get(REQUEST_ID_HEADER);
+    const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+    req.header.set(REQUEST_ID_HEADER, requestId);
+    const labels = {
+      grpc_type: GRPC_TYPE[req.method.methodKind],
+      grpc_service: req.service.typeName,
+      grpc_method: req.method.name,
+    };
+    metrics.started.inc(labels);
+    const startedAt = process.hrtime.bigint();
+    const finish = (err: unknown) => {
+      const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
+      const code = codeName(err);
+      metrics.handled.inc({ ...labels, grpc_code: code });
+      metrics.latency.observe(labels, seconds);
+      const entry = {
+        requestId,
+        method: `${labels.grpc_service}/${labels.grpc_method}`,
+        code,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        ...(err instanceof ConnectError && code !== "OK" ? { error: err.rawMessage } : {}),
+      };
+      log.info(entry, "rpc");
+    };
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      finish(err);
+      throw err;
+    }
+    res.header.set(REQUEST_ID_HEADER, requestId);
+    if (!res.stream) {
+      finish(undefined);
+      return res;
+    }
+    return { ...res, message: watchIterable(res.message, { done: finish }) };
+  };
+}

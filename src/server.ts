@@ -1,0 +1,138 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import type { Config, ServiceName } from "./config.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
+import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
+import { DualProtocolListener } from "./platform/listener.js";
+import { ServerMetrics } from "./platform/metrics.js";
+import { observeInterceptor } from "./platform/observe.js";
+import { PgPubSub } from "./platform/pubsub.js";
+import { registerReflection } from "./platform/reflection.js";
+import type { RunningService, ServiceModule } from "./platform/service-module.js";
+import { validationInterceptor } from "./platform/validation.js";
+import { inventoryModule } from "./services/inventory/index.js";
+
+const MODULES: Record<ServiceName, ServiceModule> = {
+  inventory: inventoryModule,
+};
+
+export interface AgoraServer {
+  port: number;
+  /** http://host:port for clients on this machine. */
+  url: string;
+  health: HealthRegistry;
+  metrics: ServerMetrics;
+  /** Drains and stops; resolves when everything is closed. */
+  shutdown(): Promise<void>;
+}
+
+export interface ServerOptions {
+  config: Config;
+  databaseUrl: string;
+  log: Logger;
+}
+
+/** Starts the selected services on one port (gRPC, gRPC-Web and Connect) and returns a handle. */
+export async function startServer({ config, databaseUrl, log }: ServerOptions): Promise<AgoraServer> {
+  const pubsub = new PgPubSub(databaseUrl, log);
+  const modules = config.services.map((name) => MODULES[name]);
+  const running: RunningService[] = [];
+  try {
+    for (const module of modules) {
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub }));
+    }
+  } catch (err) {
+    await Promise.allSettled(running.map((r) => r.stop()));
+    await pubsub.close();
+    throw err;
+  }
+
+  const served: DescService[] = modules.flatMap((m) => m.services);
+  const health = new HealthRegistry(served.map((s) => s.typeName));
+  const metrics = new ServerMetrics();
+  const shutdownController = new AbortController();
+  const shutdownReason = new ConnectError("the server is shutting down: reconnect", Code.Unavailable);
+
+  const routes = (router: ConnectRouter) => {
+    registerHealth(router, health);
+    registerReflection(router, [...served, Health, ReflectionV1]);
+    for (const r of running) r.register(router);
+  };
+  const handler = connectNodeAdapter({
+    routes,
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    shutdownSignal: shutdownController.signal,
+    // Outermost first: observe sees the final code, errors are mapped before it.
+    interceptors: [
+      observeInterceptor(log, metrics),
+      errorMappingInterceptor(log),
+      deadlineInterceptor(shutdownController.signal),
+      validationInterceptor,
+    ],
+    fallback: (req, res) => {
+      if (req.method === "GET" && req.url === "/metrics") {
+        metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { "content-type": metrics.registry.contentType });
+            res.end(text);
+          },
+          () => {
+            res.writeHead(500);
+            res.end();
+          },
+        );
+        return;
+      }
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found\n");
+    },
+  });
+  const listener = new DualProtocolListener(handler, { maxConcurrentStreams: config.maxConcurrentStreams });
+  const dbWatch = watchDatabase(
+    health,
+    served.map((s) => s.typeName),
+    async () => {
+      await Promise.all(running.map((r) => r.ping()));
+    },
+    2000,
+  );
+
+  let port: number;
+  try {
+    port = await listener.listen(config.port, config.host);
+  } catch (err) {
+    dbWatch.stop();
+    await Promise.allSettled(running.map((r) => r.stop()));
+    await pubsub.close();
+    throw err;
+  }
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  log.info({ port, services: served.map((s) => s.typeName) }, "listening");
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      log.info("shutting down: draining");
+      health.markDraining();
+      if (config.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownDelayMs));
+      // Ends open streams with UNAVAILABLE; unary calls in flight carry on.
+      shutdownController.abort(shutdownReason);
+      health.close();
+      await Promise.race([listener.stopAccepting(), new Promise((r) => setTimeout(r, config.shutdownGraceMs))]);
+      if (!(await listener.drained(config.shutdownGraceMs))) {
+        log.warn("grace period over: closing the remaining connections");
+        listener.destroyAll();
+      }
+      dbWatch.stop();
+      await Promise.allSettled(running.map((r) => r.stop()));
+      await pubsub.close();
+      log.info("stopped");
+    })());
+
+  return { port, url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`, health, metrics, shutdown };
+}

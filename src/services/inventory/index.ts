@@ -1,0 +1,37 @@
+import type { ProductEvent } from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { InventoryService } from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { openServiceDatabase } from "../../platform/db.js";
+import { EventLog } from "../../platform/event-log.js";
+import type { ServiceModule } from "../../platform/service-module.js";
+import { inventoryHandlers, productEventCodec } from "./inventory.service.js";
+import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
+import { ProductSchema, StockMovementSchema } from "./product.entity.js";
+import { ProductRepository } from "./product.repository.js";
+
+export const inventoryModule: ServiceModule = {
+  name: "inventory",
+  services: [InventoryService],
+  async start({ config, databaseUrl, log, pubsub }) {
+    const orm = await openServiceDatabase({
+      url: databaseUrl,
+      schema: "inventory",
+      entities: [ProductSchema, StockMovementSchema],
+      migrations: [Migration20261121000000],
+      poolSize: config.dbPoolSize,
+      log,
+    });
+    const events = new EventLog<ProductEvent>(orm.em, "inventory", pubsub, productEventCodec, log);
+    await events.start();
+    const products = new ProductRepository(orm.em, events);
+    return {
+      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, config.heartbeatIntervalMs)),
+      ping: async () => {
+        await orm.em.fork().execute("SELECT 1");
+      },
+      stop: async () => {
+        events.stop();
+        await orm.close();
+      },
+    };
+  },
+};

@@ -1,0 +1,169 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  HeartbeatSchema,
+  InventoryService,
+  ProductEventSchema,
+  ProductEventType,
+  ProductSchema as ProductMessageSchema,
+  WatchProductsResponseSchema,
+  type ProductEvent,
+  type WatchProductsRequest,
+} from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { invalidArgument } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { assertValid } from "../../platform/validation.js";
+import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
+import type { KeysetPosition, ProductRepository } from "./product.repository.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Fields UpdateProduct may change; the quantity moves only through AdjustStock. */
+const UPDATABLE = new Set(["name", "description", "category", "unit_price", "low_stock_threshold"]);
+
+const isKeyset = (p: unknown): p is KeysetPosition =>
+  Array.isArray(p) && p.length === 2 && (typeof p[0] === "string" || typeof p[0] === "number") && typeof p[1] === "string";
+const isOffset = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 0;
+
+export const productEventCodec = {
+  encode: (e: ProductEvent) => toBinary(ProductEventSchema, e),
+  decode: (b: Uint8Array) => fromBinary(ProductEventSchema, b),
+};
+
+export function inventoryHandlers(
+  products: ProductRepository,
+  events: EventLog<ProductEvent>,
+  heartbeatMs: number,
+): ServiceImpl<typeof InventoryService> {
+  return {
+    async createProduct(req) {
+      const p = req.product!;
+      const product = await products.create(productFields(p), p.quantity, req.requestId);
+      return { product: toProduct(product) };
+    },
+
+    async getProduct(req) {
+      return { product: toProduct(await products.get(req.id)) };
+    },
+
+    async listProducts(req) {
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("list", req.category, req.lowStockOnly, req.orderBy, req.descending);
+      const rows = await products.list({
+        category: req.category,
+        lowStockOnly: req.lowStockOnly,
+        order: req.orderBy,
+        descending: req.descending,
+        after: decodePageToken(req.pageToken, filters, isKeyset),
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const more = rows.length > limit;
+      return {
+        products: page.map(toProduct),
+        nextPageToken: more ? encodePageToken(products.positionOf(page.at(-1)!, req.orderBy), filters) : "",
+      };
+    },
+
+    async updateProduct(req) {
+      const paths = req.updateMask!.paths;
+      const unknown = paths.filter((path) => !UPDATABLE.has(path));
+      if (paths.length === 0 || unknown.length > 0) {
+        throw invalidArgument([
+          {
+            field: "update_mask",
+            description:
+              paths.length === 0
+                ? `name at least one field to update (${[...UPDATABLE].join(", ")})`
+                : `cannot update ${unknown.join(", ")}; updatable fields: ${[...UPDATABLE].join(", ")}`,
+            reason: "INVALID_UPDATE_MASK",
+          },
+        ]);
+      }
+      const given = req.product ?? create(ProductMessageSchema);
+      const updated = await products.update(req.id, req.etag, (entity) => {
+        // Merge the masked fields into the stored product, then hold the result to Product's rules.
+        const merged = toProduct(entity);
+        for (const path of paths) {
+          if (path === "unit_price") merged.unitPrice = given.unitPrice;
+          else if (path === "low_stock_threshold") merged.lowStockThreshold = given.lowStockThreshold;
+          else if (path === "name") merged.name = given.name;
+          else if (path === "description") merged.description = given.description;
+          else if (path === "category") merged.category = given.category;
+        }
+        assertValid(ProductMessageSchema, merged, "product.");
+        Object.assign(entity, productFields(merged));
+      });
+      return { product: toProduct(updated) };
+    },
+
+    async deleteProduct(req) {
+      await products.delete(req.id, req.etag);
+      return {};
+    },
+
+    async searchProducts(req) {
+      const words = req.query.match(/[\p{L}\p{N}]+/gu) ?? [];
+      if (words.length === 0) {
+        throw invalidArgument([{ field: "query", description: "query must contain at least one letter or digit" }]);
+      }
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("search", req.query, req.category);
+      const offset = decodePageToken(req.pageToken, filters, isOffset) ?? 0;
+      const rows = await products.search(words.slice(0, 20), req.query, req.category, offset, limit + 1);
+      const more = rows.length > limit;
+      return {
+        products: rows.slice(0, limit).map(toProduct),
+        nextPageToken: more ? encodePageToken(offset + limit, filters) : "",
+      };
+    },
+
+    async adjustStock(req) {
+      const result = await products.adjustStock(req.productId, req.delta, req.reason, req.requestId);
+      return { product: toProduct(result.product), movement: toStockMovement(result.movement), replayed: result.replayed };
+    },
+
+    async listStockMovements(req) {
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("movements", req.productId);
+      const after = decodePageToken(req.pageToken, filters, isKeyset);
+      const rows = await products.listMovements(req.productId, after, limit + 1);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        movements: page.map(toStockMovement),
+        nextPageToken:
+          rows.length > limit && last ? encodePageToken([last.createdAt.toISOString(), last.id], filters) : "",
+      };
+    },
+
+    async *watchProducts(req, ctx) {
+      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
+      if (after !== undefined && after > events.position) {
+        throw new ConnectError(`after_cursor ${after} is ahead of the newest event`, Code.OutOfRange);
+      }
+      const wanted = watchFilter(req);
+      for await (const item of events.follow(after, ctx.signal, heartbeatMs)) {
+        if ("heartbeat" in item) {
+          yield create(WatchProductsResponseSchema, {
+            kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) },
+          });
+        } else if (wanted(item.event)) {
+          yield create(WatchProductsResponseSchema, {
+            kind: { case: "event", value: { ...item.event, cursor: item.id.toString() } },
+          });
+        }
+      }
+    },
+  };
+}
+
+function watchFilter(req: WatchProductsRequest): (e: ProductEvent) => boolean {
+  const categories = new Set(req.categories);
+  const ids = new Set(req.productIds);
+  return (e) =>
+    (categories.size === 0 || categories.has(e.product?.category ?? 0)) &&
+    (ids.size === 0 || ids.has(e.product?.id ?? "")) &&
+    (!req.lowStockOnly || e.type === ProductEventType.LOW_STOCK || e.type === ProductEventType.RESTOCKED);
+}

@@ -1,0 +1,64 @@
+import { BigIntType, EntitySchema } from "@mikro-orm/core";
+
+export class ProductEntity {
+  id!: string;
+  name!: string;
+  description!: string;
+  /** agora.inventory.v1.Category number. */
+  category!: number;
+  quantity!: number;
+  priceUnits!: number;
+  priceNanos!: number;
+  currencyCode!: string;
+  lowStockThreshold!: number;
+  /** Optimistic-lock version; the etag clients see. */
+  version!: number;
+  /** The CreateProduct request_id that created it, for idempotent retries. */
+  requestId?: string | null;
+  createdAt!: Date;
+  updatedAt!: Date;
+}
+
+export const ProductSchema = new EntitySchema<ProductEntity>({
+  class: ProductEntity,
+  tableName: "products",
+  properties: {
+    id: { type: "uuid", primary: true },
+    name: { type: "text" },
+    description: { type: "text" },
+    category: { type: "smallint" },
+    quantity: { type: "integer" },
+    priceUnits: { type: new BigIntType("number"), fieldName: "price_units" },
+    priceNanos: { type: "integer", fieldName: "price_nanos" },
+    currencyCode: { type: "text", fieldName: "currency_code" },
+    lowStockThreshold: { type: "integer", fieldName: "low_stock_threshold" },
+    version: { type: "integer", version: true },
+    requestId: { type: "text", fieldName: "request_id", nullable: true },
+    createdAt: { type: "Date", fieldName: "created_at", onCreate: () => new Date() },
+    updatedAt: { type: "Date", fieldName: "updated_at", onCreate: () => new Date(), onUpdate: () => new Date() },
+  },
+});
+
+export class StockMovementEntity {
+  id!: string;
+  productId!: string;
+  delta!: number;
+  quantityAfter!: number;
+  reason!: string;
+  requestId!: string;
+  createdAt!: Date;
+}
+
+export const StockMovementSchema = new EntitySchema<StockMovementEntity>({
+  class: StockMovementEntity,
+  tableName: "stock_movements",
+  properties: {
+    id: { type: "uuid", primary: true },
+    productId: { type: "uuid", fieldName: "product_id" },
+    delta: { type: "integer" },
+    quantityAfter: { type: "integer", fieldName: "quantity_after" },
+    reason: { type: "text" },
+    requestId: { type: "text", fieldName: "request_id" },
+    createdAt: { type: "Date", fieldName: "created_at", onCreate: () => new Date() },
+  },
+});

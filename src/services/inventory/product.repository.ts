@@ -1,0 +1,245 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ProductEventSchema,
+  ProductEventType,
+  ProductOrder,
+  type ProductEvent,
+} from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { aborted, alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import { etagOf, isLowStock, toProduct, toStockMovement } from "./inventory.mapper.js";
+import { ProductEntity, ProductSchema, StockMovementEntity, StockMovementSchema } from "./product.entity.js";
+
+const INT32_MAX = 2_147_483_647;
+
+export type ProductFields = Pick<
+  ProductEntity,
+  "name" | "description" | "category" | "lowStockThreshold" | "priceUnits" | "priceNanos" | "currencyCode"
+>;
+
+/** Position of the last row of a page, for keyset paging: [sort value, id]. */
+export type KeysetPosition = [string | number, string];
+
+export interface ListProductsQuery {
+  category: number;
+  lowStockOnly: boolean;
+  order: ProductOrder;
+  descending: boolean;
+  after: KeysetPosition | undefined;
+  limit: number;
+}
+
+const ORDER_COLUMNS: Record<ProductOrder, { column: string; value: (p: ProductEntity) => string | number }> = {
+  [ProductOrder.UNSPECIFIED]: { column: "name", value: (p) => p.name },
+  [ProductOrder.NAME]: { column: "name", value: (p) => p.name },
+  [ProductOrder.QUANTITY]: { column: "quantity", value: (p) => p.quantity },
+  [ProductOrder.UPDATE_TIME]: { column: "updated_at", value: (p) => p.updatedAt.toISOString() },
+};
+
+/** Owns every query on products and stock movements, and the events they emit. */
+export class ProductRepository {
+  constructor(
+    private readonly em: EntityManager,
+    private readonly events: EventLog<ProductEvent>,
+  ) {}
+
+  async get(id: string): Promise<ProductEntity> {
+    const product = await this.em.fork().findOne(ProductSchema, { id });
+    if (!product) throw notFound("product", id);
+    return product;
+  }
+
+  /** Creates a product, or returns the one an earlier call with the same request id created. */
+  async create(fields: ProductFields, quantity: number, requestId: string): Promise<ProductEntity> {
+    if (requestId) {
+      const earlier = await this.em.fork().findOne(ProductSchema, { requestId });
+      if (earlier) return earlier;
+    }
+    try {
+      return await this.em.fork().transactional(async (tx) => {
+        const product = tx.create(ProductSchema, {
+          ...fields,
+          id: randomUUID(),
+          quantity,
+          version: 1,
+          requestId: requestId || null,
+          createdAt: new Date(),
+          updatedAt: new Date(),
+        });
+        await tx.flush();
+        await this.events.append(tx, [event(ProductEventType.CREATED, product)]);
+        return product;
+      });
+    } catch (err) {
+      if (err instanceof UniqueConstraintViolationException) {
+        // A concurrent retry with the same request id won the race: answer with its result.
+        if (requestId && /request_id/.test(err.message)) {
+          const winner = await this.em.fork().findOne(ProductSchema, { requestId });
+          if (winner) return winner;
+        }
+        throw nameTaken(fields.name);
+      }
+      throw err;
+    }
+  }
+
+  async list(q: ListProductsQuery): Promise<ProductEntity[]> {
+    const { column } = ORDER_COLUMNS[q.order];
+    const direction = q.descending ? "desc" : "asc";
+    const qb = this.em.fork().createQueryBuilder(ProductSchema, "p").select("*");
+    if (q.category) qb.andWhere({ category: q.category });
+    if (q.lowStockOnly) qb.andWhere("p.quantity <= p.low_stock_threshold");
+    if (q.after) {
+      const op = q.descending ? "<" : ">";
+      qb.andWhere(`(p.${column}, p.id) ${op} (?, ?)`, q.after);
+    }
+    return qb
+      .orderBy({ [`p.${column}`]: direction, "p.id": direction })
+      .limit(q.limit)
+      .getResult();
+  }
+
+  positionOf(p: ProductEntity, order: ProductOrder): KeysetPosition {
+    return [ORDER_COLUMNS[order].value(p), p.id];
+  }
+
+  /**
+   * Words are matched as stemmed prefixes in name (weighted higher) and
+   * description; a name that is merely similar (a typo) still matches, ranked lower.
+   */
+  async search(words: string[], raw: string, category: number, offset: number, limit: number): Promise<ProductEntity[]> {
+    const tsquery = words.map((w) => `${w}:*`).join(" & ");
+    const rows = await this.em.fork().execute<Record<string, unknown>[]>(
+      `SELECT p.*, ts_rank_cd(p.search, q.ts) + public.similarity(p.name, ?) AS score
+         FROM "inventory".products p, to_tsquery('english', ?) AS q(ts)
+        WHERE (p.search @@ q.ts OR public.similarity(p.name, ?) > 0.3)
+          AND (?::smallint = 0 OR p.category = ?::smallint)
+        ORDER BY score DESC, p.name, p.id
+        LIMIT ? OFFSET ?`,
+      [raw, tsquery, raw, category, category, limit, offset],
+    );
+    const em = this.em.fork();
+    return rows.map((r) => em.map(ProductSchema, r));
+  }
+
+  /** Applies `change` to the product if its etag (when given) still matches. */
+  async update(id: string, etag: string, change: (p: ProductEntity) => void): Promise<ProductEntity> {
+    try {
+      return await this.em.fork().transactional(async (tx) => {
+        const product = await tx.findOne(ProductSchema, { id });
+        if (!product) throw notFound("product", id);
+        if (etag && etag !== etagOf(product)) throw staleEtag(product);
+        const wasLow = isLowStock(product);
+        change(product);
+        // The version check in the UPDATE turns a concurrent change into ABORTED.
+        await tx.flush();
+        const events = [event(ProductEventType.UPDATED, product)];
+        const crossing = lowStockCrossing(wasLow, product);
+        if (crossing) events.push(event(crossing, product));
+        await this.events.append(tx, events);
+        return product;
+      });
+    } catch (err) {
+      if (err instanceof UniqueConstraintViolationException) throw nameTaken("");
+      throw err;
+    }
+  }
+
+  async delete(id: string, etag: string): Promise<void> {
+    await this.em.fork().transactional(async (tx) => {
+      const product = await tx.findOne(ProductSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+      if (!product) throw notFound("product", id);
+      if (etag && etag !== etagOf(product)) throw staleEtag(product);
+      await this.events.append(tx, [event(ProductEventType.DELETED, product)]);
+      await tx.nativeDelete(ProductSchema, { id });
+    });
+  }
+
+  /**
+   * Applies a stock movement exactly once per (product, request id). The product
+   * row is locked first, so concurrent movements of one product queue up and a
+   * repeat of a request id finds the movement its first attempt committed.
+   */
+  async adjustStock(
+    productId: string,
+    delta: number,
+    reason: string,
+    requestId: string,
+  ): Promise<{ product: ProductEntity; movement: StockMovementEntity; replayed: boolean }> {
+    return this.em.fork().transactional(async (tx) => {
+      const product = await tx.findOne(ProductSchema, { id: productId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+      if (!product) throw notFound("product", productId);
+      const earlier = await tx.findOne(StockMovementSchema, { productId, requestId });
+      if (earlier) return { product, movement: earlier, replayed: true };
+      const quantityAfter = product.quantity + delta;
+      if (quantityAfter < 0) {
+        throw failedPrecondition(
+          "INSUFFICIENT_STOCK",
+          `only ${product.quantity} unit(s) of product ${productId} in stock; cannot remove ${-delta}`,
+          { type: "STOCK", subject: `products/${productId}`, description: `available quantity is ${product.quantity}` },
+          { available_quantity: String(product.quantity), requested_delta: String(delta) },
+        );
+      }
+      if (quantityAfter > INT32_MAX) {
+        throw new ConnectError(`quantity would exceed ${INT32_MAX}`, Code.OutOfRange);
+      }
+      const wasLow = isLowStock(product);
+      product.quantity = quantityAfter;
+      const movement = tx.create(StockMovementSchema, {
+        id: randomUUID(),
+        productId,
+        delta,
+        quantityAfter,
+        reason,
+        requestId,
+        createdAt: new Date(),
+      });
+      await tx.flush();
+      const events = [event(ProductEventType.STOCK_ADJUSTED, product, movement)];
+      const crossing = lowStockCrossing(wasLow, product);
+      if (crossing) events.push(event(crossing, product));
+      await this.events.append(tx, events);
+      return { product, movement, replayed: false };
+    });
+  }
+
+  async listMovements(productId: string, after: KeysetPosition | undefined, limit: number): Promise<StockMovementEntity[]> {
+    const em = this.em.fork();
+    if (!(await em.count(ProductSchema, { id: productId }))) throw notFound("product", productId);
+    const qb = em.createQueryBuilder(StockMovementSchema, "m").select("*").where({ productId });
+    if (after) qb.andWhere("(m.created_at, m.id) < (?, ?)", after);
+    return qb.orderBy({ "m.created_at": "desc", "m.id": "desc" }).limit(limit).getResult();
+  }
+}
+
+function event(type: ProductEventType, product: ProductEntity, movement?: StockMovementEntity): ProductEvent {
+  return create(ProductEventSchema, {
+    type,
+    product: toProduct(product),
+    movement: movement ? toStockMovement(movement) : undefined,
+    eventTime: timestampNow(),
+  });
+}
+
+function lowStockCrossing(wasLow: boolean, product: ProductEntity): ProductEventType | undefined {
+  const isLow = isLowStock(product);
+  if (isLow === wasLow) return undefined;
+  return isLow ? ProductEventType.LOW_STOCK : ProductEventType.RESTOCKED;
+}
+
+function staleEtag(product: ProductEntity): ConnectError {
+  return aborted("STALE_ETAG", `product ${product.id} has changed (etag is now ${etagOf(product)}): read it again and retry`, {
+    current_etag: etagOf(product),
+  });
+}
+
+function nameTaken(name: string): ConnectError {
+  return alreadyExists("product", name ? `a product named "${name}" already exists` : "a product with that name already exists", {
+    field: "name",
+  });
+}
