@@ -1,8 +1,11 @@
+import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { Config, ServiceName } from "./config.js";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
@@ -55,11 +58,13 @@ export async function startServer({ config, databaseUrl, log }: ServerOptions): 
   const health = new HealthRegistry(served.map((s) => s.typeName));
   const metrics = new ServerMetrics();
   const shutdownController = new AbortController();
+  // Every call's signal listens to this one: thousands of listeners are expected.
+  setMaxListeners(0, shutdownController.signal);
   const shutdownReason = new ConnectError("the server is shutting down: reconnect", Code.Unavailable);
 
   const routes = (router: ConnectRouter) => {
     registerHealth(router, health);
-    registerReflection(router, [...served, Health, ReflectionV1]);
+    registerReflection(router, [...served, Health, ReflectionV1], [file_google_rpc_error_details, file_google_rpc_status]);
     for (const r of running) r.register(router);
   };
   const handler = connectNodeAdapter({

@@ -31,9 +31,10 @@ class DescriptorIndex {
   readonly serviceNames: string[];
   private readonly bytes = new Map<string, Uint8Array>();
 
-  constructor(services: DescService[]) {
+  constructor(services: DescService[], extraFiles: DescFile[]) {
     this.serviceNames = [...new Set(services.map((s) => s.typeName))];
     for (const s of services) this.addFile(s.file);
+    for (const f of extraFiles) this.addFile(f);
   }
 
   private addFile(file: DescFile): void {
@@ -103,10 +104,12 @@ function answer(index: DescriptorIndex, req: MessageRequest, sent: Set<string>):
 
 /**
  * Serves reflection for `services` (pass every service the server exposes, Health included).
- * list_services returns those names plus the two reflection services.
+ * list_services returns those names plus the two reflection services. `extraFiles`
+ * are served too: error detail types (google.rpc.*) no service file imports, so
+ * that clients such as grpcurl can decode the details of an error.
  */
-export function registerReflection(router: ConnectRouter, services: DescService[]): void {
-  const index = new DescriptorIndex([...services, v1.ServerReflection, v1alpha.ServerReflection]);
+export function registerReflection(router: ConnectRouter, services: DescService[], extraFiles: DescFile[] = []): void {
+  const index = new DescriptorIndex([...services, v1.ServerReflection, v1alpha.ServerReflection], extraFiles);
 
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {

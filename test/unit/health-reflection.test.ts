@@ -9,10 +9,6 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
-// chai 6 ships no .d.ts and @types/chai is not a devDependency yet; ts-ignore (not ts-expect-error) keeps this
-// compiling once it is added.
-// eslint-disable-next-line @typescript-eslint/ban-ts-comment
-// @ts-ignore
 import { expect } from "chai";
 import { InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as S } from "../../gen/grpc/health/v1/health_pb.js";

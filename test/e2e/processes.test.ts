@@ -1,0 +1,290 @@
+// Real server processes, started like a user does: start-up errors, persistence
+// across restarts, two instances sharing one database, and graceful shutdown.
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+// chai 6 ships no .d.ts and @types/chai is not a devDependency yet (see test/unit/health-reflection.test.ts).
+// eslint-disable-next-line @typescript-eslint/ban-ts-comment
+// @ts-ignore
+import { expect } from "chai";
+import {
+  Category,
+  InventoryService,
+  ProductEventType,
+  type ProductEvent,
+  type WatchProductsRequest,
+} from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { client, eventually, freshDatabase } from "../support/harness.js";
+import { killAll, runToExit, startProcess, type ListeningProcess } from "../support/processes.js";
+
+const STACK_FRAME = /^\s+at /;
+
+function newProduct(name: string, quantity = 10) {
+  return {
+    product: {
+      name,
+      description: `${name} for the e2e tests`,
+      category: Category.OFFICE,
+      quantity,
+      unitPrice: { currencyCode: "EUR", units: 3n, nanos: 250_000_000 },
+      lowStockThreshold: 2,
+    },
+  };
+}
+
+/** Reads a WatchProducts stream in the background and keeps what arrived. */
+class ProductWatcher {
+  readonly events: ProductEvent[] = [];
+  heartbeats = 0;
+  error: unknown;
+  ended = false;
+  private readonly ac = new AbortController();
+  readonly done: Promise<void>;
+
+  constructor(inventory: Client<typeof InventoryService>, req: Partial<WatchProductsRequest> = {}) {
+    this.done = (async () => {
+      try {
+        for await (const res of inventory.watchProducts(req, { signal: this.ac.signal })) {
+          if (res.kind.case === "event") this.events.push(res.kind.value);
+          else if (res.kind.case === "heartbeat") this.heartbeats++;
+        }
+      } catch (err) {
+        this.error = err;
+      } finally {
+        this.ended = true;
+      }
+    })();
+  }
+
+  /** A heartbeat proves the server-side subscription is live (events from now on reach us). */
+  async ready(): Promise<void> {
+    await eventually(() => this.heartbeats > 0 || this.ended, "a first heartbeat on WatchProducts", 15_000);
+    if (this.ended) throw new Error(`WatchProducts ended before its first heartbeat: ${String(this.error)}`);
+  }
+
+  close(): Promise<void> {
+    this.ac.abort();
+    return this.done;
+  }
+}
+
+describe("e2e: server processes", function () {
+  this.timeout(180_000);
+
+  afterEach(async () => {
+    await killAll();
+  });
+
+  describe("start-up errors are one clear line on stderr", () => {
+    async function expectOneLineError(env: Record<string, string>, pattern: RegExp): Promise<string> {
+      const { exit, stderr, proc } = await runToExit(env);
+      const lines = proc.stderrLines();
+      expect(exit.code, `exit code\n${proc.describe()}`).to.be.a("number").and.not.equal(0);
+      expect(lines, `stderr lines\n${stderr}`).to.have.length(1);
+      expect(lines[0]).to.match(/^agora: /);
+      expect(lines[0]).to.match(pattern);
+      expect(stderr.split("\n").filter((l) => STACK_FRAME.test(l)), "stack frames on stderr").to.deep.equal([]);
+      expect(proc.stdoutLines.filter((l) => STACK_FRAME.test(l)), "stack frames on stdout").to.deep.equal([]);
+      return lines[0]!;
+    }
+
+    it("PORT=abc", async () => {
+      await expectOneLineError({ PORT: "abc" }, /PORT must be a whole number, got "abc"/);
+    });
+
+    it("PORT=70000", async () => {
+      await expectOneLineError({ PORT: "70000" }, /PORT must be between 0 and 65535, got 70000/);
+    });
+
+    it("SERVICES=nope", async () => {
+      await expectOneLineError({ SERVICES: "nope" }, /SERVICES names unknown service\(s\) nope; known: inventory/);
+    });
+
+    it("an unreachable DATABASE_URL (and the password is not printed)", async () => {
+      const line = await expectOneLineError(
+        { DATABASE_URL: "postgres://u:p@127.0.0.1:1/db" },
+        /cannot reach the database at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db/,
+      );
+      expect(line).not.to.contain("u:p@");
+    });
+
+    it("a port already in use", async () => {
+      const blocker = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        blocker.once("error", reject);
+        blocker.listen(0, "127.0.0.1", () => resolve());
+      });
+      try {
+        const port = (blocker.address() as net.AddressInfo).port;
+        const databaseUrl = await freshDatabase();
+        await expectOneLineError(
+          { PORT: String(port), DATABASE_URL: databaseUrl },
+          new RegExp(`port ${port} is already in use \\(set PORT to another port\\)`),
+        );
+      } finally {
+        await new Promise<void>((resolve) => blocker.close(() => resolve()));
+      }
+    });
+  });
+
+  describe("persistence with the embedded PostgreSQL (DATA_DIR)", () => {
+    let dataDir: string;
+
+    before(() => {
+      dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-e2e-data-"));
+      // PostgreSQL runs as the `postgres` user when we are root: it must be able to enter the directory.
+      fs.chmodSync(dataDir, 0o755);
+    });
+
+    after(async () => {
+      await killAll();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    });
+
+    it("keeps products across a SIGTERM and a restart on the same DATA_DIR", async () => {
+      const env = { DATA_DIR: dataDir };
+      const first = await startProcess(env, 150_000);
+      expect(fs.existsSync(path.join(dataDir, "postgres", "PG_VERSION")), "cluster created in DATA_DIR/postgres").to.equal(true);
+      const inventory = client(InventoryService, first.url, "connect");
+      const created = [];
+      for (const name of ["Stapler", "Paper clips", "Desk lamp"]) {
+        created.push((await inventory.createProduct(newProduct(name, name.length))).product!);
+      }
+      await inventory.adjustStock({ productId: created[0]!.id, delta: 4, reason: "delivery", requestId: "r-1" });
+
+      const exit = await first.proc.stop();
+      expect(exit, first.proc.describe()).to.deep.equal({ code: 0, signal: null });
+      expect(first.proc.logs().some((l) => l.msg === "stopped"), "a \"stopped\" log line").to.equal(true);
+
+      const second = await startProcess(env, 150_000);
+      // The cluster is reused, not created again.
+      expect(second.proc.logs().some((l) => /creating the embedded PostgreSQL cluster/.test(String(l.msg)))).to.equal(false);
+      const again = client(InventoryService, second.url, "connect");
+      const listed = (await again.listProducts({ pageSize: 100 })).products;
+      expect(listed.map((p) => p.id).sort()).to.deep.equal(created.map((p) => p.id).sort());
+      for (const p of created) {
+        const back = (await again.getProduct({ id: p.id })).product!;
+        expect(back.name).to.equal(p.name);
+        expect(back.description).to.equal(p.description);
+        expect(back.unitPrice?.units).to.equal(3n);
+        expect(back.unitPrice?.nanos).to.equal(250_000_000);
+        expect(back.quantity).to.equal(p.id === created[0]!.id ? p.quantity + 4 : p.quantity);
+      }
+      const movements = await again.listStockMovements({ productId: created[0]!.id });
+      expect(movements.movements.map((m) => [m.delta, m.requestId])).to.deep.equal([[4, "r-1"]]);
+
+      const exit2 = await second.proc.stop();
+      expect(exit2, second.proc.describe()).to.deep.equal({ code: 0, signal: null });
+    });
+  });
+
+  describe("two processes on one database", () => {
+    let a: ListeningProcess;
+    let b: ListeningProcess;
+    const watchers: ProductWatcher[] = [];
+
+    before(async () => {
+      const databaseUrl = await freshDatabase();
+      const env = { DATABASE_URL: databaseUrl, HEARTBEAT_INTERVAL_MS: "200", SHUTDOWN_GRACE_MS: "3000" };
+      [a, b] = await Promise.all([startProcess(env), startProcess(env)]);
+    });
+
+    after(async () => {
+      await Promise.all(watchers.map((w) => w.close()));
+      await killAll();
+    });
+
+    it("a watcher on A sees changes made through B, in order, and resumes from a cursor", async () => {
+      const onA = client(InventoryService, a.url, "grpc");
+      const onB = client(InventoryService, b.url, "grpc");
+      const live = new ProductWatcher(onA);
+      watchers.push(live);
+      await live.ready();
+
+      const created = (await onB.createProduct(newProduct("Shared widget", 10))).product!;
+      const adjusted = await onB.adjustStock({ productId: created.id, delta: 5, reason: "delivery", requestId: "adj-1" });
+      expect(adjusted.product?.quantity).to.equal(15);
+
+      await eventually(() => live.events.length >= 2 || live.ended, "two events on A's watcher", 15_000);
+      expect(live.error, "watcher error").to.equal(undefined);
+      const [first, second] = live.events;
+      expect(live.events.map((e) => ProductEventType[e.type])).to.deep.equal(["CREATED", "STOCK_ADJUSTED"]);
+      expect(first!.product?.id).to.equal(created.id);
+      expect(second!.product?.id).to.equal(created.id);
+      expect(second!.product?.quantity).to.equal(15);
+      expect(second!.movement?.delta).to.equal(5);
+      expect(BigInt(second!.cursor) > BigInt(first!.cursor), `cursors ${first!.cursor} < ${second!.cursor}`).to.equal(true);
+
+      const resumed = new ProductWatcher(onA, { afterCursor: first!.cursor });
+      watchers.push(resumed);
+      await eventually(() => resumed.events.some((e) => e.cursor === second!.cursor) || resumed.ended, "the resumed event");
+      // A heartbeat after the catch-up means the backlog is exhausted and the stream is quiet.
+      const heartbeatsAfter = resumed.heartbeats;
+      await eventually(() => resumed.heartbeats > heartbeatsAfter || resumed.ended, "a heartbeat after the catch-up");
+      expect(resumed.error, "resumed watcher error").to.equal(undefined);
+      expect(resumed.events.map((e) => [ProductEventType[e.type], e.cursor, e.product?.id])).to.deep.equal([
+        ["STOCK_ADJUSTED", second!.cursor, created.id],
+      ]);
+    });
+  });
+
+  describe("graceful shutdown", () => {
+    let server: ListeningProcess;
+    let watcher: ProductWatcher | undefined;
+
+    before(async () => {
+      server = await startProcess({ DATABASE_URL: await freshDatabase(), HEARTBEAT_INTERVAL_MS: "200", SHUTDOWN_GRACE_MS: "5000" });
+    });
+
+    after(async () => {
+      await watcher?.close();
+      await killAll();
+    });
+
+    it("SIGTERM: the health Watch turns NOT_SERVING, WatchProducts ends UNAVAILABLE, the process exits 0", async () => {
+        const health = client(Health, server.url, "grpc");
+        const inventory = client(InventoryService, server.url, "grpc");
+        watcher = new ProductWatcher(inventory);
+        await watcher.ready();
+
+        const statuses: ServingStatus[] = [];
+        let healthError: unknown;
+        let healthEnded = false;
+        const ac = new AbortController();
+        const healthDone = (async () => {
+          try {
+            for await (const res of health.watch({ service: "" }, { signal: ac.signal })) statuses.push(res.status);
+          } catch (err) {
+            healthError = err;
+          } finally {
+            healthEnded = true;
+          }
+        })();
+        try {
+          await eventually(() => statuses.length > 0 || healthEnded, "the first health status");
+          expect(statuses, String(healthError)).to.deep.equal([ServingStatus.SERVING]);
+
+          server.proc.signal("SIGTERM");
+
+          await eventually(() => healthEnded, "the health Watch to end", 20_000);
+          expect(statuses.map((s) => ServingStatus[s])).to.deep.equal(["SERVING", "NOT_SERVING"]);
+
+          await eventually(() => watcher!.ended, "WatchProducts to end", 20_000);
+          expect(watcher!.error, "WatchProducts ends with an error").to.be.instanceOf(ConnectError);
+          expect(Code[(watcher!.error as ConnectError).code]).to.equal("Unavailable");
+
+          const exit = await server.proc.exited;
+          expect(exit, server.proc.describe()).to.deep.equal({ code: 0, signal: null });
+          const messages = server.proc.logs().map((l) => l.msg);
+          expect(messages).to.include.members(["stop requested", "shutting down: draining", "stopped"]);
+          expect(messages, "no forced close").not.to.include("grace period over: closing the remaining connections");
+        } finally {
+          ac.abort();
+          await healthDone;
+        }
+    });
+  });
+});

@@ -1,0 +1,341 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { expect } from "chai";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  Category,
+  InventoryService,
+  ProductEventType,
+  ProductOrder,
+  ProductSchema,
+  type Product,
+  type ProductEvent,
+} from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, PreconditionFailureSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { client, PROTOCOLS, startTestServer, type TestServer } from "../support/harness.js";
+
+type Inventory = Client<typeof InventoryService>;
+
+function product(name: string, overrides: Omit<MessageInitShape<typeof ProductSchema>, "$typeName"> = {}) {
+  return create(ProductSchema, {
+    name,
+    description: `${name} description`,
+    category: Category.OFFICE,
+    quantity: 10,
+    unitPrice: { currencyCode: "EUR", units: 2n, nanos: 500_000_000 },
+    lowStockThreshold: 3,
+    ...overrides,
+  });
+}
+
+async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail");
+}
+
+function badFields(err: ConnectError): string[] {
+  return err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
+}
+
+describe("inventory service", () => {
+  let server: TestServer;
+  let inv: Inventory;
+
+  before(async () => {
+    server = await startTestServer({ HEARTBEAT_INTERVAL_MS: "200" });
+    inv = client(InventoryService, server.url);
+  });
+  after(() => server?.shutdown());
+
+  describe("products", () => {
+    it("creates and reads a product identically over gRPC, gRPC-Web and Connect", async () => {
+      const { product: created } = await inv.createProduct({ product: product("Stapler") });
+      expect(created!.id).to.match(/^[0-9a-f-]{36}$/);
+      expect(created!.etag).to.not.equal("");
+      expect(created!.lowStock).to.equal(false);
+      for (const protocol of PROTOCOLS) {
+        const { product: read } = await client(InventoryService, server.url, protocol).getProduct({ id: created!.id });
+        expect(read, protocol).to.deep.equal(created);
+      }
+    });
+
+    it("returns the first result when a create is retried with the same request_id", async () => {
+      const first = await inv.createProduct({ product: product("Retry me"), requestId: "create-1" });
+      const again = await inv.createProduct({ product: product("Retry me"), requestId: "create-1" });
+      expect(again.product!.id).to.equal(first.product!.id);
+    });
+
+    it("rejects a second product with the same name, case-insensitively, with ALREADY_EXISTS", async () => {
+      await inv.createProduct({ product: product("Unique Name") });
+      const err = await rpcError(inv.createProduct({ product: product("unique name") }));
+      expect(err.code).to.equal(Code.AlreadyExists);
+      expect(err.rawMessage).to.contain("already exists");
+    });
+
+    it("names every invalid field with INVALID_ARGUMENT and stores nothing", async () => {
+      const bad = product("", {
+        category: Category.UNSPECIFIED,
+        quantity: -1,
+        lowStockThreshold: -5,
+        description: "x".repeat(4001),
+        unitPrice: { currencyCode: "euro", units: -1n, nanos: 0 },
+      });
+      const err = await rpcError(inv.createProduct({ product: bad }));
+      expect(err.code).to.equal(Code.InvalidArgument);
+      expect(badFields(err)).to.include.members([
+        "product.name",
+        "product.description",
+        "product.category",
+        "product.quantity",
+        "product.unit_price",
+        "product.low_stock_threshold",
+      ]);
+      const { products } = await inv.listProducts({ pageSize: 1000 });
+      expect(products.map((p) => p.name)).to.not.include("");
+    });
+
+    it("rejects malformed ids, page sizes and missing products", async () => {
+      expect(badFields(await rpcError(inv.getProduct({ id: "not-a-uuid" })))).to.deep.equal(["id"]);
+      expect(badFields(await rpcError(inv.listProducts({ pageSize: 1001 })))).to.deep.equal(["page_size"]);
+      const missing = await rpcError(inv.getProduct({ id: "00000000-0000-4000-8000-000000000000" }));
+      expect(missing.code).to.equal(Code.NotFound);
+      const token = await rpcError(inv.listProducts({ pageToken: "garbage!" }));
+      expect(token.code).to.equal(Code.InvalidArgument);
+      expect(badFields(token)).to.deep.equal(["page_token"]);
+    });
+
+    it("updates the masked fields, checks the etag, and refuses stale ones with ABORTED", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Lamp") });
+      const { product: updated } = await inv.updateProduct({
+        id: p!.id,
+        product: { name: "Desk lamp", description: "ignored: not in the mask" },
+        updateMask: { paths: ["name"] },
+        etag: p!.etag,
+      });
+      expect(updated!.name).to.equal("Desk lamp");
+      expect(updated!.description).to.equal(p!.description);
+      expect(updated!.etag).to.not.equal(p!.etag);
+      const stale = await rpcError(
+        inv.updateProduct({ id: p!.id, product: { name: "Old" }, updateMask: { paths: ["name"] }, etag: p!.etag }),
+      );
+      expect(stale.code).to.equal(Code.Aborted);
+      expect(stale.findDetails(ErrorInfoSchema)[0]?.metadata.current_etag).to.equal(updated!.etag);
+    });
+
+    it("validates the product as updated and refuses masks naming quantity or unknown fields", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Chair") });
+      const empty = await rpcError(inv.updateProduct({ id: p!.id, product: { name: "" }, updateMask: { paths: ["name"] } }));
+      expect(badFields(empty)).to.deep.equal(["product.name"]);
+      const qty = await rpcError(inv.updateProduct({ id: p!.id, product: { quantity: 99 }, updateMask: { paths: ["quantity"] } }));
+      expect(badFields(qty)).to.deep.equal(["update_mask"]);
+      const none = await rpcError(inv.updateProduct({ id: p!.id, product: {}, updateMask: { paths: [] } }));
+      expect(badFields(none)).to.deep.equal(["update_mask"]);
+      const { product: after } = await inv.getProduct({ id: p!.id });
+      expect(after).to.deep.equal(p);
+    });
+
+    it("deletes with an etag check, then answers NOT_FOUND", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Bin") });
+      expect((await rpcError(inv.deleteProduct({ id: p!.id, etag: '"999"' }))).code).to.equal(Code.Aborted);
+      await inv.deleteProduct({ id: p!.id, etag: p!.etag });
+      expect((await rpcError(inv.getProduct({ id: p!.id }))).code).to.equal(Code.NotFound);
+      expect((await rpcError(inv.deleteProduct({ id: p!.id }))).code).to.equal(Code.NotFound);
+    });
+
+    it("finds products by words in name and description, best matches first", async () => {
+      await inv.createProduct({ product: product("Blue ballpoint pen", { description: "writes smoothly" }) });
+      await inv.createProduct({ product: product("Notebook", { description: "pairs well with a blue pen" }) });
+      await inv.createProduct({ product: product("Red marker", { description: "permanent ink" }) });
+      const { products } = await inv.searchProducts({ query: "BLUE pen" });
+      expect(products.map((p) => p.name)).to.deep.equal(["Blue ballpoint pen", "Notebook"]);
+      const prefix = await inv.searchProducts({ query: "ballp" });
+      expect(prefix.products.map((p) => p.name)).to.deep.equal(["Blue ballpoint pen"]);
+      const typo = await inv.searchProducts({ query: "Notebok" });
+      expect(typo.products.map((p) => p.name)).to.include("Notebook");
+      expect((await rpcError(inv.searchProducts({ query: "!!!" }))).code).to.equal(Code.InvalidArgument);
+    });
+  });
+
+  describe("listing", () => {
+    let listServer: TestServer;
+    let list: Inventory;
+    before(async () => {
+      listServer = await startTestServer();
+      list = client(InventoryService, listServer.url);
+      const names = Array.from({ length: 2500 }, (_, i) => `Item ${String(i).padStart(4, "0")}`);
+      for (let i = 0; i < names.length; i += 50) {
+        await Promise.all(
+          names.slice(i, i + 50).map((name, j) =>
+            list.createProduct({
+              product: product(name, {
+                quantity: (i + j) % 7,
+                category: (i + j) % 2 ? Category.FOOD : Category.OFFICE,
+              }),
+            }),
+          ),
+        );
+      }
+    });
+    after(() => listServer?.shutdown());
+
+    it("pages 2,500 products 100 at a time, each exactly once, in order", async () => {
+      const seen: string[] = [];
+      let pageToken = "";
+      let pages = 0;
+      do {
+        const page = await list.listProducts({ pageSize: 100, pageToken });
+        expect(page.products.length).to.be.at.most(100);
+        seen.push(...page.products.map((p) => p.name));
+        pageToken = page.nextPageToken;
+        pages++;
+      } while (pageToken && pages < 100);
+      expect(seen).to.have.length(2500);
+      expect(new Set(seen).size).to.equal(2500);
+      expect(seen).to.deep.equal([...seen].sort());
+      expect(pages).to.equal(25);
+    });
+
+    it("filters by category and low stock, orders by quantity descending, and keeps the filters in the token", async () => {
+      const seen: Product[] = [];
+      let pageToken = "";
+      const query = { pageSize: 200, category: Category.FOOD, lowStockOnly: true, orderBy: ProductOrder.QUANTITY, descending: true };
+      do {
+        const page = await list.listProducts({ ...query, pageToken });
+        seen.push(...page.products);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      expect(seen.length).to.be.greaterThan(0);
+      expect(seen.every((p) => p.category === Category.FOOD && p.lowStock && p.quantity <= 3)).to.equal(true);
+      const quantities = seen.map((p) => p.quantity);
+      expect(quantities).to.deep.equal([...quantities].sort((a, b) => b - a));
+      expect(new Set(seen.map((p) => p.id)).size).to.equal(seen.length);
+      const first = await list.listProducts({ ...query, pageSize: 5 });
+      const mismatch = await rpcError(list.listProducts({ pageSize: 5, pageToken: first.nextPageToken }));
+      expect(mismatch.code).to.equal(Code.InvalidArgument);
+    });
+  });
+
+  describe("stock", () => {
+    it("lets exactly 50 of 100 concurrent AdjustStock(-1) succeed on a quantity of 50", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Hot item", { quantity: 50 }) });
+      const results = await Promise.allSettled(
+        Array.from({ length: 100 }, (_, i) =>
+          inv.adjustStock({ productId: p!.id, delta: -1, reason: "sale", requestId: `sale-${i}` }),
+        ),
+      );
+      const ok = results.filter((r) => r.status === "fulfilled");
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => ConnectError.from(r.reason));
+      expect(ok).to.have.length(50);
+      expect(failed).to.have.length(50);
+      for (const err of failed) {
+        expect(err.code).to.equal(Code.FailedPrecondition);
+        expect(err.findDetails(ErrorInfoSchema)[0]?.metadata.available_quantity).to.equal("0");
+        expect(err.findDetails(PreconditionFailureSchema)[0]?.violations[0]?.type).to.equal("STOCK");
+      }
+      const { product: after } = await inv.getProduct({ id: p!.id });
+      expect(after!.quantity).to.equal(0);
+      const movements = [];
+      let pageToken = "";
+      do {
+        const page = await inv.listStockMovements({ productId: p!.id, pageSize: 7, pageToken });
+        movements.push(...page.movements);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      expect(movements).to.have.length(50);
+      expect(movements.map((m) => m.quantityAfter).sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 50 }, (_, i) => i));
+    });
+
+    it("applies a request_id once and replays the first result", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Idempotent", { quantity: 5 }) });
+      const first = await inv.adjustStock({ productId: p!.id, delta: 3, reason: "delivery", requestId: "d-1" });
+      const concurrentRepeats = await Promise.all(
+        Array.from({ length: 5 }, () => inv.adjustStock({ productId: p!.id, delta: 3, reason: "delivery", requestId: "d-1" })),
+      );
+      expect(first.replayed).to.equal(false);
+      expect(first.product!.quantity).to.equal(8);
+      for (const r of concurrentRepeats) {
+        expect(r.replayed).to.equal(true);
+        expect(r.movement).to.deep.equal(first.movement);
+      }
+      expect((await inv.getProduct({ id: p!.id })).product!.quantity).to.equal(8);
+    });
+
+    it("rejects a zero delta and an unknown product", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Zero") });
+      expect(badFields(await rpcError(inv.adjustStock({ productId: p!.id, delta: 0, reason: "x", requestId: "z" })))).to.deep.equal(["delta"]);
+      const missing = await rpcError(
+        inv.adjustStock({ productId: "00000000-0000-4000-8000-000000000001", delta: 1, reason: "x", requestId: "z" }),
+      );
+      expect(missing.code).to.equal(Code.NotFound);
+    });
+  });
+
+  describe("watching", () => {
+    type Collected = { events: ProductEvent[]; heartbeats: number };
+    async function collect(
+      stream: AsyncIterable<{ kind: { case: string | undefined; value?: unknown } }>,
+      until: (c: Collected) => boolean,
+    ): Promise<Collected> {
+      const c: Collected = { events: [], heartbeats: 0 };
+      for await (const msg of stream) {
+        if (msg.kind.case === "event") c.events.push(msg.kind.value as ProductEvent);
+        else if (msg.kind.case === "heartbeat") c.heartbeats++;
+        if (until(c)) break;
+      }
+      return c;
+    }
+
+    it("streams changes and low-stock crossings in commit order, and resumes after a cursor", async () => {
+      const abort = new AbortController();
+      const { product: p } = await inv.createProduct({ product: product("Watched", { quantity: 5, lowStockThreshold: 2 }) });
+      const stream = inv.watchProducts({ productIds: [p!.id] }, { signal: abort.signal });
+      const watching = collect(stream, (c) => c.events.length >= 4);
+      // Stream is open once the first heartbeat arrives; changes made from now on are seen.
+      await new Promise((r) => setTimeout(r, 300));
+      await inv.adjustStock({ productId: p!.id, delta: -3, reason: "sale", requestId: "w-1" });
+      await inv.adjustStock({ productId: p!.id, delta: 4, reason: "delivery", requestId: "w-2" });
+      const { events } = await watching;
+      abort.abort();
+      expect(events.map((e) => e.type)).to.deep.equal([
+        ProductEventType.STOCK_ADJUSTED,
+        ProductEventType.LOW_STOCK,
+        ProductEventType.STOCK_ADJUSTED,
+        ProductEventType.RESTOCKED,
+      ]);
+      expect(events[0]!.movement!.delta).to.equal(-3);
+      const cursors = events.map((e) => BigInt(e.cursor));
+      expect(cursors).to.deep.equal([...cursors].sort((a, b) => (a < b ? -1 : 1)));
+
+      const resumed = await collect(inv.watchProducts({ afterCursor: events[1]!.cursor, productIds: [p!.id] }), (c) => c.events.length >= 2);
+      expect(resumed.events.map((e) => e.cursor)).to.deep.equal([events[2]!.cursor, events[3]!.cursor]);
+    });
+
+    it("sends heartbeats while quiet and gives low-stock watchers only the crossings they asked for", async () => {
+      const { product: shirt } = await inv.createProduct({
+        product: product("Shirt", { category: Category.CLOTHING, quantity: 10, lowStockThreshold: 5 }),
+      });
+      const { product: pen } = await inv.createProduct({ product: product("Pen", { quantity: 10, lowStockThreshold: 5 }) });
+      const watching = collect(inv.watchProducts({ lowStockOnly: true, categories: [Category.CLOTHING] }), (c) => c.events.length >= 1);
+      const quiet = await collect(inv.watchProducts({ productIds: [shirt!.id] }), (c) => c.heartbeats >= 2);
+      expect(quiet.events).to.deep.equal([]);
+      await inv.adjustStock({ productId: pen!.id, delta: -8, reason: "sale", requestId: "pen-1" }); // other category
+      await inv.adjustStock({ productId: shirt!.id, delta: -1, reason: "sale", requestId: "shirt-1" }); // no crossing
+      await inv.adjustStock({ productId: shirt!.id, delta: -6, reason: "sale", requestId: "shirt-2" }); // crosses
+      const { events } = await watching;
+      expect(events.map((e) => [e.type, e.product!.id, e.product!.quantity])).to.deep.equal([
+        [ProductEventType.LOW_STOCK, shirt!.id, 3],
+      ]);
+    });
+
+    it("rejects a cursor from the future and a malformed one", async () => {
+      const ahead = await rpcError(collect(inv.watchProducts({ afterCursor: "999999999" }), () => true));
+      expect(ahead.code).to.equal(Code.OutOfRange);
+      const bad = await rpcError(collect(inv.watchProducts({ afterCursor: "abc" }), () => true));
+      expect(bad.code).to.equal(Code.InvalidArgument);
+    });
+  });
+});

@@ -1,0 +1,72 @@
+import { randomBytes } from "node:crypto";
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import pg from "pg";
+import { pino } from "pino";
+import { loadConfig, type Config } from "../../src/config.js";
+import { startServer, type AgoraServer } from "../../src/server.js";
+
+export const quietLog = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+function adminUrl(): string {
+  const url = process.env.AGORA_TEST_DATABASE_URL;
+  if (!url) throw new Error("AGORA_TEST_DATABASE_URL is not set: run the tests through mocha (.mocharc.json)");
+  return url;
+}
+
+/** A new, empty database on the test PostgreSQL; returns its URL. */
+export async function freshDatabase(): Promise<string> {
+  const name = `t_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl());
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export interface TestServer extends AgoraServer {
+  databaseUrl: string;
+  config: Config;
+}
+
+/** A real server on an ephemeral loopback port; a fresh database unless one is given. */
+export async function startTestServer(env: Record<string, string> = {}, databaseUrl?: string): Promise<TestServer> {
+  const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", SHUTDOWN_GRACE_MS: "2000", ...env });
+  const url = databaseUrl ?? (await freshDatabase());
+  const server = await startServer({ config, databaseUrl: url, log: quietLog });
+  return Object.assign(server, { databaseUrl: url, config });
+}
+
+export type ProtocolName = "connect" | "grpc" | "grpcweb";
+export const PROTOCOLS: ProtocolName[] = ["connect", "grpc", "grpcweb"];
+
+export function transport(baseUrl: string, protocol: ProtocolName): Transport {
+  switch (protocol) {
+    case "grpc":
+      return createGrpcTransport({ baseUrl });
+    case "grpcweb":
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+    case "connect":
+      return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+  }
+}
+
+export function client<S extends DescService>(service: S, baseUrl: string, protocol: ProtocolName = "grpc"): Client<S> {
+  return createClient(service, transport(baseUrl, protocol));
+}
+
+/** Polls `check` until it returns true (bounded); for conditions that settle asynchronously. */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
