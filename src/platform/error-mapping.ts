@@ -58,11 +58,19 @@ function internal(requestId: string): ConnectError {
   return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
 }
 
+const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"]);
+// SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong".
+const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400"]);
+
 function isConnectionFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return (
-    typeof code === "string" &&
-    (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "57P01", "57P03", "08006", "08001", "08003"].includes(code))
+  for (let e = err as { code?: unknown; sqlState?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
+    if (typeof code !== "string") continue;
+    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08")) return true;
+    if (code === "55000" && /accepting connections/.test(String(e.message))) return true;
+  }
+  return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect/i.test(
+    String((err as Error | undefined)?.message),
   );
 }
 

@@ -3,7 +3,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import pg from "pg";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { loadConfig, type Config } from "../../src/config.js";
 import { startServer, type AgoraServer } from "../../src/server.js";
 
@@ -36,10 +36,14 @@ export interface TestServer extends AgoraServer {
 }
 
 /** A real server on an ephemeral loopback port; a fresh database unless one is given. */
-export async function startTestServer(env: Record<string, string> = {}, databaseUrl?: string): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  databaseUrl?: string,
+  log: Logger = quietLog,
+): Promise<TestServer> {
   const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", SHUTDOWN_GRACE_MS: "2000", ...env });
   const url = databaseUrl ?? (await freshDatabase());
-  const server = await startServer({ config, databaseUrl: url, log: quietLog });
+  const server = await startServer({ config, databaseUrl: url, log });
   return Object.assign(server, { databaseUrl: url, config });
 }
 

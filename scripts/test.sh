@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: contract lint and compatibility, generated
+# code freshness, type check, external tools, then every mocha suite in one run
+# (its last line reads "N passed, N failed").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=node_modules/.bin
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "buf lint";        "$bin/buf" lint
+step "buf format";      "$bin/buf" format --diff --exit-code proto
+step "buf breaking";    bash scripts/buf-breaking.sh
+step "generated code";  bash scripts/check-generated.sh
+step "typecheck";       "$bin/tsc" -p .
+step "tools";           bash scripts/install-tools.sh
+step "tests";           "$bin/mocha" "test/unit/**/*.test.ts" "test/integration/**/*.test.ts" "test/e2e/**/*.test.ts" "$@"
