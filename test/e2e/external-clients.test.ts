@@ -328,7 +328,7 @@ describe("e2e: external clients", function () {
       expect(service.stdout).to.contain(`${INVENTORY} is a service:`);
       for (const rpc of ["CreateProduct", "GetProduct", "ListProducts", "AdjustStock"]) {
         expect(service.stdout).to.contain(
-          `rpc ${rpc} ( .agora.inventory.v1.${rpc}Request ) returns ( .agora.inventory.v1.${rpc}Response );`,
+          `rpc ${rpc} ( .agora.inventory.v1.${rpc}Request ) returns ( .agora.inventory.v1.${rpc}Response )`,
         );
       }
       expect(service.stdout).to.contain(
