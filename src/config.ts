@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["inventory"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -22,6 +22,26 @@ export interface Config {
   shutdownDelayMs: number;
   heartbeatIntervalMs: number;
   dbPoolSize: number;
+  auth: AuthConfig;
+}
+
+export interface AuthConfig {
+  issuer: string;
+  audience: string;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlSeconds: number;
+  /** PEM (PKCS#8) ES256 private key; unset: a key created on first start in DATA_DIR/keys. */
+  privateKeyFile: string | undefined;
+  /** Where processes that do not run the identity service fetch its public keys. */
+  jwksUrl: string | undefined;
+  /** First administrator, created at start when missing. */
+  adminUsername: string | undefined;
+  adminPassword: string | undefined;
+  loginMaxFailuresPerUser: number;
+  loginMaxFailuresPerAddress: number;
+  loginWindowSeconds: number;
+  /** Take the client address from the last X-Forwarded-For entry (set when behind Envoy). */
+  trustForwardedFor: boolean;
 }
 
 /** A configuration problem, reported as one line at start. */
@@ -65,7 +85,7 @@ function databaseUrl(raw: string | undefined): string | undefined {
 }
 
 export function loadConfig(env: Env = process.env): Config {
-  return {
+  const config: Config = {
     host: env.HOST?.trim() || "0.0.0.0",
     port: integer(env, "PORT", 8080, 0, 65535),
     services: services(env.SERVICES),
@@ -79,5 +99,37 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),
     dbPoolSize: integer(env, "DB_POOL_SIZE", 10, 1, 200),
+    auth: authConfig(env),
+  };
+  if (!config.services.includes("identity") && !config.auth.jwksUrl) {
+    throw new ConfigError("without the identity service in SERVICES, set JWKS_URL to its /.well-known/jwks.json");
+  }
+  return config;
+}
+
+function authConfig(env: Env): AuthConfig {
+  const jwksUrl = env.JWKS_URL?.trim() || undefined;
+  if (jwksUrl && !/^https?:\/\//.test(jwksUrl)) throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  const adminUsername = env.ADMIN_USERNAME?.trim() || undefined;
+  const adminPassword = env.ADMIN_PASSWORD || undefined;
+  if (Boolean(adminUsername) !== Boolean(adminPassword)) {
+    throw new ConfigError("ADMIN_USERNAME and ADMIN_PASSWORD go together: set both or neither");
+  }
+  if (adminPassword !== undefined && (adminPassword.length < 12 || adminPassword.length > 128)) {
+    throw new ConfigError("ADMIN_PASSWORD must be 12 to 128 characters (the password policy)");
+  }
+  return {
+    issuer: env.AUTH_ISSUER?.trim() || "agora-identity",
+    audience: env.AUTH_AUDIENCE?.trim() || "agora",
+    accessTokenTtlSeconds: integer(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 30, 86_400),
+    refreshTokenTtlSeconds: integer(env, "REFRESH_TOKEN_TTL_SECONDS", 30 * 86_400, 60, 365 * 86_400),
+    privateKeyFile: env.JWT_PRIVATE_KEY_FILE?.trim() || undefined,
+    jwksUrl,
+    adminUsername,
+    adminPassword,
+    loginMaxFailuresPerUser: integer(env, "LOGIN_MAX_FAILURES_PER_USER", 5, 1, 1000),
+    loginMaxFailuresPerAddress: integer(env, "LOGIN_MAX_FAILURES_PER_ADDRESS", 30, 1, 100_000),
+    loginWindowSeconds: integer(env, "LOGIN_WINDOW_SECONDS", 900, 1, 86_400),
+    trustForwardedFor: env.TRUST_FORWARDED_FOR === "true",
   };
 }

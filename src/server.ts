@@ -1,13 +1,18 @@
 import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type http from "node:http";
+import type http2 from "node:http2";
 import type { Logger } from "pino";
 import type { Config, ServiceName } from "./config.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform/auth.js";
+import { systemClock, type Clock } from "./platform/clock.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
 import { DualProtocolListener } from "./platform/listener.js";
@@ -17,11 +22,16 @@ import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
+import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
 
 const MODULES: Record<ServiceName, ServiceModule> = {
+  identity: identityModule,
   inventory: inventoryModule,
 };
+
+/** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */
+export const JWKS_PATH = "/.well-known/jwks.json";
 
 export interface AgoraServer {
   port: number;
@@ -37,16 +47,18 @@ export interface ServerOptions {
   config: Config;
   databaseUrl: string;
   log: Logger;
+  /** Defaults to the system clock; tests pass a ManualClock. */
+  clock?: Clock;
 }
 
 /** Starts the selected services on one port (gRPC, gRPC-Web and Connect) and returns a handle. */
-export async function startServer({ config, databaseUrl, log }: ServerOptions): Promise<AgoraServer> {
+export async function startServer({ config, databaseUrl, log, clock = systemClock }: ServerOptions): Promise<AgoraServer> {
   const pubsub = new PgPubSub(databaseUrl, log);
   const modules = config.services.map((name) => MODULES[name]);
   const running: RunningService[] = [];
   try {
     for (const module of modules) {
-      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub }));
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock }));
     }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
@@ -55,6 +67,14 @@ export async function startServer({ config, databaseUrl, log }: ServerOptions): 
   }
 
   const served: DescService[] = modules.flatMap((m) => m.services);
+  const jwks = running.find((r) => r.jwks)?.jwks;
+  const verifyToken = createTokenVerifier(jwks ?? new URL(config.auth.jwksUrl!), config.auth, clock);
+  const publicMethods = new Set([
+    ...modules.flatMap((m) => m.publicMethods ?? []),
+    Health.typeName,
+    ReflectionV1.typeName,
+    ReflectionV1alpha.typeName,
+  ]);
   const health = new HealthRegistry(served.map((s) => s.typeName));
   const metrics = new ServerMetrics();
   const shutdownController = new AbortController();
@@ -77,9 +97,16 @@ export async function startServer({ config, databaseUrl, log }: ServerOptions): 
       observeInterceptor(log, metrics),
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
+      authInterceptor(verifyToken, publicMethods),
       validationInterceptor,
     ],
+    contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),
     fallback: (req, res) => {
+      if (req.method === "GET" && req.url === JWKS_PATH && jwks) {
+        res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
+        res.end(JSON.stringify(jwks));
+        return;
+      }
       if (req.method === "GET" && req.url === "/metrics") {
         metrics.registry.metrics().then(
           (text) => {
@@ -140,4 +167,14 @@ export async function startServer({ config, databaseUrl, log }: ServerOptions): 
     })());
 
   return { port, url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`, health, metrics, shutdown };
+}
+
+/** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */
+function clientAddress(req: http.IncomingMessage | http2.Http2ServerRequest, trustForwardedFor: boolean): string {
+  if (trustForwardedFor) {
+    const forwarded = req.headers["x-forwarded-for"];
+    const last = (Array.isArray(forwarded) ? forwarded.join(",") : (forwarded ?? "")).split(",").at(-1)?.trim();
+    if (last) return last;
+  }
+  return req.socket.remoteAddress ?? "";
 }

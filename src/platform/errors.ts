@@ -5,6 +5,7 @@ import {
   ErrorInfoSchema,
   PreconditionFailureSchema,
   ResourceInfoSchema,
+  RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
 
 /** google.rpc.ErrorInfo domain of every error Agora raises. */
@@ -62,4 +63,13 @@ export function failedPrecondition(
 /** A stale etag or version: the caller should re-read and try again. */
 export function aborted(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
   return new ConnectError(message, Code.Aborted, undefined, [errorInfo(reason, metadata)]);
+}
+
+/** A limit was hit; RetryInfo tells well-behaved clients when to come back. */
+export function resourceExhausted(reason: string, message: string, retryAfterMs: number): ConnectError {
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new ConnectError(message, Code.ResourceExhausted, undefined, [
+    { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: { seconds: BigInt(seconds) } }) },
+    errorInfo(reason, { retry_after_seconds: String(seconds) }),
+  ]);
 }

@@ -1,7 +1,9 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import type { JSONWebKeySet } from "jose";
 import type { Config } from "../config.js";
+import type { Clock } from "./clock.js";
 import type { PubSub } from "./pubsub.js";
 
 /** What the composition root hands every service when it starts. */
@@ -10,6 +12,7 @@ export interface ServiceDeps {
   databaseUrl: string;
   log: Logger;
   pubsub: PubSub;
+  clock: Clock;
 }
 
 /** A started service: its routes, a health probe and a way to stop. */
@@ -18,11 +21,15 @@ export interface RunningService {
   /** Rejects when the service cannot reach its database. */
   ping(): Promise<void>;
   stop(): Promise<void>;
+  /** The public keys of the tokens this service signs (identity only). */
+  jwks?: JSONWebKeySet;
 }
 
 /** One folder under src/services: the gRPC services it serves and how to start it. */
 export interface ServiceModule {
   name: string;
   services: DescService[];
+  /** Methods callable without a token, as "package.Service/Method". */
+  publicMethods?: string[];
   start(deps: ServiceDeps): Promise<RunningService>;
 }

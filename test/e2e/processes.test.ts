@@ -4,6 +4,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 // chai 6 ships no .d.ts and @types/chai is not a devDependency yet (see test/unit/health-reflection.test.ts).
 // eslint-disable-next-line @typescript-eslint/ban-ts-comment
@@ -14,7 +15,7 @@ import {
   InventoryService,
   ProductEventType,
   type ProductEvent,
-  type WatchProductsRequest,
+  type WatchProductsRequestSchema,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { client, eventually, freshDatabase } from "../support/harness.js";
@@ -44,7 +45,7 @@ class ProductWatcher {
   private readonly ac = new AbortController();
   readonly done: Promise<void>;
 
-  constructor(inventory: Client<typeof InventoryService>, req: Partial<WatchProductsRequest> = {}) {
+  constructor(inventory: Client<typeof InventoryService>, req: MessageInitShape<typeof WatchProductsRequestSchema> = {}) {
     this.done = (async () => {
       try {
         for await (const res of inventory.watchProducts(req, { signal: this.ac.signal })) {
@@ -245,46 +246,48 @@ describe("e2e: server processes", function () {
     });
 
     it("SIGTERM: the health Watch turns NOT_SERVING, WatchProducts ends UNAVAILABLE, the process exits 0", async () => {
-        const health = client(Health, server.url, "grpc");
-        const inventory = client(InventoryService, server.url, "grpc");
-        watcher = new ProductWatcher(inventory);
-        await watcher.ready();
+      const health = client(Health, server.url, "grpc");
+      const inventory = client(InventoryService, server.url, "grpc");
+      watcher = new ProductWatcher(inventory);
+      await watcher.ready();
 
-        const statuses: ServingStatus[] = [];
-        let healthError: unknown;
-        let healthEnded = false;
-        const ac = new AbortController();
-        const healthDone = (async () => {
-          try {
-            for await (const res of health.watch({ service: "" }, { signal: ac.signal })) statuses.push(res.status);
-          } catch (err) {
-            healthError = err;
-          } finally {
-            healthEnded = true;
-          }
-        })();
+      const statuses: ServingStatus[] = [];
+      let healthError: unknown;
+      let healthEnded = false;
+      const ac = new AbortController();
+      const healthDone = (async () => {
         try {
-          await eventually(() => statuses.length > 0 || healthEnded, "the first health status");
-          expect(statuses, String(healthError)).to.deep.equal([ServingStatus.SERVING]);
-
-          server.proc.signal("SIGTERM");
-
-          await eventually(() => healthEnded, "the health Watch to end", 20_000);
-          expect(statuses.map((s) => ServingStatus[s])).to.deep.equal(["SERVING", "NOT_SERVING"]);
-
-          await eventually(() => watcher!.ended, "WatchProducts to end", 20_000);
-          expect(watcher!.error, "WatchProducts ends with an error").to.be.instanceOf(ConnectError);
-          expect(Code[(watcher!.error as ConnectError).code]).to.equal("Unavailable");
-
-          const exit = await server.proc.exited;
-          expect(exit, server.proc.describe()).to.deep.equal({ code: 0, signal: null });
-          const messages = server.proc.logs().map((l) => l.msg);
-          expect(messages).to.include.members(["stop requested", "shutting down: draining", "stopped"]);
-          expect(messages, "no forced close").not.to.include("grace period over: closing the remaining connections");
+          for await (const res of health.watch({ service: "" }, { signal: ac.signal })) statuses.push(res.status);
+        } catch (err) {
+          healthError = err;
         } finally {
-          ac.abort();
-          await healthDone;
+          healthEnded = true;
         }
+      })();
+      try {
+        await eventually(() => statuses.length > 0 || healthEnded, "the first health status");
+        expect(statuses, String(healthError)).to.deep.equal([ServingStatus.SERVING]);
+
+        server.proc.signal("SIGTERM");
+
+        await eventually(() => healthEnded, "the health Watch to end", 20_000);
+        expect(statuses.map((s) => ServingStatus[s])).to.deep.equal(["SERVING", "NOT_SERVING"]);
+        // HealthRegistry.close() ends Watch streams normally (status OK), after the queued NOT_SERVING.
+        expect(healthError, "the health Watch ends without an error").to.equal(undefined);
+
+        await eventually(() => watcher!.ended, "WatchProducts to end", 20_000);
+        expect(watcher!.error, "WatchProducts ends with an error").to.be.instanceOf(ConnectError);
+        expect(Code[(watcher!.error as ConnectError).code]).to.equal("Unavailable");
+
+        const exit = await server.proc.exited;
+        expect(exit, server.proc.describe()).to.deep.equal({ code: 0, signal: null });
+        const messages = server.proc.logs().map((l) => l.msg);
+        expect(messages).to.include.members(["stop requested", "shutting down: draining", "stopped"]);
+        expect(messages, "no forced close").not.to.include("grace period over: closing the remaining connections");
+      } finally {
+        ac.abort();
+        await healthDone;
+      }
     });
   });
 });

@@ -47,7 +47,7 @@ describe("inventory service", () => {
 
   before(async () => {
     server = await startTestServer({ HEARTBEAT_INTERVAL_MS: "200" });
-    inv = client(InventoryService, server.url);
+    inv = client(InventoryService, server.url, "grpc", server.adminToken);
   });
   after(() => server?.shutdown());
 
@@ -58,7 +58,7 @@ describe("inventory service", () => {
       expect(created!.etag).to.not.equal("");
       expect(created!.lowStock).to.equal(false);
       for (const protocol of PROTOCOLS) {
-        const { product: read } = await client(InventoryService, server.url, protocol).getProduct({ id: created!.id });
+        const { product: read } = await client(InventoryService, server.url, protocol, server.adminToken).getProduct({ id: created!.id });
         expect(read, protocol).to.deep.equal(created);
       }
     });
@@ -165,7 +165,7 @@ describe("inventory service", () => {
     let list: Inventory;
     before(async () => {
       listServer = await startTestServer();
-      list = client(InventoryService, listServer.url);
+      list = client(InventoryService, listServer.url, "grpc", listServer.adminToken);
       const names = Array.from({ length: 2500 }, (_, i) => `Item ${String(i).padStart(4, "0")}`);
       for (let i = 0; i < names.length; i += 50) {
         await Promise.all(

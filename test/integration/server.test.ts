@@ -64,12 +64,13 @@ describe("server platform", () => {
       const body = toBinary(WatchProductsRequestSchema, create(WatchProductsRequestSchema, {}));
       const trailers = await rawGrpc(server.url, "/agora.inventory.v1.InventoryService/WatchProducts", body, {
         "grpc-timeout": "300m",
+        authorization: `Bearer ${server.adminToken}`,
       });
       expect(trailers["grpc-status"]).to.equal(String(Code.DeadlineExceeded));
     });
 
     it("gives a unary call over its deadline DEADLINE_EXCEEDED while the database still holds it", async () => {
-      const inv = client(InventoryService, server.url);
+      const inv = client(InventoryService, server.url, "grpc", server.adminToken);
       const { product } = await inv.createProduct(newProduct("Locked row"));
       const blocker = new pg.Client({ connectionString: server.databaseUrl });
       await blocker.connect();
@@ -82,7 +83,7 @@ describe("server platform", () => {
         // Connect protocol over HTTP/1.1 with a 200 ms deadline header and no client timer.
         const res = await fetch(`${server.url}/agora.inventory.v1.InventoryService/AdjustStock`, {
           method: "POST",
-          headers: { "content-type": "application/json", "connect-timeout-ms": "200" },
+          headers: { "content-type": "application/json", "connect-timeout-ms": "200", authorization: `Bearer ${server.adminToken}` },
           body,
         });
         const json = (await res.json()) as { code?: string };
@@ -109,7 +110,7 @@ describe("server platform", () => {
         await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [name]);
         await eventually(async () => (await status("agora.inventory.v1.InventoryService")) === Status.NOT_SERVING, "NOT_SERVING");
         expect(await status("")).to.equal(Status.NOT_SERVING);
-        const inv = client(InventoryService, server.url);
+        const inv = client(InventoryService, server.url, "grpc", server.adminToken);
         const err = await inv.getProduct({ id: "00000000-0000-4000-8000-000000000000" }).catch((e) => ConnectError.from(e));
         expect((err as ConnectError).code).to.equal(Code.Unavailable);
         await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS true`);
@@ -133,10 +134,11 @@ describe("server platform", () => {
       });
       const server = await startTestServer({}, undefined, pino({ level: "info" }, sink));
       try {
-        const inv = client(InventoryService, server.url);
+        const inv = client(InventoryService, server.url, "grpc", server.adminToken);
         await inv.getProduct({ id: "00000000-0000-4000-8000-00000000000a" }, { headers: { "x-request-id": "req-123" } }).catch(() => undefined);
-        await eventually(() => lines.some((l) => l.msg === "rpc"), "an access log line");
-        const entry = lines.find((l) => l.msg === "rpc")!;
+        const isGet = (l: Record<string, unknown>) => l.msg === "rpc" && l.requestId === "req-123";
+        await eventually(() => lines.some(isGet), "an access log line");
+        const entry = lines.find(isGet)!;
         expect(entry).to.include({ method: "agora.inventory.v1.InventoryService/GetProduct", code: "NotFound", requestId: "req-123" });
         expect(entry.durationMs).to.be.a("number");
         const metrics = await (await fetch(`${server.url}/metrics`)).text();
@@ -156,7 +158,7 @@ describe("server platform", () => {
         await db.connect();
         await db.query('ALTER TABLE "inventory".products RENAME TO products_gone');
         await db.end();
-        const inv = client(InventoryService, server.url);
+        const inv = client(InventoryService, server.url, "grpc", server.adminToken);
         const err = ConnectError.from(await inv.getProduct({ id: "00000000-0000-4000-8000-00000000000b" }).catch((e) => e));
         expect(err.code).to.equal(Code.Internal);
         expect(err.rawMessage).to.match(/^internal error \(request id [\w-]+\)$/);
@@ -170,7 +172,7 @@ describe("server platform", () => {
   describe("graceful shutdown", () => {
     it("reports NOT_SERVING, ends streams with UNAVAILABLE and lets in-flight unary calls finish", async () => {
       const server = await startTestServer({ SHUTDOWN_GRACE_MS: "10000" });
-      const inv = client(InventoryService, server.url);
+      const inv = client(InventoryService, server.url, "grpc", server.adminToken);
       const { product } = await inv.createProduct(newProduct("Drain", 5));
       const blocker = new pg.Client({ connectionString: server.databaseUrl });
       await blocker.connect();

@@ -9,9 +9,11 @@ let db: EmbeddedDatabase | undefined;
 let dir: string | undefined;
 
 export async function mochaGlobalSetup(): Promise<void> {
-  if (process.env.AGORA_TEST_DATABASE_URL) return; // an external server was provided
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-test-"));
   fs.chmodSync(dir, 0o755);
+  // Servers under test keep their signing keys here.
+  process.env.AGORA_TEST_DATA_DIR = path.join(dir, "data");
+  if (process.env.AGORA_TEST_DATABASE_URL) return; // an external PostgreSQL was provided
   db = await startEmbeddedPostgres(dir, 0, pino({ level: "warn" }));
   process.env.AGORA_TEST_DATABASE_URL = db.url;
 }

@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
-import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import type { Clock } from "../../src/platform/clock.js";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { pino, type Logger } from "pino";
@@ -33,36 +35,71 @@ export async function freshDatabase(): Promise<string> {
 export interface TestServer extends AgoraServer {
   databaseUrl: string;
   config: Config;
+  /** An access token of the first administrator (ADMIN_USERNAME / ADMIN_PASSWORD below). */
+  adminToken: string;
 }
+
+export const ADMIN = { username: "admin", password: "admin-password-123" };
 
 /** A real server on an ephemeral loopback port; a fresh database unless one is given. */
 export async function startTestServer(
   env: Record<string, string> = {},
   databaseUrl?: string,
   log: Logger = quietLog,
+  clock?: Clock,
 ): Promise<TestServer> {
-  const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", SHUTDOWN_GRACE_MS: "2000", ...env });
+  const config = loadConfig({
+    PORT: "0",
+    HOST: "127.0.0.1",
+    SHUTDOWN_GRACE_MS: "2000",
+    DATA_DIR: process.env.AGORA_TEST_DATA_DIR,
+    ADMIN_USERNAME: ADMIN.username,
+    ADMIN_PASSWORD: ADMIN.password,
+    ...env,
+  });
   const url = databaseUrl ?? (await freshDatabase());
-  const server = await startServer({ config, databaseUrl: url, log });
-  return Object.assign(server, { databaseUrl: url, config });
+  const server = await startServer({ config, databaseUrl: url, log, clock });
+  const adminToken = config.services.includes("identity") ? (await login(server.url, ADMIN.username, ADMIN.password)).accessToken : "";
+  return Object.assign(server, { databaseUrl: url, config, adminToken });
+}
+
+export async function login(baseUrl: string, username: string, password: string) {
+  const { tokens } = await client(IdentityService, baseUrl).login({ username, password });
+  return tokens!;
+}
+
+/** Registers a user (password "password-of-<name>") and returns an access token. */
+export async function signUp(baseUrl: string, username: string): Promise<string> {
+  const password = `password-of-${username}`;
+  await client(IdentityService, baseUrl).register({ username, password, displayName: username, email: `${username}@example.com` });
+  return (await login(baseUrl, username, password)).accessToken;
 }
 
 export type ProtocolName = "connect" | "grpc" | "grpcweb";
 export const PROTOCOLS: ProtocolName[] = ["connect", "grpc", "grpcweb"];
 
-export function transport(baseUrl: string, protocol: ProtocolName): Transport {
+/** Sends `authorization: Bearer <token>` with every call. */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+export function transport(baseUrl: string, protocol: ProtocolName, token?: string): Transport {
+  const interceptors = token ? [bearer(token)] : [];
   switch (protocol) {
     case "grpc":
-      return createGrpcTransport({ baseUrl });
+      return createGrpcTransport({ baseUrl, interceptors });
     case "grpcweb":
-      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors });
     case "connect":
-      return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors });
   }
 }
 
-export function client<S extends DescService>(service: S, baseUrl: string, protocol: ProtocolName = "grpc"): Client<S> {
-  return createClient(service, transport(baseUrl, protocol));
+export function client<S extends DescService>(service: S, baseUrl: string, protocol: ProtocolName = "grpc", token?: string): Client<S> {
+  return createClient(service, transport(baseUrl, protocol, token));
 }
 
 /** Polls `check` until it returns true (bounded); for conditions that settle asynchronously. */

@@ -1,6 +1,6 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   HeartbeatSchema,
   InventoryService,
@@ -11,13 +11,13 @@ import {
   type ProductEvent,
   type WatchProductsRequest,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { requireAdmin } from "../../platform/auth.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
 import type { KeysetPosition, ProductRepository } from "./product.repository.js";
-import { Code, ConnectError } from "@connectrpc/connect";
 
 /** Fields UpdateProduct may change; the quantity moves only through AdjustStock. */
 const UPDATABLE = new Set(["name", "description", "category", "unit_price", "low_stock_threshold"]);
@@ -37,7 +37,8 @@ export function inventoryHandlers(
   heartbeatMs: number,
 ): ServiceImpl<typeof InventoryService> {
   return {
-    async createProduct(req) {
+    async createProduct(req, ctx) {
+      requireAdmin(ctx);
       const p = req.product!;
       const product = await products.create(productFields(p), p.quantity, req.requestId);
       return { product: toProduct(product) };
@@ -66,7 +67,8 @@ export function inventoryHandlers(
       };
     },
 
-    async updateProduct(req) {
+    async updateProduct(req, ctx) {
+      requireAdmin(ctx);
       const paths = req.updateMask!.paths;
       const unknown = paths.filter((path) => !UPDATABLE.has(path));
       if (paths.length === 0 || unknown.length > 0) {
@@ -98,7 +100,8 @@ export function inventoryHandlers(
       return { product: toProduct(updated) };
     },
 
-    async deleteProduct(req) {
+    async deleteProduct(req, ctx) {
+      requireAdmin(ctx);
       await products.delete(req.id, req.etag);
       return {};
     },
@@ -119,7 +122,8 @@ export function inventoryHandlers(
       };
     },
 
-    async adjustStock(req) {
+    async adjustStock(req, ctx) {
+      requireAdmin(ctx);
       const result = await products.adjustStock(req.productId, req.delta, req.reason, req.requestId);
       return { product: toProduct(result.product), movement: toStockMovement(result.movement), replayed: result.replayed };
     },

@@ -1,0 +1,118 @@
+import { createContextKey, Code, ConnectError, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import type { Clock } from "./clock.js";
+import { notFound } from "./errors.js";
+
+export type RoleName = "user" | "admin";
+
+/** The authenticated caller, as the access token says. */
+export interface Caller {
+  userId: string;
+  username: string;
+  role: RoleName;
+}
+
+/** The caller of the current call (undefined on public methods). */
+export const callerKey = createContextKey<Caller | undefined>(undefined, { description: "agora caller" });
+
+/** The client's network address, for per-address limits. */
+export const peerAddressKey = createContextKey<string>("", { description: "agora peer address" });
+
+export interface TokenSettings {
+  issuer: string;
+  audience: string;
+}
+
+/** The only algorithm accepted: it pins verification to our asymmetric keys (no `none`, no HMAC confusion). */
+export const TOKEN_ALGORITHM = "ES256";
+
+export type TokenVerifier = (token: string) => Promise<Caller>;
+
+/**
+ * Verifies access tokens against a key set: the identity service's own keys
+ * when it runs in this process, or its published JWKS (fetched, cached, and
+ * refetched when an unknown `kid` shows up) when it runs elsewhere.
+ */
+export function createTokenVerifier(keys: JSONWebKeySet | URL, settings: TokenSettings, clock: Clock): TokenVerifier {
+  const getKey: JWTVerifyGetKey = keys instanceof URL ? createRemoteJWKSet(keys, { cooldownDuration: 30_000 }) : createLocalJWKSet(keys);
+  return async (token) => {
+    const { payload } = await jwtVerify(token, getKey, {
+      algorithms: [TOKEN_ALGORITHM],
+      issuer: settings.issuer,
+      audience: settings.audience,
+      requiredClaims: ["exp", "iat", "sub"],
+      currentDate: clock.now(),
+      clockTolerance: 5,
+    });
+    const role = payload.role;
+    if (typeof payload.sub !== "string" || (role !== "user" && role !== "admin") || typeof payload.name !== "string") {
+      throw new joseErrors.JWTClaimValidationFailed("unexpected claims", payload);
+    }
+    return { userId: payload.sub, username: payload.name, role };
+  };
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/;
+
+function unauthenticated(expired = false): ConnectError {
+  // One message for every bad token: nothing tells an attacker which check failed.
+  return new ConnectError(
+    expired ? "access token expired: refresh it" : "missing or invalid access token",
+    Code.Unauthenticated,
+  );
+}
+
+/**
+ * Requires a valid bearer token on every method except `publicMethods`
+ * ("package.Service/Method" or a whole "package.Service"), and puts the caller
+ * into the call's context for handlers, unary and streaming alike.
+ */
+export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string>): Interceptor {
+  return (next) => async (req) => {
+    const service = req.service.typeName;
+    if (publicMethods.has(service) || publicMethods.has(`${service}/${req.method.name}`)) return next(req);
+    const match = BEARER.exec(req.header.get("authorization") ?? "");
+    if (!match) throw unauthenticated();
+    let caller: Caller;
+    try {
+      caller = await verify(match[1]!);
+    } catch (err) {
+      // A key set we cannot fetch or read is our problem, not the caller's.
+      if (!(err instanceof joseErrors.JOSEError) || err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid) {
+        throw new ConnectError("cannot verify access tokens right now: retry", Code.Unavailable);
+      }
+      throw unauthenticated(err instanceof joseErrors.JWTExpired);
+    }
+    req.contextValues.set(callerKey, caller);
+    return next(req);
+  };
+}
+
+/** The signed-in caller; only undefined on public methods, where handlers must not ask. */
+export function callerOf(ctx: HandlerContext): Caller {
+  const caller = ctx.values.get(callerKey);
+  if (!caller) throw new ConnectError("missing or invalid access token", Code.Unauthenticated);
+  return caller;
+}
+
+export function requireAdmin(ctx: HandlerContext): Caller {
+  const caller = callerOf(ctx);
+  if (caller.role !== "admin") throw new ConnectError("this needs the admin role", Code.PermissionDenied);
+  return caller;
+}
+
+/**
+ * The rule for private objects, the same in every service: only the owner
+ * (and, where the service allows it, an admin) sees or changes them. Anyone
+ * else gets NOT_FOUND, so ids of other users' objects are never confirmed.
+ */
+export function assertOwner(
+  caller: Caller,
+  ownerId: string,
+  resource: { type: string; id: string },
+  options: { adminMay: boolean } = { adminMay: true },
+): void {
+  if (caller.userId === ownerId) return;
+  if (options.adminMay && caller.role === "admin") return;
+  throw notFound(resource.type, resource.id);
+}

@@ -1,0 +1,126 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { hash, verify } from "@node-rs/argon2";
+import { IdentityService, TokensSchema, type Tokens } from "../../../gen/agora/identity/v1/identity_pb.js";
+import type { AuthConfig } from "../../config.js";
+import { callerOf, peerAddressKey, requireAdmin } from "../../platform/auth.js";
+import type { Clock } from "../../platform/clock.js";
+import { invalidArgument, resourceExhausted } from "../../platform/errors.js";
+import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { roleFromProto, toUser } from "./identity.mapper.js";
+import type { LoginThrottleRepository } from "./login-throttle.repository.js";
+import type { SessionRepository } from "./session.repository.js";
+import type { AccessTokenIssuer, TokenSubject } from "./tokens.js";
+import type { UserRepository } from "./user.repository.js";
+
+const BAD_CREDENTIALS = "invalid username or password";
+const isString = (p: unknown): p is string => typeof p === "string";
+
+export interface IdentityDeps {
+  users: UserRepository;
+  sessions: SessionRepository;
+  throttle: LoginThrottleRepository;
+  accessTokens: AccessTokenIssuer;
+  auth: AuthConfig;
+  clock: Clock;
+  /** A real argon2id hash of a random secret: verified against when the user does not exist, so timing tells nothing. */
+  dummyHash: string;
+}
+
+export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentityService> {
+  async function tokensFor(user: TokenSubject, familyId: string | undefined): Promise<Tokens> {
+    const now = d.clock.now();
+    const access = await d.accessTokens.issue(user);
+    const refresh = await d.sessions.issue(user.id, familyId, now, d.auth.refreshTokenTtlSeconds);
+    return create(TokensSchema, {
+      accessToken: access.token,
+      accessTokenExpireTime: timestampFromDate(access.expiresAt),
+      refreshToken: refresh.token,
+      refreshTokenExpireTime: timestampFromDate(refresh.expiresAt),
+      tokenType: "Bearer",
+    });
+  }
+
+  return {
+    async register(req) {
+      if (req.password.toLowerCase() === req.username.toLowerCase()) {
+        throw invalidArgument([{ field: "password", description: "password must not be the username", reason: "PASSWORD_POLICY" }]);
+      }
+      const user = await d.users.create(
+        { username: req.username, displayName: req.displayName, email: req.email, passwordHash: await hash(req.password), role: "user" },
+        d.clock.now(),
+      );
+      return { user: toUser(user) };
+    },
+
+    async login(req, ctx) {
+      const now = d.clock.now();
+      const userKey = `user:${req.username.toLowerCase()}`;
+      const address = ctx.values.get(peerAddressKey);
+      const limits = [{ key: userKey, maxFailures: d.auth.loginMaxFailuresPerUser }];
+      if (address) limits.push({ key: `addr:${address}`, maxFailures: d.auth.loginMaxFailuresPerAddress });
+      const wait = await d.throttle.retryAfterMs(limits, now);
+      if (wait > 0) throw resourceExhausted("LOGIN_THROTTLED", "too many failed sign-in attempts: try again later", wait);
+
+      const user = await d.users.findForLogin(req.username);
+      const passwordOk = await verify(user?.passwordHash ?? d.dummyHash, req.password).catch(() => false);
+      if (!user || !passwordOk || user.disabled) {
+        await d.throttle.recordFailure(limits.map((l) => l.key), now);
+        throw new ConnectError(BAD_CREDENTIALS, Code.Unauthenticated);
+      }
+      await d.throttle.reset(userKey);
+      return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, undefined) };
+    },
+
+    async refresh(req) {
+      const rotated = await d.sessions.rotate(req.refreshToken, d.clock.now());
+      if (!rotated.ok) throw new ConnectError("invalid refresh token: sign in again", Code.Unauthenticated);
+      const user = await d.users.get(rotated.userId).catch(() => undefined);
+      if (!user || user.disabled) {
+        await d.sessions.revokeFamily(rotated.familyId, d.clock.now());
+        throw new ConnectError("invalid refresh token: sign in again", Code.Unauthenticated);
+      }
+      return { tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, rotated.familyId) };
+    },
+
+    async logout(req, ctx) {
+      const caller = callerOf(ctx);
+      if (req.allSessions) {
+        await d.sessions.revokeAll(caller.userId, d.clock.now());
+      } else if (req.refreshToken) {
+        // Unknown or someone else's token: nothing to do, and nothing to reveal.
+        await d.sessions.revokeByToken(req.refreshToken, caller.userId, d.clock.now());
+      } else {
+        throw invalidArgument([{ field: "refresh_token", description: "give the refresh token to revoke, or set all_sessions" }]);
+      }
+      return {};
+    },
+
+    async getMe(_req, ctx) {
+      return { user: toUser(await d.users.get(callerOf(ctx).userId)) };
+    },
+
+    async listUsers(req, ctx) {
+      requireAdmin(ctx);
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("users");
+      const rows = await d.users.list(decodePageToken(req.pageToken, filters, isString), limit + 1);
+      const page = rows.slice(0, limit);
+      return {
+        users: page.map(toUser),
+        nextPageToken: rows.length > limit ? encodePageToken(page.at(-1)!.username.toLowerCase(), filters) : "",
+      };
+    },
+
+    async setUserRole(req, ctx) {
+      requireAdmin(ctx);
+      return { user: toUser(await d.users.setRole(req.userId, roleFromProto(req.role))) };
+    },
+
+    async disableUser(req, ctx) {
+      requireAdmin(ctx);
+      return { user: toUser(await d.users.disable(req.userId, d.clock.now())) };
+    },
+  };
+}
