@@ -1,3 +1,5 @@
+import fs from "node:fs";
+import path from "node:path";
 import { ConfigError, loadConfig } from "./config.js";
 import { assertReachable, startEmbeddedPostgres, StartupError, type EmbeddedDatabase } from "./platform/db.js";
 import { createLogger } from "./platform/logging.js";
@@ -8,17 +10,31 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   let embedded: EmbeddedDatabase | undefined;
-  if (!config.databaseUrl) embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPostgresPort, log);
+  const urlFile = path.join(config.dataDir, "postgres.url");
+  if (!config.databaseUrl) {
+    embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPostgresPort, log);
+    // Lets `npm run admin` reach this server's embedded database while it runs.
+    fs.writeFileSync(urlFile, `${embedded.url}\n`, { mode: 0o600 });
+    const stopEmbedded = embedded.stop;
+    embedded.stop = async () => {
+      fs.rmSync(urlFile, { force: true });
+      await stopEmbedded();
+    };
+  }
   const databaseUrl = config.databaseUrl ?? embedded!.url;
   try {
     await assertReachable(databaseUrl);
     const server = await startServer({ config, databaseUrl, log });
-    let signals = 0;
+    let firstSignalAt = 0;
     const stop = (signal: NodeJS.Signals) => {
-      if (++signals > 1) {
-        log.warn({ signal }, "second signal: exiting now");
-        process.exit(1);
+      if (firstSignalAt) {
+        // `npm start` wrappers relay the terminal's Ctrl-C, so duplicates arrive at once: only a later one forces.
+        if (Date.now() - firstSignalAt < 1000) return;
+        log.warn({ signal }, "second signal: exiting without draining");
+        void Promise.race([embedded?.stop(), new Promise((r) => setTimeout(r, 3000))]).finally(() => process.exit(1));
+        return;
       }
+      firstSignalAt = Date.now();
       log.info({ signal }, "stop requested");
       server
         .shutdown()

@@ -89,8 +89,8 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   };
   const handler = connectNodeAdapter({
     routes,
+    // Requests are bounded; responses are ours and bounded by page sizes (reflection answers can be large).
     readMaxBytes: config.maxMessageBytes,
-    writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
     // Outermost first: observe sees the final code, errors are mapped before it.
     interceptors: [

@@ -66,6 +66,13 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     },
     onError: (message: unknown) => log.debug({ message }, "embedded postgres"),
   });
+  const running = runningPostmaster(clusterDir);
+  if (running) {
+    throw new StartupError(
+      `PostgreSQL is already running on ${clusterDir} (pid ${running}): another agora server uses this DATA_DIR, ` +
+        `or a previous one was killed; stop it (kill ${running}) or choose another DATA_DIR`,
+    );
+  }
   try {
     if (!fs.existsSync(path.join(clusterDir, "PG_VERSION"))) {
       log.info({ clusterDir }, "creating the embedded PostgreSQL cluster");
@@ -90,6 +97,24 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   }
   log.info({ port: actualPort, clusterDir }, "embedded PostgreSQL started");
   return { url, stop: () => server.stop() };
+}
+
+/** The pid in the cluster's postmaster.pid when that process is alive. */
+function runningPostmaster(clusterDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(path.join(clusterDir, "postmaster.pid"), "utf8").split("\n")[0]);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive but not ours to signal (still running).
+    return (err as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
+  }
 }
 
 /** Fails with one clear line when the database cannot be reached. */

@@ -29,6 +29,7 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
     log.error({ err, requestId }, "internal error");
     return internal(requestId);
   }
+  if (isClientGone(err)) return new ConnectError("the client closed the call", Code.Canceled);
   if (err instanceof NotFoundError) return notFound("entity", "requested");
   if (err instanceof OptimisticLockError) {
     return aborted("STALE_ETAG", "the resource was changed by someone else: read it again and retry with its new etag");
@@ -56,6 +57,12 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
 
 function internal(requestId: string): ConnectError {
   return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+}
+
+/** The caller hung up (closed its stream or reset it): nothing failed on our side. */
+function isClientGone(err: unknown): boolean {
+  const e = err as { code?: unknown; name?: unknown } | undefined;
+  return e?.code === "ERR_STREAM_PREMATURE_CLOSE" || e?.name === "AbortError";
 }
 
 const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"]);

@@ -144,12 +144,20 @@ interface LoadedWatchResponse {
 type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
 
 interface GrpcJsInventory extends grpc.Client {
-  GetProduct(req: { id: string }, cb: Callback<{ product: LoadedProduct | null }>): grpc.ClientUnaryCall;
+  GetProduct(req: { id: string }, md: grpc.Metadata, cb: Callback<{ product: LoadedProduct | null }>): grpc.ClientUnaryCall;
   ListProducts(
     req: { pageSize?: number; pageToken?: string },
+    md: grpc.Metadata,
     cb: Callback<{ products: LoadedProduct[]; nextPageToken: string }>,
   ): grpc.ClientUnaryCall;
-  WatchProducts(req: { afterCursor?: string }): grpc.ClientReadableStream<LoadedWatchResponse>;
+  WatchProducts(req: { afterCursor?: string }, md: grpc.Metadata): grpc.ClientReadableStream<LoadedWatchResponse>;
+}
+
+/** Call metadata carrying the access token. */
+function bearerMetadata(token: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set("authorization", `Bearer ${token}`);
+  return md;
 }
 
 function grpcJsInventory(port: number): GrpcJsInventory {
@@ -166,9 +174,13 @@ function grpcJsInventory(port: number): GrpcJsInventory {
   return new loaded.agora.inventory.v1.InventoryService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
 }
 
-function unary<Req, Res>(call: (req: Req, cb: Callback<Res>) => unknown, req: Req): Promise<Res> {
+function unary<Req, Res>(
+  call: (req: Req, md: grpc.Metadata, cb: Callback<Res>) => unknown,
+  req: Req,
+  md: grpc.Metadata,
+): Promise<Res> {
   return new Promise((resolve, reject) => {
-    call(req, (err, res) => (err ? reject(err) : resolve(res as Res)));
+    call(req, md, (err, res) => (err ? reject(err) : resolve(res as Res)));
   });
 }
 
@@ -296,11 +308,17 @@ describe("e2e: external clients", function () {
   let server: TestServer;
   let connect: Client<typeof InventoryService>;
   let target: string;
+  /** The first administrator's access token (startTestServer signs in). */
+  let token: string;
+  let authHeader: string;
 
   before(async function () {
     if (!fs.existsSync(GRPCURL)) throw new Error(`${GRPCURL} is missing: run \`npm run tools\` (scripts/install-tools.sh)`);
     server = await startTestServer({ HEARTBEAT_INTERVAL_MS: "200" });
-    connect = client(InventoryService, server.url, "connect");
+    token = server.adminToken;
+    expect(token, "an admin token from startTestServer").to.be.a("string").and.not.equal("");
+    authHeader = `authorization: Bearer ${token}`;
+    connect = client(InventoryService, server.url, "connect", token);
     target = `127.0.0.1:${server.port}`;
   });
 
@@ -309,17 +327,28 @@ describe("e2e: external clients", function () {
   });
 
   describe("grpcurl (server reflection over HTTP/2 prior knowledge)", () => {
-    const grpcurl = (...args: string[]) => run(GRPCURL, ["-plaintext", ...args]);
+    /** grpcurl with the admin's token on every call (reflection itself is public). */
+    const grpcurl = (...args: string[]) => run(GRPCURL, ["-plaintext", "-H", authHeader, ...args]);
 
-    it("lists the inventory, health and both reflection services", async () => {
-      const res = await grpcurl(target, "list");
+    it("lists the inventory, health and both reflection services (without a token)", async () => {
+      const res = await run(GRPCURL, ["-plaintext", target, "list"]);
       expect(res.code, res.stderr).to.equal(0);
-      expect(res.stdout.trim().split("\n").sort()).to.deep.equal([
+      const names = res.stdout.trim().split("\n");
+      expect(names).to.include.members([
         INVENTORY,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
       ]);
+      expect(new Set(names).size, "no duplicates").to.equal(names.length);
+      for (const name of names) expect(name).to.match(/^(agora\.[a-z]+\.v\d+|grpc\.[a-z.]+v\d+(alpha)?)\.[A-Za-z]+$/);
+    });
+
+    it("a call without a token is Unauthenticated", async () => {
+      const res = await run(GRPCURL, ["-plaintext", "-d", JSON.stringify({ id: UNKNOWN_ID }), target, `${INVENTORY}/GetProduct`]);
+      expect(res.code).to.equal(64 + Code.Unauthenticated);
+      expect(res.stderr).to.contain("Code: Unauthenticated");
+      expect(res.stderr).to.contain("missing or invalid access token");
     });
 
     it("describes the service and the Product message", async () => {
@@ -394,7 +423,7 @@ describe("e2e: external clients", function () {
     });
 
     it("WatchProducts streams heartbeats, and replays events from a cursor", async () => {
-      const live = await run(GRPCURL, ["-plaintext", "-max-time", "2", "-d", "{}", target, `${INVENTORY}/WatchProducts`]);
+      const live = await grpcurl("-max-time", "2", "-d", "{}", target, `${INVENTORY}/WatchProducts`);
       expect(live.code, "the stream only ends at -max-time").to.equal(64 + Code.DeadlineExceeded);
       const heartbeats = parseJsonStream(live.stdout) as { heartbeat?: { time?: string } }[];
       expect(heartbeats.length, live.stdout).to.be.greaterThan(0);
@@ -405,15 +434,7 @@ describe("e2e: external clients", function () {
       const created = await grpcurl("-d", JSON.stringify(productJson(name)), target, `${INVENTORY}/CreateProduct`);
       expect(created.code, created.stderr).to.equal(0);
       const id = (JSON.parse(created.stdout) as { product: { id: string } }).product.id;
-      const replay = await run(GRPCURL, [
-        "-plaintext",
-        "-max-time",
-        "2",
-        "-d",
-        JSON.stringify({ afterCursor: "0" }),
-        target,
-        `${INVENTORY}/WatchProducts`,
-      ]);
+      const replay = await grpcurl("-max-time", "2", "-d", JSON.stringify({ afterCursor: "0" }), target, `${INVENTORY}/WatchProducts`);
       expect(replay.code, replay.stderr).to.equal(64 + Code.DeadlineExceeded);
       const events = (parseJsonStream(replay.stdout) as { event?: { cursor: string; type: string; product: { id: string } } }[])
         .map((m) => m.event)
@@ -427,7 +448,15 @@ describe("e2e: external clients", function () {
 
   describe("buf curl", () => {
     for (const protocol of PROTOCOLS) {
-      const args = (...rest: string[]) => ["curl", "--protocol", protocol, ...(protocol === "grpc" ? ["--http2-prior-knowledge"] : []), ...rest];
+      const args = (...rest: string[]) => [
+        "curl",
+        "--protocol",
+        protocol,
+        ...(protocol === "grpc" ? ["--http2-prior-knowledge"] : []),
+        "-H",
+        authHeader,
+        ...rest,
+      ];
 
       it(`--protocol ${protocol}: creates a product and reads it back (schema from reflection)`, async () => {
         const name = uniqueName(`buf ${protocol}`);
@@ -464,6 +493,8 @@ describe("e2e: external clients", function () {
         "POST",
         "-H",
         "content-type: application/json",
+        "-H",
+        authHeader,
         "--data-binary",
         body,
         "-w",
@@ -504,6 +535,24 @@ describe("e2e: external clients", function () {
       expect(error.message).to.equal("id: must be a valid UUID");
     });
 
+    it("without a token: HTTP 401 with code unauthenticated", async () => {
+      const res = await run("curl", [
+        "-sS",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        JSON.stringify({ id: UNKNOWN_ID }),
+        "-w",
+        "\n%{http_code}",
+        `${server.url}/${INVENTORY}/GetProduct`,
+      ]);
+      const { body, status } = split(res.stdout);
+      expect(status).to.equal(401);
+      expect(JSON.parse(body)).to.deep.include({ code: "unauthenticated", message: "missing or invalid access token" });
+    });
+
     it("malformed JSON is HTTP 400 with code invalid_argument", async () => {
       const res = await curlPost("GetProduct", '{"id": nope');
       const { body, status } = split(res.stdout);
@@ -525,14 +574,14 @@ describe("e2e: external clients", function () {
     it("GetProduct answers exactly what the Connect client gets", async () => {
       const created = (await connect.createProduct(connectProductInit(uniqueName("grpc-js get")))).product!;
       const viaConnect = (await connect.getProduct({ id: created.id })).product!;
-      const viaGrpcJs = await unary(legacy.GetProduct.bind(legacy), { id: created.id });
+      const viaGrpcJs = await unary(legacy.GetProduct.bind(legacy), { id: created.id }, bearerMetadata(token));
       expect(viaGrpcJs.product).to.not.equal(null);
       expect(fromGrpcJs(viaGrpcJs.product!)).to.deep.equal(fromConnect(viaConnect));
       expect(fromGrpcJs(viaGrpcJs.product!).category).to.equal("CATEGORY_ELECTRONICS");
     });
 
     it("GetProduct of an unknown id is NOT_FOUND", async () => {
-      const err = await unary(legacy.GetProduct.bind(legacy), { id: UNKNOWN_ID }).then(
+      const err = await unary(legacy.GetProduct.bind(legacy), { id: UNKNOWN_ID }, bearerMetadata(token)).then(
         () => undefined,
         (e: unknown) => e as grpc.ServiceError,
       );
@@ -546,7 +595,7 @@ describe("e2e: external clients", function () {
       let pages = 0;
       do {
         const a = await connect.listProducts({ pageSize: 2, pageToken: connectToken });
-        const b = await unary(legacy.ListProducts.bind(legacy), { pageSize: 2, pageToken: grpcJsToken });
+        const b = await unary(legacy.ListProducts.bind(legacy), { pageSize: 2, pageToken: grpcJsToken }, bearerMetadata(token));
         expect(b.products.map(fromGrpcJs)).to.deep.equal(a.products.map(fromConnect));
         expect(b.nextPageToken).to.equal(a.nextPageToken);
         connectToken = a.nextPageToken;
@@ -558,7 +607,7 @@ describe("e2e: external clients", function () {
     });
 
     it("WatchProducts delivers an event for a change made after it started", async () => {
-      const call = legacy.WatchProducts({});
+      const call = legacy.WatchProducts({}, bearerMetadata(token));
       const received: LoadedWatchResponse[] = [];
       let streamError: grpc.ServiceError | undefined;
       call.on("data", (m: LoadedWatchResponse) => received.push(m));
@@ -592,7 +641,7 @@ describe("e2e: external clients", function () {
 
     async function stillServing(): Promise<void> {
       for (const protocol of PROTOCOLS) {
-        const res = await client(InventoryService, server.url, protocol).getProduct({ id: known.id });
+        const res = await client(InventoryService, server.url, protocol, token).getProduct({ id: known.id });
         expect(res.product?.name, `GetProduct over ${protocol}`).to.equal(known.name);
       }
     }
@@ -607,7 +656,7 @@ describe("e2e: external clients", function () {
         const res = await h2Post(
           server.url,
           `/${INVENTORY}/GetProduct`,
-          { "content-type": "application/grpc", te: "trailers" },
+          { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` },
           body,
         );
         expect(res.headers[":status"]).to.equal(200);
@@ -626,7 +675,7 @@ describe("e2e: external clients", function () {
     it("Connect over HTTP/1.1: garbage application/proto -> a Connect error response, and the server keeps serving", async () => {
       const res = await fetch(`${server.url}/${INVENTORY}/GetProduct`, {
         method: "POST",
-        headers: { "content-type": "application/proto" },
+        headers: { "content-type": "application/proto", authorization: `Bearer ${token}` },
         body: new Uint8Array([0xff, 0xfe, 0xfd, 0x07, 0x00, 0x13, 0x37, 0xff]),
       });
       const text = await res.text();
@@ -653,7 +702,7 @@ describe("e2e: external clients", function () {
 
     for (const protocol of PROTOCOLS) {
       it(`a 100 KB request is RESOURCE_EXHAUSTED (${protocol}), and the server keeps serving`, async () => {
-        const inventory = client(InventoryService, small.url, protocol);
+        const inventory = client(InventoryService, small.url, protocol, small.adminToken);
         const big = connectProductInit(uniqueName(`big ${protocol}`));
         big.product.description = "x".repeat(100 * 1024);
         const err = await inventory.createProduct(big).then(
@@ -681,7 +730,7 @@ describe("e2e: external clients", function () {
       const notFoundBefore = sampleValue(before, "grpc_server_handled_total", { ...labels, grpc_code: "NotFound" });
 
       await connect.getProduct({ id: created.id });
-      await client(InventoryService, server.url, "grpc").getProduct({ id: created.id });
+      await client(InventoryService, server.url, "grpc", token).getProduct({ id: created.id });
       const err = await connect.getProduct({ id: UNKNOWN_ID }).then(
         () => undefined,
         (e: unknown) => e,

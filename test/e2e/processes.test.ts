@@ -2,7 +2,6 @@
 // across restarts, two instances sharing one database, and graceful shutdown.
 import fs from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
@@ -19,7 +18,15 @@ import {
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { client, eventually, freshDatabase } from "../support/harness.js";
-import { killAll, runToExit, startProcess, type ListeningProcess } from "../support/processes.js";
+import {
+  adminToken,
+  cleanupProcesses,
+  killAll,
+  runToExit,
+  startProcess,
+  tempDataDir,
+  type ListeningProcess,
+} from "../support/processes.js";
 
 const STACK_FRAME = /^\s+at /;
 
@@ -79,6 +86,10 @@ describe("e2e: server processes", function () {
     await killAll();
   });
 
+  after(async () => {
+    await cleanupProcesses();
+  });
+
   describe("start-up errors are one clear line on stderr", () => {
     async function expectOneLineError(env: Record<string, string>, pattern: RegExp): Promise<string> {
       const { exit, stderr, proc } = await runToExit(env);
@@ -101,7 +112,12 @@ describe("e2e: server processes", function () {
     });
 
     it("SERVICES=nope", async () => {
-      await expectOneLineError({ SERVICES: "nope" }, /SERVICES names unknown service\(s\) nope; known: inventory/);
+      const line = await expectOneLineError({ SERVICES: "nope" }, /SERVICES names unknown service\(s\) nope; known: /);
+      expect(line).to.contain("inventory");
+    });
+
+    it("SERVICES=inventory without the identity service or JWKS_URL", async () => {
+      await expectOneLineError({ SERVICES: "inventory" }, /without the identity service in SERVICES, set JWKS_URL/);
     });
 
     it("an unreachable DATABASE_URL (and the password is not printed)", async () => {
@@ -135,21 +151,16 @@ describe("e2e: server processes", function () {
     let dataDir: string;
 
     before(() => {
-      dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-e2e-data-"));
-      // PostgreSQL runs as the `postgres` user when we are root: it must be able to enter the directory.
-      fs.chmodSync(dataDir, 0o755);
-    });
-
-    after(async () => {
-      await killAll();
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      // Mode 0755: PostgreSQL runs as the `postgres` user when we are root and must enter it.
+      dataDir = tempDataDir("agora-e2e-data-");
     });
 
     it("keeps products across a SIGTERM and a restart on the same DATA_DIR", async () => {
       const env = { DATA_DIR: dataDir };
       const first = await startProcess(env, 150_000);
       expect(fs.existsSync(path.join(dataDir, "postgres", "PG_VERSION")), "cluster created in DATA_DIR/postgres").to.equal(true);
-      const inventory = client(InventoryService, first.url, "connect");
+      const token = await adminToken(first.url);
+      const inventory = client(InventoryService, first.url, "connect", token);
       const created = [];
       for (const name of ["Stapler", "Paper clips", "Desk lamp"]) {
         created.push((await inventory.createProduct(newProduct(name, name.length))).product!);
@@ -163,7 +174,8 @@ describe("e2e: server processes", function () {
       const second = await startProcess(env, 150_000);
       // The cluster is reused, not created again.
       expect(second.proc.logs().some((l) => /creating the embedded PostgreSQL cluster/.test(String(l.msg)))).to.equal(false);
-      const again = client(InventoryService, second.url, "connect");
+      // The signing key lives in DATA_DIR/keys too: a token from before the restart is still good.
+      const again = client(InventoryService, second.url, "connect", token);
       const listed = (await again.listProducts({ pageSize: 100 })).products;
       expect(listed.map((p) => p.id).sort()).to.deep.equal(created.map((p) => p.id).sort());
       for (const p of created) {
@@ -177,6 +189,8 @@ describe("e2e: server processes", function () {
       const movements = await again.listStockMovements({ productId: created[0]!.id });
       expect(movements.movements.map((m) => [m.delta, m.requestId])).to.deep.equal([[4, "r-1"]]);
 
+      expect((await adminToken(second.url)).length, "the administrator can still sign in").to.be.greaterThan(0);
+
       const exit2 = await second.proc.stop();
       expect(exit2, second.proc.describe()).to.deep.equal({ code: 0, signal: null });
     });
@@ -189,7 +203,13 @@ describe("e2e: server processes", function () {
 
     before(async () => {
       const databaseUrl = await freshDatabase();
-      const env = { DATABASE_URL: databaseUrl, HEARTBEAT_INTERVAL_MS: "200", SHUTDOWN_GRACE_MS: "3000" };
+      // A shared DATA_DIR gives both instances the same token signing key (DATA_DIR/keys).
+      const env = {
+        DATABASE_URL: databaseUrl,
+        DATA_DIR: tempDataDir(),
+        HEARTBEAT_INTERVAL_MS: "200",
+        SHUTDOWN_GRACE_MS: "3000",
+      };
       [a, b] = await Promise.all([startProcess(env), startProcess(env)]);
     });
 
@@ -199,8 +219,10 @@ describe("e2e: server processes", function () {
     });
 
     it("a watcher on A sees changes made through B, in order, and resumes from a cursor", async () => {
-      const onA = client(InventoryService, a.url, "grpc");
-      const onB = client(InventoryService, b.url, "grpc");
+      // Signed in through B, used on both: one key, one user table.
+      const token = await adminToken(b.url);
+      const onA = client(InventoryService, a.url, "grpc", token);
+      const onB = client(InventoryService, b.url, "grpc", token);
       const live = new ProductWatcher(onA);
       watchers.push(live);
       await live.ready();
@@ -247,7 +269,7 @@ describe("e2e: server processes", function () {
 
     it("SIGTERM: the health Watch turns NOT_SERVING, WatchProducts ends UNAVAILABLE, the process exits 0", async () => {
       const health = client(Health, server.url, "grpc");
-      const inventory = client(InventoryService, server.url, "grpc");
+      const inventory = client(InventoryService, server.url, "grpc", await adminToken(server.url));
       watcher = new ProductWatcher(inventory);
       await watcher.ready();
 

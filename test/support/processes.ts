@@ -1,13 +1,28 @@
 // Real server processes for end-to-end tests, started the way a user starts Agora
 // (`node --import tsx src/main.ts`, which is what `npm start` runs through tsx).
 import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { ADMIN, login } from "./harness.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 /** Settings main.ts reads; never inherited from the environment running the tests. */
 const CONFIG_VARS = [
+  "AUTH_ISSUER",
+  "AUTH_AUDIENCE",
+  "ACCESS_TOKEN_TTL_SECONDS",
+  "REFRESH_TOKEN_TTL_SECONDS",
+  "JWT_PRIVATE_KEY_FILE",
+  "JWKS_URL",
+  "ADMIN_USERNAME",
+  "ADMIN_PASSWORD",
+  "LOGIN_MAX_FAILURES_PER_USER",
+  "LOGIN_MAX_FAILURES_PER_ADDRESS",
+  "LOGIN_WINDOW_SECONDS",
+  "TRUST_FORWARDED_FOR",
   "HOST",
   "PORT",
   "SERVICES",
@@ -32,6 +47,35 @@ export interface Exit {
 export type LogLine = Record<string, unknown> & { msg?: string; level?: string };
 
 const running = new Set<AgoraProcess>();
+const tempDirs: string[] = [];
+
+/**
+ * A new empty directory under the system temp dir, mode 0755 (an embedded
+ * PostgreSQL runs as the `postgres` user when we are root and must enter it);
+ * removed by cleanupProcesses().
+ */
+export function tempDataDir(prefix = "agora-e2e-"): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o755);
+  tempDirs.push(dir);
+  return dir;
+}
+
+/**
+ * What every spawned server gets unless the test says otherwise: loopback, an
+ * ephemeral port, the harness's first administrator, and a DATA_DIR outside the
+ * repository (the signing key lives there; so does an embedded PostgreSQL when
+ * DATABASE_URL is not set).
+ */
+function defaults(env: Record<string, string>): Record<string, string> {
+  return {
+    HOST: "127.0.0.1",
+    PORT: "0",
+    ADMIN_USERNAME: ADMIN.username,
+    ADMIN_PASSWORD: ADMIN.password,
+    DATA_DIR: env.DATA_DIR ?? process.env.AGORA_TEST_DATA_DIR ?? tempDataDir(),
+  };
+}
 
 /** A spawned `src/main.ts`: its output, its exit, and ways to stop it. */
 export class AgoraProcess {
@@ -51,7 +95,7 @@ export class AgoraProcess {
     delete base.AGORA_TEST_DATABASE_URL;
     this.child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: REPO_ROOT,
-      env: { ...base, HOST: "127.0.0.1", PORT: "0", ...env },
+      env: { ...base, ...defaults(env), ...env },
       stdio: ["ignore", "pipe", "pipe"],
       // Its own process group, so cleanup can also reach an embedded PostgreSQL it started.
       detached: true,
@@ -224,4 +268,15 @@ export async function killAll(): Promise<void> {
   const procs = [...running];
   for (const p of procs) p.kill();
   await Promise.all(procs.map((p) => p.exited));
+}
+
+/** killAll(), then removes the directories tempDataDir() made. */
+export async function cleanupProcesses(): Promise<void> {
+  await killAll();
+  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** An access token of the harness's first administrator, signed in on `baseUrl`. */
+export async function adminToken(baseUrl: string): Promise<string> {
+  return (await login(baseUrl, ADMIN.username, ADMIN.password)).accessToken;
 }
