@@ -344,6 +344,24 @@ describe("e2e: external clients", function () {
       for (const name of names) expect(name).to.match(/^(agora\.[a-z]+\.v\d+|grpc\.[a-z.]+v\d+(alpha)?)\.[A-Za-z]+$/);
     });
 
+    it("signs up and in with grpcurl and uses the token with -H, as the README shows", async () => {
+      const identity = "agora.identity.v1.IdentityService";
+      const creds = { username: "readme-user", password: "readme password 1" };
+      const reg = await run(GRPCURL, ["-plaintext", "-d", JSON.stringify({ ...creds, display_name: "Readme", email: "readme@example.com" }), target, `${identity}/Register`]);
+      expect(reg.code, reg.stderr).to.equal(0);
+      const signIn = await run(GRPCURL, ["-plaintext", "-d", JSON.stringify(creds), target, `${identity}/Login`]);
+      expect(signIn.code, signIn.stderr).to.equal(0);
+      const userToken = JSON.parse(signIn.stdout).tokens.accessToken as string;
+      const me = await run(GRPCURL, ["-plaintext", "-H", `authorization: Bearer ${userToken}`, target, `${identity}/GetMe`]);
+      expect(me.code, me.stderr).to.equal(0);
+      expect(JSON.parse(me.stdout).user).to.include({ username: "readme-user", role: "ROLE_USER" });
+      const denied = await run(GRPCURL, [
+        "-plaintext", "-H", `authorization: Bearer ${userToken}`, "-d", JSON.stringify({ product_id: UNKNOWN_ID, delta: 1, reason: "x", request_id: "x" }),
+        target, `${INVENTORY}/AdjustStock`,
+      ]);
+      expect(denied.code).to.equal(64 + Code.PermissionDenied);
+    });
+
     it("a call without a token is Unauthenticated", async () => {
       const res = await run(GRPCURL, ["-plaintext", "-d", JSON.stringify({ id: UNKNOWN_ID }), target, `${INVENTORY}/GetProduct`]);
       expect(res.code).to.equal(64 + Code.Unauthenticated);

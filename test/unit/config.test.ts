@@ -19,6 +19,9 @@ describe("config", () => {
     [{ DATABASE_URL: "mysql://x" }, /must start with postgres:\/\//],
     [{ DATABASE_URL: "not a url" }, /not a valid URL/],
     [{ MAX_MESSAGE_BYTES: "10" }, /MAX_MESSAGE_BYTES must be between/],
+    [{ SERVICES: "inventory" }, /set JWKS_URL/],
+    [{ ADMIN_USERNAME: "root" }, /ADMIN_USERNAME and ADMIN_PASSWORD go together/],
+    [{ ADMIN_USERNAME: "root", ADMIN_PASSWORD: "short" }, /ADMIN_PASSWORD must be 12 to 128/],
   ] as const) {
     it(`rejects ${JSON.stringify(env)} with a clear message`, () => {
       expect(() => loadConfig(env)).to.throw(ConfigError, message);
@@ -26,6 +29,7 @@ describe("config", () => {
   }
 
   it("accepts a subset of services and removes duplicates", () => {
-    expect(loadConfig({ SERVICES: " inventory , inventory" }).services).to.deep.equal(["inventory"]);
+    const config = loadConfig({ SERVICES: " inventory , inventory", JWKS_URL: "http://127.0.0.1:8080/.well-known/jwks.json" });
+    expect(config.services).to.deep.equal(["inventory"]);
   });
 });
