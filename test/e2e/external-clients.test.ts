@@ -9,9 +9,6 @@ import { enumToJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-// chai 6 ships no .d.ts and @types/chai is not a devDependency yet (see test/unit/health-reflection.test.ts).
-// eslint-disable-next-line @typescript-eslint/ban-ts-comment
-// @ts-ignore
 import { expect } from "chai";
 import {
   Category,

@@ -1,13 +1,11 @@
 // Real server processes, started like a user does: start-up errors, persistence
 // across restarts, two instances sharing one database, and graceful shutdown.
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-// chai 6 ships no .d.ts and @types/chai is not a devDependency yet (see test/unit/health-reflection.test.ts).
-// eslint-disable-next-line @typescript-eslint/ban-ts-comment
-// @ts-ignore
 import { expect } from "chai";
 import {
   Category,
@@ -17,10 +15,12 @@ import {
   type WatchProductsRequestSchema,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { client, eventually, freshDatabase } from "../support/harness.js";
+import { IdentityService, Role } from "../../gen/agora/identity/v1/identity_pb.js";
+import { client, eventually, freshDatabase, login } from "../support/harness.js";
 import {
   adminToken,
   cleanupProcesses,
+  REPO_ROOT,
   killAll,
   runToExit,
   startProcess,
@@ -190,6 +190,24 @@ describe("e2e: server processes", function () {
       expect(movements.movements.map((m) => [m.delta, m.requestId])).to.deep.equal([[4, "r-1"]]);
 
       expect((await adminToken(second.url)).length, "the administrator can still sign in").to.be.greaterThan(0);
+
+      // `npm run admin -- create-admin` reaches the running server's embedded database.
+      const cli = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ["--import", "tsx", "src/cli/admin.ts", "create-admin", "boss"], {
+          cwd: REPO_ROOT,
+          env: { PATH: process.env.PATH, DATA_DIR: dataDir, AGORA_ADMIN_PASSWORD: "boss password 123" },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let out = "";
+        child.stdout.on("data", (d) => (out += d));
+        child.stderr.on("data", (d) => (out += d));
+        child.on("exit", (code) => resolve({ code, out }));
+      });
+      expect(cli, cli.out).to.include({ code: 0 });
+      expect(cli.out).to.contain("admin boss created");
+      const boss = await login(second.url, "boss", "boss password 123");
+      const me = await client(IdentityService, second.url, "grpc", boss.accessToken).getMe({});
+      expect(me.user!.role).to.equal(Role.ADMIN);
 
       const exit2 = await second.proc.stop();
       expect(exit2, second.proc.describe()).to.deep.equal({ code: 0, signal: null });
