@@ -182,3 +182,8 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
   }
   return orm;
 }
+
+/** Rejects when the service's database does not answer (health checks). */
+export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
+  await orm.em.fork().execute("SELECT 1");
+}

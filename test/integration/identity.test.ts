@@ -7,16 +7,7 @@ import { Category, InventoryService } from "../../gen/agora/inventory/v1/invento
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { ADMIN, client, login, PROTOCOLS, signUp, startTestServer, type TestServer } from "../support/harness.js";
-
-async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
-}
+import { ADMIN, client, login, PROTOCOLS, signUp, startTestServer, type TestServer, rpcError } from "../support/harness.js";
 
 const newProduct = { product: { name: "Guarded", category: Category.OTHER, quantity: 1, unitPrice: { currencyCode: "EUR" } } };
 

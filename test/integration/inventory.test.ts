@@ -12,7 +12,7 @@ import {
   type ProductEvent,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, PreconditionFailureSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { client, PROTOCOLS, startTestServer, type TestServer } from "../support/harness.js";
+import { client, PROTOCOLS, startTestServer, type TestServer, rpcError } from "../support/harness.js";
 
 type Inventory = Client<typeof InventoryService>;
 
@@ -26,15 +26,6 @@ function product(name: string, overrides: Omit<MessageInitShape<typeof ProductSc
     lowStockThreshold: 3,
     ...overrides,
   });
-}
-
-async function rpcError(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
 }
 
 function badFields(err: ConnectError): string[] {

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hash } from "@node-rs/argon2";
 import { IdentityService } from "../../../gen/agora/identity/v1/identity_pb.js";
-import { openServiceDatabase } from "../../platform/db.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { identityHandlers } from "./identity.service.js";
 import { LoginThrottleRepository } from "./login-throttle.repository.js";
@@ -45,9 +45,7 @@ export const identityModule: ServiceModule = {
     return {
       jwks: key.jwks,
       register: (router) => router.service(IdentityService, handlers),
-      ping: async () => {
-        await orm.em.fork().execute("SELECT 1");
-      },
+      ping: () => ping(orm),
       stop: () => orm.close(),
     };
   },

@@ -1,6 +1,6 @@
 import type { ProductEvent } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { InventoryService } from "../../../gen/agora/inventory/v1/inventory_pb.js";
-import { openServiceDatabase } from "../../platform/db.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers, productEventCodec } from "./inventory.service.js";
@@ -25,9 +25,7 @@ export const inventoryModule: ServiceModule = {
     const products = new ProductRepository(orm.em, events);
     return {
       register: (router) => router.service(InventoryService, inventoryHandlers(products, events, config.heartbeatIntervalMs)),
-      ping: async () => {
-        await orm.em.fork().execute("SELECT 1");
-      },
+      ping: () => ping(orm),
       stop: async () => {
         events.stop();
         await orm.close();
