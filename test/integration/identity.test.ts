@@ -89,6 +89,23 @@ describe("identity and access control", () => {
     });
   });
 
+  describe("throttling per client address", () => {
+    it("stops a client that fails with many different usernames", async () => {
+      const strict = await startTestServer({ LOGIN_MAX_FAILURES_PER_ADDRESS: "3" }, undefined, undefined, clock);
+      try {
+        const anon = client(IdentityService, strict.url);
+        for (const name of ["u1", "u2", "u3"]) {
+          expect((await rpcError(anon.login({ username: name, password: "guess guess guess" }))).code).to.equal(Code.Unauthenticated);
+        }
+        const blocked = await rpcError(anon.login({ username: ADMIN.username, password: ADMIN.password }));
+        expect(blocked.code).to.equal(Code.ResourceExhausted);
+        expect(blocked.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("LOGIN_THROTTLED");
+      } finally {
+        await strict.shutdown();
+      }
+    });
+  });
+
   describe("bad tokens", () => {
     let good: string;
     let jwks: JSONWebKeySet;
