@@ -21,6 +21,8 @@ export interface Config {
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
   shutdownDelayMs: number;
   heartbeatIntervalMs: number;
+  /** How long the event logs behind Watch streams keep events (how far back a client can resume). */
+  eventRetentionHours: number;
   dbPoolSize: number;
   auth: AuthConfig;
 }
@@ -98,6 +100,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),
+    eventRetentionHours: integer(env, "EVENT_RETENTION_HOURS", 168, 1, 24 * 365),
     dbPoolSize: integer(env, "DB_POOL_SIZE", 10, 1, 200),
     auth: authConfig(env),
   };

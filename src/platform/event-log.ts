@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
+import { failedPrecondition } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
 
 /** One committed event: its position in the log and its decoded payload. */
@@ -34,8 +35,12 @@ export class EventLog<T> {
     private readonly pubsub: PubSub,
     private readonly codec: { encode(event: T): Uint8Array; decode(bytes: Uint8Array): T },
     private readonly log: Logger,
+    /** Events older than this are deleted (the newest is always kept, so cursors stay checkable). */
+    private readonly retentionMs: number,
     private readonly maxQueue = 1000,
   ) {}
+
+  private pruneTimer: NodeJS.Timeout | undefined;
 
   private get table(): string {
     return `"${this.schema}".events`;
@@ -62,9 +67,14 @@ export class EventLog<T> {
     const [row] = await this.em.fork().execute<{ head: string }[]>(`SELECT coalesce(max(id), 0) AS head FROM ${this.table}`);
     this.head = BigInt(row?.head ?? 0);
     this.unsubscribe = await this.pubsub.subscribe(this.channel, () => this.pump());
+    this.pruneTimer = setInterval(() => {
+      this.prune(new Date(Date.now() - this.retentionMs)).catch((err) => this.log.warn({ err }, "event pruning failed"));
+    }, Math.min(this.retentionMs, 10 * 60_000));
+    this.pruneTimer.unref();
   }
 
   stop(): void {
+    clearInterval(this.pruneTimer);
     this.unsubscribe?.();
     for (const s of this.subscribers) s.wake();
   }
@@ -83,6 +93,32 @@ export class EventLog<T> {
         limit,
       ]);
     return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
+  }
+
+  /** Deletes events committed before `before`, except the newest one. */
+  async prune(before: Date): Promise<number> {
+    const [row] = await this.em.fork().execute<{ n: number }[]>(
+      `WITH gone AS (DELETE FROM ${this.table} WHERE created_at < ? AND id < (SELECT max(id) FROM ${this.table}) RETURNING 1)
+       SELECT count(*)::int AS n FROM gone`,
+      [before],
+    );
+    return row?.n ?? 0;
+  }
+
+  /**
+   * Checks that every event after `afterId` is still stored; throws
+   * FAILED_PRECONDITION when some were pruned, so the client re-reads instead of
+   * silently missing them.
+   */
+  async assertResumable(afterId: bigint): Promise<void> {
+    const oldest = await this.oldest();
+    if (oldest !== undefined && afterId < oldest - 1n) {
+      throw failedPrecondition(
+        "CURSOR_EXPIRED",
+        `events after cursor ${afterId} are no longer kept (the oldest is ${oldest}): read the current state, then watch from now`,
+        { type: "CURSOR", subject: String(afterId), description: `oldest retained event is ${oldest}` },
+      );
+    }
   }
 
   /** The oldest id still stored, or undefined when the log is empty. */

@@ -20,7 +20,7 @@ export const inventoryModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<ProductEvent>(orm.em, "inventory", pubsub, productEventCodec, log);
+    const events = new EventLog<ProductEvent>(orm.em, "inventory", pubsub, productEventCodec, log, config.eventRetentionHours * 3_600_000);
     await events.start();
     const products = new ProductRepository(orm.em, events);
     return {

@@ -147,6 +147,7 @@ export function inventoryHandlers(
       if (after !== undefined && after > events.position) {
         throw new ConnectError(`after_cursor ${after} is ahead of the newest event`, Code.OutOfRange);
       }
+      if (after !== undefined) await events.assertResumable(after);
       const wanted = watchFilter(req);
       for await (const item of events.follow(after, ctx.signal, heartbeatMs)) {
         if ("heartbeat" in item) {

@@ -1,0 +1,62 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/core";
+import type { PostgreSqlDriver } from "@mikro-orm/postgresql";
+import { expect } from "chai";
+import { openServiceDatabase } from "../../src/platform/db.js";
+import { EventLog } from "../../src/platform/event-log.js";
+import { PgPubSub } from "../../src/platform/pubsub.js";
+import { Migration20261121000000 } from "../../src/services/inventory/migrations/Migration20261121000000.js";
+import { freshDatabase, quietLog } from "../support/harness.js";
+
+const text = { encode: (s: string) => new TextEncoder().encode(s), decode: (b: Uint8Array) => new TextDecoder().decode(b) };
+
+describe("event log", () => {
+  let orm: MikroORM<PostgreSqlDriver>;
+  let pubsub: PgPubSub;
+  let log: EventLog<string>;
+
+  beforeEach(async () => {
+    const url = await freshDatabase();
+    orm = await openServiceDatabase({ url, schema: "inventory", entities: [], migrations: [Migration20261121000000], poolSize: 4, log: quietLog });
+    pubsub = new PgPubSub(url, quietLog);
+    log = new EventLog(orm.em, "inventory", pubsub, text, quietLog, 3_600_000, 5);
+    await log.start();
+  });
+  afterEach(async () => {
+    log.stop();
+    await pubsub.close();
+    await orm.close();
+  });
+
+  const append = (events: string[]) => orm.em.fork().transactional((tx) => log.append(tx, events));
+
+  it("gives a subscriber that falls behind every event, in order, from the table", async () => {
+    const abort = new AbortController();
+    const feed = log.follow(0n, abort.signal, 60_000);
+    const firstItem = feed.next(); // the subscriber registers and waits
+    // 20 events while the reader is not reading: far more than its queue of 5.
+    for (let i = 0; i < 4; i++) await append([0, 1, 2, 3, 4].map((j) => `e${i * 5 + j}`));
+    const seen: string[] = [];
+    const first = await firstItem;
+    if (!first.done && "event" in first.value) seen.push(first.value.event);
+    while (seen.length < 20) {
+      const next = await feed.next();
+      if (next.done) break;
+      if ("event" in next.value) seen.push(next.value.event);
+    }
+    abort.abort();
+    expect(seen).to.deep.equal(Array.from({ length: 20 }, (_, i) => `e${i}`));
+  });
+
+  it("prunes old events but keeps the newest, and refuses cursors whose events are gone", async () => {
+    const ids = await append(["a", "b", "c"]);
+    expect(await log.prune(new Date(Date.now() + 60_000))).to.equal(2);
+    await log.assertResumable(ids[1]!); // everything after b is still there
+    const err = await log.assertResumable(ids[0]! - 1n).then(
+      () => undefined,
+      (e) => ConnectError.from(e),
+    );
+    expect(err?.code).to.equal(Code.FailedPrecondition);
+    expect((await log.read(0n)).map((e) => e.event)).to.deep.equal(["c"]);
+  });
+});
