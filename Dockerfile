@@ -1,4 +1,5 @@
-# Agora services: one image, SERVICES picks what a container serves.
+# Agora: one image for every service (SERVICES picks what a container serves).
+# Build: compile TypeScript, then keep only production dependencies.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -10,11 +11,15 @@ RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 WORKDIR /app
-ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0
-COPY --from=build /app/node_modules node_modules
-COPY --from=build /app/dist dist
+ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0 DATA_DIR=/app/data
+COPY --from=build --chown=root:root /app/node_modules node_modules
+COPY --from=build --chown=root:root /app/dist dist
 COPY package.json ./
+# The data directory (token signing key) is the only place the server writes.
+RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["node", "dist/src/cli/healthcheck.js"]
 # Exec form: SIGTERM reaches node directly, which drains before exiting.
 CMD ["node", "--enable-source-maps", "dist/src/main.js"]

@@ -13,4 +13,5 @@ step "buf breaking";    bash scripts/buf-breaking.sh
 step "generated code";  bash scripts/check-generated.sh
 step "typecheck";       "$bin/tsc" -p .
 step "tools";           bash scripts/install-tools.sh
+step "envoy.yaml";      "$bin/tsx" scripts/envoy-config.ts --check && .tools/bin/envoy --mode validate -c envoy.yaml --log-level warn
 step "tests";           "$bin/mocha" "test/unit/**/*.test.ts" "test/integration/**/*.test.ts" "test/e2e/**/*.test.ts" "$@"

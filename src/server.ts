@@ -155,11 +155,9 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       // Ends open streams with UNAVAILABLE; unary calls in flight carry on.
       shutdownController.abort(shutdownReason);
       health.close();
-      await Promise.race([listener.stopAccepting(), new Promise((r) => setTimeout(r, config.shutdownGraceMs))]);
-      if (!(await listener.drained(config.shutdownGraceMs))) {
-        log.warn("grace period over: closing the remaining connections");
-        listener.destroyAll();
-      }
+      const drained = await listener.close(config.shutdownGraceMs);
+      if (!drained) log.warn("grace period over: closed the remaining connections");
+      else log.info("connections drained");
       dbWatch.stop();
       await Promise.allSettled(running.map((r) => r.stop()));
       await pubsub.close();

@@ -26,10 +26,27 @@ export class DualProtocolListener {
   private readonly h2: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly sockets = new Set<net.Socket>();
+  /** HTTP/1 requests in flight per socket: an idle keep-alive socket can be closed at once. */
+  private readonly h1InFlight = new Map<net.Socket, number>();
+  private readonly h2Sockets = new WeakSet<net.Socket>();
+  private closing = false;
 
   constructor(handler: Handler, options: ListenerOptions) {
     this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 }, handler);
     this.h1.keepAliveTimeout = 65_000;
+    // This server never listen()s itself, so Node's own idle-connection tracking is not set up:
+    // a socket timeout bounds idle and slow clients, and in-flight requests are counted here.
+    this.h1.timeout = 120_000;
+    this.h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const socket = req.socket;
+      this.h1InFlight.set(socket, (this.h1InFlight.get(socket) ?? 0) + 1);
+      if (this.closing) res.setHeader("connection", "close");
+      res.once("close", () => {
+        const left = (this.h1InFlight.get(socket) ?? 1) - 1;
+        this.h1InFlight.set(socket, left);
+        if (this.closing && left === 0) socket.end();
+      });
+    });
     this.h2 = http2.createServer(
       {
         settings: { maxConcurrentStreams: options.maxConcurrentStreams, maxHeaderListSize: options.maxHeaderBytes ?? 16 * 1024 },
@@ -47,7 +64,10 @@ export class DualProtocolListener {
 
   private route(socket: net.Socket): void {
     this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      this.h1InFlight.delete(socket);
+    });
     socket.on("error", () => socket.destroy());
     socket.once("data", (first: Buffer) => {
       socket.pause();
@@ -57,6 +77,7 @@ export class DualProtocolListener {
       if (isH2) {
         // The HTTP/2 session reads the socket itself, including what was unshifted;
         // resuming the JS stream here would steal its bytes.
+        this.h2Sockets.add(socket);
         this.h2.emit("connection", socket);
       } else {
         this.h1.emit("connection", socket);
@@ -76,34 +97,24 @@ export class DualProtocolListener {
     });
   }
 
-  /** Stops accepting connections and asks open ones to finish (HTTP/2 GOAWAY, HTTP/1 keep-alive off). */
-  stopAccepting(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.tcp.close(() => resolve()));
+  /**
+   * Stops accepting, asks open connections to finish (HTTP/2 GOAWAY, HTTP/1
+   * keep-alive off), waits up to `graceMs` for them to close, then cuts the rest.
+   * Resolves true when everything closed in time.
+   */
+  async close(graceMs: number): Promise<boolean> {
+    this.closing = true;
+    this.tcp.close();
     for (const session of this.sessions) session.close();
-    this.h1.closeIdleConnections();
-    // Idle keep-alive connections that become idle later are closed as their responses end.
-    this.h1.on("request", (_req, res) => res.setHeader("connection", "close"));
-    return closed;
-  }
-
-  /** Whether any connection is still open. */
-  get busy(): boolean {
-    return this.sockets.size > 0;
-  }
-
-  /** Resolves when every connection has closed, or after `ms`; returns whether all closed. */
-  async drained(ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    while (this.busy && Date.now() < deadline) {
-      this.h1.closeIdleConnections();
-      await new Promise((r) => setTimeout(r, 25));
+    // Idle HTTP/1 keep-alive sockets (and ones that never sent a byte) end now; busy ones after their response.
+    for (const socket of this.sockets) {
+      if (!this.h2Sockets.has(socket) && !this.h1InFlight.get(socket)) socket.end();
     }
-    return !this.busy;
-  }
-
-  /** Cuts every remaining connection. */
-  destroyAll(): void {
+    const deadline = Date.now() + graceMs;
+    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    const drained = this.sockets.size === 0;
     for (const session of this.sessions) session.destroy();
     for (const socket of this.sockets) socket.destroy();
+    return drained;
   }
 }

@@ -32,9 +32,13 @@ interface RunResult {
 }
 
 /** Runs a command to completion (killed, and a rejection, after `timeoutMs`). */
-function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+function runWithEnv(args: string[], env: NodeJS.ProcessEnv): Promise<RunResult> {
+  return run(process.execPath, args, 30_000, env);
+}
+
+function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], env });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
@@ -497,6 +501,16 @@ describe("e2e: external clients", function () {
         expect(error.details.map((d) => d.type)).to.deep.equal(["google.rpc.ResourceInfo", "google.rpc.ErrorInfo"]);
       });
     }
+  });
+
+  describe("container health check (src/cli/healthcheck.ts)", () => {
+    it("exits 0 and prints SERVING for a healthy server, non-zero for an unknown service", async () => {
+      const env = { ...process.env, PORT: String(server.port) };
+      const ok = await runWithEnv(["--import", "tsx", "src/cli/healthcheck.ts"], env);
+      expect([ok.code, ok.stdout.trim()]).to.deep.equal([0, "SERVING"]);
+      const unknown = await runWithEnv(["--import", "tsx", "src/cli/healthcheck.ts"], { ...env, HEALTH_SERVICE: "no.such.Service" });
+      expect(unknown.code).to.equal(1);
+    });
   });
 
   describe("plain curl (Connect protocol with JSON over HTTP/1.1)", () => {

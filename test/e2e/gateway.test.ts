@@ -1,0 +1,235 @@
+// The gateway for real: Envoy in front of two Agora instances, under faults.
+import { execFile } from "node:child_process";
+import http2 from "node:http2";
+import { promisify } from "node:util";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { expect } from "chai";
+import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
+import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError } from "../support/harness.js";
+import { tempDataDir } from "../support/processes.js";
+
+const run = promisify(execFile);
+const GRPCURL = `${REPO_ROOT}/.tools/bin/grpcurl`;
+const BUF = `${REPO_ROOT}/node_modules/.bin/buf`;
+
+interface LoadResult {
+  ok: number;
+  failed: ConnectError[];
+}
+
+/** `clients` independent HTTP/2 connections calling `call` in a loop until `ms` pass. */
+async function load(cluster: Cluster, token: string, clients: number, ms: number, call: (c: Client<typeof InventoryService>) => Promise<unknown>): Promise<LoadResult> {
+  const result: LoadResult = { ok: 0, failed: [] };
+  const until = Date.now() + ms;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = createClient(InventoryService, createGrpcTransport({ baseUrl: cluster.gatewayUrl, interceptors: [bearer(token)] }));
+      while (Date.now() < until) {
+        try {
+          await call(c);
+          result.ok++;
+        } catch (err) {
+          result.failed.push(ConnectError.from(err));
+        }
+      }
+    }),
+  );
+  return result;
+}
+
+describe("e2e: Envoy gateway in front of two instances", function () {
+  this.timeout(180_000);
+  let cluster: Cluster;
+  let token: string;
+  let inv: Client<typeof InventoryService>;
+  let productId: string;
+
+  before(async () => {
+    cluster = await startCluster({
+      dataDir: tempDataDir("agora-gateway-"),
+      databaseUrl: await freshDatabase(),
+      gatewayPort: 0,
+      adminPort: 0,
+      instances: 2,
+      env: {
+        ADMIN_USERNAME: ADMIN.username,
+        ADMIN_PASSWORD: ADMIN.password,
+        HEARTBEAT_INTERVAL_MS: "2000",
+        MAX_MESSAGE_BYTES: "65536",
+        LOG_LEVEL: "info",
+        LOGIN_MAX_FAILURES_PER_ADDRESS: "100000",
+      },
+      gateway: { healthCheckIntervalMs: 500, loginRateLimitRps: 20, accessLog: true },
+    });
+    token = (await login(cluster.gatewayUrl, ADMIN.username, ADMIN.password)).accessToken;
+    inv = client(InventoryService, cluster.gatewayUrl, "grpc", token);
+    productId = (
+      await inv.createProduct({
+        product: { name: "Gateway widget", category: Category.OTHER, quantity: 5, unitPrice: { currencyCode: "EUR", units: 1n } },
+        requestId: "gw-create-1",
+      })
+    ).product!.id;
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  describe("protocols", () => {
+    it("serves gRPC, gRPC-Web and Connect through the gateway", async () => {
+      for (const protocol of PROTOCOLS) {
+        const { product } = await client(InventoryService, cluster.gatewayUrl, protocol, token).getProduct({ id: productId });
+        expect(product!.name, protocol).to.equal("Gateway widget");
+      }
+    });
+
+    it("lets grpcurl list and call through reflection, and buf curl speak gRPC-Web", async () => {
+      const target = cluster.gatewayUrl.replace("http://", "");
+      const list = await run(GRPCURL, ["-plaintext", target, "list"]);
+      expect(list.stdout).to.contain("agora.inventory.v1.InventoryService").and.contain("agora.identity.v1.IdentityService");
+      const get = await run(GRPCURL, ["-plaintext", "-H", `authorization: Bearer ${token}`, "-d", JSON.stringify({ id: productId }), target, "agora.inventory.v1.InventoryService/GetProduct"]);
+      expect(JSON.parse(get.stdout).product.name).to.equal("Gateway widget");
+      const web = await run(BUF, ["curl", "--protocol", "grpcweb", "-H", `authorization: Bearer ${token}`, "-d", JSON.stringify({ id: productId }), `${cluster.gatewayUrl}/agora.inventory.v1.InventoryService/GetProduct`]);
+      expect(JSON.parse(web.stdout).product.id).to.equal(productId);
+    });
+  });
+
+  describe("edge policies", () => {
+    it("rejects a missing or bad token at the gateway, before any instance sees it", async () => {
+      const before = (await cluster.stats("cluster.inventory.upstream_rq_total")).get("cluster.inventory.upstream_rq_total")!;
+      const missing = await rpcError(client(InventoryService, cluster.gatewayUrl).getProduct({ id: productId }));
+      expect(missing.code).to.equal(Code.Unauthenticated);
+      expect(missing.rawMessage).to.match(/Jwt is missing/);
+      const forged = await rpcError(client(InventoryService, cluster.gatewayUrl, "connect", `${token.slice(0, -4)}AAAA`).getProduct({ id: productId }));
+      expect(forged.code).to.equal(Code.Unauthenticated);
+      const after = (await cluster.stats("cluster.inventory.upstream_rq_total")).get("cluster.inventory.upstream_rq_total")!;
+      expect(after).to.equal(before);
+    });
+
+    it("answers the rate limit with RESOURCE_EXHAUSTED, never UNAVAILABLE", async () => {
+      const identity = client(IdentityService, cluster.gatewayUrl);
+      const results = await Promise.allSettled(
+        Array.from({ length: 80 }, () => identity.login({ username: "nobody-at-all", password: "wrong password" })),
+      );
+      const codes = results.map((r) => (r.status === "rejected" ? ConnectError.from(r.reason).code : Code.Unknown));
+      expect(codes.filter((c) => c === Code.ResourceExhausted).length).to.be.greaterThan(0);
+      expect(codes).to.not.include(Code.Unavailable);
+    });
+
+    it("answers malformed and oversized requests once, without retrying them", async () => {
+      const retries = async () => (await cluster.stats("upstream_rq_retry")).get("cluster.inventory.upstream_rq_retry") ?? 0;
+      const before = await retries();
+      const big = await rpcError(inv.getProduct({ id: "x".repeat(100_000) }));
+      expect([Code.ResourceExhausted, Code.InvalidArgument]).to.include(big.code);
+      const garbage = await new Promise<string | undefined>((resolve, reject) => {
+        const session = http2.connect(cluster.gatewayUrl);
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/agora.inventory.v1.InventoryService/GetProduct",
+          "content-type": "application/grpc",
+          te: "trailers",
+          authorization: `Bearer ${token}`,
+        });
+        let status: string | undefined;
+        req.on("response", (h) => (status = (h["grpc-status"] as string | undefined) ?? status));
+        req.on("trailers", (t) => (status = t["grpc-status"] as string));
+        req.on("data", () => undefined);
+        req.on("end", () => {
+          session.close();
+          resolve(status);
+        });
+        req.on("error", reject);
+        req.end(Buffer.from([0, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]));
+      });
+      expect(garbage).to.not.equal(undefined);
+      expect(garbage).to.not.equal("0");
+      expect(await retries()).to.equal(before);
+      // The instances are still fine.
+      expect((await inv.getProduct({ id: productId })).product!.id).to.equal(productId);
+    });
+  });
+
+  describe("streams", () => {
+    it("keeps a server stream open past Envoy's default 15 s route timeout and keeps delivering", async () => {
+      const abort = new AbortController();
+      const started = Date.now();
+      let heartbeats = 0;
+      let event: string | undefined;
+      const reading = (async () => {
+        for await (const msg of inv.watchProducts({ productIds: [productId] }, { signal: abort.signal })) {
+          if (msg.kind.case === "heartbeat") heartbeats++;
+          if (msg.kind.case === "event") {
+            event = msg.kind.value.product?.id;
+            break;
+          }
+        }
+      })();
+      while (Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 500));
+      await inv.adjustStock({ productId, delta: 1, reason: "late delivery", requestId: "gw-late-1" });
+      await reading;
+      abort.abort();
+      expect(heartbeats).to.be.greaterThan(5);
+      expect(event).to.equal(productId);
+    });
+  });
+
+  describe("faults", () => {
+    afterEach(async function () {
+      if (this.currentTest?.state === "failed") {
+        const stats = await cluster.stats("cluster.inventory.");
+        console.log([...stats].filter(([k, v]) => v > 0 && /retry|timeout|eject|health_check|cx_connect_fail|overflow/.test(k)));
+      }
+    });
+
+    const getProduct = (c: Client<typeof InventoryService>) => c.getProduct({ id: productId }, { timeoutMs: 5000 });
+
+    it("survives kill -9 of one instance under load, ejects it, and sends traffic back after a restart", async () => {
+      const victim = cluster.instances[0]!;
+      const address = `127.0.0.1:${victim.port}`;
+      const loading = load(cluster, token, 20, 10_000, getProduct);
+      await new Promise((r) => setTimeout(r, 2000));
+      victim.crash();
+      const result = await loading;
+      const total = result.ok + result.failed.length;
+      expect(result.ok / total, `${result.failed.length} of ${total} failed: ${result.failed.slice(0, 3).map((e) => e.message)}`).to.be.at.least(0.999);
+      const stats = await cluster.stats("cluster.inventory.");
+      const ejected = stats.get("cluster.inventory.outlier_detection.ejections_enforced_total") ?? 0;
+      const hcFailures = stats.get("cluster.inventory.health_check.failure") ?? 0;
+      expect(ejected + hcFailures, "ejections or failed health checks").to.be.greaterThan(0);
+      expect((await cluster.hosts("inventory")).get(address)?.healthy).to.equal(false);
+
+      await victim.up();
+      await cluster.allHealthy();
+      const before = (await cluster.hosts("inventory")).get(address)!.total;
+      await load(cluster, token, 4, 3000, getProduct);
+      expect((await cluster.hosts("inventory")).get(address)!.total).to.be.greaterThan(before);
+    });
+
+    it("routes around a hung (SIGSTOP) instance within the callers' deadline", async () => {
+      const hung = cluster.instances[1]!;
+      hung.pause();
+      try {
+        const result = await load(cluster, token, 10, 5000, getProduct);
+        expect(result.failed.map((e) => e.message)).to.deep.equal([]);
+        expect(result.ok).to.be.greaterThan(0);
+      } finally {
+        hung.resume();
+      }
+      await cluster.allHealthy();
+    });
+
+    it("drains an instance on SIGTERM under load without failing a single call", async () => {
+      const leaving = cluster.instances[0]!;
+      const loading = load(cluster, token, 20, 8000, getProduct);
+      await new Promise((r) => setTimeout(r, 2000));
+      await leaving.stop("SIGTERM");
+      const result = await loading;
+      expect(result.failed.map((e) => e.message)).to.deep.equal([]);
+      expect([leaving.child!.exitCode, leaving.child!.signalCode], leaving.log().slice(-3000)).to.deep.equal([0, null]);
+      await leaving.up();
+      await cluster.allHealthy();
+    });
+  });
+});
