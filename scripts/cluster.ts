@@ -4,7 +4,7 @@
  * in front, configured by scripts/envoy-config.ts. `npm run cluster` runs it in
  * the foreground; tests import startCluster().
  *
- *   GATEWAY_PORT (8080)  ENVOY_ADMIN_PORT (9901)  CLUSTER_INSTANCES (2)
+ *   GATEWAY_PORT (8080)  ENVOY_ADMIN_PORT (9901)  CLUSTER_INSTANCES (2)  GATEWAY_CORS_ORIGINS
  *   DATA_DIR (./.data)   DATABASE_URL (unset: embedded PostgreSQL in DATA_DIR)
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -280,6 +280,7 @@ async function main(): Promise<void> {
     gatewayPort: int("GATEWAY_PORT", 8080),
     adminPort: int("ENVOY_ADMIN_PORT", 9901),
     instances: int("CLUSTER_INSTANCES", 2),
+    gateway: process.env.GATEWAY_CORS_ORIGINS ? { corsOrigins: process.env.GATEWAY_CORS_ORIGINS.split(",").map((o) => o.trim()) } : {},
   });
   console.log(`gateway  ${cluster.gatewayUrl}  (gRPC, gRPC-Web, Connect; grpcurl -plaintext ${cluster.gatewayUrl.slice(7)} list)`);
   console.log(`admin    ${cluster.adminUrl}`);

@@ -108,6 +108,19 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       expect(after).to.equal(before);
     });
 
+    it("answers CORS preflights for configured browser origins only", async () => {
+      const preflight = (origin: string) =>
+        fetch(`${cluster.gatewayUrl}/agora.inventory.v1.InventoryService/GetProduct`, {
+          method: "OPTIONS",
+          headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type,x-grpc-web" },
+        });
+      const allowed = await preflight("http://localhost:5173");
+      expect(allowed.headers.get("access-control-allow-origin")).to.equal("http://localhost:5173");
+      expect(allowed.headers.get("access-control-allow-headers")).to.contain("authorization");
+      const other = await preflight("https://evil.example");
+      expect(other.headers.get("access-control-allow-origin")).to.equal(null);
+    });
+
     it("answers the rate limit with RESOURCE_EXHAUSTED, never UNAVAILABLE", async () => {
       const identity = client(IdentityService, cluster.gatewayUrl);
       const results = await Promise.allSettled(
@@ -195,9 +208,7 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       const total = result.ok + result.failed.length;
       expect(result.ok / total, `${result.failed.length} of ${total} failed: ${result.failed.slice(0, 3).map((e) => e.message)}`).to.be.at.least(0.999);
       const stats = await cluster.stats("cluster.inventory.");
-      const ejected = stats.get("cluster.inventory.outlier_detection.ejections_enforced_total") ?? 0;
-      const hcFailures = stats.get("cluster.inventory.health_check.failure") ?? 0;
-      expect(ejected + hcFailures, "ejections or failed health checks").to.be.greaterThan(0);
+      expect(stats.get("cluster.inventory.outlier_detection.ejections_enforced_total"), "outlier ejections").to.be.greaterThan(0);
       expect((await cluster.hosts("inventory")).get(address)?.healthy).to.equal(false);
 
       await victim.up();
