@@ -9,12 +9,12 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/platform/db.js";
 import { COMPOSE_OPTIONS, GATEWAY_SERVICES, renderGatewayConfig, type GatewayOptions } from "./envoy-config.js";
+import { freePort } from "../src/platform/ports.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const ENVOY_BIN = path.join(REPO_ROOT, ".tools", "bin", "envoy");
@@ -30,17 +30,6 @@ export interface ClusterOptions {
   gateway?: Partial<GatewayOptions>;
   /** Where process output goes; a file per process under dataDir/logs by default. */
   logDir?: string;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
@@ -221,9 +210,17 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const instances: Instance[] = [];
   let envoy: Managed | undefined;
   try {
-    const ports = await Promise.all(Array.from({ length: o.instances }, () => freePort()));
-    const gatewayPort = o.gatewayPort || (await freePort());
-    const adminPort = o.adminPort || (await freePort());
+    const taken = new Set([o.gatewayPort, o.adminPort]);
+    const distinctPort = async () => {
+      let port = await freePort();
+      while (taken.has(port)) port = await freePort();
+      taken.add(port);
+      return port;
+    };
+    const ports: number[] = [];
+    for (let i = 0; i < o.instances; i++) ports.push(await distinctPort());
+    const gatewayPort = o.gatewayPort || (await distinctPort());
+    const adminPort = o.adminPort || (await distinctPort());
     const base: NodeJS.ProcessEnv = {
       ...process.env,
       HOST: "127.0.0.1",

@@ -1,11 +1,11 @@
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { MikroORM, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
 import { Migrator, type Migration } from "@mikro-orm/migrations";
 import { PostgreSqlDriver, type EntityManager } from "@mikro-orm/postgresql";
 import pg from "pg";
 import type { Logger } from "pino";
+import { freePort } from "./ports.js";
 
 export type { EntityManager };
 
@@ -17,17 +17,6 @@ export class StartupError extends Error {
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 /**
