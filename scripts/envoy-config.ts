@@ -21,6 +21,7 @@ import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobu
 import { stringify } from "yaml";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
+import { ReservationService } from "../gen/agora/reservation/v1/reservation_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -29,6 +30,7 @@ import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1
 export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
   { name: "identity", service: IdentityService },
   { name: "inventory", service: InventoryService },
+  { name: "reservation", service: ReservationService },
 ];
 
 /** Methods that need no token (same list the services enforce). */

@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["identity", "inventory"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory", "reservation"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -25,6 +25,15 @@ export interface Config {
   eventRetentionHours: number;
   dbPoolSize: number;
   auth: AuthConfig;
+  reservation: ReservationConfig;
+}
+
+export interface ReservationConfig {
+  maxHours: number;
+  pendingHoldMinutes: number;
+  reminderLeadMinutes: number;
+  /** How often each instance looks for due reminders and expired holds. */
+  schedulerIntervalMs: number;
 }
 
 export interface AuthConfig {
@@ -103,6 +112,12 @@ export function loadConfig(env: Env = process.env): Config {
     eventRetentionHours: integer(env, "EVENT_RETENTION_HOURS", 168, 1, 24 * 365),
     dbPoolSize: integer(env, "DB_POOL_SIZE", 10, 1, 200),
     auth: authConfig(env),
+    reservation: {
+      maxHours: integer(env, "RESERVATION_MAX_HOURS", 24, 1, 24 * 366),
+      pendingHoldMinutes: integer(env, "PENDING_HOLD_MINUTES", 15, 1, 7 * 24 * 60),
+      reminderLeadMinutes: integer(env, "REMINDER_LEAD_MINUTES", 1440, 1, 30 * 24 * 60),
+      schedulerIntervalMs: integer(env, "SCHEDULER_INTERVAL_MS", 5000, 10, 3_600_000),
+    },
   };
   if (!config.services.includes("identity") && !config.auth.jwksUrl) {
     throw new ConfigError("without the identity service in SERVICES, set JWKS_URL to its /.well-known/jwks.json");

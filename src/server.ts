@@ -24,10 +24,12 @@ import type { RunningService, ServiceModule } from "./platform/service-module.js
 import { validationInterceptor } from "./platform/validation.js";
 import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
+import { reservationModule } from "./services/reservation/index.js";
 
 const MODULES: Record<ServiceName, ServiceModule> = {
   identity: identityModule,
   inventory: inventoryModule,
+  reservation: reservationModule,
 };
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */

@@ -7,8 +7,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { expect } from "chai";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
-import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError } from "../support/harness.js";
+import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError, signUp } from "../support/harness.js";
 import { tempDataDir } from "../support/processes.js";
 
 const run = promisify(execFile);
@@ -185,6 +187,36 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       abort.abort();
       expect(heartbeats).to.be.greaterThan(5);
       expect(event).to.equal(productId);
+    });
+  });
+
+  describe("reservations through the gateway", () => {
+    it("delivers a booking's notification on a WatchNotifications stream opened through Envoy", async () => {
+      const admin = client(ReservationService, cluster.gatewayUrl, "grpc", token);
+      const { resource } = await admin.createResource({ resource: { name: "Gateway room", type: "room", capacity: 4, active: true } });
+      const user = client(ReservationService, cluster.gatewayUrl, "grpcweb", await signUp(cluster.gatewayUrl, "gateway-user"));
+      const abort = new AbortController();
+      // From the start of the log: the new user's own notifications only, whenever the stream gets going.
+      const stream = user.watchNotifications({ afterCursor: "0" }, { signal: abort.signal });
+      const first = stream[Symbol.asyncIterator]();
+      const opened = first.next();
+      const start = new Date(Math.ceil(Date.now() / 1_800_000) * 1_800_000 + 86_400_000);
+      const { reservation } = await user.createReservation({
+        resourceId: resource!.id,
+        startTime: timestampFromDate(start),
+        endTime: timestampFromDate(new Date(start.getTime() + 1_800_000)),
+        partySize: 2,
+        requestId: "gw-booking-1",
+      });
+      let seen: string | undefined;
+      for (let next = await opened; !next.done; next = await first.next()) {
+        if (next.value.kind.case === "notification") {
+          seen = next.value.kind.value.reservationId;
+          break;
+        }
+      }
+      abort.abort();
+      expect(seen).to.equal(reservation!.id);
     });
   });
 

@@ -1,0 +1,75 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { NotificationSchema as NotificationMessageSchema, ReservationService, type Notification } from "../../../gen/agora/reservation/v1/reservation_pb.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
+import { EventLog } from "../../platform/event-log.js";
+import type { ServiceModule } from "../../platform/service-module.js";
+import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
+import { NotificationRepository } from "./notification.repository.js";
+import { NotificationSchema, ReservationSchema, ResourceSchema } from "./reservation.entity.js";
+import { ReservationRepository } from "./reservation.repository.js";
+import { reservationHandlers } from "./reservation.service.js";
+import { ResourceRepository } from "./resource.repository.js";
+
+const notificationCodec = {
+  encode: (n: Notification) => toBinary(NotificationMessageSchema, n),
+  decode: (b: Uint8Array) => fromBinary(NotificationMessageSchema, b),
+};
+
+export const reservationModule: ServiceModule = {
+  name: "reservation",
+  services: [ReservationService],
+  async start({ config, databaseUrl, log, pubsub, clock }) {
+    const orm = await openServiceDatabase({
+      url: databaseUrl,
+      schema: "reservation",
+      entities: [ResourceSchema, ReservationSchema, NotificationSchema],
+      migrations: [Migration20261121200000],
+      poolSize: config.dbPoolSize,
+      log,
+    });
+    const events = new EventLog<Notification>(orm.em, "reservation", pubsub, notificationCodec, log, config.eventRetentionHours * 3_600_000);
+    await events.start();
+    const notifications = new NotificationRepository(orm.em, events);
+    const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);
+    const handlers = reservationHandlers({
+      resources: new ResourceRepository(orm.em),
+      reservations,
+      notifications,
+      events,
+      config: config.reservation,
+      clock,
+      heartbeatMs: config.heartbeatIntervalMs,
+    });
+
+    // Every instance sweeps; row locks (SKIP LOCKED) make each reminder and expiry happen once.
+    let sweeping = false;
+    let sweeps = 0;
+    const sweep = async () => {
+      if (sweeping) return;
+      sweeping = true;
+      try {
+        const now = clock.now();
+        await reservations.expireHolds(now);
+        await reservations.sendReminders(now, config.reservation.reminderLeadMinutes);
+        if (++sweeps % 100 === 0) await reservations.pruneInterests(now);
+      } catch (err) {
+        log.warn({ err }, "reservation sweep failed; will retry");
+      } finally {
+        sweeping = false;
+      }
+    };
+    const timer = setInterval(sweep, config.reservation.schedulerIntervalMs);
+    timer.unref();
+
+    return {
+      register: (router) => router.service(ReservationService, handlers),
+      ping: () => ping(orm),
+      stop: async () => {
+        clearInterval(timer);
+        while (sweeping) await new Promise((r) => setTimeout(r, 10));
+        events.stop();
+        await orm.close();
+      },
+    };
+  },
+};

@@ -1,0 +1,305 @@
+import { randomUUID } from "node:crypto";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
+import { aborted, alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
+import type { NewNotification, NotificationRepository } from "./notification.repository.js";
+import { etagOf } from "./reservation.mapper.js";
+import { ACTIVE, ReservationSchema, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
+
+const EXCLUSION_VIOLATION = "23P01";
+const UNIQUE_VIOLATION = "23505";
+
+function sqlStateOf(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; sqlState?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+export interface NewReservation {
+  resource: ResourceEntity;
+  userId: string;
+  start: Date;
+  end: Date;
+  partySize: number;
+  notes: string;
+  requestId: string;
+}
+
+export interface ReservationQuery {
+  userId: string | undefined;
+  resourceId: string | undefined;
+  statuses: StatusName[];
+  from: Date | undefined;
+  to: Date | undefined;
+  after: [string, string] | undefined;
+  limit: number;
+}
+
+const iso = (d: Date) => new Date(d).toISOString();
+
+/**
+ * Owns every query on reservations. The exclusion constraint
+ * `reservations_no_overlap` is what makes double booking impossible; this
+ * class turns its verdicts into answers and keeps notifications in the same
+ * transactions as the changes they describe.
+ */
+export class ReservationRepository {
+  constructor(
+    private readonly em: EntityManager,
+    private readonly notifications: NotificationRepository,
+    private readonly holdMinutes: number,
+  ) {}
+
+  async get(id: string): Promise<ReservationEntity> {
+    const r = await this.em.fork().findOne(ReservationSchema, { id });
+    if (!r) throw notFound("reservation", id);
+    return r;
+  }
+
+  async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
+    const earlier = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
+    if (earlier) return earlier;
+    const pending = n.resource.requiresApproval;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.em.fork().transactional(async (tx) => {
+          await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
+          const [row] = await tx.execute(
+            `INSERT INTO "reservation".reservations
+               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, hold_expires_at, version, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
+            [
+              randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
+              pending ? "pending" : "confirmed", n.requestId,
+              pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now, now,
+            ],
+          );
+          const reservation = tx.map(ReservationSchema, row!);
+          await this.notifications.store(
+            tx,
+            [
+              notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
+                pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
+            ],
+            now,
+          );
+          return reservation;
+        });
+      } catch (err) {
+        const state = sqlStateOf(err);
+        if (state === UNIQUE_VIOLATION) {
+          const winner = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
+          if (winner) return winner; // a concurrent retry of the same request
+        }
+        if (state !== EXCLUSION_VIOLATION) throw err;
+        const conflict = await this.conflicting(n.resource.id, n.start, n.end, now);
+        // The conflicting booking may have gone in the meantime: try again, once.
+        if (!conflict && attempt === 0) continue;
+        await this.recordInterest(n.userId, n.resource.id, n.start, n.end, now);
+        throw slotTaken(n.start, n.end, conflict);
+      }
+    }
+  }
+
+  async list(q: ReservationQuery): Promise<ReservationEntity[]> {
+    const qb = this.em.fork().createQueryBuilder(ReservationSchema, "r").select("*");
+    if (q.userId) qb.andWhere({ userId: q.userId });
+    if (q.resourceId) qb.andWhere({ resourceId: q.resourceId });
+    if (q.statuses.length > 0) qb.andWhere({ status: { $in: q.statuses } });
+    if (q.from) qb.andWhere({ endTime: { $gt: q.from } });
+    if (q.to) qb.andWhere({ startTime: { $lt: q.to } });
+    if (q.after) qb.andWhere("(r.start_time, r.id) > (?, ?)", q.after);
+    return qb.orderBy({ "r.start_time": "asc", "r.id": "asc" }).limit(q.limit).getResult();
+  }
+
+  /** Moves an active reservation to [start, end) in one statement: the constraint sees old and new at once. */
+  async reschedule(current: ReservationEntity, start: Date, end: Date, etag: string, now: Date): Promise<ReservationEntity> {
+    if (etag && etag !== etagOf(current)) {
+      throw aborted("STALE_ETAG", `reservation ${current.id} has changed (etag is now ${etagOf(current)})`, { current_etag: etagOf(current) });
+    }
+    try {
+      return await this.em.fork().transactional(async (tx) => {
+        await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
+        const [row] = await tx.execute(
+          `UPDATE "reservation".reservations
+              SET start_time = ?, end_time = ?, reminder_sent_at = NULL, version = version + 1, updated_at = ?
+            WHERE id = ? AND status IN ('pending', 'confirmed') AND (? = '' OR version = ?)
+            RETURNING *`,
+          [start, end, now, current.id, etag ? "x" : "", current.version],
+        );
+        if (!row) throw notActive(current);
+        const moved = tx.map(ReservationSchema, row);
+        await this.freed(tx, current.resourceId, current.startTime, current.endTime, now);
+        return moved;
+      });
+    } catch (err) {
+      if (sqlStateOf(err) !== EXCLUSION_VIOLATION) throw err;
+      const conflict = await this.conflicting(current.resourceId, start, end, now, current.id);
+      await this.recordInterest(current.userId, current.resourceId, start, end, now);
+      throw slotTaken(start, end, conflict);
+    }
+  }
+
+  /**
+   * Moves a reservation from one of `from` to `to` and tells its owner;
+   * leaving an active status frees the slot for whoever wanted it.
+   */
+  async transition(
+    current: ReservationEntity,
+    from: StatusName[],
+    to: StatusName,
+    now: Date,
+    notification: { type: NotificationType; message: string },
+  ): Promise<ReservationEntity> {
+    return this.em.fork().transactional(async (tx) => {
+      // A pending hold past its time is as good as expired: it cannot be confirmed any more.
+      const [row] = await tx.execute(
+        `UPDATE "reservation".reservations SET status = ?, version = version + 1, updated_at = ?
+          WHERE id = ? AND status IN (${from.map(() => "?").join(", ")})
+            AND NOT (? = 'confirmed' AND status = 'pending' AND hold_expires_at <= ?)
+          RETURNING *`,
+        [to, now, current.id, ...from, to, now],
+      );
+      if (!row) throw notActive(current, from);
+      const changed = tx.map(ReservationSchema, row);
+      await this.notifications.store(tx, [notice(changed, notification.type, notification.message)], now);
+      if (!ACTIVE.includes(to)) await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now);
+      return changed;
+    });
+  }
+
+  /** Expires pending holds whose time is up (any instance may run it; each hold expires once). */
+  async expireHolds(now: Date, batch = 500): Promise<number> {
+    return this.em.fork().transactional(async (tx) => {
+      const rows = await tx.execute(
+        `UPDATE "reservation".reservations r SET status = 'expired', version = version + 1, updated_at = ?
+           FROM (SELECT id FROM "reservation".reservations
+                  WHERE status = 'pending' AND hold_expires_at <= ?
+                  ORDER BY hold_expires_at LIMIT ? FOR UPDATE SKIP LOCKED) due
+          WHERE r.id = due.id RETURNING r.*`,
+        [now, now, batch],
+      );
+      await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
+      return rows.length;
+    });
+  }
+
+  /**
+   * Stores the reminder of every confirmed reservation starting within
+   * `leadMinutes`. The row lock (SKIP LOCKED) and the reminder_sent_at mark,
+   * set in the same transaction as the notification, make it exactly once
+   * however many instances run this at the same moment.
+   */
+  async sendReminders(now: Date, leadMinutes: number, batch = 500): Promise<number> {
+    return this.em.fork().transactional(async (tx) => {
+      const rows = await tx.execute(
+        `UPDATE "reservation".reservations r SET reminder_sent_at = ?
+           FROM (SELECT id FROM "reservation".reservations
+                  WHERE status = 'confirmed' AND reminder_sent_at IS NULL
+                    AND start_time > ? AND start_time <= ?
+                  ORDER BY start_time LIMIT ? FOR UPDATE SKIP LOCKED) due
+          WHERE r.id = due.id RETURNING r.*`,
+        [now, now, new Date(now.getTime() + leadMinutes * 60_000), batch],
+      );
+      const due = rows.map((r) => tx.map(ReservationSchema, r));
+      await this.notifications.store(
+        tx,
+        due.map((r) => notice(r, NotificationType.REMINDER, `your reservation starts at ${iso(r.startTime)}`)),
+        now,
+      );
+      return due.length;
+    });
+  }
+
+  /** Forgets interests in slots that have passed. */
+  async pruneInterests(now: Date): Promise<void> {
+    await this.em.fork().execute(`DELETE FROM "reservation".slot_interests WHERE end_time <= ?`, [now]);
+  }
+
+  /** Pending holds past their time stop blocking a slot the moment someone wants it. */
+  private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
+    const rows = await tx.execute(
+      `UPDATE "reservation".reservations SET status = 'expired', version = version + 1, updated_at = ?
+        WHERE resource_id = ? AND status = 'pending' AND hold_expires_at <= ? AND during && tstzrange(?, ?, '[)')
+        RETURNING *`,
+      [now, resourceId, now, start, end],
+    );
+    await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
+  }
+
+  private async afterExpiry(tx: EntityManager, expired: ReservationEntity[], now: Date): Promise<void> {
+    await this.notifications.store(
+      tx,
+      expired.map((r) => notice(r, NotificationType.EXPIRED, "nobody confirmed your pending reservation in time: the slot was released")),
+      now,
+    );
+    for (const r of expired) await this.freed(tx, r.resourceId, r.startTime, r.endTime, now);
+  }
+
+  /** Tells users who wanted a slot overlapping [start, end) when their whole slot is free now. */
+  private async freed(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
+    const rows = await tx.execute<{ user_id: string; start_time: Date; end_time: Date }[]>(
+      `DELETE FROM "reservation".slot_interests i
+        WHERE i.resource_id = ? AND tstzrange(i.start_time, i.end_time, '[)') && tstzrange(?, ?, '[)') AND i.end_time > ?
+          AND NOT EXISTS (
+            SELECT 1 FROM "reservation".reservations x
+             WHERE x.resource_id = i.resource_id AND x.status IN ('pending', 'confirmed')
+               AND x.during && tstzrange(i.start_time, i.end_time, '[)'))
+        RETURNING i.user_id, i.start_time, i.end_time`,
+      [resourceId, start, end, now],
+    );
+    const notices: NewNotification[] = rows.map((i) => ({
+      userId: i.user_id,
+      type: NotificationType.RESOURCE_AVAILABLE,
+      resourceId,
+      startTime: new Date(i.start_time),
+      endTime: new Date(i.end_time),
+      message: `the slot ${iso(i.start_time)} - ${iso(i.end_time)} you wanted is free again`,
+    }));
+    await this.notifications.store(tx, notices, now);
+  }
+
+  private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string) {
+    const [row] = await this.em.fork().execute<{ start_time: Date; end_time: Date }[]>(
+      `SELECT start_time, end_time FROM "reservation".reservations
+        WHERE resource_id = ? AND id <> ? AND during && tstzrange(?, ?, '[)')
+          AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > ?))
+        ORDER BY start_time LIMIT 1`,
+      [resourceId, except ?? "00000000-0000-0000-0000-000000000000", start, end, now],
+    );
+    return row ? { start: new Date(row.start_time), end: new Date(row.end_time) } : undefined;
+  }
+
+  private async recordInterest(userId: string, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
+    await this.em.fork().execute(
+      `INSERT INTO "reservation".slot_interests (user_id, resource_id, start_time, end_time, created_at)
+       VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      [userId, resourceId, start, end, now],
+    );
+  }
+}
+
+function notice(r: ReservationEntity, type: NotificationType, message: string): NewNotification {
+  return { userId: r.userId, type, reservationId: r.id, resourceId: r.resourceId, startTime: r.startTime, endTime: r.endTime, message };
+}
+
+function slotTaken(start: Date, end: Date, conflict: { start: Date; end: Date } | undefined) {
+  const metadata: Record<string, string> = conflict ? { conflict_start: iso(conflict.start), conflict_end: iso(conflict.end) } : {};
+  return alreadyExists(
+    "reservation",
+    conflict
+      ? `the slot ${iso(start)} - ${iso(end)} overlaps a reservation from ${iso(conflict.start)} to ${iso(conflict.end)}`
+      : `the slot ${iso(start)} - ${iso(end)} is taken`,
+    metadata,
+  );
+}
+
+function notActive(r: ReservationEntity, from: StatusName[] = ACTIVE) {
+  return failedPrecondition(
+    "RESERVATION_NOT_ACTIVE",
+    `reservation ${r.id} is not ${from.join(" or ")} any more`,
+    { type: "STATUS", subject: `reservations/${r.id}`, description: `must be ${from.join(" or ")}` },
+  );
+}

@@ -1,0 +1,306 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  HeartbeatSchema,
+  NotificationType,
+  ReservationService,
+  ResourceSchema as ResourceMessageSchema,
+  WatchNotificationsResponseSchema,
+  type Notification,
+} from "../../../gen/agora/reservation/v1/reservation_pb.js";
+import type { ReservationConfig } from "../../config.js";
+import { assertOwner, callerOf, requireAdmin } from "../../platform/auth.js";
+import type { Clock } from "../../platform/clock.js";
+import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { assertValid } from "../../platform/validation.js";
+import type { NotificationRepository } from "./notification.repository.js";
+import type { ReservationEntity, ResourceEntity } from "./reservation.entity.js";
+import { statusFromProto, toNotification, toReservation, toResource } from "./reservation.mapper.js";
+import type { ReservationRepository } from "./reservation.repository.js";
+import type { ResourceFields, ResourceRepository } from "./resource.repository.js";
+
+const UPDATABLE = new Set(["name", "type", "capacity", "location", "description", "active", "slot_minutes", "requires_approval"]);
+const DEFAULT_SLOT_MINUTES = 30;
+
+const isKeyset = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string");
+const isString = (p: unknown): p is string => typeof p === "string";
+
+export interface ReservationDeps {
+  resources: ResourceRepository;
+  reservations: ReservationRepository;
+  notifications: NotificationRepository;
+  events: EventLog<Notification>;
+  config: ReservationConfig;
+  clock: Clock;
+  heartbeatMs: number;
+}
+
+function millis(t: Timestamp): number {
+  return Number(t.seconds) * 1000 + t.nanos / 1e6;
+}
+
+/**
+ * Checks a slot against the resource's grid (multiples of slot_minutes from
+ * 00:00 UTC), the clock and the maximum length; violations name the field and,
+ * for a misaligned time, the nearest valid ones.
+ */
+function slotViolations(resource: ResourceEntity, start: Timestamp, end: Timestamp, now: Date, maxHours: number): FieldViolation[] {
+  const slot = resource.slotMinutes * 60_000;
+  const violations: FieldViolation[] = [];
+  for (const [field, t] of [["start_time", millis(start)], ["end_time", millis(end)]] as const) {
+    if (t % slot !== 0) {
+      const before = new Date(Math.floor(t / slot) * slot).toISOString();
+      const after = new Date(Math.ceil(t / slot) * slot).toISOString();
+      violations.push({
+        field,
+        description: `must lie on this resource's ${resource.slotMinutes}-minute grid; nearest valid times: ${before} or ${after}`,
+        reason: "SLOT_MISALIGNED",
+      });
+    }
+  }
+  if (millis(start) < now.getTime()) {
+    violations.push({ field: "start_time", description: `must not be in the past (now is ${now.toISOString()})`, reason: "IN_THE_PAST" });
+  }
+  if (millis(end) - millis(start) > maxHours * 3_600_000) {
+    violations.push({ field: "end_time", description: `a reservation lasts at most ${maxHours} hours`, reason: "TOO_LONG" });
+  }
+  return violations;
+}
+
+function capacityViolation(resource: ResourceEntity, partySize: number): FieldViolation[] {
+  return partySize > resource.capacity
+    ? [{ field: "party_size", description: `exceeds the capacity of ${resource.name} (${resource.capacity})`, reason: "OVER_CAPACITY" }]
+    : [];
+}
+
+export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof ReservationService> {
+  /** The reservation if the caller may see it; NOT_FOUND otherwise (ids of others are never confirmed). */
+  async function visible(ctx: HandlerContext, id: string): Promise<ReservationEntity> {
+    const reservation = await d.reservations.get(id);
+    assertOwner(callerOf(ctx), reservation.userId, { type: "reservation", id });
+    return reservation;
+  }
+
+  async function bookable(resourceId: string): Promise<ResourceEntity> {
+    const resource = await d.resources.get(resourceId);
+    if (!resource.active) {
+      throw new ConnectError(`resource ${resource.name} is not active and cannot be booked`, Code.FailedPrecondition);
+    }
+    return resource;
+  }
+
+  return {
+    async createResource(req, ctx) {
+      requireAdmin(ctx);
+      const r = req.resource!;
+      const fields: ResourceFields = {
+        name: r.name,
+        type: r.type,
+        capacity: r.capacity,
+        location: r.location,
+        description: r.description,
+        active: r.active,
+        slotMinutes: r.slotMinutes || DEFAULT_SLOT_MINUTES,
+        requiresApproval: r.requiresApproval,
+      };
+      return { resource: toResource(await d.resources.create(fields, req.requestId, d.clock.now())) };
+    },
+
+    async getResource(req) {
+      return { resource: toResource(await d.resources.get(req.id)) };
+    },
+
+    async listResources(req) {
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("resources", req.type, req.active, req.minCapacity);
+      const rows = await d.resources.list({
+        type: req.type,
+        active: req.active,
+        minCapacity: req.minCapacity,
+        after: decodePageToken(req.pageToken, filters, isKeyset),
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return { resources: page.map(toResource), nextPageToken: rows.length > limit && last ? encodePageToken([last.name, last.id], filters) : "" };
+    },
+
+    async updateResource(req, ctx) {
+      requireAdmin(ctx);
+      const paths = req.updateMask!.paths;
+      const unknown = paths.filter((p) => !UPDATABLE.has(p));
+      if (paths.length === 0 || unknown.length > 0) {
+        throw invalidArgument([
+          {
+            field: "update_mask",
+            description: paths.length === 0 ? `name at least one of ${[...UPDATABLE].join(", ")}` : `cannot update ${unknown.join(", ")}`,
+            reason: "INVALID_UPDATE_MASK",
+          },
+        ]);
+      }
+      const given = req.resource ?? create(ResourceMessageSchema);
+      const updated = await d.resources.update(
+        req.id,
+        req.etag,
+        (entity) => {
+          const merged = toResource(entity);
+          for (const path of paths) {
+            if (path === "slot_minutes") merged.slotMinutes = given.slotMinutes;
+            else if (path === "requires_approval") merged.requiresApproval = given.requiresApproval;
+            else (merged as unknown as Record<string, unknown>)[path] = (given as unknown as Record<string, unknown>)[path];
+          }
+          if (merged.slotMinutes === 0) merged.slotMinutes = DEFAULT_SLOT_MINUTES;
+          assertValid(ResourceMessageSchema, merged, "resource.");
+          Object.assign(entity, {
+            name: merged.name,
+            type: merged.type,
+            capacity: merged.capacity,
+            location: merged.location,
+            description: merged.description,
+            active: merged.active,
+            slotMinutes: merged.slotMinutes,
+            requiresApproval: merged.requiresApproval,
+          });
+        },
+        d.clock.now(),
+      );
+      return { resource: toResource(updated) };
+    },
+
+    async listAvailableResources(req) {
+      const limit = pageSize(req.pageSize);
+      const start = timestampDate(req.startTime!);
+      const end = timestampDate(req.endTime!);
+      const filters = fingerprint("available", req.type, req.partySize, start.toISOString(), end.toISOString());
+      const rows = await d.resources.available(
+        req.type, req.partySize, start, end, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1,
+      );
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return { resources: page.map(toResource), nextPageToken: rows.length > limit && last ? encodePageToken([last.name, last.id], filters) : "" };
+    },
+
+    async createReservation(req, ctx) {
+      const caller = callerOf(ctx);
+      const resource = await bookable(req.resourceId);
+      const now = d.clock.now();
+      const violations = [...slotViolations(resource, req.startTime!, req.endTime!, now, d.config.maxHours), ...capacityViolation(resource, req.partySize)];
+      if (violations.length > 0) throw invalidArgument(violations);
+      const reservation = await d.reservations.create(
+        {
+          resource,
+          userId: caller.userId,
+          start: timestampDate(req.startTime!),
+          end: timestampDate(req.endTime!),
+          partySize: req.partySize,
+          notes: req.notes,
+          requestId: req.requestId,
+        },
+        now,
+      );
+      return { reservation: toReservation(reservation) };
+    },
+
+    async getReservation(req, ctx) {
+      return { reservation: toReservation(await visible(ctx, req.id)) };
+    },
+
+    async listReservations(req, ctx) {
+      const caller = callerOf(ctx);
+      // Only admins choose whose reservations to see; everyone else sees their own.
+      const userId = caller.role === "admin" ? req.userId || undefined : caller.userId;
+      const limit = pageSize(req.pageSize);
+      const from = req.startTime ? timestampDate(req.startTime) : undefined;
+      const to = req.endTime ? timestampDate(req.endTime) : undefined;
+      const filters = fingerprint("reservations", userId, req.resourceId, req.statuses, from?.toISOString(), to?.toISOString());
+      const rows = await d.reservations.list({
+        userId,
+        resourceId: req.resourceId || undefined,
+        statuses: req.statuses.map(statusFromProto),
+        from,
+        to,
+        after: decodePageToken(req.pageToken, filters, isKeyset),
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        reservations: page.map(toReservation),
+        nextPageToken: rows.length > limit && last ? encodePageToken([new Date(last.startTime).toISOString(), last.id], filters) : "",
+      };
+    },
+
+    async cancelReservation(req, ctx) {
+      const reservation = await visible(ctx, req.id);
+      const reason = req.reason ? `: ${req.reason}` : "";
+      const cancelled = await d.reservations.transition(reservation, ["pending", "confirmed"], "cancelled", d.clock.now(), {
+        type: NotificationType.CANCELLED,
+        message: `your reservation was cancelled${reason}`,
+      });
+      return { reservation: toReservation(cancelled) };
+    },
+
+    async rescheduleReservation(req, ctx) {
+      const reservation = await visible(ctx, req.id);
+      const resource = await bookable(reservation.resourceId);
+      const violations = slotViolations(resource, req.startTime!, req.endTime!, d.clock.now(), d.config.maxHours);
+      if (violations.length > 0) throw invalidArgument(violations);
+      const moved = await d.reservations.reschedule(reservation, timestampDate(req.startTime!), timestampDate(req.endTime!), req.etag, d.clock.now());
+      return { reservation: toReservation(moved) };
+    },
+
+    async confirmReservation(req, ctx) {
+      requireAdmin(ctx);
+      const reservation = await d.reservations.get(req.id);
+      const confirmed = await d.reservations.transition(reservation, ["pending"], "confirmed", d.clock.now(), {
+        type: NotificationType.CONFIRMED,
+        message: "your reservation is confirmed",
+      });
+      return { reservation: toReservation(confirmed) };
+    },
+
+    async rejectReservation(req, ctx) {
+      requireAdmin(ctx);
+      const reservation = await d.reservations.get(req.id);
+      const reason = req.reason ? `: ${req.reason}` : "";
+      const rejected = await d.reservations.transition(reservation, ["pending"], "rejected", d.clock.now(), {
+        type: NotificationType.REJECTED,
+        message: `your reservation was rejected${reason}`,
+      });
+      return { reservation: toReservation(rejected) };
+    },
+
+    async listNotifications(req, ctx) {
+      const caller = callerOf(ctx);
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("notifications", caller.userId, req.unreadOnly);
+      const rows = await d.notifications.list(caller.userId, req.unreadOnly, decodePageToken(req.pageToken, filters, isString), limit + 1);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return { notifications: page.map(toNotification), nextPageToken: rows.length > limit && last ? encodePageToken(String(last.eventId), filters) : "" };
+    },
+
+    async markNotificationRead(req, ctx) {
+      return { notification: toNotification(await d.notifications.markRead(callerOf(ctx).userId, req.id)) };
+    },
+
+    async *watchNotifications(req, ctx) {
+      const caller = callerOf(ctx);
+      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
+      if (after !== undefined) {
+        if (after > d.events.position) throw new ConnectError(`after_cursor ${after} is ahead of the newest notification`, Code.OutOfRange);
+        await d.events.assertResumable(after);
+      }
+      for await (const item of d.events.follow(after, ctx.signal, d.heartbeatMs)) {
+        if ("heartbeat" in item) {
+          yield create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
+        } else if (item.event.userId === caller.userId) {
+          yield create(WatchNotificationsResponseSchema, { kind: { case: "notification", value: { ...item.event, cursor: item.id.toString() } } });
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,94 @@
+import { randomUUID } from "node:crypto";
+import { UniqueConstraintViolationException } from "@mikro-orm/core";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { aborted, notFound } from "../../platform/errors.js";
+import { etagOf } from "./reservation.mapper.js";
+import { ResourceSchema, type ResourceEntity } from "./reservation.entity.js";
+
+export type ResourceFields = Pick<
+  ResourceEntity,
+  "name" | "type" | "capacity" | "location" | "description" | "active" | "slotMinutes" | "requiresApproval"
+>;
+
+export interface ResourceQuery {
+  type: string;
+  active: boolean | undefined;
+  minCapacity: number;
+  /** Keyset position: [name, id] of the last row of the previous page. */
+  after: [string, string] | undefined;
+  limit: number;
+}
+
+/** Owns every query on resources. */
+export class ResourceRepository {
+  constructor(private readonly em: EntityManager) {}
+
+  async get(id: string): Promise<ResourceEntity> {
+    const resource = await this.em.fork().findOne(ResourceSchema, { id });
+    if (!resource) throw notFound("resource", id);
+    return resource;
+  }
+
+  async create(fields: ResourceFields, requestId: string, now: Date): Promise<ResourceEntity> {
+    const em = this.em.fork();
+    if (requestId) {
+      const earlier = await em.findOne(ResourceSchema, { requestId });
+      if (earlier) return earlier;
+    }
+    const resource = em.create(ResourceSchema, { ...fields, id: randomUUID(), version: 1, requestId: requestId || null, createdAt: now, updatedAt: now });
+    try {
+      await em.flush();
+    } catch (err) {
+      // A concurrent retry with the same request id won the race.
+      if (requestId && err instanceof UniqueConstraintViolationException) {
+        const winner = await this.em.fork().findOne(ResourceSchema, { requestId });
+        if (winner) return winner;
+      }
+      throw err;
+    }
+    return resource;
+  }
+
+  async update(id: string, etag: string, change: (r: ResourceEntity) => void, now: Date): Promise<ResourceEntity> {
+    const em = this.em.fork();
+    const resource = await em.findOne(ResourceSchema, { id });
+    if (!resource) throw notFound("resource", id);
+    if (etag && etag !== etagOf(resource)) {
+      throw aborted("STALE_ETAG", `resource ${id} has changed (etag is now ${etagOf(resource)}): read it again and retry`, {
+        current_etag: etagOf(resource),
+      });
+    }
+    change(resource);
+    resource.updatedAt = now;
+    await em.flush(); // the version check turns a concurrent change into ABORTED
+    return resource;
+  }
+
+  async list(q: ResourceQuery): Promise<ResourceEntity[]> {
+    const qb = this.em.fork().createQueryBuilder(ResourceSchema, "r").select("*");
+    if (q.type) qb.andWhere({ type: q.type });
+    if (q.active !== undefined) qb.andWhere({ active: q.active });
+    if (q.minCapacity > 0) qb.andWhere({ capacity: { $gte: q.minCapacity } });
+    if (q.after) qb.andWhere("(r.name, r.id) > (?, ?)", q.after);
+    return qb.orderBy({ "r.name": "asc", "r.id": "asc" }).limit(q.limit).getResult();
+  }
+
+  /** Active resources of a type, big enough, with no active reservation overlapping [start, end). */
+  async available(type: string, partySize: number, start: Date, end: Date, now: Date, after: [string, string] | undefined, limit: number) {
+    const em = this.em.fork();
+    const rows = await em.execute(
+      `SELECT r.* FROM "reservation".resources r
+        WHERE r.active AND r.type = ? AND r.capacity >= ?
+          AND NOT EXISTS (
+            SELECT 1 FROM "reservation".reservations x
+             WHERE x.resource_id = r.id
+               AND (x.status = 'confirmed' OR (x.status = 'pending' AND x.hold_expires_at > ?))
+               AND x.during && tstzrange(?, ?, '[)'))
+          AND (?::text IS NULL OR (r.name, r.id) > (?::text, ?::uuid))
+        ORDER BY r.name, r.id
+        LIMIT ?`,
+      [type, partySize, now, start, end, after?.[0] ?? null, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+    );
+    return rows.map((r) => em.map(ResourceSchema, r));
+  }
+}
