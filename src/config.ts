@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["identity", "inventory", "reservation"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -26,6 +26,14 @@ export interface Config {
   dbPoolSize: number;
   auth: AuthConfig;
   reservation: ReservationConfig;
+  chat: ChatConfig;
+}
+
+export interface ChatConfig {
+  messagesPerSecond: number;
+  /** Events a stream may have waiting before it is ended as too slow (it resumes from its cursors). */
+  streamBuffer: number;
+  awayAfterSeconds: number;
 }
 
 export interface ReservationConfig {
@@ -117,6 +125,11 @@ export function loadConfig(env: Env = process.env): Config {
       pendingHoldMinutes: integer(env, "PENDING_HOLD_MINUTES", 15, 1, 7 * 24 * 60),
       reminderLeadMinutes: integer(env, "REMINDER_LEAD_MINUTES", 1440, 1, 30 * 24 * 60),
       schedulerIntervalMs: integer(env, "SCHEDULER_INTERVAL_MS", 5000, 10, 3_600_000),
+    },
+    chat: {
+      messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
+      streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
+      awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),
     },
   };
   if (!config.services.includes("identity") && !config.auth.jwksUrl) {

@@ -22,6 +22,7 @@ import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
+import { chatModule } from "./services/chat/index.js";
 import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
 import { reservationModule } from "./services/reservation/index.js";
@@ -30,6 +31,7 @@ const MODULES: Record<ServiceName, ServiceModule> = {
   identity: identityModule,
   inventory: inventoryModule,
   reservation: reservationModule,
+  chat: chatModule,
 };
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */

@@ -922,6 +922,23 @@ describe("reservation service", function () {
         expect(bobs.reservation!.userId).to.equal(bob.id);
         expect(iso(bobs.reservation!.startTime)).to.equal("2030-01-05T16:00:00.000Z");
       });
+
+      it("returns the first reservation to a retry made after the resource was deactivated", async () => {
+        const { resource: r } = await admin.createResource({ resource: resource("Retry after deactivation") });
+        const first = await book(asAlice, at(5, 18), at(5, 19), "idem-deactivated", r!.id);
+        await admin.updateResource({ id: r!.id, resource: { active: false }, updateMask: { paths: ["active"] } });
+        const again = await book(asAlice, at(5, 18), at(5, 19), "idem-deactivated", r!.id);
+        expect(again.reservation!.id).to.equal(first.reservation!.id);
+      });
+
+      it("returns the first reservation to a retry made after its start time passed", async () => {
+        const slot = 30 * MINUTE;
+        const start = new Date(Math.ceil((clock.now().getTime() + 1) / slot) * slot);
+        const first = await book(asAlice, start, new Date(start.getTime() + slot), "idem-late");
+        clock.advance(start.getTime() - clock.now().getTime() + MINUTE);
+        const again = await book(asAlice, start, new Date(start.getTime() + slot), "idem-late");
+        expect(again.reservation!.id).to.equal(first.reservation!.id);
+      });
     });
 
     describe("cancellation", () => {
@@ -1100,6 +1117,27 @@ describe("reservation service", function () {
         expect(overlaps[0]!.n).to.equal(0);
         expect((await first.getReservation({ id: r!.id })).reservation!.status).to.equal(ReservationStatus.EXPIRED);
       });
+
+      it("does not revive a hold whose time is up by rescheduling it", async () => {
+        const adminL = client(ReservationService, lazy.url, "grpc", lazy.adminToken);
+        const { resource: held } = await adminL.createResource({ resource: resource("Lazy approval room 2", { requiresApproval: true }) });
+        const owner = client(ReservationService, lazy.url, "grpc", await signUp(lazy.url, "lazy-mover"));
+        const { reservation: r } = await owner.createReservation({
+          resourceId: held!.id, startTime: ts(at(13, 9)), endTime: ts(at(13, 10)), partySize: 1, requestId: "lazy-move-1",
+        });
+        lazyClock.advance(15 * MINUTE + 1000);
+        const moved = await owner.rescheduleReservation({ id: r!.id, startTime: ts(at(13, 11)), endTime: ts(at(13, 12)) }).then(
+          (res) => res.reservation,
+          (err) => ConnectError.from(err),
+        );
+        if (moved instanceof ConnectError) {
+          expect(moved.code).to.equal(Code.FailedPrecondition);
+        } else {
+          // Moving it would be acceptable only as a live booking, not as a hold that already ran out.
+          const stillHeld = moved!.status === ReservationStatus.PENDING && timestampDate(moved!.holdExpireTime!).getTime() <= lazyClock.now().getTime();
+          expect(stillHeld, `rescheduled into status ${ReservationStatus[moved!.status]} with hold_expire_time ${iso(moved!.holdExpireTime)} (now ${lazyClock.now().toISOString()})`).to.equal(false);
+        }
+      });
     });
 
     describe("RESOURCE_AVAILABLE", () => {
@@ -1212,6 +1250,57 @@ describe("reservation service", function () {
       expect(live.error).to.equal(undefined);
     });
 
+    it("accepts on instance A a cursor just handed out by instance B (no false OUT_OF_RANGE)", async () => {
+      const adminA = client(ReservationService, a.url, "grpc", a.adminToken);
+      const { resource: room } = await adminA.createResource({ resource: resource("Cursor room") });
+      const gina = await newUser(b, "watch-gina");
+      const ginaA = client(ReservationService, a.url, "grpc", gina.token);
+      const ginaB = client(ReservationService, b.url, "grpc", gina.token);
+      const failures: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        await ginaB.createReservation({ resourceId: room!.id, startTime: ts(at(22, i)), endTime: ts(at(22, i + 1)), partySize: 1, requestId: `cursor-${i}` });
+        const { notifications } = await ginaB.listNotifications({ pageSize: 1 });
+        const w = new Watcher(ginaA, notifications[0]!.cursor);
+        watchers.push(w);
+        await eventually(() => w.heartbeats > 0 || w.ended, "the resumed stream to answer");
+        if (w.error) failures.push(`${i}: ${Code[w.error.code]} ${w.error.rawMessage}`);
+        expect(w.notifications).to.deep.equal([]);
+        w.close();
+      }
+      expect(failures).to.deep.equal([]);
+    });
+
+    it("streams every one of 40 concurrent bookings made through both instances, in cursor order", async () => {
+      const adminA = client(ReservationService, a.url, "grpc", a.adminToken);
+      const { resource: room } = await adminA.createResource({ resource: resource("Busy watched room", { slotMinutes: 15 }) });
+      const hank = await newUser(a, "watch-hank");
+      const hankA = client(ReservationService, a.url, "grpc", hank.token);
+      const hankB = client(ReservationService, b.url, "grpc", hank.token);
+      const w = new Watcher(hankA);
+      watchers.push(w);
+      await w.ready();
+      const booked = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          (i % 2 ? hankB : hankA).createReservation({
+            resourceId: room!.id,
+            startTime: ts(new Date(at(23, 0).getTime() + i * 15 * MINUTE)),
+            endTime: ts(new Date(at(23, 0).getTime() + (i + 1) * 15 * MINUTE)),
+            partySize: 1,
+            requestId: `busy-${i}`,
+          }),
+        ),
+      );
+      await w.waitFor(40, "40 notifications");
+      const beats = w.heartbeats;
+      await eventually(() => w.heartbeats >= beats + 1, "a heartbeat after the burst");
+      expect(w.notifications).to.have.length(40);
+      expect(w.notifications.map((n) => n.reservationId).sort()).to.deep.equal(booked.map((r) => r.reservation!.id).sort());
+      const cursors = w.notifications.map((n) => BigInt(n.cursor));
+      for (let i = 1; i < cursors.length; i++) expect(cursors[i]! > cursors[i - 1]!, `cursor ${i} increases`).to.equal(true);
+      const listed = (await allNotifications(hankB)).map((n) => n.id);
+      expect(listed).to.deep.equal([...w.notifications].reverse().map((n) => n.id));
+    });
+
     it("sends heartbeats on a quiet stream and refuses a malformed cursor", async () => {
       const quiet = new Watcher(client(ReservationService, a.url, "grpc", await signUp(a.url, "watch-quiet")));
       watchers.push(quiet);
@@ -1222,6 +1311,34 @@ describe("reservation service", function () {
       watchers.push(bad);
       await eventually(() => bad.ended, "the malformed cursor to be refused");
       expect(bad.error?.code).to.equal(Code.InvalidArgument);
+    });
+  });
+
+  describe("reminders after a reschedule", () => {
+    const clock = new ManualClock(new Date(T0));
+    let server: TestServer;
+    after(() => server?.shutdown());
+
+    it("keeps reminding other reservations after an already-reminded reservation is rescheduled", async () => {
+      server = await startTestServer(ENV, undefined, undefined, clock);
+      const admin = client(ReservationService, server.url, "grpc", server.adminToken);
+      const { resource: room } = await admin.createResource({ resource: resource("Reminder reschedule room") });
+      const ivy = client(ReservationService, server.url, "grpc", await signUp(server.url, "remind-ivy"));
+      const jack = client(ReservationService, server.url, "grpc", await signUp(server.url, "remind-jack"));
+      const start0 = clock.now().getTime();
+      const slot = (hoursAhead: number) => ({ startTime: ts(new Date(start0 + hoursAhead * HOUR)), endTime: ts(new Date(start0 + (hoursAhead + 1) * HOUR)) });
+      const { reservation: r } = await ivy.createReservation({ resourceId: room!.id, ...slot(30), partySize: 1, requestId: "rr-1" });
+      clock.advance(7 * HOUR);
+      await eventually(async () => (await notificationsOf(ivy, NotificationType.REMINDER, r!.id)).length === 1, "Ivy's first reminder");
+      // Still inside the reminder window after the move.
+      await ivy.rescheduleReservation({ id: r!.id, ...slot(29) });
+      const { reservation: other } = await jack.createReservation({ resourceId: room!.id, ...slot(27), partySize: 1, requestId: "rr-2" });
+      await eventually(
+        async () => (await notificationsOf(jack, NotificationType.REMINDER, other!.id)).length === 1,
+        "Jack's reminder (another reservation's sweep must not be blocked)",
+      );
+      const ivys = await notificationsOf(ivy, NotificationType.REMINDER, r!.id);
+      expect(ivys.length).to.be.within(1, 2);
     });
   });
 

@@ -1,0 +1,240 @@
+import { randomUUID } from "node:crypto";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { notFound } from "../../platform/errors.js";
+
+export interface RoomRow {
+  id: string;
+  name: string;
+  description: string;
+  visibility: "public" | "private";
+  owner_id: string;
+  created_at: Date;
+  member_count?: number;
+}
+
+export interface MessageRow {
+  conversation_id: string;
+  sequence: string;
+  id: string;
+  client_id: string;
+  sender_id: string;
+  sender_name: string;
+  kind: number;
+  text: string;
+  attachments: { fileId: string; version: string; name: string }[];
+  recipient_id: string | null;
+  created_at: Date;
+}
+
+export interface NewMessage {
+  conversationId: string;
+  clientId: string;
+  senderId: string;
+  senderName: string;
+  kind: number;
+  text: string;
+  attachments: { fileId: string; version: string; name: string }[];
+  recipientId?: string;
+}
+
+/** Channel on which a stored message is announced: `conversation:sequence[:userA:userB]`. */
+export const MESSAGES_CHANNEL = "chat_messages";
+
+const UNIQUE_VIOLATION = "23505";
+const isUnique = (err: unknown) => (err as { code?: string }).code === UNIQUE_VIOLATION;
+
+/** Owns every query on rooms, members, conversations and messages. */
+export class ChatRepository {
+  constructor(private readonly em: EntityManager) {}
+
+  private get db() {
+    return this.em.fork();
+  }
+
+  async createRoom(name: string, description: string, visibility: "public" | "private", owner: { id: string; name: string }, now: Date) {
+    return this.db.transactional(async (tx) => {
+      const id = randomUUID();
+      const [room] = await tx.execute<RoomRow[]>(
+        `INSERT INTO "chat".rooms (id, name, description, visibility, owner_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+        [id, name, description, visibility, owner.id, now],
+      );
+      await tx.execute(`INSERT INTO "chat".conversations (id, kind) VALUES (?, 'room')`, [id]);
+      await tx.execute(`INSERT INTO "chat".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?)`, [id, owner.id, owner.name, now]);
+      return { ...room!, member_count: 1 };
+    });
+  }
+
+  async room(id: string): Promise<RoomRow | undefined> {
+    const [room] = await this.db.execute<RoomRow[]>(
+      `SELECT r.*, (SELECT count(*)::int FROM "chat".members m WHERE m.room_id = r.id) AS member_count FROM "chat".rooms r WHERE r.id = ?`,
+      [id],
+    );
+    return room;
+  }
+
+  async isMember(roomId: string, userId: string): Promise<boolean> {
+    const rows = await this.db.execute(`SELECT 1 FROM "chat".members WHERE room_id = ? AND user_id = ?`, [roomId, userId]);
+    return rows.length > 0;
+  }
+
+  /**
+   * The room if the user may read it: members always; others only public rooms.
+   * A private room the user is not in does not exist for them (NOT_FOUND).
+   */
+  async readableRoom(roomId: string, userId: string): Promise<{ room: RoomRow; member: boolean }> {
+    const room = await this.room(roomId);
+    const member = room ? await this.isMember(roomId, userId) : false;
+    if (!room || (room.visibility === "private" && !member)) throw notFound("room", roomId);
+    return { room, member };
+  }
+
+  /** Public rooms and the user's rooms, by name. */
+  async listRooms(userId: string, after: [string, string] | undefined, limit: number): Promise<RoomRow[]> {
+    return this.db.execute<RoomRow[]>(
+      `SELECT r.*, (SELECT count(*)::int FROM "chat".members m WHERE m.room_id = r.id) AS member_count
+         FROM "chat".rooms r
+        WHERE (r.visibility = 'public' OR EXISTS (SELECT 1 FROM "chat".members m WHERE m.room_id = r.id AND m.user_id = ?))
+          AND (r.name, r.id) > (?, ?::uuid)
+        ORDER BY r.name, r.id LIMIT ?`,
+      [userId, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+    );
+  }
+
+  async roomIdsOf(userId: string): Promise<string[]> {
+    const rows = await this.db.execute<{ room_id: string }[]>(`SELECT room_id FROM "chat".members WHERE user_id = ?`, [userId]);
+    return rows.map((r) => r.room_id);
+  }
+
+  async directIdsOf(userId: string): Promise<string[]> {
+    const rows = await this.db.execute<{ id: string }[]>(
+      `SELECT id FROM "chat".conversations WHERE kind = 'direct' AND (user_a = ? OR user_b = ?)`,
+      [userId, userId],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Adds the member (returns false if already one), after checking they may join. */
+  async join(room: RoomRow, user: { id: string; name: string }, now: Date): Promise<boolean> {
+    return this.db.transactional(async (tx) => {
+      if (room.visibility === "private") {
+        const invited = await tx.execute(`SELECT 1 FROM "chat".invitations WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
+        const member = await tx.execute(`SELECT 1 FROM "chat".members WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
+        if (invited.length === 0 && member.length === 0) throw notFound("room", room.id);
+      }
+      const added = await tx.execute(
+        `INSERT INTO "chat".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1`,
+        [room.id, user.id, user.name, now],
+      );
+      return added.length > 0;
+    });
+  }
+
+  async leave(roomId: string, userId: string): Promise<boolean> {
+    const removed = await this.db.execute(`DELETE FROM "chat".members WHERE room_id = ? AND user_id = ? RETURNING 1`, [roomId, userId]);
+    return removed.length > 0;
+  }
+
+  async invite(roomId: string, userId: string, by: string, now: Date): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO "chat".invitations (room_id, user_id, invited_by, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      [roomId, userId, by, now],
+    );
+  }
+
+  async members(roomId: string) {
+    return this.db.execute<{ user_id: string; username: string; joined_at: Date }[]>(
+      `SELECT user_id, username, joined_at FROM "chat".members WHERE room_id = ? ORDER BY username`,
+      [roomId],
+    );
+  }
+
+  /** The direct conversation of two users, created on first use. */
+  async directConversation(a: string, b: string): Promise<string> {
+    if (a === b) throw new ConnectError("a direct conversation needs two different users", Code.InvalidArgument);
+    const [userA, userB] = a < b ? [a, b] : [b, a];
+    const [row] = await this.db.execute<{ id: string }[]>(
+      `INSERT INTO "chat".conversations (id, kind, user_a, user_b) VALUES (?, 'direct', ?, ?)
+       ON CONFLICT (user_a, user_b) DO UPDATE SET user_a = excluded.user_a RETURNING id`,
+      [randomUUID(), userA, userB],
+    );
+    return row!.id;
+  }
+
+  /** The two users of a direct conversation, or undefined for a room. */
+  async participants(conversationId: string): Promise<[string, string] | undefined> {
+    const [row] = await this.db.execute<{ user_a: string | null; user_b: string | null }[]>(
+      `SELECT user_a, user_b FROM "chat".conversations WHERE id = ?`,
+      [conversationId],
+    );
+    return row?.user_a && row.user_b ? [row.user_a, row.user_b] : undefined;
+  }
+
+  /**
+   * Stores a message with the conversation's next sequence. The conversation
+   * row stays locked until commit, so sequences become visible in order, and
+   * the NOTIFY goes out with the commit. A resend of a client id returns the
+   * stored message.
+   */
+  async append(m: NewMessage, now: Date, participants?: [string, string]): Promise<{ message: MessageRow; replayed: boolean }> {
+    if (m.clientId) {
+      const earlier = await this.byClientId(m.conversationId, m.senderId, m.clientId);
+      if (earlier) return { message: earlier, replayed: true };
+    }
+    try {
+      const message = await this.db.transactional(async (tx) => {
+        const [conv] = await tx.execute<{ last_sequence: string }[]>(
+          `UPDATE "chat".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence`,
+          [m.conversationId],
+        );
+        if (!conv) throw notFound("conversation", m.conversationId);
+        const [row] = await tx.execute<MessageRow[]>(
+          `INSERT INTO "chat".messages
+             (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?) RETURNING *`,
+          [m.conversationId, conv.last_sequence, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text,
+            JSON.stringify(m.attachments), m.recipientId ?? null, now],
+        );
+        const payload = [m.conversationId, conv.last_sequence, ...(participants ?? [])].join(":");
+        await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, payload]);
+        return row!;
+      });
+      return { message, replayed: false };
+    } catch (err) {
+      if (m.clientId && isUnique(err)) {
+        const earlier = await this.byClientId(m.conversationId, m.senderId, m.clientId);
+        if (earlier) return { message: earlier, replayed: true };
+      }
+      throw err;
+    }
+  }
+
+  private async byClientId(conversationId: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {
+    const [row] = await this.db.execute<MessageRow[]>(
+      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND sender_id = ? AND client_id = ?`,
+      [conversationId, senderId, clientId],
+    );
+    return row;
+  }
+
+  /** Messages after `after`, oldest first. */
+  async after(conversationId: string, after: bigint, limit: number): Promise<MessageRow[]> {
+    return this.db.execute<MessageRow[]>(
+      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?`,
+      [conversationId, after.toString(), limit],
+    );
+  }
+
+  /** Messages before `before` (0: the newest), newest first. */
+  async before(conversationId: string, before: bigint, limit: number): Promise<MessageRow[]> {
+    return this.db.execute<MessageRow[]>(
+      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND (? = 0 OR sequence < ?) ORDER BY sequence DESC LIMIT ?`,
+      [conversationId, before.toString(), before.toString(), limit],
+    );
+  }
+
+  async lastSequence(conversationId: string): Promise<bigint> {
+    const [row] = await this.db.execute<{ last_sequence: string }[]>(`SELECT last_sequence FROM "chat".conversations WHERE id = ?`, [conversationId]);
+    return BigInt(row?.last_sequence ?? 0);
+  }
+}

@@ -1,0 +1,62 @@
+import { ChatService } from "../../../gen/agora/chat/v1/chat_pb.js";
+import { Presence } from "../../../gen/agora/chat/v1/chat_pb.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
+import type { ServiceModule } from "../../platform/service-module.js";
+import { ChatHub } from "./chat.hub.js";
+import { ChatRepository } from "./chat.repository.js";
+import { chatHandlers } from "./chat.service.js";
+import { Migration20261121300000 } from "./migrations/Migration20261121300000.js";
+import { PresenceRepository } from "./presence.repository.js";
+
+export const chatModule: ServiceModule = {
+  name: "chat",
+  services: [ChatService],
+  async start({ config, databaseUrl, log, pubsub, clock }) {
+    const orm = await openServiceDatabase({
+      url: databaseUrl,
+      schema: "chat",
+      entities: [],
+      migrations: [Migration20261121300000],
+      poolSize: config.dbPoolSize,
+      log,
+    });
+    const repo = new ChatRepository(orm.em);
+    // A session whose instance stopped heart-beating for three intervals is gone.
+    const presence = new PresenceRepository(orm.em, config.chat.awayAfterSeconds * 1000, 3 * config.heartbeatIntervalMs);
+    const hub = new ChatHub(repo, pubsub, log);
+    await hub.start();
+    const handlers = chatHandlers({
+      repo,
+      presence,
+      hub,
+      clock,
+      settings: { messagesPerSecond: config.chat.messagesPerSecond, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
+    });
+    let beating = false;
+    const timer = setInterval(async () => {
+      if (beating) return;
+      beating = true;
+      try {
+        const now = clock.now();
+        await presence.heartbeat(hub.localSessionIds, now);
+        for (const gone of await presence.reap(now)) {
+          await hub.publishPresence({ userId: gone.user_id, username: gone.username, presence: Presence.OFFLINE, rooms: await repo.roomIdsOf(gone.user_id) });
+        }
+      } catch (err) {
+        log.warn({ err }, "chat presence heartbeat failed");
+      } finally {
+        beating = false;
+      }
+    }, config.heartbeatIntervalMs);
+    timer.unref();
+    return {
+      register: (router) => router.service(ChatService, handlers),
+      ping: () => ping(orm),
+      stop: async () => {
+        clearInterval(timer);
+        hub.stop();
+        await orm.close();
+      },
+    };
+  },
+};
