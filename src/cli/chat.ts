@@ -53,6 +53,7 @@ const HELP = [
 
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
+const SETTLE_MS = 500;
 
 type ChatRequestInit = MessageInitShape<typeof ChatRequestSchema>;
 type Conversation = { kind: "room" | "user"; id: string; name: string };
@@ -301,6 +302,9 @@ export class ChatSession {
         this.print(everUp ? "reconnected" : `connected as ${this.auth.username}`);
         everUp = true;
       };
+      // The server sends response headers with its first event; a stream that has not failed within
+      // a moment is up even when nothing has arrived yet.
+      const settled = setTimeout(markUp, SETTLE_MS);
       let reason = "the server closed the stream";
       try {
         for await (const res of this.chat.chat(outbox, { signal: this.stop.signal, onHeader: markUp })) {
@@ -327,6 +331,7 @@ export class ChatSession {
           }
         }
       } finally {
+        clearTimeout(settled);
         outbox.close();
         this.outbox = undefined;
       }

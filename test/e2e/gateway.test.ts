@@ -8,6 +8,8 @@ import { expect } from "chai";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
+import { ChatRequestSchema, ChatService, RoomVisibility, type ChatRequest } from "../../gen/agora/chat/v1/chat_pb.js";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
 import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError, signUp } from "../support/harness.js";
@@ -217,6 +219,47 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       }
       abort.abort();
       expect(seen).to.equal(reservation!.id);
+    });
+  });
+
+  describe("chat through the gateway", () => {
+    it("carries a bidi Chat stream and a gRPC-Web Subscribe stream through Envoy", async () => {
+      const ann = client(ChatService, cluster.gatewayUrl, "grpc", await signUp(cluster.gatewayUrl, "gateway-ann"));
+      const ben = client(ChatService, cluster.gatewayUrl, "grpcweb", await signUp(cluster.gatewayUrl, "gateway-ben"));
+      const { room } = await ann.createRoom({ name: "gateway-lobby", visibility: RoomVisibility.PUBLIC });
+      await ben.joinRoom({ roomId: room!.id });
+      const abort = new AbortController();
+      // Ben (a browser, say) follows the room from its first message.
+      const subscription = ben.subscribe({ cursors: [{ conversationId: room!.id, afterSequence: 0n }] }, { signal: abort.signal });
+      const commands: ChatRequest[] = [
+        create(ChatRequestSchema, { ref: "join", command: { case: "join", value: { conversationId: room!.id } } }),
+        create(ChatRequestSchema, {
+          ref: "send",
+          command: { case: "send", value: { to: { target: { case: "roomId", value: room!.id } }, clientId: "gw-1", text: "hello through Envoy" } },
+        }),
+      ];
+      const sent: string[] = [];
+      async function* keepOpen() {
+        yield* commands;
+        await new Promise((resolve) => abort.signal.addEventListener("abort", resolve));
+      }
+      for await (const ev of ann.chat(keepOpen(), { signal: abort.signal })) {
+        if (ev.event.case === "sent") {
+          sent.push(ev.event.value.text);
+          break;
+        }
+        if (ev.event.case === "error") throw new Error(ev.event.value.message);
+      }
+      let received: string | undefined;
+      for await (const res of subscription) {
+        if (res.event?.event.case === "message" && res.event.event.value.text) {
+          received = res.event.event.value.text;
+          break;
+        }
+      }
+      abort.abort();
+      expect(sent).to.deep.equal(["hello through Envoy"]);
+      expect(received).to.equal("hello through Envoy");
     });
   });
 
