@@ -102,7 +102,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
       authInterceptor(verifyToken, publicMethods),
-      validationInterceptor,
+      validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
     ],
     contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),
     fallback: (req, res) => {

@@ -54,6 +54,7 @@ const HELP = [
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 const SETTLE_MS = 500;
+const MAX_TEXT = 4000;
 
 type ChatRequestInit = MessageInitShape<typeof ChatRequestSchema>;
 type Conversation = { kind: "room" | "user"; id: string; name: string };
@@ -149,13 +150,16 @@ export class Auth {
   private refreshing: Promise<void> | undefined;
   private stopped = false;
   private readonly identity: Client<typeof IdentityService>;
+  /** Every call through it carries the access token. */
+  readonly transport: Transport;
 
   constructor(
-    transport: Transport,
+    makeTransport: (interceptors: Interceptor[]) => Transport,
     readonly username: string,
     private readonly password: string,
   ) {
-    this.identity = createClient(IdentityService, transport);
+    this.transport = makeTransport([this.interceptor]);
+    this.identity = createClient(IdentityService, this.transport);
   }
 
   /** Bearer token on every call; a unary call refused as UNAUTHENTICATED is retried once after a refresh. */
@@ -247,10 +251,8 @@ export class ChatSession {
 
   constructor(private readonly opts: ChatSessionOptions) {
     const makeTransport = opts.transport ?? ((interceptors) => createGrpcTransport({ baseUrl: opts.server, interceptors }));
-    let auth: Auth | undefined;
-    const transport = makeTransport([(next) => (req) => auth!.interceptor(next)(req)]);
-    this.auth = auth = new Auth(transport, opts.username, opts.password);
-    this.chat = createClient(ChatService, transport);
+    this.auth = new Auth(makeTransport, opts.username, opts.password);
+    this.chat = createClient(ChatService, this.auth.transport);
   }
 
   /** Runs until stdin ends or /quit (0), or a failure the session cannot recover from (1). */
@@ -418,25 +420,17 @@ export class ChatSession {
 
   private showMessage(m: Message): void {
     this.learnUser(m.senderId, m.senderName);
-    if (!this.cursors.accept(m.conversationId, m.sequence)) return;
-    const sender = m.senderName || this.userName(m.senderId);
-    switch (m.kind) {
-      case MessageKind.JOINED:
-        return this.print(`* ${sender} joined ${this.roomName(m.conversationId)}`);
-      case MessageKind.LEFT:
-        return this.print(`* ${sender} left ${this.roomName(m.conversationId)}`);
-      default:
-        return this.print(this.formatText(m));
-    }
+    if (this.cursors.accept(m.conversationId, m.sequence)) this.print(this.format(m));
   }
 
-  private formatText(m: Message): string {
+  /** `[room] alice: hi`, `private from bob: hi`, `private to bob: hi`, `* bob joined room`. */
+  private format(m: Message): string {
+    const sender = m.senderName || this.userName(m.senderId);
+    if (m.kind === MessageKind.JOINED) return `* ${sender} joined ${this.roomName(m.conversationId)}`;
+    if (m.kind === MessageKind.LEFT) return `* ${sender} left ${this.roomName(m.conversationId)}`;
     const files = m.attachments.length > 0 ? ` [${m.attachments.map((a) => a.name || a.fileId).join(", ")}]` : "";
-    if (!m.recipientId) return `[${this.roomName(m.conversationId)}] ${m.senderName || this.userName(m.senderId)}: ${m.text}${files}`;
-    this.roomNames.delete(m.conversationId);
-    return m.senderId === this.auth.userId
-      ? `private to ${this.userName(m.recipientId)}: ${m.text}${files}`
-      : `private from ${m.senderName || this.userName(m.senderId)}: ${m.text}${files}`;
+    if (!m.recipientId) return `[${this.roomName(m.conversationId)}] ${sender}: ${m.text}${files}`;
+    return m.senderId === this.auth.userId ? `private to ${this.userName(m.recipientId)}: ${m.text}${files}` : `private from ${sender}: ${m.text}${files}`;
   }
 
   // ---- names --------------------------------------------------------------
@@ -643,6 +637,8 @@ export class ChatSession {
   }
 
   private send(to: Conversation, text: string): void {
+    // Checked here: the server fails the whole stream (not just the command) on a request that breaks the proto's rules.
+    if ([...text].length > MAX_TEXT) throw new Error(`a message has at most ${MAX_TEXT} characters`);
     this.command({ command: { case: "send", value: { to: this.destination(to), clientId: randomUUID(), text } } });
   }
 
@@ -659,14 +655,7 @@ export class ChatSession {
     const page = [...res.messages].reverse();
     for (const m of page) {
       this.learnUser(m.senderId, m.senderName);
-      const sender = m.senderName || this.userName(m.senderId);
-      const text =
-        m.kind === MessageKind.JOINED
-          ? `* ${sender} joined`
-          : m.kind === MessageKind.LEFT
-            ? `* ${sender} left`
-            : this.formatText(m);
-      this.print(`history #${m.sequence} ${text}`);
+      this.print(`history #${m.sequence} ${this.format(m)}`);
     }
     if (page.length > 0) this.historyBefore.set(key, page[0]!.sequence);
     if (!res.more || page.length === 0) {

@@ -31,5 +31,7 @@ export interface ServiceModule {
   services: DescService[];
   /** Methods callable without a token, as "package.Service/Method". */
   publicMethods?: string[];
+  /** Streaming methods whose handlers validate each request message themselves. */
+  validatesOwnStream?: string[];
   start(deps: ServiceDeps): Promise<RunningService>;
 }

@@ -30,15 +30,19 @@ export function assertValid<Desc extends DescMessage>(schema: Desc, message: Mes
 /**
  * Enforces the proto's buf.validate rules on every request message, unary and
  * streamed alike, so clients in every language meet the same rules.
+ * `perMessage` names streaming methods ("pkg.Service/Method") whose handlers
+ * validate each message themselves, because one bad command must not end the
+ * stream (a chat client's typo is an error event, not a disconnect).
  *
  * @connectrpc/validate exists but reports buf.validate.Violations only; Agora's
  * contract promises google.rpc.BadRequest, which every gRPC client understands.
  */
-export const validationInterceptor: Interceptor = (next) => async (req) => {
+export const validationInterceptor = (perMessage: Set<string> = new Set()): Interceptor => (next) => async (req) => {
   if (!req.stream) {
     assertValid(req.method.input, req.message);
     return next(req);
   }
+  if (perMessage.has(`${req.service.typeName}/${req.method.name}`)) return next(req);
   const input = req.message;
   const schema = req.method.input;
   async function* checked() {

@@ -20,12 +20,12 @@ class ChatCli {
   readonly exited: Promise<number | null>;
   private partial = "";
 
-  constructor(server: string, username: string) {
+  constructor(server: string, username: string, password = `password-of-${username}`) {
     const env = { ...process.env };
     for (const name of ["AGORA_SERVER", "AGORA_USERNAME", "AGORA_PASSWORD"]) delete env[name];
     this.child = spawn(
       process.execPath,
-      ["--import", "tsx", "src/cli/chat.ts", "--server", server, "--username", username, "--password", `password-of-${username}`],
+      ["--import", "tsx", "src/cli/chat.ts", "--server", server, "--username", username, "--password", password],
       { cwd: REPO_ROOT, env, stdio: ["pipe", "pipe", "pipe"] },
     );
     this.child.stdout!.setEncoding("utf8");
@@ -165,8 +165,8 @@ describe("chat CLI (e2e, piped child processes)", function () {
   let aliceId: string;
   const clis: ChatCli[] = [];
   const subscribers: Subscriber[] = [];
-  const start = (username: string, url = server.url) => {
-    const cli = new ChatCli(url, username);
+  const start = (username: string, url = server.url, password?: string) => {
+    const cli = new ChatCli(url, username, password);
     clis.push(cli);
     return cli;
   };
@@ -231,10 +231,16 @@ describe("chat CLI (e2e, piped child processes)", function () {
     await alice.waitFor("history #4 [lobby] alice: hi bob");
     await alice.waitFor("history #3 [lobby] bob: hello from bob");
     alice.type("/history 2");
-    await alice.waitFor("history #1 * alice joined");
+    await alice.waitFor("history #1 * alice joined lobby");
     await alice.waitFor("ok: no older messages");
     alice.type("/join nowhere");
     await alice.waitFor("! error: no room nowhere");
+    alice.type("x".repeat(4001));
+    await alice.waitFor("! error: a message has at most 4000 characters");
+    alice.type("/frobnicate");
+    await alice.waitFor("! error: unknown command /frobnicate (try /help)");
+    alice.type("still here");
+    await alice.waitFor("[lobby] alice: still here");
 
     alice.type("/quit");
     expect(await alice.exitCode()).to.equal(0);
@@ -257,6 +263,14 @@ describe("chat CLI (e2e, piped child processes)", function () {
 
     bob.type("hello from bob");
     await alice.waitFor("[patio] bob: hello from bob");
+    bob.type("/create attic private");
+    await bob.waitFor("ok: created attic");
+    bob.type("/join attic");
+    await bob.waitFor("ok: joined attic");
+    bob.type("/leave attic");
+    await bob.waitFor("ok: left attic");
+    bob.type("/switch patio");
+    await bob.waitFor("ok: now in patio");
     alice.type("hi bob");
     alice.child.stdin!.end();
     expect(await alice.exitCode()).to.equal(0);
@@ -302,5 +316,40 @@ describe("chat CLI (e2e, piped child processes)", function () {
     } finally {
       await proxy.close();
     }
+  });
+
+  it("exits 1 with an error line when the login is refused", async () => {
+    const mallory = start("alice", server.url, "not-the-password");
+    expect(await mallory.exitCode()).to.equal(1);
+    expect(mallory.lines.some((l) => l.startsWith("! error: login failed"))).to.equal(true, mallory.describe());
+  });
+
+  // Last: it replaces the shared server with a new one on the same port and database.
+  it("reconnects across a server restart and resumes without loss or duplicates", async () => {
+    const alice = start("alice");
+    await alice.waitFor("connected as alice");
+    alice.type("/create deck");
+    await alice.waitFor("ok: created deck");
+    alice.type("/join deck");
+    await alice.waitFor("ok: joined deck");
+    const { roomId, bob } = await bobInRoom("deck");
+    const to = { target: { case: "roomId" as const, value: roomId } };
+    await bobChat.sendMessage({ message: { to, clientId: "deck-1", text: "before the restart" } });
+    await alice.waitFor("[deck] bob: before the restart");
+    await bob.close();
+
+    const port = server.port;
+    await server.shutdown();
+    await alice.waitFor(/^\* connection lost/);
+    server = await startTestServer({ HEARTBEAT_INTERVAL_MS: "200", PORT: String(port) }, server.databaseUrl);
+    await bobChat.sendMessage({ message: { to, clientId: "deck-2", text: "during the restart" } });
+    await alice.waitFor("reconnected");
+    await alice.waitFor("[deck] bob: during the restart");
+    alice.type("back again");
+    await alice.waitFor("[deck] alice: back again");
+    expect(alice.count("[deck] bob: before the restart")).to.equal(1);
+    expect(alice.count("[deck] bob: during the restart")).to.equal(1);
+    alice.type("/quit");
+    expect(await alice.exitCode()).to.equal(0);
   });
 });

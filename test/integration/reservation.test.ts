@@ -789,6 +789,7 @@ describe("reservation service", function () {
         const u = users[owner]!;
         const c = viaB ? u.onB : u.onA;
         const mine = known.filter((k) => k.owner === owner);
+        let op = "create";
         try {
           if (roll < 0.55 || mine.length === 0) {
             const r = resources[Math.floor(random() * resources.length)]!;
@@ -802,6 +803,7 @@ describe("reservation service", function () {
               stats.createConflicts++;
             }
           } else if (roll < 0.75) {
+            op = "cancel";
             const target = mine[Math.floor(random() * mine.length)]!;
             try {
               await c.cancelReservation({ id: target.id, reason: "workload" });
@@ -811,6 +813,7 @@ describe("reservation service", function () {
               stats.cancelRefused++;
             }
           } else {
+            op = "reschedule";
             const target = mine[Math.floor(random() * mine.length)]!;
             const { start, end } = randomSlot(resources.find((r) => r.id === target.resourceId)!);
             try {
@@ -825,7 +828,7 @@ describe("reservation service", function () {
           }
         } catch (err) {
           const e = ConnectError.from(err);
-          unexpected.push(`${Code[e.code]}: ${e.rawMessage}`);
+          unexpected.push(`${op}: ${Code[e.code]}: ${e.rawMessage}`);
         }
       }
 
@@ -1257,17 +1260,21 @@ describe("reservation service", function () {
       const ginaA = client(ReservationService, a.url, "grpc", gina.token);
       const ginaB = client(ReservationService, b.url, "grpc", gina.token);
       const failures: string[] = [];
-      for (let i = 0; i < 20; i++) {
-        await ginaB.createReservation({ resourceId: room!.id, startTime: ts(at(22, i)), endTime: ts(at(22, i + 1)), partySize: 1, requestId: `cursor-${i}` });
+      const ROUNDS = 200;
+      for (let i = 0; i < ROUNDS; i++) {
+        const start = new Date(at(22, 0).getTime() + i * 30 * MINUTE);
+        await ginaB.createReservation({ resourceId: room!.id, startTime: ts(start), endTime: ts(new Date(start.getTime() + 30 * MINUTE)), partySize: 1, requestId: `cursor-${i}` });
         const { notifications } = await ginaB.listNotifications({ pageSize: 1 });
         const w = new Watcher(ginaA, notifications[0]!.cursor);
         watchers.push(w);
-        await eventually(() => w.heartbeats > 0 || w.ended, "the resumed stream to answer");
-        if (w.error) failures.push(`${i}: ${Code[w.error.code]} ${w.error.rawMessage}`);
+        // A refusal comes at once; an accepted stream just stays open.
+        const until = Date.now() + 40;
+        while (!w.ended && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+        if (w.error) failures.push(`round ${i}: ${Code[w.error.code]} ${w.error.rawMessage}`);
         expect(w.notifications).to.deep.equal([]);
         w.close();
       }
-      expect(failures).to.deep.equal([]);
+      expect(failures, `${failures.length} of ${ROUNDS} resumes refused`).to.deep.equal([]);
     });
 
     it("streams every one of 40 concurrent bookings made through both instances, in cursor order", async () => {
@@ -1311,6 +1318,10 @@ describe("reservation service", function () {
       watchers.push(bad);
       await eventually(() => bad.ended, "the malformed cursor to be refused");
       expect(bad.error?.code).to.equal(Code.InvalidArgument);
+      const ahead = new Watcher(client(ReservationService, a.url, "grpc", a.adminToken), "999999999");
+      watchers.push(ahead);
+      await eventually(() => ahead.ended, "the future cursor to be refused");
+      expect(ahead.error?.code).to.equal(Code.OutOfRange);
     });
   });
 

@@ -2,6 +2,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
+  ChatRequestSchema,
   ChatResponseSchema,
   ChatService,
   MessageKind,
@@ -16,6 +17,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, resourceExhausted } from "../../platform/errors.js";
 import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto, toMessage, toRoom } from "./chat.mapper.js";
 import type { ChatRepository, MessageRow, RoomRow } from "./chat.repository.js";
@@ -156,6 +158,8 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     for (const direct of await d.repo.directIdsOf(caller.userId)) await session.follow(direct);
     d.hub.add(session);
     if (wasOffline) await publishPresence(caller, Presence.ONLINE);
+    // A first event at once tells the client the stream is up (a bidi stream otherwise says nothing until asked).
+    session.send(create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampFromDate(d.clock.now()) } } }));
     return session;
   }
 
@@ -261,6 +265,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const reading = (async () => {
         for await (const req of requests) {
           try {
+            assertValid(ChatRequestSchema, req);
             await command(session, caller, req);
           } catch (err) {
             const e = ConnectError.from(err);

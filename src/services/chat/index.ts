@@ -11,6 +11,7 @@ import { PresenceRepository } from "./presence.repository.js";
 export const chatModule: ServiceModule = {
   name: "chat",
   services: [ChatService],
+  validatesOwnStream: [`${ChatService.typeName}/${ChatService.method.chat.name}`],
   async start({ config, databaseUrl, log, pubsub, clock }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
