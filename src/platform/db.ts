@@ -176,3 +176,31 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
 export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
   await orm.em.fork().execute("SELECT 1");
 }
+
+const RETRYABLE_SQLSTATES = new Set(["40P01", "40001"]); // deadlock detected, serialization failure
+
+function sqlState(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; sqlState?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+/**
+ * Runs a transaction again when PostgreSQL chose it as a deadlock victim or
+ * could not serialize it: both mean "nothing happened, try again", and the
+ * caller should not have to.
+ */
+export async function retryTransaction<T>(run: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (err) {
+      if (attempt >= attempts || !RETRYABLE_SQLSTATES.has(sqlState(err) ?? "")) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+    }
+  }
+}
+
+export { sqlState };

@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { failedPrecondition } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
 
@@ -106,11 +107,16 @@ export class EventLog<T> {
   }
 
   /**
-   * Checks that every event after `afterId` is still stored; throws
-   * FAILED_PRECONDITION when some were pruned, so the client re-reads instead of
-   * silently missing them.
+   * Checks that a client may resume after `afterId`: OUT_OF_RANGE for a cursor
+   * no instance has handed out yet, FAILED_PRECONDITION when events after it
+   * were pruned (the client re-reads instead of silently missing them).
    */
   async assertResumable(afterId: bigint): Promise<void> {
+    // This instance may not have seen the newest events yet: only the table can say a cursor is from the future.
+    if (afterId > this.head) {
+      const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT max(id) AS id FROM ${this.table}`);
+      if (afterId > BigInt(row?.id ?? 0)) throw new ConnectError(`cursor ${afterId} is ahead of the newest event`, Code.OutOfRange);
+    }
     const oldest = await this.oldest();
     if (oldest !== undefined && afterId < oldest - 1n) {
       throw failedPrecondition(

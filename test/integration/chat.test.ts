@@ -570,6 +570,30 @@ describe("chat service", function () {
       const all = [...slowSeen, ...again.texts(roomId)];
       expect(all.map((m) => m.text.split(" ")[0])).to.deep.equal(range(1, TOTAL).map(String));
     });
+
+    it("does not cut off a new reader because of messages sent while nobody on its instance followed the room", async function () {
+      this.timeout(20_000);
+      const [sender, reader] = [await newUser(small.url, "s"), await newUser(small.url, "late")];
+      const { room } = await chatOf(sender, small).createRoom({ name: "quiet room", visibility: RoomVisibility.PUBLIC });
+      const roomId = room!.id;
+      await chatOf(reader, small).joinRoom({ roomId });
+      const send = (n: number) => chatOf(sender, small).sendMessage({ message: { to: toRoom(roomId), clientId: `q${n}`, text: `q${n}` } });
+      // Someone follows the room for a while, then leaves the instance.
+      const earlier = subscribe(chatOf(reader, small));
+      await earlier.ready();
+      await send(1);
+      await earlier.until(() => earlier.texts(roomId).length >= 1, "the first message");
+      earlier.close();
+      await eventually(() => earlier.ended, "the first stream to end");
+      // 30 messages (more than the stream buffer of 20) while nobody on this instance follows the room.
+      for (let n = 2; n <= 31; n++) await send(n);
+      const live = track(subscribe(chatOf(reader, small)));
+      await live.ready();
+      await send(32);
+      await live.until(() => live.texts(roomId).length >= 1, "the live message", 5_000).catch(() => undefined);
+      expect(live.error?.code, `live stream ended with ${live.error?.message}`).to.equal(undefined);
+      expect(live.texts(roomId).map((m) => m.text)).to.deep.equal(["q32"]);
+    });
   });
 
   it("carries one room conversation across gRPC (Chat), gRPC-Web and Connect (SendMessage + Subscribe)", async () => {
@@ -656,10 +680,13 @@ describe("chat service", function () {
         const { messages } = await c.getHistory({ conversation: toRoom(room!.id) });
         expect(messages.filter((m) => m.kind === MessageKind.TEXT)).to.have.length(10 - refused.length);
 
+        // The same on the Chat stream: a burst gets resource_exhausted error events, and the stream stays.
         const stream = track(new ChatStream(chatOf(user, slow)));
         await stream.join(room!.id);
-        const limited = await stream.call({ case: "send", value: { to: toRoom(room!.id), clientId: "y1", text: "one more" } });
-        expect(limited.event.case === "error" && limited.event.value.code).to.equal("resource_exhausted");
+        const answers = await Promise.all(range(1, 8).map((n) => stream.call({ case: "send", value: { to: toRoom(room!.id), clientId: `y${n}`, text: `stream burst ${n}` } })));
+        const codes = answers.map((r) => (r.event.case === "error" ? r.event.value.code : r.event.case));
+        expect(codes, codes.join()).to.include("resource_exhausted");
+        expect(codes.every((x) => x === "sent" || x === "resource_exhausted"), codes.join()).to.equal(true);
         expect(stream.events.ended).to.equal(false);
       });
     });

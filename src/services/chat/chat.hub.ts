@@ -10,7 +10,7 @@ import {
   type TypingNotice,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
 import type { PubSub, Unsubscribe } from "../../platform/pubsub.js";
-import { MESSAGES_CHANNEL, type ChatRepository, type MessageRow } from "./chat.repository.js";
+import { MESSAGES_CHANNEL, type ChatRepository, type MessageAnnouncement, type MessageRow } from "./chat.repository.js";
 import { toMessage } from "./chat.mapper.js";
 
 const PRESENCE_CHANNEL = "chat_presence";
@@ -66,6 +66,9 @@ export class ChatSession {
   }
 
   offer(message: MessageRow): void {
+    // Already delivered (a catch-up got there first): not worth a place in the queue.
+    const last = this.last.get(message.conversation_id);
+    if (last !== undefined && BigInt(message.sequence) <= last) return;
     this.push({ message });
   }
 
@@ -224,17 +227,19 @@ export class ChatHub {
       for (const s of this.sessions) for (const c of s.last.keys()) void s.follow(c, s.last.get(c));
       return;
     }
-    const [conversationId, sequence, userA, userB] = payload.split(":");
-    if (!conversationId || !sequence) return;
+    const { c: conversationId, s: sequence, u: users, j: joiner } = JSON.parse(payload) as MessageAnnouncement;
+    const previous = BigInt(sequence) - 1n;
     // New direct conversations are followed by their two users' streams from their first message.
-    if (userA && userB) {
-      for (const s of this.sessions) {
-        if ((s.userId === userA || s.userId === userB) && !s.follows(conversationId)) void s.follow(conversationId, BigInt(sequence) - 1n);
-      }
+    if (users) {
+      for (const s of this.sessions) if (users.includes(s.userId) && !s.follows(conversationId)) void s.follow(conversationId, previous);
     }
-    const interested = [...this.sessions].some((s) => s.follows(conversationId));
-    if (!interested) return;
-    if (!this.fetched.has(conversationId)) this.fetched.set(conversationId, BigInt(sequence) - 1n);
+    const interested = [...this.sessions].some((s) => s.follows(conversationId) || s.userId === joiner);
+    if (!interested) {
+      // Nobody here reads it: forget where we were, so a later reader does not get a backlog offered.
+      this.fetched.delete(conversationId);
+      return;
+    }
+    if (!this.fetched.has(conversationId)) this.fetched.set(conversationId, previous);
     void this.fetch(conversationId);
   }
 

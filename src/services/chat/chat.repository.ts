@@ -38,10 +38,22 @@ export interface NewMessage {
   recipientId?: string;
 }
 
-/** Channel on which a stored message is announced: `conversation:sequence[:userA:userB]`. */
+/** Channel on which a stored message is announced (JSON: see MessageAnnouncement). */
 export const MESSAGES_CHANNEL = "chat_messages";
 
+/** What the NOTIFY of a stored message says: enough for every instance to route it without a query. */
+export interface MessageAnnouncement {
+  /** Conversation and sequence. */
+  c: string;
+  s: string;
+  /** The two users of a direct conversation. */
+  u?: [string, string];
+  /** The user who joined (JOINED messages): their streams start following the room. */
+  j?: string;
+}
+
 const UNIQUE_VIOLATION = "23505";
+const JOINED = 2; // agora.chat.v1.MessageKind.JOINED
 const isUnique = (err: unknown) => (err as { code?: string }).code === UNIQUE_VIOLATION;
 
 /** Owns every query on rooms, members, conversations and messages. */
@@ -195,8 +207,10 @@ export class ChatRepository {
           [m.conversationId, conv.last_sequence, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text,
             JSON.stringify(m.attachments), m.recipientId ?? null, now],
         );
-        const payload = [m.conversationId, conv.last_sequence, ...(participants ?? [])].join(":");
-        await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, payload]);
+        const announcement: MessageAnnouncement = { c: m.conversationId, s: conv.last_sequence };
+        if (participants) announcement.u = participants;
+        if (m.kind === JOINED) announcement.j = m.senderId;
+        await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, JSON.stringify(announcement)]);
         return row!;
       });
       return { message, replayed: false };
@@ -209,7 +223,7 @@ export class ChatRepository {
     }
   }
 
-  private async byClientId(conversationId: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {
+  async byClientId(conversationId: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {
     const [row] = await this.db.execute<MessageRow[]>(
       `SELECT * FROM "chat".messages WHERE conversation_id = ? AND sender_id = ? AND client_id = ?`,
       [conversationId, senderId, clientId],

@@ -90,6 +90,9 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
   async function send(caller: Caller, out: Outgoing): Promise<MessageRow> {
     const target = await resolve(caller, out.to, true);
+    // A resend of a stored message is answered without counting against the rate limit.
+    const earlier = await d.repo.byClientId(target.conversationId, caller.userId, out.clientId);
+    if (earlier) return earlier;
     limiter.take(caller.userId);
     const { message } = await d.repo.append(
       {
@@ -157,7 +160,11 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     }
     for (const direct of await d.repo.directIdsOf(caller.userId)) await session.follow(direct);
     d.hub.add(session);
-    if (wasOffline) await publishPresence(caller, Presence.ONLINE);
+    // Back from OFFLINE: announce what the user is now (a chosen BUSY or AWAY survives reconnects).
+    if (wasOffline) {
+      const now = (await d.presence.of([caller.userId], d.clock.now())).get(caller.userId) ?? "online";
+      await publishPresence(caller, presenceToProto(now));
+    }
     // A first event at once tells the client the stream is up (a bidi stream otherwise says nothing until asked).
     session.send(create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampFromDate(d.clock.now()) } } }));
     return session;
@@ -301,7 +308,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const caller = callerOf(ctx);
       const { conversationId } = await resolve(caller, req.conversation, false);
       const limit = req.pageSize > 0 ? req.pageSize : 50;
-      const rows = req.afterSequence > 0n
+      const rows = req.afterSequence > 0n || req.fromStart
         ? await d.repo.after(conversationId, req.afterSequence, limit + 1)
         : await d.repo.before(conversationId, req.beforeSequence, limit + 1);
       return { conversationId, messages: rows.slice(0, limit).map(toMessage), more: rows.length > limit };

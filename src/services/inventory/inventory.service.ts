@@ -144,9 +144,6 @@ export function inventoryHandlers(
 
     async *watchProducts(req, ctx) {
       const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
-      if (after !== undefined && after > events.position) {
-        throw new ConnectError(`after_cursor ${after} is ahead of the newest event`, Code.OutOfRange);
-      }
       if (after !== undefined) await events.assertResumable(after);
       const wanted = watchFilter(req);
       for await (const item of events.follow(after, ctx.signal, heartbeatMs)) {

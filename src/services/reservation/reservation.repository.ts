@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
+import { retryTransaction, sqlState } from "../../platform/db.js";
 import { aborted, alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { etagOf } from "./reservation.mapper.js";
@@ -9,13 +10,6 @@ import { ACTIVE, ReservationSchema, type ReservationEntity, type ResourceEntity,
 const EXCLUSION_VIOLATION = "23P01";
 const UNIQUE_VIOLATION = "23505";
 
-function sqlStateOf(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; sqlState?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
-    const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
-    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
-  }
-  return undefined;
-}
 
 export interface NewReservation {
   resource: ResourceEntity;
@@ -58,13 +52,16 @@ export class ReservationRepository {
     return r;
   }
 
+  /** The reservation an earlier request with this id made, if any. */
+  async byRequest(userId: string, requestId: string): Promise<ReservationEntity | null> {
+    return this.em.fork().findOne(ReservationSchema, { userId, requestId });
+  }
+
   async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
-    const earlier = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
-    if (earlier) return earlier;
     const pending = n.resource.requiresApproval;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.em.fork().transactional(async (tx) => {
+        return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
           await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await tx.execute(
             `INSERT INTO "reservation".reservations
@@ -86,9 +83,9 @@ export class ReservationRepository {
             now,
           );
           return reservation;
-        });
+        }));
       } catch (err) {
-        const state = sqlStateOf(err);
+        const state = sqlState(err);
         if (state === UNIQUE_VIOLATION) {
           const winner = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
           if (winner) return winner; // a concurrent retry of the same request
@@ -120,22 +117,24 @@ export class ReservationRepository {
       throw aborted("STALE_ETAG", `reservation ${current.id} has changed (etag is now ${etagOf(current)})`, { current_etag: etagOf(current) });
     }
     try {
-      return await this.em.fork().transactional(async (tx) => {
+      return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
         await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
+        // A hold whose time is up is not revived by moving it.
         const [row] = await tx.execute(
           `UPDATE "reservation".reservations
               SET start_time = ?, end_time = ?, reminder_sent_at = NULL, version = version + 1, updated_at = ?
-            WHERE id = ? AND status IN ('pending', 'confirmed') AND (? = '' OR version = ?)
+            WHERE id = ? AND status IN ('pending', 'confirmed') AND NOT (status = 'pending' AND hold_expires_at <= ?)
+              AND (? = '' OR version = ?)
             RETURNING *`,
-          [start, end, now, current.id, etag ? "x" : "", current.version],
+          [start, end, now, current.id, now, etag ? "x" : "", current.version],
         );
         if (!row) throw notActive(current);
         const moved = tx.map(ReservationSchema, row);
         await this.freed(tx, current.resourceId, current.startTime, current.endTime, now);
         return moved;
-      });
+      }));
     } catch (err) {
-      if (sqlStateOf(err) !== EXCLUSION_VIOLATION) throw err;
+      if (sqlState(err) !== EXCLUSION_VIOLATION) throw err;
       const conflict = await this.conflicting(current.resourceId, start, end, now, current.id);
       await this.recordInterest(current.userId, current.resourceId, start, end, now);
       throw slotTaken(start, end, conflict);
@@ -153,7 +152,7 @@ export class ReservationRepository {
     now: Date,
     notification: { type: NotificationType; message: string },
   ): Promise<ReservationEntity> {
-    return this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       // A pending hold past its time is as good as expired: it cannot be confirmed any more.
       const [row] = await tx.execute(
         `UPDATE "reservation".reservations SET status = ?, version = version + 1, updated_at = ?
@@ -167,12 +166,12 @@ export class ReservationRepository {
       await this.notifications.store(tx, [notice(changed, notification.type, notification.message)], now);
       if (!ACTIVE.includes(to)) await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now);
       return changed;
-    });
+    }));
   }
 
   /** Expires pending holds whose time is up (any instance may run it; each hold expires once). */
   async expireHolds(now: Date, batch = 500): Promise<number> {
-    return this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       const rows = await tx.execute(
         `UPDATE "reservation".reservations r SET status = 'expired', version = version + 1, updated_at = ?
            FROM (SELECT id FROM "reservation".reservations
@@ -183,7 +182,7 @@ export class ReservationRepository {
       );
       await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
       return rows.length;
-    });
+    }));
   }
 
   /**
@@ -193,7 +192,7 @@ export class ReservationRepository {
    * however many instances run this at the same moment.
    */
   async sendReminders(now: Date, leadMinutes: number, batch = 500): Promise<number> {
-    return this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       const rows = await tx.execute(
         `UPDATE "reservation".reservations r SET reminder_sent_at = ?
            FROM (SELECT id FROM "reservation".reservations
@@ -210,7 +209,7 @@ export class ReservationRepository {
         now,
       );
       return due.length;
-    });
+    }));
   }
 
   /** Forgets interests in slots that have passed. */

@@ -68,7 +68,8 @@ export class Migration20261121200000 extends Migration {
       created_at timestamptz NOT NULL
     )`);
     this.addSql(`CREATE INDEX notifications_by_user ON "reservation".notifications (user_id, event_id DESC)`);
-    this.addSql(`CREATE UNIQUE INDEX notifications_one_reminder ON "reservation".notifications (reservation_id) WHERE type = 5`);
+    // Backs up the sweeper: one reminder per reservation and start time (a rescheduled one is reminded again).
+    this.addSql(`CREATE UNIQUE INDEX notifications_one_reminder ON "reservation".notifications (reservation_id, start_time) WHERE type = 5`);
 
     // Who to tell when a slot they could not book frees up.
     this.addSql(`CREATE TABLE "reservation".slot_interests (
