@@ -13,7 +13,9 @@ import {
   type Destination,
   type Outgoing,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
+import type { Logger } from "pino";
 import { callerOf, type Caller } from "../../platform/auth.js";
+import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, resourceExhausted } from "../../platform/errors.js";
 import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
@@ -30,6 +32,7 @@ export interface ChatSettings {
 }
 
 export interface ChatDeps {
+  log: Logger;
   repo: ChatRepository;
   presence: PresenceRepository;
   hub: ChatHub;
@@ -269,13 +272,14 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const caller = callerOf(ctx);
       const session = await openSession(caller, false);
       // Commands are read alongside the events being written; each one is answered on the stream.
-      const reading = (async () => {
+      void (async () => {
         for await (const req of requests) {
           try {
             assertValid(ChatRequestSchema, req);
             await command(session, caller, req);
           } catch (err) {
-            const e = ConnectError.from(err);
+            // The same mapping as for whole calls: a database failure never leaks its SQL into an error event.
+            const e = toConnectError(err, requestIdOf(ctx.requestHeader), d.log);
             session.send(reply(req.ref, { case: "error", value: { code: Code[e.code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase(), message: e.rawMessage } }));
           }
         }
@@ -285,7 +289,6 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
         yield* session.events(ctx.signal, d.settings.heartbeatMs);
       } finally {
         await closeSession(caller, session);
-        void reading;
       }
     },
 

@@ -27,6 +27,7 @@ export const chatModule: ServiceModule = {
     const hub = new ChatHub(repo, pubsub, log);
     await hub.start();
     const handlers = chatHandlers({
+      log,
       repo,
       presence,
       hub,
