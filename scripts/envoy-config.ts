@@ -20,6 +20,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { stringify } from "yaml";
 import { ChatService } from "../gen/agora/chat/v1/chat_pb.js";
+import { FileService } from "../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
 import { ReservationService } from "../gen/agora/reservation/v1/reservation_pb.js";
@@ -33,6 +34,7 @@ export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
   { name: "inventory", service: InventoryService },
   { name: "reservation", service: ReservationService },
   { name: "chat", service: ChatService },
+  { name: "files", service: FileService },
 ];
 
 /** Methods that need no token (same list the services enforce). */

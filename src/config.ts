@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -27,6 +27,15 @@ export interface Config {
   auth: AuthConfig;
   reservation: ReservationConfig;
   chat: ChatConfig;
+  files: FilesConfig;
+}
+
+export interface FilesConfig {
+  maxBytes: number;
+  retentionHours: number;
+  gcGraceSeconds: number;
+  sweepIntervalMs: number;
+  uploadTtlMinutes: number;
 }
 
 export interface ChatConfig {
@@ -130,6 +139,13 @@ export function loadConfig(env: Env = process.env): Config {
       messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
       streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
       awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),
+    },
+    files: {
+      maxBytes: integer(env, "FILES_MAX_BYTES", 1024 ** 3, 1, 1024 ** 4),
+      retentionHours: integer(env, "FILES_RETENTION_HOURS", 720, 0, 24 * 3650),
+      gcGraceSeconds: integer(env, "FILES_GC_GRACE_SECONDS", 3600, 0, 30 * 86_400),
+      sweepIntervalMs: integer(env, "FILES_SWEEP_INTERVAL_MS", 60_000, 10, 86_400_000),
+      uploadTtlMinutes: integer(env, "FILES_UPLOAD_TTL_MINUTES", 60, 1, 7 * 24 * 60),
     },
   };
   if (!config.services.includes("identity") && !config.auth.jwksUrl) {

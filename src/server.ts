@@ -23,6 +23,7 @@ import { registerReflection } from "./platform/reflection.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
 import { chatModule } from "./services/chat/index.js";
+import { filesModule } from "./services/files/index.js";
 import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
 import { reservationModule } from "./services/reservation/index.js";
@@ -32,6 +33,7 @@ const MODULES: Record<ServiceName, ServiceModule> = {
   inventory: inventoryModule,
   reservation: reservationModule,
   chat: chatModule,
+  files: filesModule,
 };
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */

@@ -1,0 +1,171 @@
+import { createHash, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+
+/** A blob being written: content goes in, its SHA-256 and size come out. */
+export interface BlobWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  readonly size: number;
+  /**
+   * Makes the blob durable under its hash and returns the hex SHA-256; with
+   * `expected`, a different hash throws away the bytes and fails instead.
+   */
+  commit(expected?: string): Promise<string>;
+  /** Closes the file without committing (a staged upload continues later). */
+  close(): Promise<void>;
+  /** Throws the written bytes away (the upload failed). */
+  abort(): Promise<void>;
+}
+
+/**
+ * Content-addressed storage. The local disk implementation serves one host; an
+ * S3-compatible store can implement the same interface when several hosts
+ * serve files.
+ */
+export interface BlobStore {
+  writer(): Promise<BlobWriter & { tempName: string }>;
+  stagedName(id: string): string;
+  /** A writer that continues a staged upload kept under `id` (unary uploads) at byte `at`. */
+  staged(id: string, at: number): Promise<BlobWriter>;
+  read(sha256: string, offset: number, chunkSize: number): Readable;
+  size(sha256: string): Promise<number>;
+  /** Hashes of stored blobs last written before `before`. */
+  list(before: Date): AsyncIterable<string>;
+  remove(sha256: string): Promise<void>;
+  /** Deletes temporary files older than `before` (writers that never finished). */
+  removeStaleTemp(before: Date, keep: Set<string>): Promise<number>;
+}
+
+const HEX = /^[0-9a-f]{64}$/;
+
+/** The content is not what the client said it would be. */
+export class ChecksumMismatch extends Error {
+  constructor(readonly actual: string) {
+    super(`content SHA-256 is ${actual}`);
+  }
+}
+
+/**
+ * Blobs under `<root>/sha256/ab/cd/<hex>`. Writes go to `<root>/tmp`, are
+ * synced, then renamed into place, so a blob is either complete or absent.
+ * Only hashes name files: user-chosen names never reach the filesystem.
+ */
+export class LocalBlobStore implements BlobStore {
+  private readonly tmp: string;
+
+  constructor(private readonly root: string) {
+    this.tmp = path.join(root, "tmp");
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.tmp, { recursive: true });
+    await fsp.mkdir(path.join(this.root, "sha256"), { recursive: true });
+  }
+
+  private blobPath(sha256: string): string {
+    if (!HEX.test(sha256)) throw new Error(`not a SHA-256: ${sha256}`);
+    return path.join(this.root, "sha256", sha256.slice(0, 2), sha256.slice(2, 4), sha256);
+  }
+
+  async writer(): Promise<BlobWriter & { tempName: string }> {
+    const name = `${randomUUID()}.part`;
+    return Object.assign(await this.open(path.join(this.tmp, name), 0), { tempName: name });
+  }
+
+  /** The temp file name a staged upload uses. */
+  stagedName(id: string): string {
+    return `upload-${id}.part`;
+  }
+
+  async staged(id: string, at: number): Promise<BlobWriter> {
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error("bad upload id");
+    const file = path.join(this.tmp, this.stagedName(id));
+    const exists = await fsp.stat(file).then(() => true, () => false);
+    return this.open(file, at, exists);
+  }
+
+  private async open(file: string, start: number, exists = false): Promise<BlobWriter> {
+    const handle = await fsp.open(file, exists ? "r+" : "w", 0o600);
+    let size = start;
+    const store = this;
+    return {
+      get size() {
+        return size;
+      },
+      async write(chunk) {
+        await handle.write(chunk, 0, chunk.length, size);
+        size += chunk.length;
+      },
+      async commit(expected) {
+        await handle.truncate(size); // exactly what was written, nothing a crashed earlier attempt left
+        await handle.sync();
+        await handle.close();
+        // Hash from the file itself: the bytes on disk are the ones that count (and staged uploads span calls).
+        const hash = createHash("sha256");
+        for await (const c of fs.createReadStream(file)) hash.update(c as Buffer);
+        const sha256 = hash.digest("hex");
+        if (expected && expected !== sha256) {
+          await fsp.rm(file, { force: true });
+          throw new ChecksumMismatch(sha256);
+        }
+        const target = store.blobPath(sha256);
+        await fsp.mkdir(path.dirname(target), { recursive: true });
+        if (fs.existsSync(target)) {
+          await fsp.rm(file, { force: true }); // identical content is stored once
+          await fsp.utimes(target, new Date(), new Date()); // fresh again: not collected under a racing upload
+        } else {
+          await fsp.rename(file, target);
+        }
+        return sha256;
+      },
+      async abort() {
+        await handle.close().catch(() => undefined);
+        await fsp.rm(file, { force: true });
+      },
+      async close() {
+        await handle.close();
+      },
+    };
+  }
+
+  read(sha256: string, offset: number, chunkSize: number): Readable {
+    return fs.createReadStream(this.blobPath(sha256), { start: offset, highWaterMark: chunkSize });
+  }
+
+  async size(sha256: string): Promise<number> {
+    return (await fsp.stat(this.blobPath(sha256))).size;
+  }
+
+  async *list(before: Date): AsyncIterable<string> {
+    const base = path.join(this.root, "sha256");
+    for (const a of await fsp.readdir(base).catch(() => [])) {
+      for (const b of await fsp.readdir(path.join(base, a)).catch(() => [])) {
+        for (const name of await fsp.readdir(path.join(base, a, b)).catch(() => [])) {
+          if (!HEX.test(name)) continue;
+          const stat = await fsp.stat(path.join(base, a, b, name)).catch(() => undefined);
+          if (stat && stat.mtime < before) yield name;
+        }
+      }
+    }
+  }
+
+  async remove(sha256: string): Promise<void> {
+    await fsp.rm(this.blobPath(sha256), { force: true });
+  }
+
+  async removeStaleTemp(before: Date, keep: Set<string>): Promise<number> {
+    let removed = 0;
+    for (const name of await fsp.readdir(this.tmp).catch(() => [])) {
+      if (keep.has(name)) continue;
+      const file = path.join(this.tmp, name);
+      const stat = await fsp.stat(file).catch(() => undefined);
+      if (stat && stat.mtime < before) {
+        await fsp.rm(file, { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+}

@@ -1,0 +1,346 @@
+import { randomUUID } from "node:crypto";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { sqlState } from "../../platform/db.js";
+import { aborted, failedPrecondition, notFound } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import type { FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
+
+export type RoleName = "owner" | "editor" | "reader";
+
+export interface FileRow {
+  id: string;
+  owner_id: string;
+  path: string;
+  latest_version: string;
+  size: string;
+  sha256: string;
+  deleted_at: Date | null;
+  lock_holder_id: string | null;
+  lock_holder_name: string | null;
+  lock_token: string | null;
+  lock_expires_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  /** The caller's role, when read for a caller. */
+  role?: RoleName;
+}
+
+export interface VersionRow {
+  file_id: string;
+  version: string;
+  size: string;
+  sha256: string;
+  author_id: string;
+  author_name: string;
+  comment: string;
+  restored_from: string;
+  created_at: Date;
+}
+
+export interface NewVersion {
+  sha256: string;
+  size: number;
+  authorId: string;
+  authorName: string;
+  comment: string;
+  restoredFrom?: bigint;
+}
+
+const ROLE_RANK: Record<RoleName, number> = { reader: 1, editor: 2, owner: 3 };
+
+/** Whether a lock still counts: expired locks stop counting by themselves, no cleanup needed. */
+export const lockHeld = (f: FileRow, now: Date) => Boolean(f.lock_holder_id && f.lock_expires_at && new Date(f.lock_expires_at) > now);
+
+/** Owns every query on files, versions, shares and staged uploads, and the events they emit. */
+export class FilesRepository {
+  constructor(
+    private readonly em: EntityManager,
+    private readonly events: EventLog<FileEvent>,
+  ) {}
+
+  private get db() {
+    return this.em.fork();
+  }
+
+  /**
+   * The file as `userId` sees it, or NOT_FOUND when they have no access (or it
+   * is deleted and they are not its owner): ids of others' files are never confirmed.
+   */
+  async visible(fileId: string, userId: string, isAdmin = false): Promise<FileRow & { role: RoleName }> {
+    const [row] = await this.db.execute<(FileRow & { share_role: string | null })[]>(
+      `SELECT f.*, s.role AS share_role FROM "files".files f
+         LEFT JOIN "files".shares s ON s.file_id = f.id AND s.user_id = ?
+        WHERE f.id = ?`,
+      [userId, fileId],
+    );
+    if (!row) throw notFound("file", fileId);
+    const role: RoleName | undefined = row.owner_id === userId ? "owner" : (row.share_role as RoleName | null) ?? (isAdmin ? "reader" : undefined);
+    if (!role || (row.deleted_at && role !== "owner" && !isAdmin)) throw notFound("file", fileId);
+    return { ...row, role };
+  }
+
+  hasRole(file: { role: RoleName }, needed: RoleName): boolean {
+    return ROLE_RANK[file.role] >= ROLE_RANK[needed];
+  }
+
+  async byPath(ownerId: string, path: string): Promise<FileRow | undefined> {
+    const [row] = await this.db.execute<FileRow[]>(`SELECT * FROM "files".files WHERE owner_id = ? AND path = ? AND deleted_at IS NULL`, [ownerId, path]);
+    return row;
+  }
+
+  /** Users who can see a file (owner and shares): the audience of its events. */
+  async audience(fileId: string): Promise<string[]> {
+    const rows = await this.db.execute<{ user_id: string }[]>(
+      `SELECT owner_id AS user_id FROM "files".files WHERE id = ? UNION SELECT user_id FROM "files".shares WHERE file_id = ?`,
+      [fileId, fileId],
+    );
+    return rows.map((r) => r.user_id);
+  }
+
+  /** Creates a file with its first version; a live file already at that path means the caller is behind: ABORTED. */
+  async create(ownerId: string, path: string, v: NewVersion, now: Date, event: (f: FileRow, v: VersionRow) => FileEvent): Promise<{ file: FileRow; version: VersionRow }> {
+    try {
+      return await this.db.transactional(async (tx) => {
+        const id = randomUUID();
+        const [file] = await tx.execute<FileRow[]>(
+          `INSERT INTO "files".files (id, owner_id, path, latest_version, size, sha256, created_at, updated_at)
+           VALUES (?, ?, ?, 1, ?, ?, ?, ?) RETURNING *`,
+          [id, ownerId, path, v.size, v.sha256, now, now],
+        );
+        const version = await this.insertVersion(tx, id, 1n, v, now);
+        await this.events.append(tx, [event(file!, version)]);
+        return { file: file!, version };
+      });
+    } catch (err) {
+      if (sqlState(err) === "23505") {
+        const existing = await this.byPath(ownerId, path);
+        throw aborted("FILE_EXISTS", `${path} already exists at version ${existing?.latest_version ?? "?"}: upload with its id and base_version`, {
+          latest_version: existing?.latest_version ?? "",
+          file_id: existing?.id ?? "",
+        });
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Adds a version on top of `baseVersion`, atomically: if someone else's version
+   * got there first, nothing changes and the caller gets ABORTED. A lock held by
+   * another user refuses it too.
+   */
+  async addVersion(
+    fileId: string,
+    baseVersion: bigint,
+    v: NewVersion,
+    now: Date,
+    lockToken: string,
+    event: (f: FileRow, v: VersionRow) => FileEvent,
+  ): Promise<{ file: FileRow; version: VersionRow }> {
+    return this.db.transactional(async (tx) => {
+      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "files".files WHERE id = ? FOR UPDATE`, [fileId]);
+      if (!current || current.deleted_at) throw notFound("file", fileId);
+      assertCanWrite(current, v.authorId, lockToken, now);
+      if (BigInt(current.latest_version) !== baseVersion) {
+        throw aborted("STALE_BASE_VERSION", `the latest version is ${current.latest_version}, not ${baseVersion}: fetch it and merge first`, {
+          latest_version: current.latest_version,
+        });
+      }
+      const next = baseVersion + 1n;
+      const [file] = await tx.execute<FileRow[]>(
+        `UPDATE "files".files SET latest_version = ?, size = ?, sha256 = ?, updated_at = ? WHERE id = ? RETURNING *`,
+        [next.toString(), v.size, v.sha256, now, fileId],
+      );
+      const version = await this.insertVersion(tx, fileId, next, v, now);
+      await this.events.append(tx, [event(file!, version)]);
+      return { file: file!, version };
+    });
+  }
+
+  private async insertVersion(tx: EntityManager, fileId: string, version: bigint, v: NewVersion, now: Date): Promise<VersionRow> {
+    const [row] = await tx.execute<VersionRow[]>(
+      `INSERT INTO "files".versions (file_id, version, size, sha256, author_id, author_name, comment, restored_from, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      [fileId, version.toString(), v.size, v.sha256, v.authorId, v.authorName, v.comment, (v.restoredFrom ?? 0n).toString(), now],
+    );
+    return row!;
+  }
+
+  async version(fileId: string, version: bigint): Promise<VersionRow> {
+    const [row] = await this.db.execute<VersionRow[]>(
+      version === 0n
+        ? `SELECT v.* FROM "files".versions v JOIN "files".files f ON f.id = v.file_id AND v.version = f.latest_version WHERE v.file_id = ?`
+        : `SELECT * FROM "files".versions WHERE file_id = ? AND version = ?`,
+      version === 0n ? [fileId] : [fileId, version.toString()],
+    );
+    if (!row) throw notFound("version", `${fileId}@${version}`);
+    return row;
+  }
+
+  async versions(fileId: string, before: bigint | undefined, limit: number): Promise<VersionRow[]> {
+    return this.db.execute<VersionRow[]>(
+      `SELECT * FROM "files".versions WHERE file_id = ? AND (?::bigint IS NULL OR version < ?::bigint) ORDER BY version DESC LIMIT ?`,
+      [fileId, before?.toString() ?? null, before?.toString() ?? null, limit],
+    );
+  }
+
+  /** The caller's files and those shared with them, by path. */
+  async list(userId: string, prefix: string, includeDeleted: boolean, after: [string, string] | undefined, limit: number) {
+    return this.db.execute<FileRow[]>(
+      `SELECT f.*, CASE WHEN f.owner_id = ? THEN 'owner' ELSE s.role END AS role
+         FROM "files".files f LEFT JOIN "files".shares s ON s.file_id = f.id AND s.user_id = ?
+        WHERE (f.owner_id = ? OR s.user_id IS NOT NULL)
+          AND starts_with(f.path, ?)
+          AND (f.deleted_at IS NULL OR (? AND f.owner_id = ?))
+          AND (f.path, f.id) > (?, ?::uuid)
+        ORDER BY f.path, f.id LIMIT ?`,
+      [userId, userId, userId, prefix, includeDeleted, userId, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+    );
+  }
+
+  async setDeleted(fileId: string, deleted: boolean, now: Date, event: (f: FileRow) => FileEvent): Promise<FileRow> {
+    try {
+      return await this.db.transactional(async (tx) => {
+        const [file] = await tx.execute<FileRow[]>(
+          `UPDATE "files".files SET deleted_at = ?, updated_at = ? WHERE id = ? AND (deleted_at IS NULL) = ? RETURNING *`,
+          [deleted ? now : null, now, fileId, deleted],
+        );
+        if (!file) {
+          throw failedPrecondition("STATE", `the file is ${deleted ? "already deleted" : "not deleted"}`, {
+            type: "STATE",
+            subject: `files/${fileId}`,
+            description: deleted ? "already deleted" : "not deleted",
+          });
+        }
+        await this.events.append(tx, [event(file)]);
+        return file;
+      });
+    } catch (err) {
+      if (sqlState(err) === "23505") {
+        throw aborted("PATH_TAKEN", "another file now has this path: rename or delete it first");
+      }
+      throw err;
+    }
+  }
+
+  /** Takes (or, for its holder, extends) the lock; refuses while someone else holds it. */
+  async lock(fileId: string, holder: { id: string; name: string }, ttlSeconds: number, now: Date, event: (f: FileRow) => FileEvent): Promise<FileRow> {
+    return this.db.transactional(async (tx) => {
+      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "files".files WHERE id = ? FOR UPDATE`, [fileId]);
+      if (!current) throw notFound("file", fileId);
+      if (lockHeld(current, now) && current.lock_holder_id !== holder.id) throw lockedBy(current);
+      const token = lockHeld(current, now) ? current.lock_token! : randomUUID();
+      const [file] = await tx.execute<FileRow[]>(
+        `UPDATE "files".files SET lock_holder_id = ?, lock_holder_name = ?, lock_token = ?, lock_expires_at = ? WHERE id = ? RETURNING *`,
+        [holder.id, holder.name, token, new Date(now.getTime() + ttlSeconds * 1000), fileId],
+      );
+      await this.events.append(tx, [event(file!)]);
+      return file!;
+    });
+  }
+
+  async refreshLock(fileId: string, token: string, ttlSeconds: number, now: Date): Promise<FileRow> {
+    const [file] = await this.db.execute<FileRow[]>(
+      `UPDATE "files".files SET lock_expires_at = ? WHERE id = ? AND lock_token = ? AND lock_expires_at > ? RETURNING *`,
+      [new Date(now.getTime() + ttlSeconds * 1000), fileId, token, now],
+    );
+    if (!file) throw noSuchLock(fileId);
+    return file;
+  }
+
+  /** Releases the lock: with its token, or any lock when `force`. */
+  async unlock(fileId: string, token: string, force: boolean, now: Date, event: (f: FileRow) => FileEvent): Promise<void> {
+    await this.db.transactional(async (tx) => {
+      const [file] = await tx.execute<FileRow[]>(
+        `UPDATE "files".files SET lock_holder_id = NULL, lock_holder_name = NULL, lock_token = NULL, lock_expires_at = NULL
+          WHERE id = ? AND lock_expires_at > ? AND (? OR lock_token = ?) RETURNING *`,
+        [fileId, now, force, token],
+      );
+      if (!file) throw noSuchLock(fileId);
+      await this.events.append(tx, [event(file)]);
+    });
+  }
+
+  async share(fileId: string, userId: string, role: "reader" | "editor" | "none"): Promise<void> {
+    if (role === "none") {
+      await this.db.execute(`DELETE FROM "files".shares WHERE file_id = ? AND user_id = ?`, [fileId, userId]);
+    } else {
+      await this.db.execute(
+        `INSERT INTO "files".shares (file_id, user_id, role) VALUES (?, ?, ?) ON CONFLICT (file_id, user_id) DO UPDATE SET role = excluded.role`,
+        [fileId, userId, role],
+      );
+    }
+  }
+
+  // --- unary uploads ---
+
+  async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO "files".uploads (id, user_id, username, metadata, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      [id, user.id, user.name, Buffer.from(metadata), expiresAt, now],
+    );
+  }
+
+  async upload(id: string, userId: string, now: Date) {
+    const [row] = await this.db.execute<{ id: string; metadata: Buffer; received: string; expires_at: Date; username: string }[]>(
+      `SELECT * FROM "files".uploads WHERE id = ? AND user_id = ? AND expires_at > ?`,
+      [id, userId, now],
+    );
+    if (!row) throw notFound("upload", id);
+    return row;
+  }
+
+  async setReceived(id: string, received: number): Promise<void> {
+    await this.db.execute(`UPDATE "files".uploads SET received = ? WHERE id = ?`, [received, id]);
+  }
+
+  async endUpload(id: string): Promise<void> {
+    await this.db.execute(`DELETE FROM "files".uploads WHERE id = ?`, [id]);
+  }
+
+  /** Unary uploads nobody finished in time: their rows go, and the caller removes their staged bytes. */
+  async expiredUploads(now: Date): Promise<string[]> {
+    const rows = await this.db.execute<{ id: string }[]>(`DELETE FROM "files".uploads WHERE expires_at <= ? RETURNING id`, [now]);
+    return rows.map((r) => r.id);
+  }
+
+  async liveUploadIds(): Promise<string[]> {
+    const rows = await this.db.execute<{ id: string }[]>(`SELECT id FROM "files".uploads`);
+    return rows.map((r) => r.id);
+  }
+
+  // --- retention and collection ---
+
+  async purgeDeleted(before: Date): Promise<number> {
+    const rows = await this.db.execute(`DELETE FROM "files".files WHERE deleted_at IS NOT NULL AND deleted_at <= ? RETURNING 1`, [before]);
+    return rows.length;
+  }
+
+  async isReferenced(sha256: string): Promise<boolean> {
+    const rows = await this.db.execute(`SELECT 1 FROM "files".versions WHERE sha256 = ? LIMIT 1`, [sha256]);
+    return rows.length > 0;
+  }
+}
+
+function assertCanWrite(file: FileRow, userId: string, lockToken: string, now: Date): void {
+  if (!lockHeld(file, now)) return;
+  if (file.lock_holder_id !== userId) throw lockedBy(file);
+  if (lockToken && lockToken !== file.lock_token) throw noSuchLock(file.id);
+}
+
+export function lockedBy(file: FileRow) {
+  const expires = new Date(file.lock_expires_at!).toISOString();
+  return failedPrecondition(
+    "FILE_LOCKED",
+    `${file.path} is locked by ${file.lock_holder_name} until ${expires}`,
+    { type: "LOCK", subject: `files/${file.id}`, description: `locked by ${file.lock_holder_name} until ${expires}` },
+    { lock_holder_id: file.lock_holder_id ?? "", lock_holder_name: file.lock_holder_name ?? "", lock_expire_time: expires },
+  );
+}
+
+function noSuchLock(fileId: string) {
+  return failedPrecondition("NO_SUCH_LOCK", "that lock is not held (wrong token, or it expired)", {
+    type: "LOCK",
+    subject: `files/${fileId}`,
+    description: "no lock with this token",
+  });
+}

@@ -1,0 +1,350 @@
+import { randomUUID } from "node:crypto";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  FileEventSchema,
+  FileEventType,
+  FileService,
+  Role,
+  UploadMetadataSchema,
+  WatchFilesResponseSchema,
+  type FileEvent,
+  type UploadMetadata,
+} from "../../../gen/agora/files/v1/files_pb.js";
+import { callerOf, type Caller } from "../../platform/auth.js";
+import type { Clock } from "../../platform/clock.js";
+import { invalidArgument, notFound, resourceExhausted } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
+import { toFile, toVersion } from "./files.mapper.js";
+import type { FileRow, FilesRepository, RoleName, VersionRow } from "./files.repository.js";
+
+export interface FilesSettings {
+  maxBytes: number;
+  uploadTtlMinutes: number;
+}
+
+export interface FilesDeps {
+  repo: FilesRepository;
+  blobs: BlobStore;
+  events: EventLog<FileEvent>;
+  clock: Clock;
+  settings: FilesSettings;
+  heartbeatMs: number;
+  /** Temp files and hashes in use on this instance: the collector leaves them alone. */
+  inUse: { temp: Set<string>; hashes: Set<string> };
+}
+
+const DOWNLOAD_CHUNK = 64 * 1024;
+const DEFAULT_LOCK_TTL = 300;
+const isKeyset = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string");
+const isString = (p: unknown): p is string => typeof p === "string";
+
+/**
+ * A path is a name in its owner's space, never a filesystem path: segments
+ * separated by '/', none empty, '.' or '..', no control characters. Content is
+ * stored by hash, so even an accepted name never reaches the disk.
+ */
+function pathViolation(path: string): string | undefined {
+  if (/[\u0000-\u001f\u007f]/.test(path)) return "must not contain control characters";
+  if (path.startsWith("/")) return "must be relative to your space (no leading '/')";
+  if (path.endsWith("/")) return "must name a file (no trailing '/')";
+  const segments = path.split("/");
+  if (segments.some((s) => s === "")) return "must not contain empty segments ('//')";
+  if (segments.some((s) => s === "." || s === "..")) return "must not contain '.' or '..' segments";
+  return undefined;
+}
+
+function fileEvent(type: FileEventType, f: FileRow, audience: string[], now: Date, version?: VersionRow): FileEvent {
+  return create(FileEventSchema, {
+    type,
+    fileId: f.id,
+    path: f.path,
+    version: version ? toVersion(version) : undefined,
+    eventTime: timestampFromDate(now),
+    audience,
+  });
+}
+
+export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
+  const { repo, clock } = d;
+  const me = (c: Caller) => ({ id: c.userId, name: c.username });
+
+  async function accessible(ctx: HandlerContext, fileId: string, needed: RoleName) {
+    const caller = callerOf(ctx);
+    const file = await repo.visible(fileId, caller.userId, caller.role === "admin");
+    if (!repo.hasRole(file, needed)) {
+      throw new ConnectError(`this needs the ${needed} role on ${file.path}; you are ${file.role}`, Code.PermissionDenied);
+    }
+    return { caller, file };
+  }
+
+  /** Checks what can be checked before any byte is received: path, access, base version, lock. */
+  async function precheck(caller: Caller, meta: UploadMetadata): Promise<void> {
+    if (meta.target.case === "path") {
+      const problem = pathViolation(meta.target.value);
+      if (problem) throw invalidArgument([{ field: "metadata.path", description: problem, reason: "INVALID_PATH" }]);
+      return;
+    }
+    if (meta.target.case === "fileId") {
+      const file = await repo.visible(meta.target.value, caller.userId);
+      if (!repo.hasRole(file, "editor")) throw new ConnectError("readers cannot upload", Code.PermissionDenied);
+    }
+  }
+
+  /** Records the stored blob as a new version (or a new file). */
+  async function finish(caller: Caller, meta: UploadMetadata, sha256: string, size: number) {
+    const now = clock.now();
+    const v = { sha256, size, authorId: caller.userId, authorName: caller.username, comment: meta.comment };
+    const onVersion = (f: FileRow, ver: VersionRow) => fileEvent(FileEventType.VERSION_CREATED, f, [], now, ver);
+    let fileId: string;
+    if (meta.target.case === "path") {
+      const existing = await repo.byPath(caller.userId, meta.target.value);
+      if (!existing || meta.baseVersion === 0n) {
+        if (meta.baseVersion !== 0n) throw notFound("file", meta.target.value);
+        const created = await repo.create(caller.userId, meta.target.value, v, now, (f, ver) => fileEvent(FileEventType.VERSION_CREATED, f, [caller.userId], now, ver));
+        return created;
+      }
+      fileId = existing.id;
+    } else {
+      fileId = meta.target.value!;
+      const file = await repo.visible(fileId, caller.userId);
+      if (!repo.hasRole(file, "editor")) throw new ConnectError("readers cannot upload", Code.PermissionDenied);
+    }
+    const audience = await repo.audience(fileId);
+    return repo.addVersion(fileId, meta.baseVersion, v, now, meta.lockToken, (f, ver) => ({ ...onVersion(f, ver), audience }));
+  }
+
+  /** Commits a writer's bytes as a blob, keeping its hash safe from the collector until the version row exists. */
+  async function store(writer: BlobWriter, meta: UploadMetadata, caller: Caller) {
+    let sha256: string;
+    try {
+      sha256 = await writer.commit(meta.expectedSha256 || undefined);
+    } catch (err) {
+      if (err instanceof ChecksumMismatch) {
+        throw invalidArgument([
+          { field: "metadata.expected_sha256", description: `the content's SHA-256 is ${err.actual}`, reason: "CHECKSUM_MISMATCH" },
+        ]);
+      }
+      throw err;
+    }
+    d.inUse.hashes.add(sha256);
+    try {
+      const result = await finish(caller, meta, sha256, writer.size);
+      return { file: toFile({ ...result.file, role: "owner" }, caller.userId, clock.now()), version: toVersion(result.version) };
+    } finally {
+      d.inUse.hashes.delete(sha256);
+    }
+  }
+
+  function tooBig(): ConnectError {
+    return resourceExhausted("FILE_TOO_LARGE", `files may be at most ${d.settings.maxBytes} bytes`, 0);
+  }
+
+  return {
+    async upload(requests, ctx) {
+      const caller = callerOf(ctx);
+      let meta: UploadMetadata | undefined;
+      let writer: (BlobWriter & { tempName: string }) | undefined;
+      try {
+        for await (const req of requests) {
+          if (req.part.case === "metadata") {
+            if (meta) throw invalidArgument([{ field: "metadata", description: "send the metadata once, first" }]);
+            meta = req.part.value;
+            await precheck(caller, meta);
+            writer = await d.blobs.writer();
+            d.inUse.temp.add(writer.tempName);
+          } else if (req.part.case === "chunk") {
+            if (!writer) throw invalidArgument([{ field: "metadata", description: "the metadata must come before the first chunk" }]);
+            if (writer.size + req.part.value.length > d.settings.maxBytes) throw tooBig();
+            await writer.write(req.part.value);
+          }
+        }
+        if (!meta || !writer) throw invalidArgument([{ field: "metadata", description: "an upload starts with its metadata" }]);
+        const result = await store(writer, meta, caller);
+        writer = undefined;
+        return result;
+      } catch (err) {
+        // A failed, cut or cancelled upload leaves nothing behind.
+        await writer?.abort();
+        throw err;
+      } finally {
+        if (writer) d.inUse.temp.delete(writer.tempName);
+      }
+    },
+
+    async beginUpload(req, ctx) {
+      const caller = callerOf(ctx);
+      await precheck(caller, req.metadata!);
+      const id = randomUUID();
+      const expires = new Date(clock.now().getTime() + d.settings.uploadTtlMinutes * 60_000);
+      await repo.beginUpload(id, me(caller), toBinary(UploadMetadataSchema, req.metadata!), expires, clock.now());
+      return { uploadId: id, expireTime: timestampFromDate(expires) };
+    },
+
+    async appendChunk(req, ctx) {
+      const caller = callerOf(ctx);
+      const upload = await repo.upload(req.uploadId, caller.userId, clock.now());
+      const received = Number(upload.received);
+      const offset = Number(req.offset);
+      // A repeat of bytes already received (a retry after a lost answer) changes nothing.
+      if (offset + req.data.length <= received) return { received: BigInt(received) };
+      if (offset !== received) {
+        throw new ConnectError(`expected offset ${received}, got ${offset}: continue from ${received}`, Code.OutOfRange);
+      }
+      if (received + req.data.length > d.settings.maxBytes) throw tooBig();
+      // Writes at the recorded count: bytes a crashed append left past it are overwritten (or cut at commit).
+      const writer = await d.blobs.staged(req.uploadId, received);
+      try {
+        await writer.write(req.data);
+      } finally {
+        await writer.close().catch(() => undefined);
+      }
+      await repo.setReceived(req.uploadId, received + req.data.length);
+      return { received: BigInt(received + req.data.length) };
+    },
+
+    async getUpload(req, ctx) {
+      const upload = await repo.upload(req.uploadId, callerOf(ctx).userId, clock.now());
+      return { received: BigInt(upload.received), expireTime: timestampFromDate(new Date(upload.expires_at)) };
+    },
+
+    async commitUpload(req, ctx) {
+      const caller = callerOf(ctx);
+      const upload = await repo.upload(req.uploadId, caller.userId, clock.now());
+      const meta = fromBinary(UploadMetadataSchema, upload.metadata);
+      const writer = await d.blobs.staged(req.uploadId, Number(upload.received));
+      const result = await store(writer, meta, caller);
+      await repo.endUpload(req.uploadId);
+      return result;
+    },
+
+    async *download(req, ctx) {
+      const { file } = await accessible(ctx, req.fileId, "reader");
+      if (file.deleted_at) throw notFound("file", req.fileId);
+      const version = await repo.version(req.fileId, req.version);
+      const size = BigInt(version.size);
+      if (req.offset > size) throw new ConnectError(`offset ${req.offset} is past the end (${size} bytes)`, Code.OutOfRange);
+      yield { part: { case: "version", value: toVersion(version) } };
+      if (req.offset === size) return;
+      // A file stream with a bounded buffer: memory stays flat whatever the file size.
+      const stream = d.blobs.read(version.sha256, Number(req.offset), DOWNLOAD_CHUNK);
+      try {
+        for await (const chunk of stream) {
+          if (ctx.signal.aborted) break;
+          yield { part: { case: "chunk", value: chunk as Buffer } };
+        }
+      } finally {
+        stream.destroy();
+      }
+    },
+
+    async getFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "reader");
+      return { file: toFile(file, caller.userId, clock.now()) };
+    },
+
+    async listFiles(req, ctx) {
+      const caller = callerOf(ctx);
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("files", caller.userId, req.prefix, req.includeDeleted);
+      const rows = await repo.list(caller.userId, req.prefix, req.includeDeleted, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      const now = clock.now();
+      return { files: page.map((f) => toFile(f, caller.userId, now)), nextPageToken: rows.length > limit && last ? encodePageToken([last.path, last.id], filters) : "" };
+    },
+
+    async listVersions(req, ctx) {
+      await accessible(ctx, req.fileId, "reader");
+      const limit = pageSize(req.pageSize);
+      const filters = fingerprint("versions", req.fileId);
+      const before = decodePageToken(req.pageToken, filters, isString);
+      const rows = await repo.versions(req.fileId, before === undefined ? undefined : BigInt(before), limit + 1);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return { versions: page.map(toVersion), nextPageToken: rows.length > limit && last ? encodePageToken(last.version, filters) : "" };
+    },
+
+    async restoreVersion(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "editor");
+      const old = await repo.version(req.fileId, req.version);
+      const now = clock.now();
+      const audience = await repo.audience(file.id);
+      const result = await repo.addVersion(
+        file.id,
+        req.baseVersion,
+        { sha256: old.sha256, size: Number(old.size), authorId: caller.userId, authorName: caller.username, comment: req.comment || `restored version ${req.version}`, restoredFrom: req.version },
+        now,
+        req.lockToken,
+        (f, v) => fileEvent(FileEventType.VERSION_CREATED, f, audience, now, v),
+      );
+      return { file: toFile({ ...result.file, role: file.role }, caller.userId, now), version: toVersion(result.version) };
+    },
+
+    async deleteFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "owner");
+      const now = clock.now();
+      const audience = await repo.audience(file.id);
+      const deleted = await repo.setDeleted(file.id, true, now, (f) => fileEvent(FileEventType.DELETED, f, audience, now));
+      return { file: toFile({ ...deleted, role: "owner" }, caller.userId, now) };
+    },
+
+    async undeleteFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "owner");
+      const now = clock.now();
+      const audience = await repo.audience(file.id);
+      const restored = await repo.setDeleted(file.id, false, now, (f) => fileEvent(FileEventType.UNDELETED, f, audience, now));
+      return { file: toFile({ ...restored, role: "owner" }, caller.userId, now) };
+    },
+
+    async lockFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "editor");
+      const now = clock.now();
+      const audience = await repo.audience(file.id);
+      const locked = await repo.lock(file.id, me(caller), req.ttlSeconds || DEFAULT_LOCK_TTL, now, (f) => fileEvent(FileEventType.LOCKED, f, audience, now));
+      return { lock: toFile(locked, caller.userId, now).lock };
+    },
+
+    async refreshLock(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "editor");
+      const now = clock.now();
+      const refreshed = await repo.refreshLock(file.id, req.token, req.ttlSeconds || DEFAULT_LOCK_TTL, now);
+      return { lock: toFile(refreshed, caller.userId, now).lock };
+    },
+
+    async unlockFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "reader");
+      if (req.force && file.role !== "owner" && caller.role !== "admin") {
+        throw new ConnectError("only the owner or an admin may force a lock open", Code.PermissionDenied);
+      }
+      if (!req.force && !req.token) throw invalidArgument([{ field: "token", description: "give the lock token, or force" }]);
+      const now = clock.now();
+      const audience = await repo.audience(file.id);
+      await repo.unlock(file.id, req.token, req.force, now, (f) => fileEvent(FileEventType.UNLOCKED, f, audience, now));
+      return {};
+    },
+
+    async shareFile(req, ctx) {
+      const { caller, file } = await accessible(ctx, req.fileId, "owner");
+      if (req.userId === caller.userId) throw invalidArgument([{ field: "user_id", description: "the owner always has access" }]);
+      await repo.share(file.id, req.userId, req.role === Role.EDITOR ? "editor" : req.role === Role.READER ? "reader" : "none");
+      return {};
+    },
+
+    async *watchFiles(req, ctx) {
+      const caller = callerOf(ctx);
+      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
+      if (after !== undefined) await d.events.assertResumable(after);
+      for await (const item of d.events.follow(after, ctx.signal, d.heartbeatMs)) {
+        if ("heartbeat" in item) {
+          yield create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value: { time: timestampNow() } } });
+        } else if (item.event.audience.includes(caller.userId)) {
+          yield create(WatchFilesResponseSchema, { kind: { case: "event", value: { ...item.event, audience: [], cursor: item.id.toString() } } });
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,85 @@
+import path from "node:path";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FileEventSchema, FileService, type FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
+import { EventLog } from "../../platform/event-log.js";
+import type { ServiceModule } from "../../platform/service-module.js";
+import { LocalBlobStore } from "./blob-store.js";
+import { FilesRepository } from "./files.repository.js";
+import { filesHandlers } from "./files.service.js";
+import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
+
+const eventCodec = {
+  encode: (e: FileEvent) => toBinary(FileEventSchema, e),
+  decode: (b: Uint8Array) => fromBinary(FileEventSchema, b),
+};
+
+export const filesModule: ServiceModule = {
+  name: "files",
+  services: [FileService],
+  async start({ config, databaseUrl, log, pubsub, clock }) {
+    const orm = await openServiceDatabase({
+      url: databaseUrl,
+      schema: "files",
+      entities: [],
+      migrations: [Migration20261121400000],
+      poolSize: config.dbPoolSize,
+      log,
+    });
+    const blobs = new LocalBlobStore(path.join(config.dataDir, "blobs"));
+    await blobs.init();
+    const events = new EventLog<FileEvent>(orm.em, "files", pubsub, eventCodec, log, config.eventRetentionHours * 3_600_000);
+    await events.start();
+    const repo = new FilesRepository(orm.em, events);
+    const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
+    const handlers = filesHandlers({
+      repo,
+      blobs,
+      events,
+      clock,
+      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes },
+      heartbeatMs: config.heartbeatIntervalMs,
+      inUse,
+    });
+
+    /**
+     * Retention and collection, on every instance (each deletes only what nothing
+     * references): purge files deleted longer ago than the retention, drop unary
+     * uploads nobody finished, and remove blobs and temp files no version or live
+     * upload needs once they are older than the grace time.
+     */
+    let sweeping = false;
+    const sweep = async () => {
+      if (sweeping) return;
+      sweeping = true;
+      try {
+        const now = clock.now();
+        await repo.purgeDeleted(new Date(now.getTime() - config.files.retentionHours * 3_600_000));
+        for (const id of await repo.expiredUploads(now)) inUse.temp.delete(blobs.stagedName(id));
+        const graceStart = new Date(now.getTime() - config.files.gcGraceSeconds * 1000);
+        const keep = new Set([...inUse.temp, ...(await repo.liveUploadIds()).map((id) => blobs.stagedName(id))]);
+        await blobs.removeStaleTemp(graceStart, keep);
+        for await (const sha256 of blobs.list(graceStart)) {
+          if (!inUse.hashes.has(sha256) && !(await repo.isReferenced(sha256))) await blobs.remove(sha256);
+        }
+      } catch (err) {
+        log.warn({ err }, "files sweep failed; will retry");
+      } finally {
+        sweeping = false;
+      }
+    };
+    const timer = setInterval(sweep, config.files.sweepIntervalMs);
+    timer.unref();
+
+    return {
+      register: (router) => router.service(FileService, handlers),
+      ping: () => ping(orm),
+      stop: async () => {
+        clearInterval(timer);
+        while (sweeping) await new Promise((r) => setTimeout(r, 10));
+        events.stop();
+        await orm.close();
+      },
+    };
+  },
+};
