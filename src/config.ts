@@ -39,6 +39,8 @@ export interface FilesConfig {
 }
 
 export interface ChatConfig {
+  /** Where the chat service reaches the file service for attachments (unset: this process, when it serves files). */
+  filesUrl: string | undefined;
   messagesPerSecond: number;
   /** Events a stream may have waiting before it is ended as too slow (it resumes from its cursors). */
   streamBuffer: number;
@@ -136,6 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
       schedulerIntervalMs: integer(env, "SCHEDULER_INTERVAL_MS", 5000, 10, 3_600_000),
     },
     chat: {
+      filesUrl: env.FILES_URL?.trim() || undefined,
       messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
       streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
       awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),

@@ -60,11 +60,13 @@ export interface ServerOptions {
 /** Starts the selected services on one port (gRPC, gRPC-Web and Connect) and returns a handle. */
 export async function startServer({ config, databaseUrl, log, clock = systemClock }: ServerOptions): Promise<AgoraServer> {
   const pubsub = new PgPubSub(databaseUrl, log);
+  let ownUrl = "";
+  const selfUrl = () => ownUrl;
   const modules = config.services.map((name) => MODULES[name]);
   const running: RunningService[] = [];
   try {
     for (const module of modules) {
-      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock }));
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, selfUrl }));
     }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
@@ -150,6 +152,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
     throw err;
   }
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  ownUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   log.info({ port, services: served.map((s) => s.typeName) }, "listening");
 
   let stopping: Promise<void> | undefined;
@@ -170,7 +173,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       log.info("stopped");
     })());
 
-  return { port, url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`, health, metrics, shutdown };
+  return { port, url: ownUrl, health, metrics, shutdown };
 }
 
 /** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */

@@ -13,6 +13,8 @@ export interface ServiceDeps {
   log: Logger;
   pubsub: PubSub;
   clock: Clock;
+  /** This server's own address, once it listens (for services that call siblings in the same process). */
+  selfUrl: () => string;
 }
 
 /** A started service: its routes, a health probe and a way to stop. */

@@ -1,4 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -33,6 +36,8 @@ export interface ChatSettings {
 
 export interface ChatDeps {
   log: Logger;
+  /** The file service, for attachments. */
+  filesUrl: () => string | undefined;
   repo: ChatRepository;
   presence: PresenceRepository;
   hub: ChatHub;
@@ -91,12 +96,28 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     throw invalidArgument([{ field: "to", description: "name a room or a user" }]);
   }
 
-  async function send(caller: Caller, out: Outgoing): Promise<MessageRow> {
+  /**
+   * Asks the file service, as the sender, to let the message's recipients read
+   * each attachment; it refuses (NOT_FOUND / PERMISSION_DENIED) what the sender cannot read.
+   */
+  async function shareAttachments(caller: Caller, authorization: string, target: { room?: RoomRow; recipientId?: string }, out: Outgoing) {
+    if (out.attachments.length === 0) return;
+    const url = d.filesUrl();
+    if (!url) throw new ConnectError("attachments need the file service: run it here or set FILES_URL", Code.FailedPrecondition);
+    const recipients = target.room ? (await d.repo.members(target.room.id)).map((m) => m.user_id).filter((u) => u !== caller.userId) : [target.recipientId!];
+    const files = createClient(FileService, createGrpcTransport({ baseUrl: url }));
+    for (const a of out.attachments) {
+      await files.grantAttachmentAccess({ fileId: a.fileId, version: a.version, userIds: recipients }, { headers: { authorization } });
+    }
+  }
+
+  async function send(caller: Caller, out: Outgoing, authorization: string): Promise<MessageRow> {
     const target = await resolve(caller, out.to, true);
     // A resend of a stored message is answered without counting against the rate limit.
     const earlier = await d.repo.byClientId(target.conversationId, caller.userId, out.clientId);
     if (earlier) return earlier;
     limiter.take(caller.userId);
+    await shareAttachments(caller, authorization, target, out);
     const { message } = await d.repo.append(
       {
         conversationId: target.conversationId,
@@ -180,7 +201,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
   const reply = (ref: string, event: MessageInitShape<typeof ChatResponseSchema>["event"]) => create(ChatResponseSchema, { ref, event });
 
-  async function command(session: ChatSession, caller: Caller, req: ChatRequest): Promise<void> {
+  async function command(session: ChatSession, caller: Caller, req: ChatRequest, authorization: string): Promise<void> {
     const c = req.command;
     switch (c.case) {
       case "join": {
@@ -195,7 +216,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
         session.send(reply(req.ref, { case: "leftRoomId", value: c.value }));
         return;
       case "send": {
-        const message = await send(caller, c.value);
+        const message = await send(caller, c.value, authorization);
         session.send(reply(req.ref, { case: "sent", value: toMessage(message) }));
         return;
       }
@@ -276,7 +297,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
         for await (const req of requests) {
           try {
             assertValid(ChatRequestSchema, req);
-            await command(session, caller, req);
+            await command(session, caller, req, ctx.requestHeader.get("authorization") ?? "");
           } catch (err) {
             // The same mapping as for whole calls: a database failure never leaks its SQL into an error event.
             const e = toConnectError(err, requestIdOf(ctx.requestHeader), d.log);
@@ -293,7 +314,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     },
 
     async sendMessage(req, ctx) {
-      return { message: toMessage(await send(callerOf(ctx), req.message!)) };
+      return { message: toMessage(await send(callerOf(ctx), req.message!, ctx.requestHeader.get("authorization") ?? "")) };
     },
 
     async *subscribe(req, ctx) {

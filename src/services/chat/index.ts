@@ -12,7 +12,7 @@ export const chatModule: ServiceModule = {
   name: "chat",
   services: [ChatService],
   validatesOwnStream: [`${ChatService.typeName}/${ChatService.method.chat.name}`],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, selfUrl }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "chat",
@@ -32,6 +32,7 @@ export const chatModule: ServiceModule = {
       presence,
       hub,
       clock,
+      filesUrl: () => config.chat.filesUrl ?? (config.services.includes("files") ? selfUrl() : undefined),
       settings: { messagesPerSecond: config.chat.messagesPerSecond, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
     });
     let beating = false;

@@ -271,6 +271,16 @@ export class FilesRepository {
     }
   }
 
+  /** Gives READER access to users who have none (never reduces anyone's access). */
+  async grantRead(fileId: string, ownerId: string, userIds: string[]): Promise<void> {
+    const others = [...new Set(userIds)].filter((u) => u !== ownerId);
+    if (others.length === 0) return;
+    await this.db.execute(
+      `INSERT INTO "files".shares (file_id, user_id, role) SELECT ?, unnest(?::uuid[]), 'reader' ON CONFLICT DO NOTHING`,
+      [fileId, `{${others.join(",")}}`],
+    );
+  }
+
   // --- unary uploads ---
 
   async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date): Promise<void> {

@@ -334,6 +334,14 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       return {};
     },
 
+    async grantAttachmentAccess(req, ctx) {
+      const { file } = await accessible(ctx, req.fileId, "reader");
+      if (file.deleted_at) throw notFound("file", req.fileId);
+      const version = await repo.version(file.id, req.version);
+      await repo.grantRead(file.id, file.owner_id, req.userIds);
+      return { version: toVersion(version) };
+    },
+
     async *watchFiles(req, ctx) {
       const caller = callerOf(ctx);
       const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
