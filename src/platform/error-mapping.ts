@@ -62,7 +62,7 @@ function internal(requestId: string): ConnectError {
 /** The caller hung up (closed its stream or reset it): nothing failed on our side. */
 function isClientGone(err: unknown): boolean {
   const e = err as { code?: unknown; name?: unknown } | undefined;
-  return e?.code === "ERR_STREAM_PREMATURE_CLOSE" || e?.name === "AbortError";
+  return e?.code === "ERR_STREAM_PREMATURE_CLOSE" || e?.code === "ERR_HTTP2_INVALID_STREAM" || e?.name === "AbortError";
 }
 
 const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"]);

@@ -25,7 +25,9 @@ export interface BlobWriter {
  * serve files.
  */
 export interface BlobStore {
-  writer(): Promise<BlobWriter & { tempName: string }>;
+  /** A new blob writer; its temp file is called `tempName` (so the caller can protect it before it exists). */
+  writer(tempName: string): Promise<BlobWriter>;
+  newTempName(): string;
   stagedName(id: string): string;
   /** A writer that continues a staged upload kept under `id` (unary uploads) at byte `at`. */
   staged(id: string, at: number): Promise<BlobWriter>;
@@ -69,9 +71,13 @@ export class LocalBlobStore implements BlobStore {
     return path.join(this.root, "sha256", sha256.slice(0, 2), sha256.slice(2, 4), sha256);
   }
 
-  async writer(): Promise<BlobWriter & { tempName: string }> {
-    const name = `${randomUUID()}.part`;
-    return Object.assign(await this.open(path.join(this.tmp, name), 0), { tempName: name });
+  newTempName(): string {
+    return `${randomUUID()}.part`;
+  }
+
+  async writer(tempName: string): Promise<BlobWriter> {
+    if (!/^[0-9a-f-]{36}\.part$/.test(tempName)) throw new Error("bad temp name");
+    return this.open(path.join(this.tmp, tempName), 0);
   }
 
   /** The temp file name a staged upload uses. */

@@ -118,7 +118,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
   }
 
   /** Commits a writer's bytes as a blob, keeping its hash safe from the collector until the version row exists. */
-  async function store(writer: BlobWriter, meta: UploadMetadata, caller: Caller) {
+  async function store(writer: BlobWriter, meta: UploadMetadata, caller: Caller, signal: AbortSignal) {
     let sha256: string;
     try {
       sha256 = await writer.commit(meta.expectedSha256 || undefined);
@@ -132,11 +132,18 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     }
     d.inUse.hashes.add(sha256);
     try {
+      if (signal.aborted) throw cancelled(signal);
       const result = await finish(caller, meta, sha256, writer.size);
       return { file: toFile({ ...result.file, role: "owner" }, caller.userId, clock.now()), version: toVersion(result.version) };
     } finally {
       d.inUse.hashes.delete(sha256);
     }
+  }
+
+  /** Why an upload's signal fired: the server's shutdown or a deadline say so themselves; otherwise the client left. */
+  function cancelled(signal: AbortSignal): ConnectError {
+    if (signal.reason instanceof ConnectError) return signal.reason;
+    return new ConnectError("the upload was cancelled: nothing was stored", Code.Canceled);
   }
 
   function tooBig(): ConnectError {
@@ -147,23 +154,28 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     async upload(requests, ctx) {
       const caller = callerOf(ctx);
       let meta: UploadMetadata | undefined;
-      let writer: (BlobWriter & { tempName: string }) | undefined;
+      let writer: BlobWriter | undefined;
+      let tempName: string | undefined;
       try {
         for await (const req of requests) {
           if (req.part.case === "metadata") {
             if (meta) throw invalidArgument([{ field: "metadata", description: "send the metadata once, first" }]);
             meta = req.part.value;
             await precheck(caller, meta);
-            writer = await d.blobs.writer();
-            d.inUse.temp.add(writer.tempName);
+            // Protected from the collector before the file even exists.
+            tempName = d.blobs.newTempName();
+            d.inUse.temp.add(tempName);
+            writer = await d.blobs.writer(tempName);
           } else if (req.part.case === "chunk") {
             if (!writer) throw invalidArgument([{ field: "metadata", description: "the metadata must come before the first chunk" }]);
             if (writer.size + req.part.value.length > d.settings.maxBytes) throw tooBig();
             await writer.write(req.part.value);
           }
         }
+        // A client that resets its stream (RST_STREAM) looks like a normal end of input here: it is not.
+        if (ctx.signal.aborted) throw cancelled(ctx.signal);
         if (!meta || !writer) throw invalidArgument([{ field: "metadata", description: "an upload starts with its metadata" }]);
-        const result = await store(writer, meta, caller);
+        const result = await store(writer, meta, caller, ctx.signal);
         writer = undefined;
         return result;
       } catch (err) {
@@ -171,7 +183,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
         await writer?.abort();
         throw err;
       } finally {
-        if (writer) d.inUse.temp.delete(writer.tempName);
+        if (tempName) d.inUse.temp.delete(tempName);
       }
     },
 
@@ -216,7 +228,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const upload = await repo.upload(req.uploadId, caller.userId, clock.now());
       const meta = fromBinary(UploadMetadataSchema, upload.metadata);
       const writer = await d.blobs.staged(req.uploadId, Number(upload.received));
-      const result = await store(writer, meta, caller);
+      const result = await store(writer, meta, caller, ctx.signal);
       await repo.endUpload(req.uploadId);
       return result;
     },
