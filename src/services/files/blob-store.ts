@@ -31,6 +31,8 @@ export interface BlobStore {
   stagedName(id: string): string;
   /** A writer that continues a staged upload kept under `id` (unary uploads) at byte `at`. */
   staged(id: string, at: number): Promise<BlobWriter>;
+  /** Deletes a staged upload's bytes (the upload expired or was committed elsewhere). */
+  removeStaged(id: string): Promise<void>;
   read(sha256: string, offset: number, chunkSize: number): Readable;
   size(sha256: string): Promise<number>;
   /** Hashes of stored blobs last written before `before`. */
@@ -134,6 +136,11 @@ export class LocalBlobStore implements BlobStore {
         await handle.close();
       },
     };
+  }
+
+  async removeStaged(id: string): Promise<void> {
+    if (!/^[0-9a-f-]{36}$/.test(id)) return;
+    await fsp.rm(path.join(this.tmp, this.stagedName(id)), { force: true });
   }
 
   read(sha256: string, offset: number, chunkSize: number): Readable {

@@ -55,7 +55,8 @@ export const filesModule: ServiceModule = {
       try {
         const now = clock.now();
         await repo.purgeDeleted(new Date(now.getTime() - config.files.retentionHours * 3_600_000));
-        for (const id of await repo.expiredUploads(now)) inUse.temp.delete(blobs.stagedName(id));
+        // An expired upload's bytes go with it, whatever the grace time.
+        for (const id of await repo.expiredUploads(now)) await blobs.removeStaged(id);
         const graceStart = new Date(now.getTime() - config.files.gcGraceSeconds * 1000);
         const keep = new Set([...inUse.temp, ...(await repo.liveUploadIds()).map((id) => blobs.stagedName(id))]);
         await blobs.removeStaleTemp(graceStart, keep);
