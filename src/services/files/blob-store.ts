@@ -9,10 +9,12 @@ export interface BlobWriter {
   write(chunk: Uint8Array): Promise<void>;
   readonly size: number;
   /**
-   * Makes the blob durable under its hash and returns the hex SHA-256; with
-   * `expected`, a different hash throws away the bytes and fails instead.
+   * Closes and hashes the bytes (durably synced) and returns the hex SHA-256;
+   * with `expected`, a different hash throws the bytes away and fails instead.
    */
-  commit(expected?: string): Promise<string>;
+  seal(expected?: string): Promise<string>;
+  /** Puts the sealed bytes in place under their hash (or drops them when that content is already stored). */
+  publish(): Promise<void>;
   /** Closes the file without committing (a staged upload continues later). */
   close(): Promise<void>;
   /** Throws the written bytes away (the upload failed). */
@@ -38,8 +40,8 @@ export interface BlobStore {
   /** Hashes of stored blobs last written before `before`. */
   list(before: Date): AsyncIterable<string>;
   remove(sha256: string): Promise<void>;
-  /** Deletes temporary files older than `before` (writers that never finished). */
-  removeStaleTemp(before: Date, keep: Set<string>): Promise<number>;
+  /** Deletes temporary files older than `before` (writers that never finished), except those `keep` names. */
+  removeStaleTemp(before: Date, keep: (name: string) => boolean | Promise<boolean>): Promise<number>;
 }
 
 const HEX = /^[0-9a-f]{64}$/;
@@ -97,6 +99,7 @@ export class LocalBlobStore implements BlobStore {
   private async open(file: string, start: number, exists = false): Promise<BlobWriter> {
     const handle = await fsp.open(file, exists ? "r+" : "w", 0o600);
     let size = start;
+    let sealed: string | undefined;
     const store = this;
     return {
       get size() {
@@ -106,27 +109,30 @@ export class LocalBlobStore implements BlobStore {
         await handle.write(chunk, 0, chunk.length, size);
         size += chunk.length;
       },
-      async commit(expected) {
+      async seal(expected) {
         await handle.truncate(size); // exactly what was written, nothing a crashed earlier attempt left
         await handle.sync();
         await handle.close();
         // Hash from the file itself: the bytes on disk are the ones that count (and staged uploads span calls).
         const hash = createHash("sha256");
         for await (const c of fs.createReadStream(file)) hash.update(c as Buffer);
-        const sha256 = hash.digest("hex");
-        if (expected && expected !== sha256) {
+        sealed = hash.digest("hex");
+        if (expected && expected !== sealed) {
           await fsp.rm(file, { force: true });
-          throw new ChecksumMismatch(sha256);
+          throw new ChecksumMismatch(sealed);
         }
-        const target = store.blobPath(sha256);
+        return sealed;
+      },
+      async publish() {
+        if (!sealed) throw new Error("seal before publishing");
+        const target = store.blobPath(sealed);
         await fsp.mkdir(path.dirname(target), { recursive: true });
         if (fs.existsSync(target)) {
           await fsp.rm(file, { force: true }); // identical content is stored once
-          await fsp.utimes(target, new Date(), new Date()); // fresh again: not collected under a racing upload
+          await fsp.utimes(target, new Date(), new Date());
         } else {
           await fsp.rename(file, target);
         }
-        return sha256;
       },
       async abort() {
         await handle.close().catch(() => undefined);
@@ -168,13 +174,13 @@ export class LocalBlobStore implements BlobStore {
     await fsp.rm(this.blobPath(sha256), { force: true });
   }
 
-  async removeStaleTemp(before: Date, keep: Set<string>): Promise<number> {
+  async removeStaleTemp(before: Date, keep: (name: string) => boolean | Promise<boolean>): Promise<number> {
     let removed = 0;
     for (const name of await fsp.readdir(this.tmp).catch(() => [])) {
-      if (keep.has(name)) continue;
       const file = path.join(this.tmp, name);
       const stat = await fsp.stat(file).catch(() => undefined);
-      if (stat && stat.mtime < before) {
+      // Asked at the last moment: a writer that started during this sweep is protected too.
+      if (stat && stat.mtime < before && !(await keep(name))) {
         await fsp.rm(file, { force: true });
         removed++;
       }

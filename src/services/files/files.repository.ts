@@ -313,9 +313,9 @@ export class FilesRepository {
     return rows.map((r) => r.id);
   }
 
-  async liveUploadIds(): Promise<string[]> {
-    const rows = await this.db.execute<{ id: string }[]>(`SELECT id FROM "files".uploads`);
-    return rows.map((r) => r.id);
+  async uploadExists(id: string): Promise<boolean> {
+    const rows = await this.db.execute(`SELECT 1 FROM "files".uploads WHERE id = ?`, [id]);
+    return rows.length > 0;
   }
 
   // --- retention and collection ---

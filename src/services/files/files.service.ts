@@ -18,6 +18,7 @@ import { invalidArgument, notFound, resourceExhausted } from "../../platform/err
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
+import type { KeyedLock } from "./keyed-lock.js";
 import { toFile, toVersion } from "./files.mapper.js";
 import type { FileRow, FilesRepository, RoleName, VersionRow } from "./files.repository.js";
 
@@ -35,6 +36,8 @@ export interface FilesDeps {
   heartbeatMs: number;
   /** Temp files and hashes in use on this instance: the collector leaves them alone. */
   inUse: { temp: Set<string>; hashes: Set<string> };
+  /** Serialises publishing a blob and collecting it, per hash. */
+  blobLocks: KeyedLock;
 }
 
 const DOWNLOAD_CHUNK = 64 * 1024;
@@ -121,7 +124,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
   async function store(writer: BlobWriter, meta: UploadMetadata, caller: Caller, signal: AbortSignal) {
     let sha256: string;
     try {
-      sha256 = await writer.commit(meta.expectedSha256 || undefined);
+      sha256 = await writer.seal(meta.expectedSha256 || undefined);
     } catch (err) {
       if (err instanceof ChecksumMismatch) {
         throw invalidArgument([
@@ -130,8 +133,12 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       }
       throw err;
     }
-    d.inUse.hashes.add(sha256);
     try {
+      // Under the hash's lock the collector either finished with it or will see it in use.
+      await d.blobLocks.run(sha256, async () => {
+        d.inUse.hashes.add(sha256);
+        await writer.publish();
+      });
       if (signal.aborted) throw cancelled(signal);
       const result = await finish(caller, meta, sha256, writer.size);
       return { file: toFile({ ...result.file, role: "owner" }, caller.userId, clock.now()), version: toVersion(result.version) };

@@ -5,6 +5,7 @@ import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { LocalBlobStore } from "./blob-store.js";
+import { KeyedLock } from "./keyed-lock.js";
 import { FilesRepository } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
@@ -32,6 +33,7 @@ export const filesModule: ServiceModule = {
     await events.start();
     const repo = new FilesRepository(orm.em, events);
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
+    const blobLocks = new KeyedLock();
     const handlers = filesHandlers({
       repo,
       blobs,
@@ -40,6 +42,7 @@ export const filesModule: ServiceModule = {
       settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes },
       heartbeatMs: config.heartbeatIntervalMs,
       inUse,
+      blobLocks,
     });
 
     /**
@@ -58,10 +61,16 @@ export const filesModule: ServiceModule = {
         // An expired upload's bytes go with it, whatever the grace time.
         for (const id of await repo.expiredUploads(now)) await blobs.removeStaged(id);
         const graceStart = new Date(now.getTime() - config.files.gcGraceSeconds * 1000);
-        const keep = new Set([...inUse.temp, ...(await repo.liveUploadIds()).map((id) => blobs.stagedName(id))]);
-        await blobs.removeStaleTemp(graceStart, keep);
+        // Streaming uploads in flight are in inUse; a staged unary upload is kept while its row exists.
+        await blobs.removeStaleTemp(graceStart, async (name) => {
+          if (inUse.temp.has(name)) return true;
+          const staged = /^upload-([0-9a-f-]{36})\.part$/.exec(name);
+          return staged ? repo.uploadExists(staged[1]!) : false;
+        });
         for await (const sha256 of blobs.list(graceStart)) {
-          if (!inUse.hashes.has(sha256) && !(await repo.isReferenced(sha256))) await blobs.remove(sha256);
+          await blobLocks.run(sha256, async () => {
+            if (!inUse.hashes.has(sha256) && !(await repo.isReferenced(sha256))) await blobs.remove(sha256);
+          });
         }
       } catch (err) {
         log.warn({ err }, "files sweep failed; will retry");
