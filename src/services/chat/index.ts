@@ -1,6 +1,7 @@
 import { ChatService } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { Presence } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
+import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { ChatHub } from "./chat.hub.js";
 import { ChatRepository } from "./chat.repository.js";
@@ -35,28 +36,19 @@ export const chatModule: ServiceModule = {
       filesUrl: () => config.chat.filesUrl ?? (config.services.includes("files") ? selfUrl() : undefined),
       settings: { messagesPerSecond: config.chat.messagesPerSecond, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
     });
-    let beating = false;
-    const timer = setInterval(async () => {
-      if (beating) return;
-      beating = true;
-      try {
-        const now = clock.now();
-        await presence.heartbeat(hub.localSessionIds, now);
-        for (const gone of await presence.reap(now)) {
-          await hub.publishPresence({ userId: gone.user_id, username: gone.username, presence: Presence.OFFLINE, rooms: await repo.roomIdsOf(gone.user_id) });
-        }
-      } catch (err) {
-        log.warn({ err }, "chat presence heartbeat failed");
-      } finally {
-        beating = false;
+    // Keeps this instance's sessions fresh and reaps those of instances that stopped beating.
+    const heartbeat = every(config.heartbeatIntervalMs, log, "chat presence heartbeat", async () => {
+      const now = clock.now();
+      await presence.heartbeat(hub.localSessionIds, now);
+      for (const gone of await presence.reap(now)) {
+        await hub.publishPresence({ userId: gone.user_id, username: gone.username, presence: Presence.OFFLINE, rooms: await repo.roomIdsOf(gone.user_id) });
       }
-    }, config.heartbeatIntervalMs);
-    timer.unref();
+    });
     return {
       register: (router) => router.service(ChatService, handlers),
       ping: () => ping(orm),
       stop: async () => {
-        clearInterval(timer);
+        await heartbeat.stop();
         hub.stop();
         await orm.close();
       },

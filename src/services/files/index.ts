@@ -3,6 +3,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FileEventSchema, FileService, type FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
+import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { LocalBlobStore } from "./blob-store.js";
 import { KeyedLock } from "./keyed-lock.js";
@@ -51,42 +52,30 @@ export const filesModule: ServiceModule = {
      * uploads nobody finished, and remove blobs and temp files no version or live
      * upload needs once they are older than the grace time.
      */
-    let sweeping = false;
-    const sweep = async () => {
-      if (sweeping) return;
-      sweeping = true;
-      try {
-        const now = clock.now();
-        await repo.purgeDeleted(new Date(now.getTime() - config.files.retentionHours * 3_600_000));
-        // An expired upload's bytes go with it, whatever the grace time.
-        for (const id of await repo.expiredUploads(now)) await blobs.removeStaged(id);
-        const graceStart = new Date(now.getTime() - config.files.gcGraceSeconds * 1000);
-        // Streaming uploads in flight are in inUse; a staged unary upload is kept while its row exists.
-        await blobs.removeStaleTemp(graceStart, async (name) => {
-          if (inUse.temp.has(name)) return true;
-          const staged = /^upload-([0-9a-f-]{36})\.part$/.exec(name);
-          return staged ? repo.uploadExists(staged[1]!) : false;
+    const sweeper = every(config.files.sweepIntervalMs, log, "files sweep", async () => {
+      const now = clock.now();
+      await repo.purgeDeleted(new Date(now.getTime() - config.files.retentionHours * 3_600_000));
+      // An expired upload's bytes go with it, whatever the grace time.
+      for (const id of await repo.expiredUploads(now)) await blobs.removeStaged(id);
+      const graceStart = new Date(now.getTime() - config.files.gcGraceSeconds * 1000);
+      // Streaming uploads in flight are in inUse; a staged unary upload is kept while its row exists.
+      await blobs.removeStaleTemp(graceStart, async (name) => {
+        if (inUse.temp.has(name)) return true;
+        const staged = /^upload-([0-9a-f-]{36})\.part$/.exec(name);
+        return staged ? repo.uploadExists(staged[1]!) : false;
+      });
+      for await (const sha256 of blobs.list(graceStart)) {
+        await blobLocks.run(sha256, async () => {
+          if (!inUse.hashes.has(sha256) && !(await repo.isReferenced(sha256))) await blobs.remove(sha256);
         });
-        for await (const sha256 of blobs.list(graceStart)) {
-          await blobLocks.run(sha256, async () => {
-            if (!inUse.hashes.has(sha256) && !(await repo.isReferenced(sha256))) await blobs.remove(sha256);
-          });
-        }
-      } catch (err) {
-        log.warn({ err }, "files sweep failed; will retry");
-      } finally {
-        sweeping = false;
       }
-    };
-    const timer = setInterval(sweep, config.files.sweepIntervalMs);
-    timer.unref();
+    });
 
     return {
       register: (router) => router.service(FileService, handlers),
       ping: () => ping(orm),
       stop: async () => {
-        clearInterval(timer);
-        while (sweeping) await new Promise((r) => setTimeout(r, 10));
+        await sweeper.stop();
         events.stop();
         await orm.close();
       },

@@ -2,6 +2,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { NotificationSchema as NotificationMessageSchema, ReservationService, type Notification } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
+import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
 import { NotificationRepository } from "./notification.repository.js";
@@ -42,31 +43,19 @@ export const reservationModule: ServiceModule = {
     });
 
     // Every instance sweeps; row locks (SKIP LOCKED) make each reminder and expiry happen once.
-    let sweeping = false;
     let sweeps = 0;
-    const sweep = async () => {
-      if (sweeping) return;
-      sweeping = true;
-      try {
-        const now = clock.now();
-        await reservations.expireHolds(now);
-        await reservations.sendReminders(now, config.reservation.reminderLeadMinutes);
-        if (++sweeps % 100 === 0) await reservations.pruneInterests(now);
-      } catch (err) {
-        log.warn({ err }, "reservation sweep failed; will retry");
-      } finally {
-        sweeping = false;
-      }
-    };
-    const timer = setInterval(sweep, config.reservation.schedulerIntervalMs);
-    timer.unref();
+    const sweeper = every(config.reservation.schedulerIntervalMs, log, "reservation sweep", async () => {
+      const now = clock.now();
+      await reservations.expireHolds(now);
+      await reservations.sendReminders(now, config.reservation.reminderLeadMinutes);
+      if (++sweeps % 100 === 0) await reservations.pruneInterests(now);
+    });
 
     return {
       register: (router) => router.service(ReservationService, handlers),
       ping: () => ping(orm),
       stop: async () => {
-        clearInterval(timer);
-        while (sweeping) await new Promise((r) => setTimeout(r, 10));
+        await sweeper.stop();
         events.stop();
         await orm.close();
       },
