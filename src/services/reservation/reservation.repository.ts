@@ -37,7 +37,9 @@ const iso = (d: Date) => new Date(d).toISOString();
  * Owns every query on reservations. The exclusion constraint
  * `reservations_no_overlap` is what makes double booking impossible; this
  * class turns its verdicts into answers and keeps notifications in the same
- * transactions as the changes they describe.
+ * transactions as the changes they describe. Notifications are stored last in
+ * each transaction: storing takes the event log's lock, and a transaction that
+ * holds it then never waits on another, so it cannot close a deadlock cycle.
  */
 export class ReservationRepository {
   constructor(
@@ -62,7 +64,7 @@ export class ReservationRepository {
     for (let attempt = 0; ; attempt++) {
       try {
         return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
-          await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
+          const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await tx.execute(
             `INSERT INTO "reservation".reservations
                (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, hold_expires_at, version, created_at, updated_at)
@@ -74,14 +76,11 @@ export class ReservationRepository {
             ],
           );
           const reservation = tx.map(ReservationSchema, row!);
-          await this.notifications.store(
-            tx,
-            [
-              notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
-                pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
-            ],
-            now,
+          notices.push(
+            notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
+              pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
           );
+          await this.notifications.store(tx, notices, now);
           return reservation;
         }));
       } catch (err) {
@@ -118,7 +117,7 @@ export class ReservationRepository {
     }
     try {
       return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
-        await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
+        const notices = await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
         // A hold whose time is up is not revived by moving it.
         const [row] = await tx.execute(
           `UPDATE "reservation".reservations
@@ -130,7 +129,8 @@ export class ReservationRepository {
         );
         if (!row) throw notActive(current);
         const moved = tx.map(ReservationSchema, row);
-        await this.freed(tx, current.resourceId, current.startTime, current.endTime, now);
+        notices.push(...(await this.freed(tx, current.resourceId, current.startTime, current.endTime, now)));
+        await this.notifications.store(tx, notices, now);
         return moved;
       }));
     } catch (err) {
@@ -163,8 +163,9 @@ export class ReservationRepository {
       );
       if (!row) throw notActive(current, from);
       const changed = tx.map(ReservationSchema, row);
-      await this.notifications.store(tx, [notice(changed, notification.type, notification.message)], now);
-      if (!ACTIVE.includes(to)) await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now);
+      const notices = [notice(changed, notification.type, notification.message)];
+      if (!ACTIVE.includes(to)) notices.push(...(await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now)));
+      await this.notifications.store(tx, notices, now);
       return changed;
     }));
   }
@@ -180,7 +181,7 @@ export class ReservationRepository {
           WHERE r.id = due.id RETURNING r.*`,
         [now, now, batch],
       );
-      await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
+      await this.notifications.store(tx, await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now), now);
       return rows.length;
     }));
   }
@@ -217,28 +218,25 @@ export class ReservationRepository {
     await this.em.fork().execute(`DELETE FROM "reservation".slot_interests WHERE end_time <= ?`, [now]);
   }
 
-  /** Pending holds past their time stop blocking a slot the moment someone wants it. */
-  private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
+  /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
+  private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
     const rows = await tx.execute(
       `UPDATE "reservation".reservations SET status = 'expired', version = version + 1, updated_at = ?
         WHERE resource_id = ? AND status = 'pending' AND hold_expires_at <= ? AND during && tstzrange(?, ?, '[)')
         RETURNING *`,
       [now, resourceId, now, start, end],
     );
-    await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
+    return this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
   }
 
-  private async afterExpiry(tx: EntityManager, expired: ReservationEntity[], now: Date): Promise<void> {
-    await this.notifications.store(
-      tx,
-      expired.map((r) => notice(r, NotificationType.EXPIRED, "nobody confirmed your pending reservation in time: the slot was released")),
-      now,
-    );
-    for (const r of expired) await this.freed(tx, r.resourceId, r.startTime, r.endTime, now);
+  private async afterExpiry(tx: EntityManager, expired: ReservationEntity[], now: Date): Promise<NewNotification[]> {
+    const notices = expired.map((r) => notice(r, NotificationType.EXPIRED, "nobody confirmed your pending reservation in time: the slot was released"));
+    for (const r of expired) notices.push(...(await this.freed(tx, r.resourceId, r.startTime, r.endTime, now)));
+    return notices;
   }
 
-  /** Tells users who wanted a slot overlapping [start, end) when their whole slot is free now. */
-  private async freed(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
+  /** Finds the users who wanted a slot overlapping [start, end) whose whole slot is free now. */
+  private async freed(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
     const rows = await tx.execute<{ user_id: string; start_time: Date; end_time: Date }[]>(
       `DELETE FROM "reservation".slot_interests i
         WHERE i.resource_id = ? AND tstzrange(i.start_time, i.end_time, '[)') && tstzrange(?, ?, '[)') AND i.end_time > ?
@@ -249,7 +247,7 @@ export class ReservationRepository {
         RETURNING i.user_id, i.start_time, i.end_time`,
       [resourceId, start, end, now],
     );
-    const notices: NewNotification[] = rows.map((i) => ({
+    return rows.map((i) => ({
       userId: i.user_id,
       type: NotificationType.RESOURCE_AVAILABLE,
       resourceId,
@@ -257,7 +255,6 @@ export class ReservationRepository {
       endTime: new Date(i.end_time),
       message: `the slot ${iso(i.start_time)} - ${iso(i.end_time)} you wanted is free again`,
     }));
-    await this.notifications.store(tx, notices, now);
   }
 
   private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string) {
