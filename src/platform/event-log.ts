@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { failedPrecondition } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
+import { Wakeup } from "./streams.js";
 
 /** One committed event: its position in the log and its decoded payload. */
 export interface LoggedEvent<T> {
@@ -134,6 +135,16 @@ export class EventLog<T> {
   }
 
   /**
+   * `follow` from a client's resume cursor: "" means from now on; a cursor from
+   * the future or one whose events were pruned is refused (assertResumable).
+   */
+  async *followCursor(afterCursor: string, signal: AbortSignal, heartbeatMs: number): AsyncGenerator<FeedItem<T>> {
+    const after = afterCursor === "" ? undefined : BigInt(afterCursor);
+    if (after !== undefined) await this.assertResumable(after);
+    yield* this.follow(after, signal, heartbeatMs);
+  }
+
+  /**
    * Every event after `afterId` (or, without it, from now on), then live ones,
    * each exactly once and in order; a heartbeat after `heartbeatMs` of quiet.
    * Memory per subscriber stays bounded: one that falls too far behind drops its
@@ -210,7 +221,7 @@ export class EventLog<T> {
 class Subscriber<T> {
   readonly queue: LoggedEvent<T>[] = [];
   lagging = false;
-  private waiter: (() => void) | undefined;
+  private readonly wakeup = new Wakeup();
 
   constructor(private readonly maxQueue: number) {}
 
@@ -226,22 +237,10 @@ class Subscriber<T> {
   }
 
   wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    this.wakeup.wake();
   }
 
-  /** Resolves true when woken, false on timeout. */
   wait(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        resolve(false);
-      }, ms);
-      this.waiter = () => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-    });
+    return this.wakeup.wait(ms);
   }
 }

@@ -34,3 +34,23 @@ export function decodePageToken<P>(token: string, filters: string, isPosition: (
 function badToken(description: string) {
   return invalidArgument([{ field: "page_token", description, reason: "INVALID_PAGE_TOKEN" }]);
 }
+
+/** A keyset position: the sort value and id of a page's last row. */
+export const isKeyset = (p: unknown): p is [string, string] =>
+  Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string";
+
+/** A keyset position whose sort value may also be a number (e.g. a quantity). */
+export const isNumericKeyset = (p: unknown): p is [string | number, string] =>
+  Array.isArray(p) && p.length === 2 && (typeof p[0] === "string" || typeof p[0] === "number") && typeof p[1] === "string";
+
+export const isStringPosition = (p: unknown): p is string => typeof p === "string";
+
+/**
+ * Splits the `limit + 1` rows a query fetched into the page and the token of
+ * the next one (empty on the last page): the extra row only says "there is more".
+ */
+export function pageOf<R>(rows: R[], limit: number, filters: string, positionOf: (last: R) => unknown): { page: R[]; nextPageToken: string } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { page, nextPageToken: rows.length > limit && last !== undefined ? encodePageToken(positionOf(last), filters) : "" };
+}

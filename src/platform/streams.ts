@@ -16,3 +16,28 @@ export async function* watchIterable<T>(
     hooks.done?.(failure);
   }
 }
+
+/** A single waiter that can be woken early: the core of every stream loop with a heartbeat. */
+export class Wakeup {
+  private waiter: (() => void) | undefined;
+
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  /** Resolves true when woken, false when `ms` passed first. */
+  wait(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        resolve(false);
+      }, ms);
+      this.waiter = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
+  }
+}

@@ -10,6 +10,7 @@ import {
   type TypingNotice,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
 import type { PubSub, Unsubscribe } from "../../platform/pubsub.js";
+import { Wakeup } from "../../platform/streams.js";
 import { MESSAGES_CHANNEL, type ChatRepository, type MessageAnnouncement, type MessageRow } from "./chat.repository.js";
 import { toMessage } from "./chat.mapper.js";
 
@@ -31,7 +32,7 @@ export class ChatSession {
   /** Rooms the user is in (for presence routing). */
   readonly rooms = new Set<string>();
   private readonly queue: Item[] = [];
-  private waiter: (() => void) | undefined;
+  private readonly wakeup = new Wakeup();
   private failure: ConnectError | undefined;
   private ended = false;
 
@@ -95,9 +96,7 @@ export class ChatSession {
   }
 
   private wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    this.wakeup.wake();
   }
 
   /** The events to send, in order; a heartbeat after `heartbeatMs` of quiet. */
@@ -110,16 +109,7 @@ export class ChatSession {
         const item = this.queue.shift();
         if (!item) {
           if (this.ended) return;
-          const woken = await new Promise<boolean>((resolve) => {
-            const timer = setTimeout(() => {
-              this.waiter = undefined;
-              resolve(false);
-            }, heartbeatMs);
-            this.waiter = () => {
-              clearTimeout(timer);
-              resolve(true);
-            };
-          });
+          const woken = await this.wakeup.wait(heartbeatMs);
           if (!woken && !signal.aborted) yield create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampNow() } } });
           continue;
         }

@@ -21,7 +21,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, resourceExhausted } from "../../platform/errors.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { decodePageToken, fingerprint, isKeyset, pageOf, pageSize } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto, toMessage, toRoom } from "./chat.mapper.js";
@@ -45,7 +45,6 @@ export interface ChatDeps {
   settings: ChatSettings;
 }
 
-const isKeyset = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string");
 
 /** Messages per second per user, on this instance (a token bucket with a burst of twice the rate). */
 class SendLimiter {
@@ -252,9 +251,8 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("rooms", caller.userId);
       const rows = await d.repo.listRooms(caller.userId, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { rooms: page.map(toRoom), nextPageToken: rows.length > limit && last ? encodePageToken([last.name, last.id], filters) : "" };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      return { rooms: page.map(toRoom), nextPageToken };
     },
 
     async joinRoom(req, ctx) {

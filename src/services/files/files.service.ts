@@ -16,7 +16,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, resourceExhausted } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
 import type { KeyedLock } from "./keyed-lock.js";
 import { toFile, toVersion } from "./files.mapper.js";
@@ -42,8 +42,6 @@ export interface FilesDeps {
 
 const DOWNLOAD_CHUNK = 64 * 1024;
 const DEFAULT_LOCK_TTL = 300;
-const isKeyset = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string");
-const isString = (p: unknown): p is string => typeof p === "string";
 
 /**
  * A path is a name in its owner's space, never a filesystem path: segments
@@ -270,21 +268,19 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("files", caller.userId, req.prefix, req.includeDeleted);
       const rows = await repo.list(caller.userId, req.prefix, req.includeDeleted, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.path, last.id]);
       const now = clock.now();
-      return { files: page.map((f) => toFile(f, caller.userId, now)), nextPageToken: rows.length > limit && last ? encodePageToken([last.path, last.id], filters) : "" };
+      return { files: page.map((f) => toFile(f, caller.userId, now)), nextPageToken };
     },
 
     async listVersions(req, ctx) {
       await accessible(ctx, req.fileId, "reader");
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("versions", req.fileId);
-      const before = decodePageToken(req.pageToken, filters, isString);
+      const before = decodePageToken(req.pageToken, filters, isStringPosition);
       const rows = await repo.versions(req.fileId, before === undefined ? undefined : BigInt(before), limit + 1);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { versions: page.map(toVersion), nextPageToken: rows.length > limit && last ? encodePageToken(last.version, filters) : "" };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.version);
+      return { versions: page.map(toVersion), nextPageToken };
     },
 
     async restoreVersion(req, ctx) {
@@ -363,9 +359,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
 
     async *watchFiles(req, ctx) {
       const caller = callerOf(ctx);
-      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
-      if (after !== undefined) await d.events.assertResumable(after);
-      for await (const item of d.events.follow(after, ctx.signal, d.heartbeatMs)) {
+      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
         if ("heartbeat" in item) {
           yield create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value: { time: timestampNow() } } });
         } else if (item.event.audience.includes(caller.userId)) {

@@ -7,7 +7,7 @@ import type { AuthConfig } from "../../config.js";
 import { callerOf, peerAddressKey, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, resourceExhausted } from "../../platform/errors.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { decodePageToken, fingerprint, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { roleFromProto, toUser } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
 import type { SessionRepository } from "./session.repository.js";
@@ -15,7 +15,6 @@ import type { AccessTokenIssuer, TokenSubject } from "./tokens.js";
 import type { UserRepository } from "./user.repository.js";
 
 const BAD_CREDENTIALS = "invalid username or password";
-const isString = (p: unknown): p is string => typeof p === "string";
 
 export interface IdentityDeps {
   users: UserRepository;
@@ -105,12 +104,9 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       requireAdmin(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("users");
-      const rows = await d.users.list(decodePageToken(req.pageToken, filters, isString), limit + 1);
-      const page = rows.slice(0, limit);
-      return {
-        users: page.map(toUser),
-        nextPageToken: rows.length > limit ? encodePageToken(page.at(-1)!.username.toLowerCase(), filters) : "",
-      };
+      const rows = await d.users.list(decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.username.toLowerCase());
+      return { users: page.map(toUser), nextPageToken };
     },
 
     async setUserRole(req, ctx) {

@@ -14,16 +14,14 @@ import {
 import { requireAdmin } from "../../platform/auth.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { decodePageToken, fingerprint, isKeyset, isNumericKeyset, pageOf, pageSize } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
-import type { KeysetPosition, ProductRepository } from "./product.repository.js";
+import type { ProductRepository } from "./product.repository.js";
 
 /** Fields UpdateProduct may change; the quantity moves only through AdjustStock. */
 const UPDATABLE = new Set(["name", "description", "category", "unit_price", "low_stock_threshold"]);
 
-const isKeyset = (p: unknown): p is KeysetPosition =>
-  Array.isArray(p) && p.length === 2 && (typeof p[0] === "string" || typeof p[0] === "number") && typeof p[1] === "string";
 const isOffset = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 0;
 
 export const productEventCodec = {
@@ -56,15 +54,11 @@ export function inventoryHandlers(
         lowStockOnly: req.lowStockOnly,
         order: req.orderBy,
         descending: req.descending,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: decodePageToken(req.pageToken, filters, isNumericKeyset),
         limit: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      const more = rows.length > limit;
-      return {
-        products: page.map(toProduct),
-        nextPageToken: more ? encodePageToken(products.positionOf(page.at(-1)!, req.orderBy), filters) : "",
-      };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => products.positionOf(last, req.orderBy));
+      return { products: page.map(toProduct), nextPageToken };
     },
 
     async updateProduct(req, ctx) {
@@ -115,11 +109,8 @@ export function inventoryHandlers(
       const filters = fingerprint("search", req.query, req.category);
       const offset = decodePageToken(req.pageToken, filters, isOffset) ?? 0;
       const rows = await products.search(words.slice(0, 20), req.query, req.category, offset, limit + 1);
-      const more = rows.length > limit;
-      return {
-        products: rows.slice(0, limit).map(toProduct),
-        nextPageToken: more ? encodePageToken(offset + limit, filters) : "",
-      };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, () => offset + limit);
+      return { products: page.map(toProduct), nextPageToken };
     },
 
     async adjustStock(req, ctx) {
@@ -133,20 +124,13 @@ export function inventoryHandlers(
       const filters = fingerprint("movements", req.productId);
       const after = decodePageToken(req.pageToken, filters, isKeyset);
       const rows = await products.listMovements(req.productId, after, limit + 1);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        movements: page.map(toStockMovement),
-        nextPageToken:
-          rows.length > limit && last ? encodePageToken([last.createdAt.toISOString(), last.id], filters) : "",
-      };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.createdAt.toISOString(), last.id]);
+      return { movements: page.map(toStockMovement), nextPageToken };
     },
 
     async *watchProducts(req, ctx) {
-      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
-      if (after !== undefined) await events.assertResumable(after);
       const wanted = watchFilter(req);
-      for await (const item of events.follow(after, ctx.signal, heartbeatMs)) {
+      for await (const item of events.followCursor(req.afterCursor, ctx.signal, heartbeatMs)) {
         if ("heartbeat" in item) {
           yield create(WatchProductsResponseSchema, {
             kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) },

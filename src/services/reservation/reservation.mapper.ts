@@ -10,6 +10,9 @@ import {
   type Resource,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import type { NotificationEntity, ReservationEntity, ResourceEntity, StatusName } from "./reservation.entity.js";
+import type { ResourceFields } from "./resource.repository.js";
+
+export const DEFAULT_SLOT_MINUTES = 30;
 
 const STATUS: Record<StatusName, ReservationStatus> = {
   pending: ReservationStatus.PENDING,
@@ -75,4 +78,18 @@ export function toNotification(n: NotificationEntity): Notification {
     createTime: ts(n.createdAt),
     userId: n.userId,
   });
+}
+
+/** The columns a Resource message sets (a slot length of 0 means the default, 30 minutes). */
+export function resourceFields(r: Resource): ResourceFields {
+  return {
+    name: r.name,
+    type: r.type,
+    capacity: r.capacity,
+    location: r.location,
+    description: r.description,
+    active: r.active,
+    slotMinutes: r.slotMinutes || DEFAULT_SLOT_MINUTES,
+    requiresApproval: r.requiresApproval,
+  };
 }

@@ -14,19 +14,16 @@ import { assertOwner, callerOf, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSize } from "../../platform/paging.js";
+import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import type { NotificationRepository } from "./notification.repository.js";
 import type { ReservationEntity, ResourceEntity } from "./reservation.entity.js";
-import { statusFromProto, toNotification, toReservation, toResource } from "./reservation.mapper.js";
+import { DEFAULT_SLOT_MINUTES, resourceFields, statusFromProto, toNotification, toReservation, toResource } from "./reservation.mapper.js";
 import type { ReservationRepository } from "./reservation.repository.js";
-import type { ResourceFields, ResourceRepository } from "./resource.repository.js";
+import type { ResourceRepository } from "./resource.repository.js";
 
 const UPDATABLE = new Set(["name", "type", "capacity", "location", "description", "active", "slot_minutes", "requires_approval"]);
-const DEFAULT_SLOT_MINUTES = 30;
 
-const isKeyset = (p: unknown): p is [string, string] => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string");
-const isString = (p: unknown): p is string => typeof p === "string";
 
 export interface ReservationDeps {
   resources: ResourceRepository;
@@ -95,18 +92,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
   return {
     async createResource(req, ctx) {
       requireAdmin(ctx);
-      const r = req.resource!;
-      const fields: ResourceFields = {
-        name: r.name,
-        type: r.type,
-        capacity: r.capacity,
-        location: r.location,
-        description: r.description,
-        active: r.active,
-        slotMinutes: r.slotMinutes || DEFAULT_SLOT_MINUTES,
-        requiresApproval: r.requiresApproval,
-      };
-      return { resource: toResource(await d.resources.create(fields, req.requestId, d.clock.now())) };
+      return { resource: toResource(await d.resources.create(resourceFields(req.resource!), req.requestId, d.clock.now())) };
     },
 
     async getResource(req) {
@@ -123,9 +109,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         after: decodePageToken(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { resources: page.map(toResource), nextPageToken: rows.length > limit && last ? encodePageToken([last.name, last.id], filters) : "" };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      return { resources: page.map(toResource), nextPageToken };
     },
 
     async updateResource(req, ctx) {
@@ -154,16 +139,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
           }
           if (merged.slotMinutes === 0) merged.slotMinutes = DEFAULT_SLOT_MINUTES;
           assertValid(ResourceMessageSchema, merged, "resource.");
-          Object.assign(entity, {
-            name: merged.name,
-            type: merged.type,
-            capacity: merged.capacity,
-            location: merged.location,
-            description: merged.description,
-            active: merged.active,
-            slotMinutes: merged.slotMinutes,
-            requiresApproval: merged.requiresApproval,
-          });
+          Object.assign(entity, resourceFields(merged));
         },
         d.clock.now(),
       );
@@ -178,9 +154,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const rows = await d.resources.available(
         req.type, req.partySize, start, end, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1,
       );
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { resources: page.map(toResource), nextPageToken: rows.length > limit && last ? encodePageToken([last.name, last.id], filters) : "" };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      return { resources: page.map(toResource), nextPageToken };
     },
 
     async createReservation(req, ctx) {
@@ -228,12 +203,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         after: decodePageToken(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        reservations: page.map(toReservation),
-        nextPageToken: rows.length > limit && last ? encodePageToken([new Date(last.startTime).toISOString(), last.id], filters) : "",
-      };
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.startTime).toISOString(), last.id]);
+      return { reservations: page.map(toReservation), nextPageToken };
     },
 
     async cancelReservation(req, ctx) {
@@ -280,10 +251,9 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const caller = callerOf(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("notifications", caller.userId, req.unreadOnly);
-      const rows = await d.notifications.list(caller.userId, req.unreadOnly, decodePageToken(req.pageToken, filters, isString), limit + 1);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { notifications: page.map(toNotification), nextPageToken: rows.length > limit && last ? encodePageToken(String(last.eventId), filters) : "" };
+      const rows = await d.notifications.list(caller.userId, req.unreadOnly, decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => String(last.eventId));
+      return { notifications: page.map(toNotification), nextPageToken };
     },
 
     async markNotificationRead(req, ctx) {
@@ -292,9 +262,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
 
     async *watchNotifications(req, ctx) {
       const caller = callerOf(ctx);
-      const after = req.afterCursor === "" ? undefined : BigInt(req.afterCursor);
-      if (after !== undefined) await d.events.assertResumable(after);
-      for await (const item of d.events.follow(after, ctx.signal, d.heartbeatMs)) {
+      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
         if ("heartbeat" in item) {
           yield create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
         } else if (item.event.userId === caller.userId) {
