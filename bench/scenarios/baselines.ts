@@ -1,0 +1,86 @@
+/**
+ * 1. Baselines: the same unary call, grpc.health.v1.Health/Check with an empty
+ * request, under the same ghz settings against a bare Connect-node server, a
+ * bare @grpc/grpc-js server, a bare grpc-go server (grpc-go's own health
+ * server) and Agora (all services, every interceptor, access log at the
+ * default level). Health/Check is Agora's lightest RPC and the one call all
+ * four serve unchanged, so the rows differ only in the server stack.
+ */
+import type { BenchContext, Row, Scenario } from "../lib/context.js";
+import { startAgora } from "../lib/agora.js";
+import { ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { ensureGoPeer, PEERS, startPeer } from "../lib/peers.js";
+import { round } from "../lib/stats.js";
+
+const HEALTH_CHECK = {
+  call: "grpc.health.v1.Health/Check",
+  proto: "third_party/proto/grpc/health/v1/health.proto",
+  importPaths: ["third_party/proto"],
+  data: {},
+} satisfies Omit<LoadSpec, "target">;
+
+export const baselines: Scenario = {
+  name: "baselines",
+  title: "Baselines: Health/Check on bare servers and on Agora",
+  description:
+    "grpc.health.v1.Health/Check (empty request) at maximum throughput (ghz, closed loop) against each server alone on the server CPU. " +
+    "rps = OK calls per second; p50/p99 latency seen by ghz; CPU ms per 1k calls and peak RSS of the server process; " +
+    "ratio = throughput relative to grpc-go.",
+  rowLabel: "server",
+  columns: [
+    { key: "rps", label: "calls/s", digits: 0 },
+    { key: "p50Ms", label: "p50 ms", digits: 2 },
+    { key: "p99Ms", label: "p99 ms", digits: 2 },
+    { key: "cpuMsPer1k", label: "CPU ms/1k", digits: 1 },
+    { key: "peakRssMB", label: "peak RSS MB", digits: 0 },
+    { key: "ratio", label: "ratio", digits: 2 },
+  ],
+  async run(ctx: BenchContext) {
+    const rows: Row[] = [];
+    const details: Record<string, unknown> = { call: HEALTH_CHECK.call };
+    const skipped: Record<string, string> = {};
+    const goProblem = ensureGoPeer(ctx.log);
+    for (const name of ["connect-node", "grpc-js", "grpc-go"] as const) {
+      if (name === "grpc-go" && goProblem) {
+        skipped[name] = goProblem;
+        continue;
+      }
+      const [cmd, args] = PEERS[name]();
+      const peer = await startPeer(name, cmd, [...args], ctx.pinning.server);
+      try {
+        const load = await ghzLoad(ctx, name, [{ name: "server", pid: peer.pid, rss: true }], { ...HEALTH_CHECK, target: peer.target });
+        rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
+        details[name] = { runs: load.runs, errorSample: load.errorSample };
+      } finally {
+        await peer.stop();
+      }
+    }
+    const agora = await startAgora(ctx, "baselines");
+    try {
+      const watched = agora.watched().filter((w) => w.name === "agora").map((w) => ({ ...w, name: "server" }));
+      const load = await ghzLoad(ctx, "agora", watched, { ...HEALTH_CHECK, target: agora.target });
+      rows.push({ name: "agora", metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
+      details.agora = { runs: load.runs, errorSample: load.errorSample };
+    } finally {
+      await agora.stop();
+    }
+    const reference = rows.find((r) => r.name === "grpc-go") ?? rows.find((r) => r.name === "connect-node");
+    for (const r of rows) if (reference) r.metrics.ratio = round(r.metrics.rps! / reference.metrics.rps!, 3);
+    const connect = rows.find((r) => r.name === "connect-node");
+    const agoraRow = rows.find((r) => r.name === "agora");
+    if (connect && agoraRow) details.agoraVsConnect = round(agoraRow.metrics.rps! / connect.metrics.rps!, 3);
+    details.ratioReference = reference?.name;
+    if (details.agoraVsConnect !== undefined) {
+      details.summaryLine = `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's Health/Check throughput (ratios relative to ${reference?.name}).`;
+    }
+    if (Object.keys(skipped).length) details.skipped = skipped;
+    return { status: "ok" as const, rows, details };
+  },
+};
+
+/** The server process is called "server" in every row; the table wants plain names. */
+function rename(m: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(m)) out[k.replace(/_server$/, "")] = v;
+  return out;
+}

@@ -1,0 +1,317 @@
+/**
+ * 3. Chat fan-out: one public room, N Subscribe streams (the server stream
+ * browsers use; the bidi Chat stream delivers through the same hub), one sender
+ * posting with SendMessage. Each message carries its send time in its text;
+ * every stream records the end-to-end latency of every message it receives.
+ *
+ * The sender keeps `window` messages in flight: a message is complete once
+ * every stream has it, and only then is the next one sent. That measures the
+ * delivery rate the server sustains without letting queues grow (a stream that
+ * falls 1,000 events behind would be ended as too slow), and its latency.
+ *
+ * Streams belong to `users` distinct users round robin (registering 1,000 users
+ * would cost 2,000 argon2 hashes for no extra insight: delivery is per stream).
+ * The per-user send limit is raised so the single sender is not throttled.
+ * Then `holdStreams` streams stay open for `holdSeconds` with one message a
+ * second, while the server's RSS is sampled.
+ */
+import { setMaxListeners } from "node:events";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
+import { startAgora, type Agora } from "../lib/agora.js";
+import { pool, sleep } from "../lib/clients.js";
+import type { BenchContext, Row, Scenario } from "../lib/context.js";
+import { measure, perThousand } from "../lib/measure.js";
+import { rssMB } from "../lib/proc.js";
+import { LatencyHistogram, median, round } from "../lib/stats.js";
+
+const STREAMS_PER_CONNECTION = 100;
+
+type OnText = (text: string, receivedAt: number, stream: number) => void;
+
+/** N Subscribe streams spread over users and HTTP/2 connections. */
+class Subscribers {
+  onText: OnText = () => {};
+  readonly errors: string[] = [];
+  private readonly controller = new AbortController();
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    private readonly agora: Agora,
+    private readonly users: { token: string }[],
+    readonly count: number,
+  ) {
+    // One signal ends every stream: thousands of listeners are expected.
+    setMaxListeners(0, this.controller.signal);
+  }
+
+  open(): void {
+    let client: Client<typeof ChatService> | undefined;
+    for (let i = 0; i < this.count; i++) {
+      if (i % STREAMS_PER_CONNECTION === 0) client = createClient(ChatService, createGrpcTransport({ baseUrl: this.agora.url }));
+      const token = this.users[i % this.users.length]!.token;
+      this.loops.push(this.follow(client!, token, i));
+    }
+  }
+
+  private async follow(client: Client<typeof ChatService>, token: string, index: number): Promise<void> {
+    try {
+      const stream = client.subscribe({}, { headers: { authorization: `Bearer ${token}` }, signal: this.controller.signal });
+      for await (const res of stream) {
+        const event = res.event?.event;
+        if (event?.case === "message") this.onText(event.value.text, performance.now(), index);
+      }
+    } catch (err) {
+      const e = ConnectError.from(err);
+      if (!this.controller.signal.aborted || e.code !== Code.Canceled) this.errors.push(`${Code[e.code]}: ${e.rawMessage}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.controller.abort();
+    await Promise.allSettled(this.loops);
+  }
+}
+
+interface RunResult {
+  delivered: number;
+  completed: number;
+  incomplete: number;
+  seconds: number;
+  latency: LatencyHistogram;
+}
+
+/**
+ * Posts for `seconds` with `window` messages in flight, each waiting until all
+ * `subs.count` streams have it (or `timeoutMs`), then sends the next.
+ */
+async function fanOut(
+  chat: Client<typeof ChatService>,
+  roomId: string,
+  subs: Subscribers,
+  { window, seconds, maxMessages = Infinity, timeoutMs = 15_000 }: { window: number; seconds: number; maxMessages?: number; timeoutMs?: number },
+): Promise<RunResult> {
+  const runId = Math.random().toString(36).slice(2, 10);
+  const pending = new Map<number, { count: number; done: () => void }>();
+  const latency = new LatencyHistogram();
+  let delivered = 0;
+  let completed = 0;
+  let incomplete = 0;
+  let lastCompletion = 0;
+  subs.onText = (text, at) => {
+    const [tag, id, seq, sentAt] = text.split("|");
+    if (tag !== "bench" || id !== runId) return;
+    latency.record(at - Number(sentAt));
+    delivered++;
+    const entry = pending.get(Number(seq));
+    if (entry && ++entry.count === subs.count) {
+      pending.delete(Number(seq));
+      lastCompletion = at;
+      completed++;
+      entry.done();
+    }
+  };
+  let next = 0;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: window }, async () => {
+      while (performance.now() < deadline && next < maxMessages) {
+        const seq = next++;
+        let timer: NodeJS.Timeout | undefined;
+        const done = new Promise<boolean>((resolve) => {
+          pending.set(seq, { count: 0, done: () => resolve(true) });
+          timer = setTimeout(() => resolve(false), timeoutMs);
+        });
+        const sentAt = performance.now();
+        await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `${runId}-${seq}`, text: `bench|${runId}|${seq}|${sentAt}` } });
+        const ok = await done;
+        clearTimeout(timer);
+        if (!ok) {
+          pending.delete(seq);
+          incomplete++;
+        }
+      }
+    }),
+  );
+  subs.onText = () => {};
+  return { delivered, completed, incomplete, seconds: ((lastCompletion || performance.now()) - start) / 1000, latency };
+}
+
+/**
+ * Waits until every stream follows the room: a stream opened without cursors
+ * follows it from the moment the server has set it up, which the client cannot
+ * see, so markers are sent until every stream has received one.
+ */
+async function ready(chat: Client<typeof ChatService>, roomId: string, subs: Subscribers, timeoutMs: number): Promise<void> {
+  const seen = new Set<number>();
+  subs.onText = (text, _at, stream) => {
+    if (text.startsWith("ready|")) seen.add(stream);
+  };
+  const deadline = performance.now() + timeoutMs;
+  try {
+    for (let i = 0; seen.size < subs.count; i++) {
+      if (performance.now() > deadline) {
+        throw new Error(`${subs.count - seen.size} of ${subs.count} streams received nothing within ${timeoutMs} ms (${subs.errors.length} stream errors: ${subs.errors.slice(0, 3).join("; ")})`);
+      }
+      await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `ready-${subs.count}-${i}-${Date.now()}`, text: `ready|${i}` } });
+      await sleep(250);
+    }
+    await sleep(500); // the last markers drain
+  } finally {
+    subs.onText = () => {};
+  }
+}
+
+export const chat: Scenario = {
+  name: "chat",
+  title: "Chat fan-out",
+  description:
+    "One room, N Subscribe streams, one sender (SendMessage) keeping a fixed number of messages in flight, each complete when every stream has it. " +
+    "delivered/s = messages received over all streams per second; msgs/s = messages sent (and fully delivered) per second; " +
+    "p50/p99 = send to receipt, per delivery; CPU ms per 1k deliveries (Agora); hold = streams held open with one message a second, RSS sampled.",
+  rowLabel: "streams",
+  columns: [
+    { key: "deliveredPerSecond", label: "delivered/s", digits: 0 },
+    { key: "messagesPerSecond", label: "msgs/s", digits: 1 },
+    { key: "p50Ms", label: "p50 ms", digits: 1 },
+    { key: "p99Ms", label: "p99 ms", digits: 1 },
+    { key: "cpuMsPer1k_agora", label: "CPU ms/1k deliveries", digits: 1 },
+    { key: "peakRssMB_agora", label: "peak RSS MB", digits: 0 },
+    { key: "rssStartMB", label: "RSS start MB", digits: 0 },
+    { key: "rssEndMB", label: "RSS end MB", digits: 0 },
+    { key: "streamErrors", label: "stream errors", digits: 0 },
+  ],
+  async run(ctx: BenchContext) {
+    const s = ctx.settings.chat;
+    const agora = await startAgora(ctx, "chat", { env: { CHAT_MESSAGES_PER_SECOND: "10000" } });
+    try {
+      ctx.log(`  registering ${s.users} users`);
+      const [sender] = await agora.users("chat-sender", 1);
+      const users = await agora.users("chat-user", s.users);
+      const chatAs = (token: string) => agora.client(ChatService, token);
+      const senderChat = chatAs(sender!.token);
+      const { room } = await senderChat.createRoom({ name: "bench-fanout", visibility: RoomVisibility.PUBLIC });
+      await pool(users.length, 8, async (i) => void (await chatAs(users[i]!.token).joinRoom({ roomId: room!.id })));
+      const rows: Row[] = [];
+      const details: Record<string, unknown> = { users: s.users, window: s.window };
+      const sizes = [...new Set([...s.subscribers, s.holdStreams])].sort((a, b) => a - b);
+      for (const n of sizes) {
+        const subs = new Subscribers(agora, users, n);
+        subs.open();
+        try {
+          await ready(senderChat, room!.id, subs, 60_000);
+          if (s.subscribers.includes(n)) {
+            ctx.log(`  ${n} streams: warm-up ${ctx.settings.warmupSeconds}s`);
+            await fanOut(senderChat, room!.id, subs, { window: s.window, seconds: ctx.settings.warmupSeconds });
+            const runs: { r: RunResult; cpu: Record<string, number>; rss: number; loadgen: number }[] = [];
+            for (let i = 0; i < ctx.settings.runs; i++) {
+              const { result: r, usage } = await measure(agora.watched(), ctx.pinning, () => fanOut(senderChat, room!.id, subs, { window: s.window, seconds: s.runSeconds }));
+              runs.push({ r, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN, loadgen: usage.selfCpuMs / 1000 / usage.seconds });
+              ctx.log(
+                `  ${n} streams: run ${i + 1}/${ctx.settings.runs}: ${Math.round(r.delivered / r.seconds)} delivered/s, ` +
+                  `p99 ${r.latency.percentile(99).toFixed(1)} ms, ${r.incomplete} incomplete, ${subs.errors.length} stream errors`,
+              );
+            }
+            const metrics: Record<string, number> = {
+              deliveredPerSecond: median(runs.map((x) => x.r.delivered / x.r.seconds)),
+              messagesPerSecond: median(runs.map((x) => x.r.completed / x.r.seconds)),
+              p50Ms: median(runs.map((x) => x.r.latency.percentile(50))),
+              p99Ms: median(runs.map((x) => x.r.latency.percentile(99))),
+              cpuMsPer1k_agora: median(runs.map((x) => perThousand(x.cpu.agora ?? 0, x.r.delivered))),
+              cpuMsPer1k_postgres: median(runs.map((x) => perThousand(x.cpu.postgres ?? 0, x.r.delivered))),
+              peakRssMB_agora: median(runs.map((x) => x.rss)),
+              loadgenCores: median(runs.map((x) => x.loadgen)),
+              incompleteMessages: runs.reduce((a, x) => a + x.r.incomplete, 0),
+              streamErrors: subs.errors.length,
+            };
+            const notes: string[] = [];
+            if (metrics.loadgenCores! > 0.9) notes.push("load generator saturated: the server may be faster than shown");
+            if (metrics.incompleteMessages! > 0) notes.push(`${metrics.incompleteMessages} messages did not reach every stream`);
+            rows.push({ name: String(n), metrics, notes });
+            details[`streams${n}`] = runs.map((x) => ({ delivered: x.r.delivered, completed: x.r.completed, seconds: x.r.seconds, incomplete: x.r.incomplete }));
+          }
+          if (n === s.holdStreams) rows.push(await hold(ctx, agora, senderChat, room!.id, subs, details));
+          if (subs.errors.length) details[`streamErrors${n}`] = subs.errors.slice(0, 10);
+        } finally {
+          await subs.close();
+        }
+      }
+      const hold_ = details.hold as { rssStartMB: number; rssEndMB: number; rssPeakMB: number } | undefined;
+      const big = rows.find((r) => r.name === String(Math.max(...s.subscribers)));
+      details.summaryLine =
+        `With ${big?.name} streams: ${Math.round(big?.metrics.deliveredPerSecond ?? 0)} deliveries/s, p99 ${big?.metrics.p99Ms?.toFixed(1)} ms. ` +
+        (hold_ ? `Holding ${s.holdStreams} streams for ${s.holdSeconds} s: RSS ${Math.round(hold_.rssStartMB)} → ${Math.round(hold_.rssEndMB)} MB (peak ${Math.round(hold_.rssPeakMB)} MB).` : "");
+      return { status: "ok" as const, rows, details };
+    } finally {
+      await agora.stop();
+    }
+  },
+};
+
+/** Keeps the streams open for holdSeconds, one message a second, sampling the server's RSS. */
+async function hold(ctx: BenchContext, agora: Agora, chat: Client<typeof ChatService>, roomId: string, subs: Subscribers, details: Record<string, unknown>): Promise<Row> {
+  const s = ctx.settings.chat;
+  ctx.log(`  holding ${subs.count} streams for ${s.holdSeconds}s`);
+  const series: { t: number; rssMB: number }[] = [];
+  const every = Math.max(1, Math.round(s.holdSeconds / 60)) * 1000;
+  const t0 = performance.now();
+  const sample = () => series.push({ t: Math.round((performance.now() - t0) / 1000), rssMB: round(rssMB(agora.pid) ?? Number.NaN, 1) });
+  sample();
+  const errorsBefore = subs.errors.length;
+  let delivered = 0;
+  let sent = 0;
+  const latency = new LatencyHistogram();
+  const { usage } = await measure(agora.watched(), ctx.pinning, async () => {
+    const timer = setInterval(sample, every);
+    subs.onText = (text, at) => {
+      const [tag, id, , sentAt] = text.split("|");
+      if (tag !== "bench" || id !== "hold") return;
+      delivered++;
+      latency.record(at - Number(sentAt));
+    };
+    try {
+      while (performance.now() - t0 < s.holdSeconds * 1000) {
+        const seq = sent++;
+        await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `hold-${seq}`, text: `bench|hold|${seq}|${performance.now()}` } });
+        await sleep(1000);
+      }
+      await sleep(1000); // the last message reaches everyone
+    } finally {
+      clearInterval(timer);
+      subs.onText = () => {};
+    }
+  });
+  sample();
+  const rss = series.map((x) => x.rssMB).filter(Number.isFinite);
+  const summary = {
+    streams: subs.count,
+    seconds: s.holdSeconds,
+    rssStartMB: rss[0]!,
+    rssEndMB: rss.at(-1)!,
+    rssPeakMB: Math.max(...rss),
+    messagesSent: sent,
+    deliveries: delivered,
+    expectedDeliveries: sent * subs.count,
+    cpuMsPerSecond: (usage.cpuMs.agora ?? 0) / usage.seconds,
+    series,
+  };
+  details.hold = summary;
+  const notes = [`${s.holdSeconds} s, ${sent} messages`];
+  if (delivered !== sent * subs.count) notes.push(`${sent * subs.count - delivered} deliveries missing`);
+  return {
+    name: `${subs.count} held`,
+    metrics: {
+      deliveredPerSecond: delivered / usage.seconds,
+      p50Ms: latency.percentile(50),
+      p99Ms: latency.percentile(99),
+      cpuMsPer1k_agora: perThousand(usage.cpuMs.agora ?? 0, delivered),
+      peakRssMB_agora: summary.rssPeakMB,
+      rssStartMB: summary.rssStartMB,
+      rssEndMB: summary.rssEndMB,
+      streamErrors: subs.errors.length - errorsBefore,
+    },
+    notes,
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * 2. GetProduct direct vs through Envoy. One Agora instance with Envoy in
+ * front (the generated gateway configuration: jwt_authn, access log, retries,
+ * health checks; only the whole-gateway rate limit is raised). First the
+ * maximum throughput of each path (closed loop), then both paths at a fixed
+ * rate of half the direct maximum (open loop), where the latency difference is
+ * what Envoy adds when neither side is saturated.
+ */
+import type { BenchContext, Row, Scenario } from "../lib/context.js";
+import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { startAgora } from "../lib/agora.js";
+import { ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { round } from "../lib/stats.js";
+
+export const gateway: Scenario = {
+  name: "gateway",
+  title: "GetProduct: direct vs through Envoy",
+  description:
+    "InventoryService/GetProduct (authenticated, one PostgreSQL read) against the instance directly and through Envoy. " +
+    "max = closed loop, as fast as it goes; half = open loop at 50% of the direct maximum. " +
+    "CPU ms per 1k calls for Agora, its PostgreSQL and Envoy; ratio = throughput relative to direct max (half rows: achieved / target rate).",
+  rowLabel: "path",
+  columns: [
+    { key: "targetRps", label: "target/s", digits: 0 },
+    { key: "rps", label: "calls/s", digits: 0 },
+    { key: "p50Ms", label: "p50 ms", digits: 2 },
+    { key: "p99Ms", label: "p99 ms", digits: 2 },
+    { key: "cpuMsPer1k_agora", label: "CPU ms/1k Agora", digits: 1 },
+    { key: "cpuMsPer1k_postgres", label: "PostgreSQL", digits: 1 },
+    { key: "cpuMsPer1k_envoy", label: "Envoy", digits: 1 },
+    { key: "peakRssMB_agora", label: "RSS MB Agora", digits: 0 },
+    { key: "peakRssMB_envoy", label: "Envoy", digits: 0 },
+    { key: "ratio", label: "ratio", digits: 2 },
+  ],
+  async run(ctx: BenchContext) {
+    const agora = await startAgora(ctx, "gateway", { envoy: true });
+    try {
+      const inventory = agora.client(InventoryService, agora.adminToken);
+      const { product } = await inventory.createProduct({
+        product: {
+          name: "Bench stapler",
+          description: "A product read by the benchmark",
+          category: Category.OFFICE,
+          quantity: 100,
+          unitPrice: { currencyCode: "EUR", units: 12n, nanos: 500_000_000 },
+          lowStockThreshold: 5,
+        },
+        requestId: "bench-product-1",
+      });
+      const spec = (target: string): LoadSpec => ({
+        target,
+        call: "agora.inventory.v1.InventoryService/GetProduct",
+        proto: "proto/agora/inventory/v1/inventory.proto",
+        importPaths: ["proto", "third_party/proto"],
+        data: { id: product!.id },
+        metadata: { authorization: `Bearer ${agora.adminToken}` },
+      });
+      const rows: Row[] = [];
+      const details: Record<string, unknown> = { productId: product!.id };
+      const add = async (name: string, target: string, withEnvoy: boolean, rps?: number) => {
+        const load = await ghzLoad(ctx, name, agora.watched(withEnvoy), { ...spec(target), rps });
+        const row: Row = { name, metrics: load.metrics, notes: loadNotes(ctx, load.metrics) };
+        if (rps) row.metrics.targetRps = Math.round(rps);
+        rows.push(row);
+        details[name] = { runs: load.runs, errorSample: load.errorSample };
+        return row;
+      };
+      const direct = await add("direct max", agora.target, false);
+      const viaEnvoy = await add("envoy max", agora.gatewayTarget, true);
+      const half = direct.metrics.rps! / 2;
+      const directHalf = await add("direct half", agora.target, false, half);
+      const envoyHalf = await add("envoy half", agora.gatewayTarget, true, half);
+      for (const r of rows) r.metrics.ratio = round(r.metrics.rps! / (r.metrics.targetRps ? r.metrics.targetRps : direct.metrics.rps!), 3);
+      details.summary = {
+        envoyThroughputRatio: round(viaEnvoy.metrics.rps! / direct.metrics.rps!, 3),
+        halfLoadRps: Math.round(half),
+        envoyAddsP50Ms: round(envoyHalf.metrics.p50Ms! - directHalf.metrics.p50Ms!, 3),
+        envoyAddsP99Ms: round(envoyHalf.metrics.p99Ms! - directHalf.metrics.p99Ms!, 3),
+      };
+      const sum = details.summary as Record<string, number>;
+      details.summaryLine =
+        `Through Envoy: ${Math.round(sum.envoyThroughputRatio! * 100)}% of the direct maximum; at half load (${sum.halfLoadRps} calls/s) ` +
+        `Envoy adds ${sum.envoyAddsP50Ms!.toFixed(2)} ms at p50 and ${sum.envoyAddsP99Ms!.toFixed(2)} ms at p99.`;
+      return { status: "ok" as const, rows, details };
+    } finally {
+      await agora.stop();
+    }
+  },
+};
