@@ -5,13 +5,20 @@
  * client hashes what it sends and receives and checks both against the
  * server's SHA-256. Throughput is MiB/s of payload; peak RSS is Agora's (and
  * Envoy's) high-water mark during the transfer.
+ *
+ * The clients are Connect-node's defaults, which accept gzip, and the server
+ * then compresses every download chunk; one more download per run offers no
+ * compression, to show what that costs on content that does not compress.
  */
 import { createHash, randomBytes } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FileService, type UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startAgora } from "../lib/agora.js";
+import { bearerInterceptor } from "../lib/clients.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measure } from "../lib/measure.js";
+import { measure, type Watched } from "../lib/measure.js";
 import { median } from "../lib/stats.js";
 
 const MIB = 1024 * 1024;
@@ -37,55 +44,65 @@ export const files: Scenario = {
     try {
       const [user] = await agora.users("files-user", 1);
       const base = randomBytes(MIB);
-      const rows: Row[] = [];
-      const details: Record<string, unknown> = { mebibytes: mib };
-      for (const via of ["direct", "envoy"] as const) {
-        const fs = agora.client(FileService, user!.token, via);
-        const watched = agora.watched(via === "envoy");
-        const up: Record<string, number>[] = [];
-        const down: Record<string, number>[] = [];
-        for (let run = 0; run < ctx.settings.runs; run++) {
-          const tag = `${via}-${run}-${Date.now()}`;
-          const sent = createHash("sha256");
-          async function* requests(): AsyncGenerator<MessageInitShape<typeof UploadRequestSchema>> {
-            yield { part: { case: "metadata", value: { target: { case: "path", value: `bench/${tag}.bin` }, comment: "bench" } } };
-            for (let i = 0; i < mib; i++) {
-              const chunk = Buffer.from(base);
-              // Unique content per run and chunk: nothing is deduplicated.
-              chunk.write(`${tag}:${i}:`, 0, "latin1");
-              sent.update(chunk);
-              yield { part: { case: "chunk", value: chunk } };
-            }
-          }
-          const upload = await measure(watched, ctx.pinning, () => fs.upload(requests()));
-          const { file, version } = upload.result;
-          if (version!.sha256 !== sent.digest("hex") || Number(version!.size) !== mib * MIB) {
-            throw new Error(`upload ${tag}: the server stored ${version!.size} bytes with another SHA-256`);
-          }
-          up.push(transferMetrics(mib, upload.usage));
-          ctx.log(`  upload ${via} ${run + 1}/${ctx.settings.runs}: ${(mib / upload.usage.seconds).toFixed(1)} MiB/s`);
+      const results = new Map<string, Record<string, number>[]>();
+      const record = (name: string, m: Record<string, number>) => results.set(name, [...(results.get(name) ?? []), m]);
+      // No compression offered: the file's bytes travel as they are.
+      const identity = createClient(FileService, createGrpcTransport({ baseUrl: agora.url, interceptors: [bearerInterceptor(user!.token)], acceptCompression: [] }));
 
-          const download = await measure(watched, ctx.pinning, async () => {
-            const received = createHash("sha256");
-            let bytes = 0;
-            for await (const res of fs.download({ fileId: file!.id })) {
-              if (res.part.case === "chunk") {
-                bytes += res.part.value.length;
-                received.update(res.part.value);
-              }
-            }
-            return { bytes, sha256: received.digest("hex") };
-          });
-          if (download.result.bytes !== mib * MIB || download.result.sha256 !== version!.sha256) {
-            throw new Error(`download ${tag}: received ${download.result.bytes} bytes with another SHA-256`);
+      const upload = async (client: Client<typeof FileService>, watched: Watched[], tag: string) => {
+        const sent = createHash("sha256");
+        async function* requests(): AsyncGenerator<MessageInitShape<typeof UploadRequestSchema>> {
+          yield { part: { case: "metadata", value: { target: { case: "path", value: `bench/${tag}.bin` }, comment: "bench" } } };
+          for (let i = 0; i < mib; i++) {
+            const chunk = Buffer.from(base);
+            // Unique content per run and chunk: nothing is deduplicated.
+            chunk.write(`${tag}:${i}:`, 0, "latin1");
+            sent.update(chunk);
+            yield { part: { case: "chunk", value: chunk } };
           }
-          down.push(transferMetrics(mib, download.usage));
-          ctx.log(`  download ${via} ${run + 1}/${ctx.settings.runs}: ${(mib / download.usage.seconds).toFixed(1)} MiB/s`);
         }
-        rows.push({ name: `upload ${via}`, metrics: medians(up) }, { name: `download ${via}`, metrics: medians(down) });
-        details[via] = { upload: up, download: down };
+        const { result, usage } = await measure(watched, ctx.pinning, () => client.upload(requests()));
+        if (result.version!.sha256 !== sent.digest("hex") || Number(result.version!.size) !== mib * MIB) {
+          throw new Error(`upload ${tag}: the server stored ${result.version!.size} bytes with another SHA-256`);
+        }
+        return { fileId: result.file!.id, sha256: result.version!.sha256, metrics: transferMetrics(mib, usage) };
+      };
+      const download = async (client: Client<typeof FileService>, watched: Watched[], fileId: string, sha256: string) => {
+        const { result, usage } = await measure(watched, ctx.pinning, async () => {
+          const received = createHash("sha256");
+          let bytes = 0;
+          for await (const res of client.download({ fileId })) {
+            if (res.part.case === "chunk") {
+              bytes += res.part.value.length;
+              received.update(res.part.value);
+            }
+          }
+          return { bytes, sha256: received.digest("hex") };
+        });
+        if (result.bytes !== mib * MIB || result.sha256 !== sha256) throw new Error(`download of ${fileId}: received ${result.bytes} bytes with another SHA-256`);
+        return transferMetrics(mib, usage);
+      };
+
+      for (const via of ["direct", "envoy"] as const) {
+        const client = agora.client(FileService, user!.token, via);
+        const watched = agora.watched(via === "envoy");
+        for (let run = 0; run < ctx.settings.runs; run++) {
+          const up = await upload(client, watched, `${via}-${run}-${Date.now()}`);
+          record(`upload ${via}`, up.metrics);
+          const down = await download(client, watched, up.fileId, up.sha256);
+          record(`download ${via}`, down);
+          ctx.log(`  ${via} ${run + 1}/${ctx.settings.runs}: upload ${up.metrics.mibPerSecond!.toFixed(1)} MiB/s, download ${down.mibPerSecond!.toFixed(1)} MiB/s`);
+          if (via === "direct") {
+            const plain = await download(identity, watched, up.fileId, up.sha256);
+            record("download direct, no gzip", plain);
+            ctx.log(`  direct ${run + 1}/${ctx.settings.runs}: download without compression ${plain.mibPerSecond!.toFixed(1)} MiB/s`);
+          }
+        }
       }
-      return { status: "ok" as const, rows: [rows[0]!, rows[2]!, rows[1]!, rows[3]!], details };
+      const order = ["upload direct", "upload envoy", "download direct", "download envoy", "download direct, no gzip"];
+      const rows: Row[] = order.map((name) => ({ name, metrics: medians(results.get(name)!) }));
+      rows[4]!.notes = ["client offers no compression (the others accept gzip, as Connect and grpc-js clients do by default)"];
+      return { status: "ok" as const, rows, details: { mebibytes: mib, runs: Object.fromEntries(results) } };
     } finally {
       await agora.stop();
     }

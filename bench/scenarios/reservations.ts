@@ -36,7 +36,8 @@ export const reservations: Scenario = {
   description:
     "CreateReservation from N clients in closed loops, half of the requests racing for overlapping slots of one resource. " +
     "attempts/s, commits/s (reservations created), conflicts/s (ALREADY_EXISTS); p50/p99 over all attempts; " +
-    "double bookings = overlapping active reservations of one resource found in PostgreSQL afterwards (must be 0); CPU ms per 1k attempts.",
+    "double bookings = overlapping active reservations of one resource found in PostgreSQL afterwards (must be 0); " +
+    "deadlocks = those PostgreSQL detected and broke (pg_stat_database); CPU ms per 1k attempts.",
   rowLabel: "clients",
   columns: [
     { key: "attemptsPerSecond", label: "attempts/s", digits: 0 },
@@ -45,6 +46,7 @@ export const reservations: Scenario = {
     { key: "p50Ms", label: "p50 ms", digits: 1 },
     { key: "p99Ms", label: "p99 ms", digits: 1 },
     { key: "doubleBookings", label: "double bookings", digits: 0 },
+    { key: "deadlocks", label: "deadlocks", digits: 0 },
     { key: "cpuMsPer1k_agora", label: "CPU ms/1k Agora", digits: 0 },
     { key: "cpuMsPer1k_postgres", label: "PostgreSQL", digits: 0 },
     { key: "peakRssMB_agora", label: "peak RSS MB", digits: 0 },
@@ -140,9 +142,15 @@ export const reservations: Scenario = {
         WHERE a.status IN ('pending', 'confirmed') AND b.status IN ('pending', 'confirmed')`,
       );
       const [stored] = await agora.query<{ n: string }>(`SELECT count(*) AS n FROM "reservation".reservations WHERE status IN ('pending', 'confirmed')`);
+      // Deadlocks PostgreSQL detected (and broke) in this database during the scenario.
+      const [deadlocks] = await agora.query<{ n: string }>(`SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()`);
       const doubleBookings = Number(overlaps!.n);
       const storedActive = Number(stored!.n);
-      const errors = runs.reduce((a, r) => a + Object.values(r.t.errors).reduce((x, y) => x + y, 0), 0);
+      const count = (match: (name: string) => boolean) =>
+        runs.reduce((a, r) => a + Object.entries(r.t.errors).filter(([name]) => match(name)).reduce((x, [, n]) => x + n, 0), 0);
+      // ABORTED asks the client to retry (a deadlock or lock timeout the server's own retries did not get past).
+      const aborted = count((name) => name.startsWith("Aborted"));
+      const errors = count((name) => !name.startsWith("Aborted"));
       const metrics: Record<string, number> = {
         attemptsPerSecond: median(runs.map((r) => r.t.attempts / r.seconds)),
         commitsPerSecond: median(runs.map((r) => r.t.commits / r.seconds)),
@@ -154,6 +162,8 @@ export const reservations: Scenario = {
         cpuMsPer1k_postgres: median(runs.map((r) => perThousand(r.cpu.postgres ?? 0, r.t.attempts))),
         peakRssMB_agora: median(runs.map((r) => r.rss)),
         errors,
+        aborted,
+        deadlocks: Number(deadlocks!.n),
         doubleBookings,
         storedActive,
         commitsSeen,
@@ -161,6 +171,7 @@ export const reservations: Scenario = {
       const notes: string[] = [];
       if (doubleBookings > 0) notes.push(`DOUBLE BOOKINGS: ${doubleBookings}`);
       if (storedActive !== commitsSeen) notes.push(`stored ${storedActive} active reservations, clients saw ${commitsSeen} commits`);
+      if (aborted > 0) notes.push(`${aborted} ABORTED (retryable)`);
       if (errors > 0) notes.push(`${errors} unexpected errors`);
       const rows: Row[] = [{ name: String(clients), metrics, notes }];
       return {
@@ -169,7 +180,9 @@ export const reservations: Scenario = {
         details: {
           runs: runs.map((r) => ({ attempts: r.t.attempts, commits: r.t.commits, conflicts: r.t.conflicts, errors: r.t.errors, seconds: r.seconds })),
           checks: { doubleBookings, storedActive, commitsSeen },
-          summaryLine: `Double bookings found in PostgreSQL afterwards: ${doubleBookings} (${storedActive} active reservations stored, ${commitsSeen} commits seen by the clients).`,
+          summaryLine:
+            `Double bookings found in PostgreSQL afterwards: ${doubleBookings} (${storedActive} active reservations stored, ${commitsSeen} commits seen by the clients); ` +
+            `PostgreSQL broke ${deadlocks!.n} deadlocks.`,
         },
       };
     } finally {
