@@ -307,6 +307,9 @@ export function gatewayConfig(o: GatewayOptions): object {
         {
           name: "gateway",
           address: { socket_address: { address: o.listenAddress, port_value: o.port } },
+          // Linux lets several processes share a port with SO_REUSEPORT: a second gateway on a busy port
+          // must fail to start, not quietly split the traffic.
+          enable_reuse_port: false,
           per_connection_buffer_limit_bytes: 1048576,
           filter_chains: [
             {
