@@ -27,6 +27,8 @@ export async function startTestCluster(prefix: string, env: Record<string, strin
       ADMIN_PASSWORD: ADMIN.password,
       // Streams show they are up within a second; Envoy's idle timeout stays far above it.
       HEARTBEAT_INTERVAL_MS: "1000",
+      // Alert rules judged several times a second, so an alert fires soon after its sample.
+      MONITORING_EVALUATE_INTERVAL_MS: "250",
       LOG_LEVEL: "warn",
       ...env,
     },

@@ -13,6 +13,7 @@ import { ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { MonitoringService } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { client } from "./harness.js";
@@ -522,6 +523,111 @@ const files: Scenario = {
   },
 };
 
+// ---- monitoring -------------------------------------------------------------------
+
+const monitoring: Scenario = {
+  service: MonitoringService,
+  async run({ rpc, adminToken, tag, user }) {
+    const M = MonitoringService.method;
+    const ops = await user("ops");
+    const host = `${tag}-web`;
+    const metric = `${tag}.load`;
+    const sample = (value: number, timeMs: number) => ({ metric, labels: { core: "0" }, value, time: iso(timeMs) });
+    // Two old samples in one whole minute: too old to be judged by alert rules, but there for queries.
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 - 3 * 60_000;
+    const older = [sample(20, minute + 5_000), sample(40, minute + 15_000)];
+
+    // Client stream on stdin: each message stored as it arrives.
+    const streamed = await rpc.ok(M.reportMetrics, [{ host, samples: [older[0]] }, { host, samples: [older[1]] }], ops.token);
+    expect(streamed).to.deep.equal({ acceptedSamples: "2", messages: "2" });
+    // A resend is recognised, not stored twice.
+    expect(await rpc.ok(M.reportMetricsBatch, { host, samples: older }, ops.token)).to.deep.equal({ duplicateSamples: "2" });
+    await rpc.fails(M.reportMetricsBatch, { host, samples: [{ ...older[0], labels: { host: "other" } }] }, ops.token, "InvalidArgument", "host");
+    await rpc.fails(M.reportMetricsBatch, { host, samples: [sample(1, Date.now() + 3_600_000)] }, ops.token, "InvalidArgument", "ahead of the server's clock");
+    // A bad message ends the stream; the messages before it are stored (outside the minute queried below).
+    await rpc.fails(M.reportMetrics, [{ host, samples: [sample(1, minute - 30_000)] }, { host, samples: [] }], ops.token, "InvalidArgument", "samples");
+
+    const hosts = (await rpc.ok(M.listHosts, { status: "HOST_STATUS_UP", page_size: 1000 }, ops.token)).hosts as Json[];
+    expect(hosts.find((h) => h.name === host)).to.include({ status: "HOST_STATUS_UP", seriesCount: "1" });
+
+    const query = { host, metric, start_time: iso(minute), end_time: iso(minute + 60_000), step: "60s", resolution: "RESOLUTION_RAW" };
+    const answer = await rpc.ok(M.queryMetrics, query, ops.token);
+    expect(answer).to.deep.include({ resolution: "RESOLUTION_RAW", step: "60s" });
+    expect(answer.series).to.have.length(1);
+    expect(answer.series[0]).to.deep.include({ host, metric, labels: { core: "0" } });
+    expect(answer.series[0].points).to.deep.equal([{ time: iso(minute), count: "2", min: 20, avg: 30, max: 40 }]);
+    await rpc.fails(M.queryMetrics, { ...query, step: "0.5s" }, ops.token, "InvalidArgument", "step");
+
+    // Rules: admins write them, everyone reads them.
+    const rule = {
+      name: `${tag} load high`,
+      metric,
+      label_selector: { host },
+      comparison: "COMPARISON_GREATER_THAN",
+      threshold: 90,
+      clear_threshold: 50,
+      for_duration: "0s",
+      severity: "SEVERITY_WARNING",
+    };
+    const created = (await rpc.ok(M.createAlertRule, { rule, request_id: `${tag}-rule` }, adminToken)).rule;
+    expect(created).to.include({ name: rule.name, metric, threshold: 90, clearThreshold: 50, severity: "SEVERITY_WARNING" });
+    expect((await rpc.ok(M.createAlertRule, { rule, request_id: `${tag}-rule` }, adminToken)).rule.id).to.equal(created.id);
+    await rpc.fails(M.createAlertRule, { rule }, ops.token, "PermissionDenied", "admin role");
+    await rpc.fails(M.createAlertRule, { rule: { ...rule, clear_threshold: 95 } }, adminToken, "InvalidArgument", "clear_threshold");
+    expect((await rpc.ok(M.getAlertRule, { id: created.id }, ops.token)).rule).to.deep.equal(created);
+    await rpc.fails(M.getAlertRule, { id: UNKNOWN_ID }, ops.token, "NotFound");
+    expect(((await rpc.ok(M.listAlertRules, { metric }, ops.token)).rules as Json[]).map((r) => r.id)).to.deep.equal([created.id]);
+    const critical = (await rpc.ok(M.updateAlertRule, { id: created.id, rule: { severity: "SEVERITY_CRITICAL" }, update_mask: rpc.tool.fieldMask(["severity"]), etag: created.etag }, adminToken)).rule;
+    expect(critical.severity).to.equal("SEVERITY_CRITICAL");
+    await rpc.fails(M.updateAlertRule, { id: created.id, rule: { threshold: 1 }, update_mask: rpc.tool.fieldMask(["threshold"]), etag: created.etag }, adminToken, "Aborted", "has changed");
+
+    // A fresh sample over the threshold fires (for_duration 0); the watch replays from the start of the log.
+    const ours = (ms: Json[], state: string) => ms.some((m) => m.event?.alert?.ruleId === created.id && m.event.alert.state === state);
+    await rpc.ok(M.reportMetricsBatch, { host, samples: [sample(95, Date.now() - 1_000)] }, ops.token);
+    const watch = rpc.open(M.watchAlerts, { after_cursor: "0", include_silenced: true }, ops.token);
+    try {
+      await watch.waitFor((ms) => ours(ms, "ALERT_STATE_FIRING"), "the FIRING alert");
+      const firing = (await rpc.ok(M.listAlerts, { rule_id: created.id }, ops.token)).alerts as Json[];
+      expect(firing).to.have.length(1);
+      expect(firing[0]).to.include({ kind: "ALERT_KIND_THRESHOLD", host, state: "ALERT_STATE_FIRING", severity: "SEVERITY_CRITICAL", value: 95 });
+
+      await rpc.fails(M.createSilence, { silence: { rule_id: created.id, expire_time: iso(Date.now() + 3_600_000) } }, ops.token, "PermissionDenied");
+      await rpc.fails(M.createSilence, { silence: { comment: "everything", expire_time: iso(Date.now() + 3_600_000) } }, adminToken, "InvalidArgument", "at least one of");
+      const silence = (await rpc.ok(M.createSilence, { silence: { rule_id: created.id, comment: "maintenance", expire_time: iso(Date.now() + 3_600_000) } }, adminToken)).silence;
+      expect(silence).to.include({ ruleId: created.id, comment: "maintenance", createdBy: "admin" });
+      expect(((await rpc.ok(M.listSilences, { page_size: 1000 }, ops.token)).silences as Json[]).map((x) => x.id)).to.include(silence.id);
+
+      // Back under the clear threshold: resolved, and silenced by then.
+      await rpc.ok(M.reportMetricsBatch, { host, samples: [sample(10, Date.now())] }, ops.token);
+      await watch.waitFor((ms) => ours(ms, "ALERT_STATE_RESOLVED"), "the RESOLVED alert");
+      expect(await rpc.ok(M.deleteSilence, { id: silence.id }, adminToken)).to.deep.equal({});
+      expect((await rpc.ok(M.listSilences, { page_size: 1000 }, ops.token)).silences?.map((x: Json) => x.id) ?? []).to.not.include(silence.id);
+      await rpc.fails(M.deleteSilence, { id: UNKNOWN_ID }, adminToken, "NotFound");
+    } finally {
+      await watch.stop();
+    }
+    const events = watch.messages.filter((m) => m.event?.alert?.ruleId === created.id).map((m) => m.event);
+    expect(events.map((e) => [e.previousState ?? "ALERT_STATE_UNSPECIFIED", e.alert.state, e.alert.silenced ?? false])).to.deep.equal([
+      ["ALERT_STATE_UNSPECIFIED", "ALERT_STATE_FIRING", false],
+      ["ALERT_STATE_FIRING", "ALERT_STATE_RESOLVED", true],
+    ]);
+    const resolved = (await rpc.ok(M.listAlerts, { rule_id: created.id, states: ["ALERT_STATE_RESOLVED"] }, ops.token)).alerts as Json[];
+    expect(resolved.map((a) => [a.id, a.silenced])).to.deep.equal([[events[0].alert.id, true]]);
+
+    // Without include_silenced the replay leaves the silenced change out.
+    const quiet = await rpc.stream(M.watchAlerts, { after_cursor: "0" }, ops.token, (ms) => ours(ms, "ALERT_STATE_FIRING") && ms.at(-1)?.heartbeat, "the replay, then a heartbeat");
+    expect(ours(quiet, "ALERT_STATE_RESOLVED")).to.equal(false);
+
+    await rpc.fails(M.deleteAlertRule, { id: created.id, etag: created.etag }, adminToken, "Aborted", "has changed");
+    expect(await rpc.ok(M.deleteAlertRule, { id: created.id, etag: critical.etag }, adminToken)).to.deep.equal({});
+    await rpc.fails(M.getAlertRule, { id: created.id }, ops.token, "NotFound");
+    await rpc.fails(M.deleteHost, { name: host }, ops.token, "PermissionDenied");
+    expect(await rpc.ok(M.deleteHost, { name: host }, adminToken)).to.deep.equal({});
+    expect(((await rpc.ok(M.listHosts, { page_size: 1000 }, ops.token)).hosts ?? []).map((h: Json) => h.name)).to.not.include(host);
+    await rpc.fails(M.deleteHost, { name: host }, adminToken, "NotFound");
+  },
+};
+
 // ---- health -----------------------------------------------------------------------
 
 const health: Scenario = {
@@ -541,4 +647,4 @@ const health: Scenario = {
 };
 
 /** The coverage table: every service the gateway serves, and how each is exercised. */
-export const SCENARIOS: Scenario[] = [identity, inventory, reservation, chat, files, health];
+export const SCENARIOS: Scenario[] = [identity, inventory, reservation, chat, files, monitoring, health];
