@@ -59,8 +59,7 @@ export function runCommand(cmd: string, args: string[], timeoutMs = 30_000): Pro
   });
 }
 
-/** A JSON value as the tools print it (proto3 JSON mapping). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+/** A JSON value as the tools print it (proto3 JSON mapping); `any`, so scenarios read fields directly. */
 export type Json = any;
 
 /** A gRPC status code by name, as grpcurl prints it ("NotFound") and Connect names it. */
@@ -139,6 +138,7 @@ export class RpcProcess {
   private readonly waiters = new Set<() => void>();
   private ended = false;
   private timer: NodeJS.Timeout | undefined;
+  private timedOut = false;
 
   constructor(
     readonly label: string,
@@ -160,13 +160,21 @@ export class RpcProcess {
     this.child.stdin!.on("error", () => undefined); // the process may exit before reading everything
     if (stdin) for (const m of stdin) this.child.stdin!.write(`${JSON.stringify(m)}\n`);
     if (!interactive) this.child.stdin!.end();
-    this.timer = setTimeout(() => this.kill("SIGKILL"), (maxSeconds + 5) * 1000);
+    // A safety net: grpcurl ends itself at -max-time; buf curl has no such flag.
+    this.timer = setTimeout(() => {
+      this.timedOut = true;
+      this.kill("SIGKILL");
+    }, (maxSeconds + 5) * 1000);
     this.done = new Promise((resolve, reject) => {
       const finish = (exitCode: number | null) => {
         clearTimeout(this.timer);
         this.ended = true;
         this.notify();
         const stopped = this.stopping;
+        if (this.timedOut && !stopped) {
+          reject(new Error(`${this.label}: killed after ${maxSeconds + 5} s; ${this.messages.length} message(s), stderr: ${this.stderr.slice(0, 1500)}`));
+          return;
+        }
         try {
           const error = stopped ? undefined : parseError(this.stderr, exitCode);
           resolve({ messages: this.messages, error, stopped, exitCode, stderr: this.stderr });
