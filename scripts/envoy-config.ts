@@ -23,6 +23,7 @@ import { ChatService } from "../gen/agora/chat/v1/chat_pb.js";
 import { FileService } from "../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
+import { MonitoringService } from "../gen/agora/monitoring/v1/monitoring_pb.js";
 import { ReservationService } from "../gen/agora/reservation/v1/reservation_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
@@ -35,6 +36,7 @@ export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
   { name: "reservation", service: ReservationService },
   { name: "chat", service: ChatService },
   { name: "files", service: FileService },
+  { name: "monitoring", service: MonitoringService },
 ];
 
 /** Methods that need no token (same list the services enforce). */
@@ -305,6 +307,9 @@ export function gatewayConfig(o: GatewayOptions): object {
         {
           name: "gateway",
           address: { socket_address: { address: o.listenAddress, port_value: o.port } },
+          // Linux lets several processes share a port with SO_REUSEPORT: a second gateway on a busy port
+          // must fail to start, not quietly split the traffic.
+          enable_reuse_port: false,
           per_connection_buffer_limit_bytes: 1048576,
           filter_chains: [
             {

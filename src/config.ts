@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -28,6 +28,20 @@ export interface Config {
   reservation: ReservationConfig;
   chat: ChatConfig;
   files: FilesConfig;
+  monitoring: MonitoringConfig;
+}
+
+export interface MonitoringConfig {
+  /** How long raw samples are kept; the per-minute and per-hour rollups are kept longer. */
+  rawRetentionHours: number;
+  minuteRetentionDays: number;
+  hourRetentionDays: number;
+  /** A host silent for longer is DOWN (and raises a host-down alert); older samples are not evaluated. */
+  hostDownSeconds: number;
+  /** How often alert rules are evaluated (by one instance at a time). */
+  evaluateIntervalMs: number;
+  /** How far ahead of the server's clock a sample's time may be. */
+  maxFutureSeconds: number;
 }
 
 export interface FilesConfig {
@@ -149,6 +163,14 @@ export function loadConfig(env: Env = process.env): Config {
       gcGraceSeconds: integer(env, "FILES_GC_GRACE_SECONDS", 3600, 0, 30 * 86_400),
       sweepIntervalMs: integer(env, "FILES_SWEEP_INTERVAL_MS", 60_000, 10, 86_400_000),
       uploadTtlMinutes: integer(env, "FILES_UPLOAD_TTL_MINUTES", 60, 1, 7 * 24 * 60),
+    },
+    monitoring: {
+      rawRetentionHours: integer(env, "MONITORING_RAW_RETENTION_HOURS", 48, 1, 24 * 365),
+      minuteRetentionDays: integer(env, "MONITORING_MINUTE_RETENTION_DAYS", 30, 1, 3650),
+      hourRetentionDays: integer(env, "MONITORING_HOUR_RETENTION_DAYS", 400, 1, 36_500),
+      hostDownSeconds: integer(env, "MONITORING_HOST_DOWN_SECONDS", 60, 1, 86_400),
+      evaluateIntervalMs: integer(env, "MONITORING_EVALUATE_INTERVAL_MS", 5000, 10, 3_600_000),
+      maxFutureSeconds: integer(env, "MONITORING_MAX_FUTURE_SECONDS", 300, 0, 86_400),
     },
   };
   if (!config.services.includes("identity") && !config.auth.jwksUrl) {

@@ -135,12 +135,20 @@ export class EventLog<T> {
   }
 
   /**
-   * `follow` from a client's resume cursor: "" means from now on; a cursor from
-   * the future or one whose events were pruned is refused (assertResumable).
+   * `follow` from a client's resume cursor: "" means from now on, that is after
+   * every event committed before the call (read from the table: this instance
+   * may not have been told of the newest yet); a cursor from the future or one
+   * whose events were pruned is refused (assertResumable).
    */
   async *followCursor(afterCursor: string, signal: AbortSignal, heartbeatMs: number): AsyncGenerator<FeedItem<T>> {
-    const after = afterCursor === "" ? undefined : BigInt(afterCursor);
-    if (after !== undefined) await this.assertResumable(after);
+    let after: bigint;
+    if (afterCursor === "") {
+      const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT max(id) AS id FROM ${this.table}`);
+      after = BigInt(row?.id ?? 0);
+    } else {
+      after = BigInt(afterCursor);
+      await this.assertResumable(after);
+    }
     yield* this.follow(after, signal, heartbeatMs);
   }
 

@@ -9,12 +9,13 @@ import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
+import { AlertState, Comparison, MonitoringService, ReportMetricsRequestSchema, Severity } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { createHash, randomBytes } from "node:crypto";
 import { ChatRequestSchema, ChatService, RoomVisibility, type ChatRequest } from "../../gen/agora/chat/v1/chat_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
-import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError, signUp } from "../support/harness.js";
+import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError, signUp, type ProtocolName } from "../support/harness.js";
 import { tempDataDir } from "../support/processes.js";
 
 const run = promisify(execFile);
@@ -67,6 +68,7 @@ describe("e2e: Envoy gateway in front of two instances", function () {
         MAX_MESSAGE_BYTES: "65536",
         LOG_LEVEL: "info",
         LOGIN_MAX_FAILURES_PER_ADDRESS: "100000",
+        MONITORING_EVALUATE_INTERVAL_MS: "100",
       },
       gateway: { healthCheckIntervalMs: 500, loginRateLimitRps: 20, accessLog: true },
     });
@@ -280,6 +282,41 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       const hash = createHash("sha256");
       for await (const m of files.download({ fileId: file!.id, offset: BigInt(offset) })) if (m.part.case === "chunk") hash.update(m.part.value);
       expect(hash.digest("hex")).to.equal(createHash("sha256").update(data.subarray(offset)).digest("hex"));
+    });
+  });
+
+  describe("monitoring through the gateway", () => {
+    it("carries a ReportMetrics client stream and WatchAlerts streams (gRPC and gRPC-Web) through Envoy", async () => {
+      const admin = client(MonitoringService, cluster.gatewayUrl, "grpc", token);
+      const rule = (
+        await admin.createAlertRule({ rule: { name: "gateway load", metric: "gw.load", labelSelector: { host: "gw-1" }, comparison: Comparison.GREATER_THAN, threshold: 5, severity: Severity.WARNING } })
+      ).rule!;
+      const firing = (protocol: ProtocolName) =>
+        (async () => {
+          const abort = new AbortController();
+          const watch = client(MonitoringService, cluster.gatewayUrl, protocol, token).watchAlerts({}, { signal: abort.signal, timeoutMs: 60_000 });
+          for await (const m of watch) {
+            if (m.kind.case === "event" && m.kind.value.alert!.ruleId === rule.id && m.kind.value.alert!.state === AlertState.FIRING) {
+              abort.abort();
+              return m.kind.value.cursor;
+            }
+          }
+          return "";
+        })().catch((err) => (err instanceof ConnectError && err.code === Code.Canceled ? "" : Promise.reject(err)));
+      const watchers = [firing("grpc"), firing("grpcweb")];
+      await new Promise((r) => setTimeout(r, 500)); // both streams open before the alert can fire
+
+      const reporter = client(MonitoringService, cluster.gatewayUrl, "grpc", await signUp(cluster.gatewayUrl, "gateway-agent"));
+      async function* reports() {
+        for (const [i, value] of [1, 2, 9].entries()) {
+          yield create(ReportMetricsRequestSchema, { host: "gw-1", samples: [{ metric: "gw.load", value, time: timestampFromDate(new Date(Date.now() - 3000 + i * 1000)) }] });
+        }
+      }
+      const res = await reporter.reportMetrics(reports());
+      expect([res.messages, res.acceptedSamples]).to.deep.equal([3n, 3n]);
+      const [viaGrpc, viaWeb] = await Promise.all(watchers);
+      expect(viaGrpc, "a cursor from the gRPC stream").to.match(/^\d+$/);
+      expect(viaWeb, "the same event on the gRPC-Web stream").to.equal(viaGrpc);
     });
   });
 

@@ -1,0 +1,247 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { retryTransaction } from "../../platform/db.js";
+
+export type Labels = Record<string, string>;
+
+/** A sample ready to store: its series named in full. */
+export interface IncomingSample {
+  host: string;
+  metric: string;
+  labels: Labels;
+  timeMs: number;
+  value: number;
+}
+
+export interface SeriesRow {
+  id: string;
+  host: string;
+  metric: string;
+  labels: Labels;
+  last_time: Date | null;
+  last_value: number | null;
+}
+
+export interface HostRow {
+  name: string;
+  first_report_at: Date;
+  last_report_at: Date;
+  series_count: string;
+}
+
+/** Raw samples or a rollup table, with the width of its buckets (0 for raw). */
+export interface Resolution {
+  table: "samples" | "rollups_minute" | "rollups_hour";
+  bucketMs: number;
+}
+
+export const RAW: Resolution = { table: "samples", bucketMs: 0 };
+export const MINUTE: Resolution = { table: "rollups_minute", bucketMs: 60_000 };
+export const HOUR: Resolution = { table: "rollups_hour", bucketMs: 3_600_000 };
+
+/** One step of one series as aggregated by PostgreSQL. */
+export interface StepRow {
+  series_id: string;
+  step: string;
+  count: string;
+  min: number;
+  max: number;
+  sum: number;
+}
+
+/** JSON with sorted keys: one spelling per label set, for cache keys. */
+export function canonicalLabels(labels: Labels): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
+}
+
+export function seriesKey(host: string, metric: string, labels: Labels): string {
+  return `${host}\u0000${metric}\u0000${canonicalLabels(labels)}`;
+}
+
+const SERIES_CACHE_LIMIT = 200_000;
+
+/** Raw queries hand timestamps over as text (MikroORM's type parsers): make them Dates. */
+export function withDates<R>(rows: R[], ...keys: (keyof R)[]): R[] {
+  for (const row of rows) {
+    for (const key of keys) if (row[key] !== null && row[key] !== undefined) row[key] = new Date(row[key] as string) as R[keyof R];
+  }
+  return rows;
+}
+
+/**
+ * Hosts, series and samples. Every write of samples also folds them into the
+ * per-minute and per-hour rollups in the same statement, so rollups always
+ * agree with the raw samples they summarise, late arrivals included.
+ */
+export class MetricsRepository {
+  /** Series ids by seriesKey: series are never renamed, so entries stay true. */
+  private readonly seriesIds = new Map<string, string>();
+
+  constructor(private readonly em: EntityManager) {}
+
+  private get db(): EntityManager {
+    return this.em.fork();
+  }
+
+  /**
+   * Stores samples and marks their hosts as reporting at `now`, all in one
+   * transaction. Returns the keys ("seriesId:timeMs") of the samples that were
+   * new; the others were already stored.
+   */
+  async store(samples: IncomingSample[], now: Date): Promise<{ inserted: Set<string>; keys: string[] }> {
+    const ids = await this.resolveSeries(samples);
+    const keys = samples.map((s) => `${ids.get(seriesKey(s.host, s.metric, s.labels))}:${s.timeMs}`);
+    const rows = samples.map((s, i) => ({ series_id: keys[i]!.split(":")[0], time: new Date(s.timeMs).toISOString(), value: s.value }));
+    const hosts = [...new Set(samples.map((s) => s.host))].sort();
+    const inserted = await retryTransaction(() =>
+      this.db.transactional(async (tx) => {
+        const stored = await tx.execute<{ series_id: string; ms: string }[]>(
+          `WITH input AS (
+             SELECT DISTINCT ON (series_id, time) series_id, time, value
+             FROM jsonb_to_recordset(?::jsonb) AS t(series_id bigint, time timestamptz, value float8)
+             ORDER BY series_id, time
+           ), ins AS (
+             INSERT INTO "monitoring".samples (series_id, time, value) SELECT series_id, time, value FROM input
+             ON CONFLICT DO NOTHING RETURNING series_id, time, value
+           ), minute AS (
+             ${rollupUpsert("rollups_minute", "minute")}
+           ), hour AS (
+             ${rollupUpsert("rollups_hour", "hour")}
+           ), latest AS (
+             UPDATE "monitoring".series s SET last_time = l.time, last_value = l.value
+             FROM (SELECT DISTINCT ON (series_id) series_id, time, value FROM ins ORDER BY series_id, time DESC) l
+             WHERE s.id = l.series_id AND (s.last_time IS NULL OR s.last_time <= l.time)
+           )
+           SELECT series_id, (extract(epoch FROM time) * 1000)::bigint AS ms FROM ins`,
+          [JSON.stringify(rows)],
+        );
+        await tx.execute(
+          `INSERT INTO "monitoring".hosts (name, first_report_at, last_report_at)
+           SELECT h, ?, ? FROM jsonb_array_elements_text(?::jsonb) AS h ORDER BY h
+           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("monitoring".hosts.last_report_at, excluded.last_report_at)`,
+          [now, now, JSON.stringify(hosts)],
+        );
+        return new Set(stored.map((r) => `${r.series_id}:${r.ms}`));
+      }),
+    );
+    return { inserted, keys };
+  }
+
+  /** Ids of the samples' series, creating the new ones. */
+  private async resolveSeries(samples: IncomingSample[]): Promise<Map<string, string>> {
+    const ids = new Map<string, string>();
+    const missing = new Map<string, { host: string; metric: string; labels: Labels }>();
+    for (const s of samples) {
+      const key = seriesKey(s.host, s.metric, s.labels);
+      const id = this.seriesIds.get(key);
+      if (id) ids.set(key, id);
+      else missing.set(key, { host: s.host, metric: s.metric, labels: s.labels });
+    }
+    // A series another transaction creates at the same moment is invisible to this
+    // statement's snapshot and skipped by ON CONFLICT: the next round finds it.
+    for (let round = 0; missing.size > 0; round++) {
+      if (round === 3) throw new Error(`could not resolve ${missing.size} series`);
+      const found = await this.db.execute<{ id: string; host: string; metric: string; labels: Labels }[]>(
+        `WITH input AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)),
+         ins AS (
+           INSERT INTO "monitoring".series (host, metric, labels)
+           SELECT host, metric, labels FROM input ORDER BY host, metric, labels::text
+           ON CONFLICT DO NOTHING RETURNING id, host, metric, labels
+         )
+         SELECT id, host, metric, labels FROM ins
+         UNION ALL
+         SELECT s.id, s.host, s.metric, s.labels FROM "monitoring".series s
+         JOIN input i ON s.host = i.host AND s.metric = i.metric AND s.labels = i.labels`,
+        [JSON.stringify([...missing.values()])],
+      );
+      if (this.seriesIds.size > SERIES_CACHE_LIMIT) this.seriesIds.clear();
+      for (const row of found) {
+        const key = seriesKey(row.host, row.metric, row.labels);
+        ids.set(key, row.id);
+        this.seriesIds.set(key, row.id);
+        missing.delete(key);
+      }
+    }
+    return ids;
+  }
+
+  /** Series of `metric` carrying all of `labels` ("host" picks the host), by host and labels. */
+  async matchSeries(metric: string, selector: Labels, limit: number, em: EntityManager = this.db): Promise<SeriesRow[]> {
+    const { host, ...labels } = selector;
+    const rows = await em.execute<SeriesRow[]>(
+      `SELECT id, host, metric, labels, last_time, last_value FROM "monitoring".series
+       WHERE metric = ? AND (?::text IS NULL OR host = ?) AND labels @> ?::jsonb
+       ORDER BY host, labels::text LIMIT ?`,
+      [metric, host ?? null, host ?? null, JSON.stringify(labels), limit],
+    );
+    return withDates(rows, "last_time");
+  }
+
+  /**
+   * min, max, sum and count per step of `stepMs` from `startMs`, for the steps
+   * in [startMs, endMs) that hold data. Rollup buckets must lie on the step grid.
+   */
+  async aggregate(resolution: Resolution, seriesIds: string[], startMs: number, endMs: number, stepMs: number): Promise<StepRow[]> {
+    if (seriesIds.length === 0) return [];
+    const [time, count, min, max, sum] =
+      resolution === RAW ? ["time", "count(*)", "min(value)", "max(value)", "sum(value)"] : ["bucket", "sum(count)", "min(min)", "max(max)", "sum(sum)"];
+    return this.db.execute<StepRow[]>(
+      `SELECT series_id, floor((extract(epoch FROM ${time}) * 1000 - ?) / ?)::bigint AS step,
+              ${count} AS count, ${min} AS min, ${max} AS max, ${sum} AS sum
+       FROM "monitoring".${resolution.table}
+       WHERE series_id = ANY(?::bigint[]) AND ${time} >= ? AND ${time} < ?
+       GROUP BY 1, 2`,
+      [startMs, stepMs, `{${seriesIds.join(",")}}`, new Date(startMs), new Date(endMs)],
+    );
+  }
+
+  async listHosts(after: string | undefined, downBefore: Date, status: "up" | "down" | undefined, limit: number): Promise<HostRow[]> {
+    const statusFilter = status === "up" ? "AND h.last_report_at >= ?" : status === "down" ? "AND h.last_report_at < ?" : "";
+    const rows = await this.db.execute<HostRow[]>(
+      `SELECT h.name, h.first_report_at, h.last_report_at,
+              (SELECT count(*) FROM "monitoring".series s WHERE s.host = h.name) AS series_count
+       FROM "monitoring".hosts h
+       WHERE h.name > ? ${statusFilter}
+       ORDER BY h.name LIMIT ?`,
+      [after ?? "", ...(status ? [downBefore] : []), limit],
+    );
+    return withDates(rows, "first_report_at", "last_report_at");
+  }
+
+  async allHosts(em: EntityManager = this.db): Promise<{ name: string; last_report_at: Date }[]> {
+    const rows = await em.execute<{ name: string; last_report_at: Date }[]>(`SELECT name, last_report_at FROM "monitoring".hosts ORDER BY name`);
+    return withDates(rows, "last_report_at");
+  }
+
+  /** Drops data older than each resolution's cutoff, a bounded chunk at a time. */
+  async prune(cutoffs: { raw: Date; minute: Date; hour: Date }): Promise<number> {
+    let total = 0;
+    for (const [table, column, before] of [
+      ["samples", "time", cutoffs.raw],
+      ["rollups_minute", "bucket", cutoffs.minute],
+      ["rollups_hour", "bucket", cutoffs.hour],
+    ] as const) {
+      for (;;) {
+        const [row] = await this.db.execute<{ n: number }[]>(
+          `WITH gone AS (
+             DELETE FROM "monitoring".${table} WHERE ctid IN (SELECT ctid FROM "monitoring".${table} WHERE ${column} < ? LIMIT 50000)
+             RETURNING 1
+           ) SELECT count(*)::int AS n FROM gone`,
+          [before],
+        );
+        total += row?.n ?? 0;
+        if ((row?.n ?? 0) < 50_000) break;
+      }
+    }
+    return total;
+  }
+}
+
+/** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
+function rollupUpsert(table: string, unit: "minute" | "hour"): string {
+  return `INSERT INTO "monitoring".${table} AS r (series_id, bucket, count, sum, min, max)
+          SELECT series_id, date_trunc('${unit}', time, 'UTC'), count(*), sum(value), min(value), max(value)
+          FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (series_id, bucket) DO UPDATE SET
+            count = r.count + excluded.count, sum = r.sum + excluded.sum,
+            min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)`;
+}
