@@ -23,7 +23,7 @@ export function ensureGoPeer(log: (line: string) => void): string | undefined {
   try {
     execFileSync("go", ["version"], { stdio: "ignore" });
   } catch {
-    return "go is not installed (Go 1.25 or newer builds the grpc-go peer)";
+    return "go is not installed (Go 1.24 or newer builds the grpc-go peer)";
   }
   log("building the grpc-go peer (go build, modules from the Go proxy)");
   fs.mkdirSync(path.dirname(GO_PEER_BIN), { recursive: true });
