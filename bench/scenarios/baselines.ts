@@ -25,7 +25,7 @@ export const baselines: Scenario = {
   description:
     "grpc.health.v1.Health/Check (empty request) at maximum throughput (ghz, closed loop) against each server alone on the server CPU. " +
     "rps = OK calls per second; p50/p99 latency seen by ghz; CPU ms per 1k calls and peak RSS of the server process; " +
-    "ratio = throughput relative to grpc-go.",
+    "CPU 0 busy = the server CPU over the run, every process on it included (/proc/stat); ratio = throughput relative to grpc-go.",
   rowLabel: "server",
   columns: [
     { key: "rps", label: "calls/s", digits: 0 },
@@ -33,6 +33,7 @@ export const baselines: Scenario = {
     { key: "p99Ms", label: "p99 ms", digits: 2 },
     { key: "cpuMsPer1k", label: "CPU ms/1k", digits: 1 },
     { key: "peakRssMB", label: "peak RSS MB", digits: 0 },
+    { key: "serverCpuBusyPercent", label: "CPU 0 busy %", digits: 0 },
     { key: "ratio", label: "ratio", digits: 2 },
   ],
   async run(ctx: BenchContext) {
@@ -82,5 +83,6 @@ export const baselines: Scenario = {
 function rename(m: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(m)) out[k.replace(/_server$/, "")] = v;
+  if (out.serverCpuBusy !== undefined) out.serverCpuBusyPercent = out.serverCpuBusy * 100;
   return out;
 }
