@@ -115,8 +115,7 @@ export class EventLog<T> {
   async assertResumable(afterId: bigint): Promise<void> {
     // This instance may not have seen the newest events yet: only the table can say a cursor is from the future.
     if (afterId > this.head) {
-      const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT max(id) AS id FROM ${this.table}`);
-      if (afterId > BigInt(row?.id ?? 0)) throw new ConnectError(`cursor ${afterId} is ahead of the newest event`, Code.OutOfRange);
+      if (afterId > (await this.newest())) throw new ConnectError(`cursor ${afterId} is ahead of the newest event`, Code.OutOfRange);
     }
     const oldest = await this.oldest();
     if (oldest !== undefined && afterId < oldest - 1n) {
@@ -126,6 +125,12 @@ export class EventLog<T> {
         { type: "CURSOR", subject: String(afterId), description: `oldest retained event is ${oldest}` },
       );
     }
+  }
+
+  /** The id of the newest committed event (0 when the log is empty). */
+  private async newest(): Promise<bigint> {
+    const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT max(id) AS id FROM ${this.table}`);
+    return BigInt(row?.id ?? 0);
   }
 
   /** The oldest id still stored, or undefined when the log is empty. */
@@ -141,14 +146,8 @@ export class EventLog<T> {
    * whose events were pruned is refused (assertResumable).
    */
   async *followCursor(afterCursor: string, signal: AbortSignal, heartbeatMs: number): AsyncGenerator<FeedItem<T>> {
-    let after: bigint;
-    if (afterCursor === "") {
-      const [row] = await this.em.fork().execute<{ id: string | null }[]>(`SELECT max(id) AS id FROM ${this.table}`);
-      after = BigInt(row?.id ?? 0);
-    } else {
-      after = BigInt(afterCursor);
-      await this.assertResumable(after);
-    }
+    const after = afterCursor === "" ? await this.newest() : BigInt(afterCursor);
+    if (afterCursor !== "") await this.assertResumable(after);
     yield* this.follow(after, signal, heartbeatMs);
   }
 

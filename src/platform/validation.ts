@@ -53,3 +53,23 @@ export const validationInterceptor = (perMessage: Set<string> = new Set()): Inte
   }
   return next({ ...req, message: checked() });
 };
+
+/**
+ * INVALID_ARGUMENT on update_mask unless it names at least one field and only
+ * fields among `updatable` (the proto field names an Update method may change).
+ */
+export function assertUpdateMask(paths: string[], updatable: Iterable<string>): void {
+  const allowed = [...updatable];
+  const unknown = paths.filter((p) => !allowed.includes(p));
+  if (paths.length > 0 && unknown.length === 0) return;
+  throw invalidArgument([
+    {
+      field: "update_mask",
+      description:
+        paths.length === 0
+          ? `name at least one field to update (${allowed.join(", ")})`
+          : `cannot update ${unknown.join(", ")}; updatable fields: ${allowed.join(", ")}`,
+      reason: "INVALID_UPDATE_MASK",
+    },
+  ]);
+}

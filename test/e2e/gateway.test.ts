@@ -14,9 +14,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { ChatRequestSchema, ChatService, RoomVisibility, type ChatRequest } from "../../gen/agora/chat/v1/chat_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
-import { ADMIN, bearer, client, freshDatabase, login, PROTOCOLS, rpcError, signUp, type ProtocolName } from "../support/harness.js";
-import { tempDataDir } from "../support/processes.js";
+import { REPO_ROOT, type Cluster } from "../../scripts/cluster.js";
+import { startTestCluster, type TestCluster } from "../support/cluster.js";
+import { bearer, client, PROTOCOLS, rpcError, signUp, type ProtocolName } from "../support/harness.js";
 
 const run = promisify(execFile);
 const GRPCURL = `${REPO_ROOT}/.tools/bin/grpcurl`;
@@ -49,30 +49,25 @@ async function load(cluster: Cluster, token: string, clients: number, ms: number
 
 describe("e2e: Envoy gateway in front of two instances", function () {
   this.timeout(180_000);
+  let testCluster: TestCluster;
   let cluster: Cluster;
   let token: string;
   let inv: Client<typeof InventoryService>;
   let productId: string;
 
   before(async () => {
-    cluster = await startCluster({
-      dataDir: tempDataDir("agora-gateway-"),
-      databaseUrl: await freshDatabase(),
-      gatewayPort: 0,
-      adminPort: 0,
-      instances: 2,
-      env: {
-        ADMIN_USERNAME: ADMIN.username,
-        ADMIN_PASSWORD: ADMIN.password,
+    testCluster = await startTestCluster(
+      "agora-gateway-",
+      {
         HEARTBEAT_INTERVAL_MS: "2000",
         MAX_MESSAGE_BYTES: "65536",
         LOG_LEVEL: "info",
         LOGIN_MAX_FAILURES_PER_ADDRESS: "100000",
         MONITORING_EVALUATE_INTERVAL_MS: "100",
       },
-      gateway: { healthCheckIntervalMs: 500, loginRateLimitRps: 20, accessLog: true },
-    });
-    token = (await login(cluster.gatewayUrl, ADMIN.username, ADMIN.password)).accessToken;
+      { loginRateLimitRps: 20, accessLog: true },
+    );
+    ({ cluster, adminToken: token } = testCluster);
     inv = client(InventoryService, cluster.gatewayUrl, "grpc", token);
     productId = (
       await inv.createProduct({
@@ -82,7 +77,7 @@ describe("e2e: Envoy gateway in front of two instances", function () {
     ).product!.id;
   });
   after(async () => {
-    await cluster?.stop();
+    await testCluster?.stop();
   });
 
   describe("protocols", () => {

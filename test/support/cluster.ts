@@ -2,6 +2,7 @@
 // service on a fresh database of the test PostgreSQL, Envoy in front.
 import fs from "node:fs";
 import { startCluster, type Cluster } from "../../scripts/cluster.js";
+import type { GatewayOptions } from "../../scripts/envoy-config.js";
 import { ADMIN, freshDatabase, login } from "./harness.js";
 import { tempDataDir } from "./processes.js";
 
@@ -14,7 +15,7 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-export async function startTestCluster(prefix: string, env: Record<string, string> = {}): Promise<TestCluster> {
+export async function startTestCluster(prefix: string, env: Record<string, string> = {}, gateway: Partial<GatewayOptions> = {}): Promise<TestCluster> {
   const dataDir = tempDataDir(prefix);
   const cluster = await startCluster({
     dataDir,
@@ -32,7 +33,7 @@ export async function startTestCluster(prefix: string, env: Record<string, strin
       LOG_LEVEL: "warn",
       ...env,
     },
-    gateway: { healthCheckIntervalMs: 500 },
+    gateway: { healthCheckIntervalMs: 500, ...gateway },
   });
   try {
     const adminToken = (await login(cluster.gatewayUrl, ADMIN.username, ADMIN.password)).accessToken;

@@ -15,7 +15,7 @@ import { requireAdmin } from "../../platform/auth.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, fingerprint, isKeyset, isNumericKeyset, pageOf, pageSize } from "../../platform/paging.js";
-import { assertValid } from "../../platform/validation.js";
+import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
 import type { ProductRepository } from "./product.repository.js";
 
@@ -64,19 +64,7 @@ export function inventoryHandlers(
     async updateProduct(req, ctx) {
       requireAdmin(ctx);
       const paths = req.updateMask!.paths;
-      const unknown = paths.filter((path) => !UPDATABLE.has(path));
-      if (paths.length === 0 || unknown.length > 0) {
-        throw invalidArgument([
-          {
-            field: "update_mask",
-            description:
-              paths.length === 0
-                ? `name at least one field to update (${[...UPDATABLE].join(", ")})`
-                : `cannot update ${unknown.join(", ")}; updatable fields: ${[...UPDATABLE].join(", ")}`,
-            reason: "INVALID_UPDATE_MASK",
-          },
-        ]);
-      }
+      assertUpdateMask(paths, UPDATABLE);
       const given = req.product ?? create(ProductMessageSchema);
       const updated = await products.update(req.id, req.etag, (entity) => {
         // Merge the masked fields into the stored product, then hold the result to Product's rules.

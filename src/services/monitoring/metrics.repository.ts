@@ -89,8 +89,8 @@ export class MetricsRepository {
    */
   async store(samples: IncomingSample[], now: Date): Promise<{ inserted: Set<string>; keys: string[] }> {
     const ids = await this.resolveSeries(samples);
-    const keys = samples.map((s) => `${ids.get(seriesKey(s.host, s.metric, s.labels))}:${s.timeMs}`);
-    const rows = samples.map((s, i) => ({ series_id: keys[i]!.split(":")[0], time: new Date(s.timeMs).toISOString(), value: s.value }));
+    const rows = samples.map((s) => ({ series_id: ids.get(seriesKey(s.host, s.metric, s.labels))!, time: new Date(s.timeMs).toISOString(), value: s.value }));
+    const keys = rows.map((r, i) => `${r.series_id}:${samples[i]!.timeMs}`);
     const hosts = [...new Set(samples.map((s) => s.host))].sort();
     const inserted = await retryTransaction(() =>
       this.db.transactional(async (tx) => {

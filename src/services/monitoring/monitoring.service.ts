@@ -21,7 +21,7 @@ import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
-import { assertValid } from "../../platform/validation.js";
+import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
 import { HOUR, MINUTE, RAW, type IncomingSample, type MetricsRepository, type Resolution } from "./metrics.repository.js";
@@ -221,12 +221,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async updateAlertRule(req, ctx) {
       requireAdmin(ctx);
       const paths = req.updateMask!.paths;
-      const unknown = paths.filter((p) => !(p in UPDATABLE));
-      if (paths.length === 0 || unknown.length > 0) {
-        throw invalidArgument([
-          { field: "update_mask", description: `must name fields among ${Object.keys(UPDATABLE).join(", ")}${unknown.length ? `; unknown: ${unknown.join(", ")}` : ""}`, reason: "INVALID_FIELD_MASK" },
-        ]);
-      }
+      assertUpdateMask(paths, Object.keys(UPDATABLE));
       const change = req.rule ?? create(AlertRuleSchema);
       const rule = await d.alerts.updateRule(req.id, req.etag, (current: RuleRow) => {
         const merged: AlertRule = toRule(current);

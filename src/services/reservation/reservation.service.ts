@@ -15,7 +15,7 @@ import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
-import { assertValid } from "../../platform/validation.js";
+import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { NotificationRepository } from "./notification.repository.js";
 import type { ReservationEntity, ResourceEntity } from "./reservation.entity.js";
 import { DEFAULT_SLOT_MINUTES, resourceFields, statusFromProto, toNotification, toReservation, toResource } from "./reservation.mapper.js";
@@ -116,16 +116,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
     async updateResource(req, ctx) {
       requireAdmin(ctx);
       const paths = req.updateMask!.paths;
-      const unknown = paths.filter((p) => !UPDATABLE.has(p));
-      if (paths.length === 0 || unknown.length > 0) {
-        throw invalidArgument([
-          {
-            field: "update_mask",
-            description: paths.length === 0 ? `name at least one of ${[...UPDATABLE].join(", ")}` : `cannot update ${unknown.join(", ")}`,
-            reason: "INVALID_UPDATE_MASK",
-          },
-        ]);
-      }
+      assertUpdateMask(paths, UPDATABLE);
       const given = req.resource ?? create(ResourceMessageSchema);
       const updated = await d.resources.update(
         req.id,
