@@ -19,28 +19,19 @@ import { fileURLToPath } from "node:url";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { stringify } from "yaml";
-import { ChatService } from "../gen/agora/chat/v1/chat_pb.js";
-import { FileService } from "../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
-import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
-import { MonitoringService } from "../gen/agora/monitoring/v1/monitoring_pb.js";
-import { ReservationService } from "../gen/agora/reservation/v1/reservation_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { SERVICE_MODULES } from "../src/services/catalogue.js";
 
-/** One upstream cluster per Agora service, named after its folder. */
-export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
-  { name: "identity", service: IdentityService },
-  { name: "inventory", service: InventoryService },
-  { name: "reservation", service: ReservationService },
-  { name: "chat", service: ChatService },
-  { name: "files", service: FileService },
-  { name: "monitoring", service: MonitoringService },
-];
+/** One upstream cluster per Agora service, named after its folder (the service catalogue's names). */
+export const GATEWAY_SERVICES: { name: string; service: DescService }[] = Object.entries(SERVICE_MODULES).flatMap(([name, module]) =>
+  module.services.map((service) => ({ name, service })),
+);
 
-/** Methods that need no token (same list the services enforce). */
-const PUBLIC_METHODS = ["Register", "Login", "Refresh"].map((m) => `/${IdentityService.typeName}/${m}`);
+/** Methods that need no token: the ones the services themselves let through. */
+const PUBLIC_METHODS = Object.values(SERVICE_MODULES).flatMap((module) => module.publicMethods ?? []).map((m) => `/${m}`);
 
 export interface Endpoint {
   host: string;

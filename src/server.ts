@@ -5,7 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { Logger } from "pino";
-import type { Config, ServiceName } from "./config.js";
+import type { Config } from "./config.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -20,24 +20,10 @@ import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
-import type { RunningService, ServiceModule } from "./platform/service-module.js";
+import type { RunningService } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
-import { chatModule } from "./services/chat/index.js";
-import { filesModule } from "./services/files/index.js";
-import { monitoringModule } from "./services/monitoring/index.js";
-import { identityModule } from "./services/identity/index.js";
-import { inventoryModule } from "./services/inventory/index.js";
-import { reservationModule } from "./services/reservation/index.js";
+import { SERVICE_MODULES } from "./services/catalogue.js";
 import { unavailable } from "./platform/errors.js";
-
-const MODULES: Record<ServiceName, ServiceModule> = {
-  identity: identityModule,
-  inventory: inventoryModule,
-  reservation: reservationModule,
-  chat: chatModule,
-  files: filesModule,
-  monitoring: monitoringModule,
-};
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */
 export const JWKS_PATH = "/.well-known/jwks.json";
@@ -65,7 +51,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const pubsub = new PgPubSub(databaseUrl, log);
   let ownUrl = "";
   const selfUrl = () => ownUrl;
-  const modules = config.services.map((name) => MODULES[name]);
+  const modules = config.services.map((name) => SERVICE_MODULES[name]);
   const running: RunningService[] = [];
   try {
     for (const module of modules) {

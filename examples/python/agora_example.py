@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 
 import grpc  # noqa: E402
 from google.protobuf import timestamp_pb2  # noqa: E402
-from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+from google.rpc import error_details_pb2  # noqa: E402
+from grpc_status import rpc_status  # noqa: E402
 
 from agora.files.v1 import files_pb2, files_pb2_grpc  # noqa: E402
 from agora.identity.v1 import identity_pb2, identity_pb2_grpc  # noqa: E402
@@ -63,13 +64,12 @@ def expect_code(call, code, what):
 
 
 def error_info(err):
-    """The google.rpc.ErrorInfo among an error's details (trailer grpc-status-details-bin)."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info
+    """The google.rpc.ErrorInfo among an error's details (grpcio-status decodes grpc-status-details-bin)."""
+    status = rpc_status.from_call(err)
+    for detail in status.details if status else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
     return None
 
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   FileEventSchema,
@@ -33,7 +33,6 @@ export interface FilesDeps {
   events: EventLog<FileEvent>;
   clock: Clock;
   settings: FilesSettings;
-  heartbeatMs: number;
   /** Temp files and hashes in use on this instance: the collector leaves them alone. */
   inUse: { temp: Set<string>; hashes: Set<string> };
   /** Serialises publishing a blob and collecting it, per hash. */
@@ -363,13 +362,11 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
 
     async *watchFiles(req, ctx) {
       const caller = callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value: { time: timestampNow() } } });
-        } else if (item.event.audience.includes(caller.userId)) {
-          yield create(WatchFilesResponseSchema, { kind: { case: "event", value: { ...item.event, audience: [], cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) =>
+          e.audience.includes(caller.userId) ? create(WatchFilesResponseSchema, { kind: { case: "event", value: { ...e, audience: [], cursor } } }) : undefined,
+      });
     },
   };
 }

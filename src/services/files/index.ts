@@ -1,7 +1,6 @@
 import path from "node:path";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { FileEventSchema, FileService, type FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
+import { FileEventSchema, FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
@@ -11,11 +10,6 @@ import { KeyedLock } from "./keyed-lock.js";
 import { FilesRepository } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
-
-const eventCodec = {
-  encode: (e: FileEvent) => toBinary(FileEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(FileEventSchema, b),
-};
 
 export const filesModule: ServiceModule = {
   name: "files",
@@ -31,7 +25,16 @@ export const filesModule: ServiceModule = {
     });
     const blobs = new LocalBlobStore(path.join(config.dataDir, "blobs"));
     await blobs.init();
-    const events = new EventLog<FileEvent>(orm.em, "files", pubsub, eventCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "files",
+      pubsub,
+      eventType: FileEventSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
     const repo = new FilesRepository(orm.em, events);
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
@@ -42,7 +45,6 @@ export const filesModule: ServiceModule = {
       events,
       clock,
       settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes },
-      heartbeatMs: config.heartbeatIntervalMs,
       inUse,
       blobLocks,
     });

@@ -1,10 +1,7 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
-  HeartbeatSchema,
   InventoryService,
-  ProductEventSchema,
   ProductEventType,
   ProductSchema as ProductMessageSchema,
   WatchProductsResponseSchema,
@@ -24,15 +21,9 @@ const UPDATABLE = new Set(["name", "description", "category", "unit_price", "low
 
 const isOffset = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 0;
 
-export const productEventCodec = {
-  encode: (e: ProductEvent) => toBinary(ProductEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(ProductEventSchema, b),
-};
-
 export function inventoryHandlers(
   products: ProductRepository,
   events: EventLog<ProductEvent>,
-  heartbeatMs: number,
 ): ServiceImpl<typeof InventoryService> {
   return {
     async createProduct(req, ctx) {
@@ -118,17 +109,10 @@ export function inventoryHandlers(
 
     async *watchProducts(req, ctx) {
       const wanted = watchFilter(req);
-      for await (const item of events.followCursor(req.afterCursor, ctx.signal, heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchProductsResponseSchema, {
-            kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) },
-          });
-        } else if (wanted(item.event)) {
-          yield create(WatchProductsResponseSchema, {
-            kind: { case: "event", value: { ...item.event, cursor: item.id.toString() } },
-          });
-        }
-      }
+      yield* events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchProductsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) => (wanted(e) ? create(WatchProductsResponseSchema, { kind: { case: "event", value: { ...e, cursor } } }) : undefined),
+      });
     },
   };
 }

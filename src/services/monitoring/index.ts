@@ -1,5 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { AlertEventSchema, MonitoringService, type AlertEvent } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
+import { AlertEventSchema, MonitoringService } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
@@ -11,11 +10,6 @@ import { MetricsRepository } from "./metrics.repository.js";
 import { Migration20261122000000 } from "./migrations/Migration20261122000000.js";
 import { toAlertEvent } from "./monitoring.mapper.js";
 import { monitoringHandlers } from "./monitoring.service.js";
-
-const eventCodec = {
-  encode: (e: AlertEvent) => toBinary(AlertEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(AlertEventSchema, b),
-};
 
 const DAY_MS = 86_400_000;
 
@@ -32,7 +26,16 @@ export const monitoringModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<AlertEvent>(orm.em, "monitoring", pubsub, eventCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "monitoring",
+      pubsub,
+      eventType: AlertEventSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);
@@ -43,7 +46,6 @@ export const monitoringModule: ServiceModule = {
       events,
       config: settings,
       clock,
-      heartbeatMs: config.heartbeatIntervalMs,
     });
 
     // Every instance ticks; one at a time evaluates (see AlertEvaluator).

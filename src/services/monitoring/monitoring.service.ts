@@ -1,9 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AlertRuleSchema,
-  HeartbeatSchema,
   HostStatus,
   MonitoringService,
   PointSchema,
@@ -58,7 +57,6 @@ export interface MonitoringDeps {
   events: EventLog<AlertEvent>;
   config: MonitoringConfig;
   clock: Clock;
-  heartbeatMs: number;
 }
 
 /** Where query steps start and how long they are, and which data answers them. */
@@ -284,13 +282,11 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
 
     async *watchAlerts(req, ctx) {
       callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchAlertsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
-        } else if (req.includeSilenced || !item.event.alert?.silenced) {
-          yield create(WatchAlertsResponseSchema, { kind: { case: "event", value: { ...item.event, cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchAlertsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) =>
+          req.includeSilenced || !e.alert?.silenced ? create(WatchAlertsResponseSchema, { kind: { case: "event", value: { ...e, cursor } } }) : undefined,
+      });
     },
   };
 }

@@ -1,8 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
-  HeartbeatSchema,
   NotificationType,
   ReservationService,
   ResourceSchema as ResourceMessageSchema,
@@ -32,7 +31,6 @@ export interface ReservationDeps {
   events: EventLog<Notification>;
   config: ReservationConfig;
   clock: Clock;
-  heartbeatMs: number;
 }
 
 function millis(t: Timestamp): number {
@@ -257,13 +255,11 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
 
     async *watchNotifications(req, ctx) {
       const caller = callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
-        } else if (item.event.userId === caller.userId) {
-          yield create(WatchNotificationsResponseSchema, { kind: { case: "notification", value: { ...item.event, cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (n, cursor) =>
+          n.userId === caller.userId ? create(WatchNotificationsResponseSchema, { kind: { case: "notification", value: { ...n, cursor } } }) : undefined,
+      });
     },
   };
 }
