@@ -10,7 +10,8 @@ import {
 } from "@mikro-orm/core";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { aborted, alreadyExists, notFound } from "./errors.js";
+import { aborted, alreadyExists, notFound, retryLater } from "./errors.js";
+import { sqlState } from "./db.js";
 import { watchIterable } from "./streams.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
@@ -40,8 +41,10 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
   if (err instanceof ForeignKeyConstraintViolationException) {
     return new ConnectError("a referenced resource does not exist or is still in use", Code.FailedPrecondition);
   }
-  if (err instanceof DeadlockException || err instanceof LockWaitTimeoutException) {
-    return new ConnectError("the request conflicted with a concurrent one: retry", Code.Aborted);
+  if (err instanceof DeadlockException) return retryLater("CONFLICT", "the request conflicted with a concurrent one: retry");
+  if (err instanceof LockWaitTimeoutException || sqlState(err) === "55P03") {
+    // lock_timeout (SESSION_TIMEOUTS in db.ts): another session held what this one needed; nothing was applied.
+    return retryLater("LOCK_TIMEOUT", "the data is locked by another request: nothing was changed, retry shortly");
   }
   if (err instanceof ConnectionException || isConnectionFailure(err)) {
     log.warn({ err, requestId }, "database unavailable");
@@ -66,8 +69,9 @@ function isClientGone(err: unknown): boolean {
 }
 
 const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"]);
-// SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong".
-const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400"]);
+// SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong"
+// (25P03: this instance hung inside a transaction and PostgreSQL ended its session).
+const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400", "25P03"]);
 
 function isConnectionFailure(err: unknown): boolean {
   for (let e = err as { code?: unknown; sqlState?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
@@ -89,14 +93,24 @@ export function requestIdOf(header: Headers): string {
 export function errorMappingInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     const requestId = requestIdOf(req.header);
+    const map = (err: unknown) => {
+      const proper = err instanceof ConnectError && err.code !== Code.Unknown && err.code !== Code.Internal;
+      if (req.signal.aborted && !proper) {
+        // Whatever broke once the caller had gone (Envoy's per-try timeout, a client that hung up)
+        // follows from its cancellation: not a server error.
+        log.info({ err, requestId }, "call ended after the client went away");
+        return ConnectError.from(req.signal.reason, Code.Canceled);
+      }
+      return toConnectError(err, requestId, log);
+    };
     let res;
     try {
       res = await next(req);
     } catch (err) {
-      throw toConnectError(err, requestId, log);
+      throw map(err);
     }
     if (!res.stream) return res;
-    return { ...res, message: watchIterable(res.message, { mapError: (err) => toConnectError(err, requestId, log) }) };
+    return { ...res, message: watchIterable(res.message, { mapError: map }) };
   };
 }
 

@@ -67,8 +67,17 @@ export function aborted(reason: string, message: string, metadata: Record<string
 
 /** A limit was hit; RetryInfo tells well-behaved clients when to come back. */
 export function resourceExhausted(reason: string, message: string, retryAfterMs: number): ConnectError {
+  return withRetryInfo(Code.ResourceExhausted, reason, message, retryAfterMs);
+}
+
+/** Nothing was applied because of a concurrent request (a deadlock, a lock wait timeout): ABORTED, retry after `retryAfterMs`. */
+export function retryLater(reason: string, message: string, retryAfterMs = 1000): ConnectError {
+  return withRetryInfo(Code.Aborted, reason, message, retryAfterMs);
+}
+
+function withRetryInfo(code: Code, reason: string, message: string, retryAfterMs: number): ConnectError {
   const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
-  return new ConnectError(message, Code.ResourceExhausted, undefined, [
+  return new ConnectError(message, code, undefined, [
     { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: { seconds: BigInt(seconds) } }) },
     errorInfo(reason, { retry_after_seconds: String(seconds) }),
   ]);
