@@ -80,7 +80,8 @@ function isConnectionFailure(err: unknown): boolean {
     if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08")) return true;
     if (code === "55000" && /accepting connections/.test(String(e.message))) return true;
   }
-  return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect/i.test(
+  // "not queryable": node-pg's answer on a connection the server has ended (e.g. 25P03 after a hang).
+  return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect|not queryable/i.test(
     String((err as Error | undefined)?.message),
   );
 }
