@@ -235,7 +235,7 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     await cluster.allHealthy();
   });
 
-  it("survives kill -9 of one instance under load: >= 99.9% success, every call started after the kill succeeds", async () => {
+  it("survives kill -9 of one instance under load: >= 99.9% success, every call started after the kill succeeds, traffic back after a restart", async () => {
     const inv = gateway(InventoryService);
     const { product: p } = await inv.createProduct({ product: product("kill-target") });
     const calls: { start: number; code: string }[] = [];
@@ -266,5 +266,15 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     );
     expect(rate).to.be.at.least(0.999);
     expect(after.filter((c) => c.code !== "OK"), "calls started after the kill that failed").to.deep.equal([]);
+    expect((await cluster.stats("cluster.inventory.")).get("cluster.inventory.outlier_detection.ejections_enforced_total"), "outlier ejections").to.be.greaterThan(0);
+
+    // Restarted, it is back in rotation and gets traffic again.
+    await victim.up();
+    await cluster.allHealthy();
+    const before = (await cluster.hosts("inventory")).get(address(victim))!.total;
+    await eventually(async () => {
+      await inv.getProduct({ id: p!.id });
+      return (await cluster.hosts("inventory")).get(address(victim))!.total > before;
+    }, "traffic to reach the restarted instance", 30_000);
   });
 });
