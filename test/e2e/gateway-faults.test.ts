@@ -49,7 +49,7 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
   let db: pg.Client;
 
   before(async () => {
-    testCluster = await startTestCluster("agora-faults-", { LOG_LEVEL: "info" }, { accessLog: false });
+    testCluster = await startTestCluster("agora-faults-", { LOG_LEVEL: "warn" }, { accessLog: false });
     ({ cluster, adminToken: token } = testCluster);
     db = new pg.Client({ connectionString: testCluster.databaseUrl });
     await db.connect();
@@ -235,37 +235,39 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     await cluster.allHealthy();
   });
 
-  it("survives kill -9 of one instance under load: >= 99.9% success, every call started after the kill succeeds, traffic back after a restart", async () => {
+  it("survives kill -9 of one instance under load: every call started after the kill succeeds, traffic back after a restart", async () => {
     const inv = gateway(InventoryService);
     const { product: p } = await inv.createProduct({ product: product("kill-target") });
-    const calls: { start: number; code: string }[] = [];
+    const calls: { start: number; end: number; code: string }[] = [];
     let stop = false;
-    let killedAt = Infinity;
-    const loaders = Array.from({ length: 12 }, async () => {
+    const loaders = Array.from({ length: 8 }, async () => {
       const c = gateway(InventoryService);
       while (!stop) {
         const start = Date.now();
-        calls.push({ start, code: await c.getProduct({ id: p!.id }, { timeoutMs: 5000 }).then(() => "OK", codeOf) });
+        const code = await c.getProduct({ id: p!.id }, { timeoutMs: 5000 }).then(() => "OK", codeOf);
+        calls.push({ start, end: Date.now(), code });
       }
     });
-    await eventually(() => calls.length >= 200, "GetProduct load to run", 30_000);
+    await eventually(() => calls.length >= 300, "GetProduct load to run", 60_000);
     const victim = cluster.instances[0]!;
-    killedAt = Date.now();
+    const killedAt = Date.now();
     victim.crash();
     await eventually(async () => !(await cluster.hosts("inventory")).get(address(victim))?.healthy, "Envoy to take the dead instance out", 30_000);
     const atOut = calls.length;
-    await eventually(() => calls.length >= atOut + 200, "load to carry on after the kill", 30_000);
+    await eventually(() => calls.length >= atOut + 300, "load to carry on after the kill", 60_000);
     stop = true;
     await Promise.all(loaders);
     const after = calls.filter((c) => c.start > killedAt);
     const failed = calls.filter((c) => c.code !== "OK");
+    const inFlight = calls.filter((c) => c.start <= killedAt && c.end >= killedAt);
     const rate = (calls.length - failed.length) / calls.length;
     console.log(
       `      kill -9: ${calls.length} GetProduct calls, ${(rate * 100).toFixed(2)}% OK; started after the kill: ${after.length}, ` +
-        `${JSON.stringify(tally(after.map((c) => c.code)))}; before: ${JSON.stringify(tally(calls.filter((c) => c.start <= killedAt).map((c) => c.code)))}`,
+        `${JSON.stringify(tally(after.map((c) => c.code)))}; in flight at the kill: ${inFlight.length}, ${JSON.stringify(tally(inFlight.map((c) => c.code)))}`,
     );
-    expect(rate).to.be.at.least(0.999);
     expect(after.filter((c) => c.code !== "OK"), "calls started after the kill that failed").to.deep.equal([]);
+    // Only a call whose answer the killed process had begun to send can fail: Envoy cannot re-send it.
+    expect(failed.filter((c) => !inFlight.includes(c)), "failed calls that were not in flight at the kill").to.deep.equal([]);
     expect((await cluster.stats("cluster.inventory.")).get("cluster.inventory.outlier_detection.ejections_enforced_total"), "outlier ejections").to.be.greaterThan(0);
 
     // Restarted, it is back in rotation and gets traffic again.
