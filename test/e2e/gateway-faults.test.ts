@@ -63,7 +63,7 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
   const address = (i: Instance) => `127.0.0.1:${i.port}`;
 
   // First: the gateway is seconds old here, the window in which Envoy used to skip health checks for 60 s.
-  it("drains an instance on SIGTERM under UpdateProduct load: out of rotation before its listener closes, 0 failed calls", async () => {
+  it("drains an instance on SIGTERM under UpdateProduct load: out of rotation before its listener closes, 0 failed calls, traffic back after a restart", async () => {
     const uptime = ((await (await fetch(`${cluster.adminUrl}/server_info`)).json()) as { uptime_current_epoch: string }).uptime_current_epoch;
     const inv = gateway(InventoryService);
     const products: Product[] = [];
@@ -111,8 +111,14 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     expect(outOfRotation, "left the rotation").to.be.a("number");
     expect(outOfRotation!, "out of rotation before the listener closed").to.be.lessThan(listenerClosed!);
     expect([victim.child!.exitCode, victim.child!.signalCode], victim.log().slice(-3000)).to.deep.equal([0, null]);
+    // Restarted, it is back in rotation and gets traffic again.
     await victim.up();
     await cluster.allHealthy();
+    const before = (await cluster.hosts("inventory")).get(address(victim))!.total;
+    await eventually(async () => {
+      await inv.getProduct({ id: products[0]!.id });
+      return (await cluster.hosts("inventory")).get(address(victim))!.total > before;
+    }, "traffic to reach the restarted instance", 30_000);
   });
 
   it(`freezes an instance for longer than the per-try timeout under creates with and without request_id: nothing stored twice`, async () => {
@@ -235,7 +241,7 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     await cluster.allHealthy();
   });
 
-  it("survives kill -9 of one instance under load: every call started after the kill succeeds, traffic back after a restart", async () => {
+  it("survives kill -9 of one instance under load: every call started after the kill succeeds", async () => {
     const inv = gateway(InventoryService);
     const { product: p } = await inv.createProduct({ product: product("kill-target") });
     const calls: { start: number; end: number; code: string }[] = [];
@@ -248,13 +254,13 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
         calls.push({ start, end: Date.now(), code });
       }
     });
-    await eventually(() => calls.length >= 300, "GetProduct load to run", 60_000);
+    await eventually(() => calls.length >= 100, "GetProduct load to run", 60_000);
     const victim = cluster.instances[0]!;
     const killedAt = Date.now();
     victim.crash();
     await eventually(async () => !(await cluster.hosts("inventory")).get(address(victim))?.healthy, "Envoy to take the dead instance out", 30_000);
     const atOut = calls.length;
-    await eventually(() => calls.length >= atOut + 300, "load to carry on after the kill", 60_000);
+    await eventually(() => calls.length >= atOut + 200, "load to carry on after the kill", 60_000);
     stop = true;
     await Promise.all(loaders);
     const after = calls.filter((c) => c.start > killedAt);
@@ -269,14 +275,5 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     // Only a call whose answer the killed process had begun to send can fail: Envoy cannot re-send it.
     expect(failed.filter((c) => !inFlight.includes(c)), "failed calls that were not in flight at the kill").to.deep.equal([]);
     expect((await cluster.stats("cluster.inventory.")).get("cluster.inventory.outlier_detection.ejections_enforced_total"), "outlier ejections").to.be.greaterThan(0);
-
-    // Restarted, it is back in rotation and gets traffic again.
-    await victim.up();
-    await cluster.allHealthy();
-    const before = (await cluster.hosts("inventory")).get(address(victim))!.total;
-    await eventually(async () => {
-      await inv.getProduct({ id: p!.id });
-      return (await cluster.hosts("inventory")).get(address(victim))!.total > before;
-    }, "traffic to reach the restarted instance", 30_000);
   });
 });
