@@ -130,14 +130,15 @@ export async function assertReachable(url: string, timeoutMs = 5000): Promise<vo
  *   belongs to a hung (frozen, partitioned) process; PostgreSQL ends its session, rolls it back and
  *   frees its locks. Agora never waits on anything but the database inside a transaction, so
  *   healthy gaps are far below a millisecond.
- * - lock_timeout: a writer waits this long for a row or advisory lock, then gives up (55P03, mapped
- *   to ABORTED with RetryInfo; nothing applied). Longer than the idle timeout, so a writer queued
- *   behind a hung holder gets the lock once that holder is cut off instead of failing.
+ * - lock_timeout: the backstop: a writer waits at most this long for a row or advisory lock, then
+ *   gives up (55P03, mapped to ABORTED with RetryInfo; nothing applied). Far longer than the idle
+ *   timeout, so a writer queued behind a hung holder gets the lock once that holder is cut off, and a
+ *   long queue of healthy contenders (hundreds of bookings of one slot) still gets through.
  * - statement_timeout: bounds a running statement (a runaway query never pins a connection).
  */
 export const SESSION_TIMEOUTS = {
   idle_in_transaction_session_timeout: 1000,
-  lock_timeout: 2000,
+  lock_timeout: 10_000,
   statement_timeout: 30_000,
 } as const;
 

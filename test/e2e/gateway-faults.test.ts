@@ -6,7 +6,6 @@ import { expect } from "chai";
 import pg from "pg";
 import { Category, InventoryService, type Product } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
-import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { Cluster, Instance } from "../../scripts/cluster.js";
 import { drainDelayMs, PER_TRY_TIMEOUT_MS } from "../../scripts/envoy-config.js";
 import { SESSION_TIMEOUTS } from "../../src/platform/db.js";
@@ -223,17 +222,10 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
         `(idle_in_transaction_session_timeout ${SESSION_TIMEOUTS.idle_in_transaction_session_timeout} ms, lock_timeout ${SESSION_TIMEOUTS.lock_timeout} ms); ` +
         `holder's session ${session.length ? "still open" : "ended by PostgreSQL"}; holder's caller got ${holderAnswer}`,
     );
-    for (const w of writes) {
-      // Within the bound a write either got the lock or gave up cleanly: ABORTED with RetryInfo, nothing applied.
-      if (w.err) {
-        expect(w.err.code, w.err.message).to.equal(Code.Aborted);
-        expect(w.err.findDetails(RetryInfoSchema)).to.have.length(1);
-        expect(names).to.not.include(w.name);
-      } else {
-        expect(names).to.include(w.name);
-      }
-    }
-    expect(Math.max(...writes.map((w) => w.ms)), "slowest write (ms), bounded by lock_timeout").to.be.lessThan(5 * SESSION_TIMEOUTS.lock_timeout);
+    // PostgreSQL cut the hung holder off (idle-in-transaction timeout) long before the writers' lock_timeout backstop.
+    expect(writes.map((w) => w.err?.message ?? "OK")).to.deep.equal(writes.map(() => "OK"));
+    expect(names).to.include.members(writes.map((w) => w.name));
+    expect(Math.max(...writes.map((w) => w.ms)), "slowest write (ms)").to.be.lessThan(SESSION_TIMEOUTS.lock_timeout);
     expect(session, "the frozen holder's session was ended").to.deep.equal([]);
     // The holder's own create was rolled back with its session: not half-applied, and its caller told so.
     expect(holderAnswer).to.equal("Unavailable");
