@@ -128,8 +128,9 @@ export async function assertReachable(url: string, timeoutMs = 5000): Promise<vo
  * (docs/gateway.md, "Timeouts"):
  * - idle_in_transaction_session_timeout: a transaction idle between two statements for this long
  *   belongs to a hung (frozen, partitioned) process; PostgreSQL ends its session, rolls it back and
- *   frees its locks. Agora never waits on anything but the database inside a transaction, so
- *   healthy gaps are far below a millisecond.
+ *   frees its locks. Agora waits on nothing but the database inside a transaction, so healthy gaps
+ *   are milliseconds; 5 s leaves room for an event loop starved by hundreds of concurrent calls on a
+ *   loaded machine (1 s cut off healthy transactions in the contention tests).
  * - lock_timeout: the backstop: a writer waits at most this long for a row or advisory lock, then
  *   gives up (55P03, mapped to ABORTED with RetryInfo; nothing applied). Far longer than the idle
  *   timeout, so a writer queued behind a hung holder gets the lock once that holder is cut off, and a
@@ -137,7 +138,7 @@ export async function assertReachable(url: string, timeoutMs = 5000): Promise<vo
  * - statement_timeout: bounds a running statement (a runaway query never pins a connection).
  */
 export const SESSION_TIMEOUTS = {
-  idle_in_transaction_session_timeout: 1000,
+  idle_in_transaction_session_timeout: 5000,
   lock_timeout: 10_000,
   statement_timeout: 30_000,
 } as const;
