@@ -12,7 +12,7 @@ import { invalidArgument } from "./errors.js";
  */
 export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
 
-const requestIdOf = (message: unknown): string | undefined => {
+const bodyRequestId = (message: unknown): string | undefined => {
   const id = (message as { requestId?: unknown }).requestId;
   return typeof id === "string" ? id : undefined;
 };
@@ -23,7 +23,7 @@ const hasRequestId = (method: DescMethod) => method.input.fields.some((f) => f.n
 export function sendIdempotencyKey(): Interceptor {
   return (next) => (req) => {
     if (!req.stream) {
-      const id = requestIdOf(req.message);
+      const id = bodyRequestId(req.message);
       if (id) req.header.set(IDEMPOTENCY_KEY_HEADER, id);
     }
     return next(req);
@@ -45,7 +45,7 @@ export function checkIdempotencyKey(): Interceptor {
         { field: IDEMPOTENCY_KEY_HEADER, description: `${req.method.name} takes no idempotency key: remove the header`, reason: "IDEMPOTENCY_KEY_UNEXPECTED" },
       ]);
     }
-    if (requestIdOf(req.message) !== key) {
+    if (bodyRequestId(req.message) !== key) {
       throw invalidArgument([
         { field: "request_id", description: `must equal the ${IDEMPOTENCY_KEY_HEADER} header`, reason: "IDEMPOTENCY_KEY_MISMATCH" },
       ]);
