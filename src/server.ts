@@ -15,6 +15,7 @@ import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform
 import { systemClock, type Clock } from "./platform/clock.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
+import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
@@ -95,6 +96,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
       authInterceptor(verifyToken, publicMethods),
+      checkIdempotencyKey(),
       validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
     ],
     contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),

@@ -86,17 +86,19 @@ class Bearer(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Sends `authorization: Bearer <token>` with every call."""
+    """Sends `authorization: Bearer <token>` with every call, and a unary call's request_id as the
+    idempotency-key header: the gateway re-sends a hung or failed write only when the call carries it."""
 
     def __init__(self, token):
         self._header = ("authorization", f"Bearer {token}")
 
-    def _with_token(self, d):
-        metadata = list(d.metadata or []) + [self._header]
+    def _with_token(self, d, extra=()):
+        metadata = list(d.metadata or []) + [self._header, *extra]
         return _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
 
     def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._with_token(details), request)
+        key = getattr(request, "request_id", "")
+        return continuation(self._with_token(details, [("idempotency-key", key)] if key else []), request)
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._with_token(details), request)

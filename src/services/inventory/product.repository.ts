@@ -77,8 +77,9 @@ export class ProductRepository {
       });
     } catch (err) {
       if (isUniqueViolation(err)) {
-        // A concurrent retry with the same request id won the race: answer with its result.
-        if (requestId && /request_id/.test(String((err as Error).message))) {
+        // A concurrent retry with the same request id won the race (whichever unique index
+        // PostgreSQL checked first, name or request_id): answer with its result.
+        if (requestId) {
           const winner = await this.em.fork().findOne(ProductSchema, { requestId });
           if (winner) return winner;
         }
