@@ -13,6 +13,7 @@ import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
+import { dropOverlongDeadline } from "./platform/deadline.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
 import { DualProtocolListener } from "./platform/listener.js";
@@ -134,7 +135,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       res.end("not found\n");
     },
   });
-  const listener = new DualProtocolListener(handler, { maxConcurrentStreams: config.maxConcurrentStreams });
+  const listener = new DualProtocolListener((req, res) => {
+    dropOverlongDeadline(req.headers);
+    handler(req, res);
+  }, { maxConcurrentStreams: config.maxConcurrentStreams });
   const dbWatch = watchDatabase(
     health,
     served.map((s) => s.typeName),

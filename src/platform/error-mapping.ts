@@ -10,7 +10,8 @@ import {
 } from "@mikro-orm/core";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { aborted, alreadyExists, notFound } from "./errors.js";
+import { sqlState } from "./db.js";
+import { aborted, alreadyExists, invalidArgument, notFound } from "./errors.js";
 import { watchIterable } from "./streams.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
@@ -43,6 +44,10 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
   if (err instanceof DeadlockException || err instanceof LockWaitTimeoutException) {
     return new ConnectError("the request conflicted with a concurrent one: retry", Code.Aborted);
   }
+  if (isUnstorableText(err)) {
+    // Validation refuses such text in every request; this is the last line, should a path miss it.
+    return invalidArgument([{ field: "", description: "text with characters PostgreSQL cannot store (NUL)", reason: "UNSTORABLE_TEXT" }]);
+  }
   if (err instanceof ConnectionException || isConnectionFailure(err)) {
     log.warn({ err, requestId }, "database unavailable");
     return new ConnectError("the database is unavailable: retry later", Code.Unavailable);
@@ -69,11 +74,19 @@ const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "E
 // SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong".
 const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400"]);
 
+// SQLSTATEs of text the database cannot store: the request is wrong, the database is fine.
+const UNSTORABLE_SQLSTATE = new Set(["22021", "22P05"]); // invalid byte sequence (NUL), unsupported Unicode escape
+
+function isUnstorableText(err: unknown): boolean {
+  return UNSTORABLE_SQLSTATE.has(sqlState(err) ?? "");
+}
+
 function isConnectionFailure(err: unknown): boolean {
   for (let e = err as { code?: unknown; sqlState?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
     const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
     if (typeof code !== "string") continue;
-    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08")) return true;
+    // 08P01 (protocol violation) is a malformed message from us, e.g. a NUL inlined into SQL text: not an outage.
+    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || (code.startsWith("08") && code !== "08P01")) return true;
     if (code === "55000" && /accepting connections/.test(String(e.message))) return true;
   }
   return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect/i.test(
