@@ -19,6 +19,7 @@ import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
+import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
@@ -67,9 +68,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const selfUrl = () => ownUrl;
   const modules = config.services.map((name) => MODULES[name]);
   const running: RunningService[] = [];
+  const pageTokens = PageTokens.forDataDir(config.dataDir);
   try {
     for (const module of modules) {
-      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, selfUrl }));
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, pageTokens, selfUrl }));
     }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));

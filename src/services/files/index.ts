@@ -19,7 +19,7 @@ const eventCodec = {
 export const filesModule: ServiceModule = {
   name: "files",
   services: [FileService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "files",
@@ -36,6 +36,7 @@ export const filesModule: ServiceModule = {
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
     const blobLocks = new KeyedLock();
     const handlers = filesHandlers({
+      pageTokens,
       repo,
       blobs,
       events,

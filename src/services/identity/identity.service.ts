@@ -7,7 +7,7 @@ import type { AuthConfig } from "../../config.js";
 import { callerOf, peerAddressKey, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, resourceExhausted } from "../../platform/errors.js";
-import { decodePageToken, fingerprint, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { roleFromProto, toUser } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
 import type { SessionRepository } from "./session.repository.js";
@@ -17,6 +17,7 @@ import type { UserRepository } from "./user.repository.js";
 const BAD_CREDENTIALS = "invalid username or password";
 
 export interface IdentityDeps {
+  pageTokens: PageTokens;
   users: UserRepository;
   sessions: SessionRepository;
   throttle: LoginThrottleRepository;
@@ -28,6 +29,7 @@ export interface IdentityDeps {
 }
 
 export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentityService> {
+  const pages = d.pageTokens;
   async function tokensFor(user: TokenSubject, familyId: string | undefined): Promise<Tokens> {
     const now = d.clock.now();
     const access = await d.accessTokens.issue(user);
@@ -104,8 +106,8 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       requireAdmin(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("users");
-      const rows = await d.users.list(decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.username.toLowerCase());
+      const rows = await d.users.list(pages.decode(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.username.toLowerCase());
       return { users: page.map(toUser), nextPageToken };
     },
 

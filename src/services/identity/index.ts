@@ -16,7 +16,7 @@ export const identityModule: ServiceModule = {
   name: "identity",
   services: [IdentityService],
   publicMethods: ["Register", "Login", "Refresh"].map((m) => `${IdentityService.typeName}/${m}`),
-  async start({ config, databaseUrl, log, clock }) {
+  async start({ config, databaseUrl, log, clock, pageTokens }) {
     const key = await loadSigningKey(config.auth.privateKeyFile, config.dataDir);
     const orm = await openServiceDatabase({
       url: databaseUrl,
@@ -30,6 +30,7 @@ export const identityModule: ServiceModule = {
     const { adminUsername, adminPassword } = config.auth;
     if (adminUsername && adminPassword) await ensureAdmin(users, adminUsername, adminPassword, clock.now(), log);
     const handlers = identityHandlers({
+      pageTokens,
       users,
       sessions: new SessionRepository(orm.em),
       throttle: new LoginThrottleRepository(orm.em, config.auth.loginWindowSeconds),

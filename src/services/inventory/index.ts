@@ -11,7 +11,7 @@ import { ProductRepository } from "./product.repository.js";
 export const inventoryModule: ServiceModule = {
   name: "inventory",
   services: [InventoryService],
-  async start({ config, databaseUrl, log, pubsub }) {
+  async start({ config, databaseUrl, log, pubsub, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "inventory",
@@ -24,7 +24,7 @@ export const inventoryModule: ServiceModule = {
     await events.start();
     const products = new ProductRepository(orm.em, events);
     return {
-      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, config.heartbeatIntervalMs)),
+      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, config.heartbeatIntervalMs, pageTokens)),
       ping: () => ping(orm),
       stop: async () => {
         events.stop();

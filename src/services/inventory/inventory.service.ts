@@ -14,7 +14,7 @@ import {
 import { requireAdmin } from "../../platform/auth.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isNumericKeyset, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
 import type { ProductRepository } from "./product.repository.js";
@@ -33,6 +33,7 @@ export function inventoryHandlers(
   products: ProductRepository,
   events: EventLog<ProductEvent>,
   heartbeatMs: number,
+  pages: PageTokens,
 ): ServiceImpl<typeof InventoryService> {
   return {
     async createProduct(req, ctx) {
@@ -54,10 +55,10 @@ export function inventoryHandlers(
         lowStockOnly: req.lowStockOnly,
         order: req.orderBy,
         descending: req.descending,
-        after: decodePageToken(req.pageToken, filters, isNumericKeyset),
+        after: pages.decode(req.pageToken, filters, isNumericKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => products.positionOf(last, req.orderBy));
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => products.positionOf(last, req.orderBy));
       return { products: page.map(toProduct), nextPageToken };
     },
 
@@ -95,9 +96,9 @@ export function inventoryHandlers(
       }
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("search", req.query, req.category);
-      const offset = decodePageToken(req.pageToken, filters, isOffset) ?? 0;
+      const offset = pages.decode(req.pageToken, filters, isOffset) ?? 0;
       const rows = await products.search(words.slice(0, 20), req.query, req.category, offset, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, () => offset + limit);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, () => offset + limit);
       return { products: page.map(toProduct), nextPageToken };
     },
 
@@ -110,9 +111,9 @@ export function inventoryHandlers(
     async listStockMovements(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("movements", req.productId);
-      const after = decodePageToken(req.pageToken, filters, isKeyset);
+      const after = pages.decode(req.pageToken, filters, isKeyset);
       const rows = await products.listMovements(req.productId, after, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.createdAt.toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.createdAt.toISOString(), last.id]);
       return { movements: page.map(toStockMovement), nextPageToken };
     },
 

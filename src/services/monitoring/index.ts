@@ -22,7 +22,7 @@ const DAY_MS = 86_400_000;
 export const monitoringModule: ServiceModule = {
   name: "monitoring",
   services: [MonitoringService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const settings = config.monitoring;
     const orm = await openServiceDatabase({
       url: databaseUrl,
@@ -37,6 +37,7 @@ export const monitoringModule: ServiceModule = {
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);
     const handlers = monitoringHandlers({
+      pageTokens,
       metrics,
       alerts,
       ingestor: new Ingestor(metrics, clock),

@@ -20,7 +20,7 @@ import { callerOf, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
@@ -52,6 +52,7 @@ const RESOLUTIONS: { data: Resolution; name: ResolutionEnum }[] = [
 ];
 
 export interface MonitoringDeps {
+  pageTokens: PageTokens;
   metrics: MetricsRepository;
   alerts: AlertRepository;
   ingestor: Ingestor;
@@ -96,6 +97,7 @@ export function chooseGrid(requested: ResolutionEnum, startMs: number, stepMs: n
 }
 
 export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof MonitoringService> {
+  const pages = d.pageTokens;
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
   /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
@@ -141,8 +143,8 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       const filters = fingerprint("hosts", req.status);
       const downBefore = new Date(d.clock.now().getTime() - hostDownMs);
       const status = req.status === HostStatus.UP ? "up" : req.status === HostStatus.DOWN ? "down" : undefined;
-      const rows = await d.metrics.listHosts(decodePageToken(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.name);
+      const rows = await d.metrics.listHosts(pages.decode(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.name);
       return { hosts: page.map((h) => toHost(h, downBefore)), nextPageToken };
     },
 
@@ -213,8 +215,8 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listAlertRules(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("rules", req.metric);
-      const rows = await d.alerts.listRules(req.metric, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const rows = await d.alerts.listRules(req.metric, pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { rules: page.map(toRule), nextPageToken };
     },
 
@@ -256,8 +258,8 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listSilences(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("silences", req.includeExpired);
-      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
+      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
       return { silences: page.map(toSilence), nextPageToken };
     },
 
@@ -275,10 +277,10 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
         ruleId: req.ruleId,
         host: req.host,
         minSeverity: req.minSeverity,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
       return { alerts: page.map(toAlert), nextPageToken };
     },
 

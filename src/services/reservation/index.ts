@@ -19,7 +19,7 @@ const notificationCodec = {
 export const reservationModule: ServiceModule = {
   name: "reservation",
   services: [ReservationService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "reservation",
@@ -33,6 +33,7 @@ export const reservationModule: ServiceModule = {
     const notifications = new NotificationRepository(orm.em, events);
     const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);
     const handlers = reservationHandlers({
+      pageTokens,
       resources: new ResourceRepository(orm.em),
       reservations,
       notifications,

@@ -14,7 +14,7 @@ import { assertOwner, callerOf, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { NotificationRepository } from "./notification.repository.js";
 import type { ReservationEntity, ResourceEntity } from "./reservation.entity.js";
@@ -26,6 +26,7 @@ const UPDATABLE = new Set(["name", "type", "capacity", "location", "description"
 
 
 export interface ReservationDeps {
+  pageTokens: PageTokens;
   resources: ResourceRepository;
   reservations: ReservationRepository;
   notifications: NotificationRepository;
@@ -74,6 +75,7 @@ function capacityViolation(resource: ResourceEntity, partySize: number): FieldVi
 }
 
 export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof ReservationService> {
+  const pages = d.pageTokens;
   /** The reservation if the caller may see it; NOT_FOUND otherwise (ids of others are never confirmed). */
   async function visible(ctx: HandlerContext, id: string): Promise<ReservationEntity> {
     const reservation = await d.reservations.get(id);
@@ -106,10 +108,10 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         type: req.type,
         active: req.active,
         minCapacity: req.minCapacity,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { resources: page.map(toResource), nextPageToken };
     },
 
@@ -143,9 +145,9 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const end = timestampDate(req.endTime!);
       const filters = fingerprint("available", req.type, req.partySize, start.toISOString(), end.toISOString());
       const rows = await d.resources.available(
-        req.type, req.partySize, start, end, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1,
+        req.type, req.partySize, start, end, d.clock.now(), pages.decode(req.pageToken, filters, isKeyset), limit + 1,
       );
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { resources: page.map(toResource), nextPageToken };
     },
 
@@ -191,10 +193,10 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         statuses: req.statuses.map(statusFromProto),
         from,
         to,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.startTime).toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.startTime).toISOString(), last.id]);
       return { reservations: page.map(toReservation), nextPageToken };
     },
 
@@ -242,8 +244,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const caller = callerOf(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("notifications", caller.userId, req.unreadOnly);
-      const rows = await d.notifications.list(caller.userId, req.unreadOnly, decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => String(last.eventId));
+      const rows = await d.notifications.list(caller.userId, req.unreadOnly, pages.decode(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => String(last.eventId));
       return { notifications: page.map(toNotification), nextPageToken };
     },
 
