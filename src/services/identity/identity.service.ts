@@ -56,21 +56,21 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
     },
 
     async login(req, ctx) {
+      // Each attempt is reserved before the password is checked (see LoginThrottleRepository):
+      // the address's budget first, so a blocked stranger does not even slow the account down.
       const now = d.clock.now();
-      const userKey = `user:${req.username.toLowerCase()}`;
       const address = ctx.values.get(peerAddressKey);
-      const limits = [{ key: userKey, maxFailures: d.auth.loginMaxFailuresPerUser }];
-      if (address) limits.push({ key: `addr:${address}`, maxFailures: d.auth.loginMaxFailuresPerAddress });
-      const wait = await d.throttle.retryAfterMs(limits, now);
-      if (wait > 0) throw resourceExhausted("LOGIN_THROTTLED", "too many failed sign-in attempts: try again later", wait);
+      const addressWait = address ? await d.throttle.reserveAddress(address, now) : 0;
+      if (addressWait > 0) throw resourceExhausted("LOGIN_THROTTLED", "too many sign-in attempts from this address: try again later", addressWait);
+      const accountWait = await d.throttle.reserveAccount(req.username, now);
+      if (accountWait > 0 && !(address && (await d.throttle.isKnownClient(req.username, address, now)))) {
+        throw resourceExhausted("LOGIN_THROTTLED", "too many failed sign-in attempts on this account: wait and try again", accountWait);
+      }
 
       const user = await d.users.findForLogin(req.username);
       const passwordOk = await verify(user?.passwordHash ?? d.dummyHash, req.password).catch(() => false);
-      if (!user || !passwordOk || user.disabled) {
-        await d.throttle.recordFailure(limits.map((l) => l.key), now);
-        throw new ConnectError(BAD_CREDENTIALS, Code.Unauthenticated);
-      }
-      await d.throttle.reset(userKey);
+      if (!user || !passwordOk || user.disabled) throw new ConnectError(BAD_CREDENTIALS, Code.Unauthenticated);
+      await d.throttle.succeeded(req.username, address, now);
       return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, undefined) };
     },
 

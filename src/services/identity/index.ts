@@ -6,6 +6,7 @@ import type { ServiceModule } from "../../platform/service-module.js";
 import { identityHandlers } from "./identity.service.js";
 import { LoginThrottleRepository } from "./login-throttle.repository.js";
 import { Migration20261121100000 } from "./migrations/Migration20261121100000.js";
+import { Migration20261125140000 } from "./migrations/Migration20261125140000.js";
 import { SessionRepository } from "./session.repository.js";
 import { loadSigningKey } from "./signing-keys.js";
 import { AccessTokenIssuer } from "./tokens.js";
@@ -22,7 +23,7 @@ export const identityModule: ServiceModule = {
       url: databaseUrl,
       schema: "identity",
       entities: [UserSchema, RefreshTokenSchema],
-      migrations: [Migration20261121100000],
+      migrations: [Migration20261121100000, Migration20261125140000],
       poolSize: config.dbPoolSize,
       log,
     });
@@ -33,7 +34,13 @@ export const identityModule: ServiceModule = {
       pageTokens,
       users,
       sessions: new SessionRepository(orm.em),
-      throttle: new LoginThrottleRepository(orm.em, config.auth.loginWindowSeconds),
+      throttle: new LoginThrottleRepository(orm.em, {
+        maxAttemptsPerAddress: config.auth.loginMaxFailuresPerAddress,
+        freeFailuresPerAccount: config.auth.loginMaxFailuresPerUser,
+        maxDelaySeconds: config.auth.loginMaxDelaySeconds,
+        windowSeconds: config.auth.loginWindowSeconds,
+        knownClientSeconds: config.auth.refreshTokenTtlSeconds,
+      }),
       accessTokens: new AccessTokenIssuer(
         key,
         { issuer: config.auth.issuer, audience: config.auth.audience, ttlSeconds: config.auth.accessTokenTtlSeconds },
