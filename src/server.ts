@@ -110,7 +110,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       observeInterceptor(log, metrics),
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
-      authInterceptor(verifyToken, publicMethods),
+      authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
       validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
     ],
     contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),

@@ -1,7 +1,7 @@
 import { createContextKey, Code, ConnectError, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import type { Clock } from "./clock.js";
-import { notFound } from "./errors.js";
+import { notFound, permissionDenied } from "./errors.js";
 
 export type RoleName = "user" | "admin";
 
@@ -107,12 +107,16 @@ function unauthenticated(expired = false): ConnectError {
 /**
  * Requires a valid bearer token on every method except `publicMethods`
  * ("package.Service/Method" or a whole "package.Service"), and puts the caller
- * into the call's context for handlers, unary and streaming alike.
+ * into the call's context for handlers, unary and streaming alike. Methods in
+ * `adminMethods` need the admin role: anyone else gets PERMISSION_DENIED here,
+ * before the request is validated, so no answer tells a non-admin anything
+ * about what an admin method would accept.
  */
-export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string>): Interceptor {
+export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string>, adminMethods: Set<string> = new Set()): Interceptor {
   return (next) => async (req) => {
     const service = req.service.typeName;
-    if (publicMethods.has(service) || publicMethods.has(`${service}/${req.method.name}`)) return next(req);
+    const method = `${service}/${req.method.name}`;
+    if (publicMethods.has(service) || publicMethods.has(method)) return next(req);
     const match = BEARER.exec(req.header.get("authorization") ?? "");
     if (!match) throw unauthenticated();
     let caller: Caller;
@@ -125,6 +129,7 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
       }
       throw unauthenticated(err instanceof joseErrors.JWTExpired);
     }
+    if (adminMethods.has(method) && caller.role !== "admin") throw permissionDenied("ADMIN_ROLE_REQUIRED", "this needs the admin role");
     req.contextValues.set(callerKey, caller);
     return next(req);
   };
@@ -134,12 +139,6 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
 export function callerOf(ctx: HandlerContext): Caller {
   const caller = ctx.values.get(callerKey);
   if (!caller) throw new ConnectError("missing or invalid access token", Code.Unauthenticated);
-  return caller;
-}
-
-export function requireAdmin(ctx: HandlerContext): Caller {
-  const caller = callerOf(ctx);
-  if (caller.role !== "admin") throw new ConnectError("this needs the admin role", Code.PermissionDenied);
   return caller;
 }
 

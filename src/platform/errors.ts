@@ -60,6 +60,11 @@ export function failedPrecondition(
   ]);
 }
 
+/** The caller is known but may not do this. */
+export function permissionDenied(reason: string, message: string): ConnectError {
+  return new ConnectError(message, Code.PermissionDenied, undefined, [errorInfo(reason)]);
+}
+
 /** A stale etag or version: the caller should re-read and try again. */
 export function aborted(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
   return new ConnectError(message, Code.Aborted, undefined, [errorInfo(reason, metadata)]);

@@ -36,6 +36,8 @@ export interface ServiceModule {
   services: DescService[];
   /** Methods callable without a token, as "package.Service/Method". */
   publicMethods?: string[];
+  /** Methods only admins may call, as "package.Service/Method": refused before validation. */
+  adminMethods?: string[];
   /** Streaming methods whose handlers validate each request message themselves. */
   validatesOwnStream?: string[];
   start(deps: ServiceDeps): Promise<RunningService>;

@@ -16,6 +16,7 @@ import { UserRepository } from "./user.repository.js";
 export const identityModule: ServiceModule = {
   name: "identity",
   services: [IdentityService],
+  adminMethods: ["ListUsers", "SetUserRole", "DisableUser"].map((m) => `${IdentityService.typeName}/${m}`),
   publicMethods: ["Register", "Login", "Refresh"].map((m) => `${IdentityService.typeName}/${m}`),
   async start({ config, databaseUrl, log, clock, pageTokens }) {
     const key = await loadSigningKey(config.auth.privateKeyFile, config.dataDir);

@@ -11,6 +11,7 @@ import { ProductRepository } from "./product.repository.js";
 export const inventoryModule: ServiceModule = {
   name: "inventory",
   services: [InventoryService],
+  adminMethods: ["CreateProduct", "UpdateProduct", "DeleteProduct", "AdjustStock"].map((m) => `${InventoryService.typeName}/${m}`),
   async start({ config, databaseUrl, log, pubsub, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,

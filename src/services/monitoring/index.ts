@@ -22,6 +22,7 @@ const DAY_MS = 86_400_000;
 export const monitoringModule: ServiceModule = {
   name: "monitoring",
   services: [MonitoringService],
+  adminMethods: ["DeleteHost", "CreateAlertRule", "UpdateAlertRule", "DeleteAlertRule", "CreateSilence", "DeleteSilence"].map((m) => `${MonitoringService.typeName}/${m}`),
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const settings = config.monitoring;
     const orm = await openServiceDatabase({

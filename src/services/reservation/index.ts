@@ -19,6 +19,7 @@ const notificationCodec = {
 export const reservationModule: ServiceModule = {
   name: "reservation",
   services: [ReservationService],
+  adminMethods: ["CreateResource", "UpdateResource", "ConfirmReservation", "RejectReservation"].map((m) => `${ReservationService.typeName}/${m}`),
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
