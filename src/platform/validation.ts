@@ -1,11 +1,13 @@
-import { ScalarType, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { createRegistry, ScalarType, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { isReflectMessage, pathToString, reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Violation } from "@bufbuild/protovalidate";
 import type { Interceptor } from "@connectrpc/connect";
+import { file_agora_type_v1_rules } from "../../gen/agora/type/v1/rules_pb.js";
 import { invalidArgument, type FieldViolation } from "./errors.js";
 
 // One validator for the process: it compiles and caches the rules of each message type.
-const validator = createValidator();
+// Agora's shared rules (proto/agora/type/v1/rules.proto) are registered so protos can use them.
+const validator = createValidator({ registry: createRegistry(file_agora_type_v1_rules) });
 
 function toFieldViolation(v: Violation, prefix: string): FieldViolation {
   const field = pathToString(v.field);
