@@ -17,4 +17,3 @@ export function readOrCreateSecret(file: string, create: () => string | Buffer):
   }
   return fs.readFileSync(file);
 }
-
