@@ -21,6 +21,7 @@ import { identityModule } from "../../src/services/identity/index.js";
 import { inventoryModule } from "../../src/services/inventory/index.js";
 import { monitoringModule } from "../../src/services/monitoring/index.js";
 import { reservationModule } from "../../src/services/reservation/index.js";
+import { GRPCURL, runCommand } from "../support/rpc-tools.js";
 import { bearer, PROTOCOLS, quietLog, rpcError, signUp, startTestServer, type ProtocolName, type TestServer } from "../support/harness.js";
 
 const violations = (err: ConnectError) => err.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations.map((v) => ({ field: v.field, reason: v.reason })));
@@ -184,6 +185,18 @@ describe("hostile input", () => {
       expect(rooms.rooms.map((r) => r.id)).to.include(roomId);
     });
   }
+
+  it("answers the issue's grpcurl reproductions: a NUL in Login is INVALID_ARGUMENT, -max-time 2600000 works", async () => {
+    const target = server.url.replace("http://", "");
+    const nul = await runCommand(GRPCURL, ["-plaintext", "-format-error", "-d", '{"username":"al\\u0000ice","password":"x"}', target, "agora.identity.v1.IdentityService/Login"]);
+    expect(nul.code).to.not.equal(0);
+    const status = JSON.parse(nul.stderr);
+    expect(status.code).to.equal(Code.InvalidArgument);
+    expect(status.details[0].fieldViolations).to.deep.equal([{ field: "username", description: "must not contain the NUL character", reason: "UNSTORABLE_TEXT" }]);
+    const long = await runCommand(GRPCURL, ["-plaintext", "-max-time", "2600000", "-H", `authorization: Bearer ${userToken}`, target, "agora.identity.v1.IdentityService/GetMe"]);
+    expect(long.code, long.stderr).to.equal(0);
+    expect(JSON.parse(long.stdout).user.username).to.equal("mallory");
+  });
 
   const adminMethods = [identityModule, inventoryModule, reservationModule, monitoringModule].flatMap((m) =>
     m.services.flatMap((s) => s.methods.filter((method) => m.adminMethods?.includes(`${s.typeName}/${method.name}`)).map((method) => ({ service: s, method }))),
