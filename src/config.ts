@@ -81,8 +81,11 @@ export interface AuthConfig {
   /** First administrator, created at start when missing. */
   adminUsername: string | undefined;
   adminPassword: string | undefined;
+  /** Failed logins on one account before each further attempt waits (1 s, doubling, up to loginMaxDelaySeconds). */
   loginMaxFailuresPerUser: number;
+  /** Login attempts per client address per window (successful ones are given back). */
   loginMaxFailuresPerAddress: number;
+  loginMaxDelaySeconds: number;
   loginWindowSeconds: number;
   /** Take the client address from the last X-Forwarded-For entry (set when behind Envoy). */
   trustForwardedFor: boolean;
@@ -201,6 +204,7 @@ function authConfig(env: Env): AuthConfig {
     adminPassword,
     loginMaxFailuresPerUser: integer(env, "LOGIN_MAX_FAILURES_PER_USER", 5, 1, 1000),
     loginMaxFailuresPerAddress: integer(env, "LOGIN_MAX_FAILURES_PER_ADDRESS", 30, 1, 100_000),
+    loginMaxDelaySeconds: integer(env, "LOGIN_MAX_DELAY_SECONDS", 60, 1, 3600),
     loginWindowSeconds: integer(env, "LOGIN_WINDOW_SECONDS", 900, 1, 86_400),
     trustForwardedFor: env.TRUST_FORWARDED_FOR === "true",
   };

@@ -13,12 +13,14 @@ import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
+import { dropOverlongDeadline } from "./platform/deadline.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
 import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
+import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService } from "./platform/service-module.js";
@@ -54,9 +56,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const selfUrl = () => ownUrl;
   const modules = config.services.map((name) => SERVICE_MODULES[name]);
   const running: RunningService[] = [];
+  const pageTokens = PageTokens.forDataDir(config.dataDir);
   try {
     for (const module of modules) {
-      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, selfUrl }));
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, pageTokens, selfUrl }));
     }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
@@ -95,7 +98,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       observeInterceptor(log, metrics),
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
-      authInterceptor(verifyToken, publicMethods),
+      authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
       checkIdempotencyKey(),
       validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
     ],
@@ -123,7 +126,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       res.end("not found\n");
     },
   });
-  const listener = new DualProtocolListener(handler, { maxConcurrentStreams: config.maxConcurrentStreams });
+  const listener = new DualProtocolListener((req, res) => {
+    dropOverlongDeadline(req.headers);
+    handler(req, res);
+  }, { maxConcurrentStreams: config.maxConcurrentStreams });
   const dbWatch = watchDatabase(
     health,
     served.map((s) => s.typeName),

@@ -9,9 +9,9 @@ import {
 } from "@mikro-orm/core";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, notFound, unavailable } from "./errors.js";
-import { watchIterable } from "./streams.js";
 import { isUniqueViolation, sqlState } from "./db.js";
+import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, invalidArgument, notFound, unavailable } from "./errors.js";
+import { watchIterable } from "./streams.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -49,6 +49,10 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
     // lock_timeout (SESSION_TIMEOUTS in db.ts): another session held what this one needed; nothing was applied.
     return aborted("LOCK_TIMEOUT", "the data is locked by another request: nothing was changed, retry shortly", {}, 1000);
   }
+  if (isUnstorableText(err)) {
+    // Validation refuses such text in every request; this is the last line, should a path miss it.
+    return invalidArgument([{ field: "", description: "text with characters PostgreSQL cannot store (NUL)", reason: "UNSTORABLE_TEXT" }]);
+  }
   if (err instanceof ConnectionException || isConnectionFailure(err)) {
     log.warn({ err, requestId }, "database unavailable");
     return unavailable("DATABASE_UNAVAILABLE", "the database is unavailable: retry later");
@@ -72,11 +76,19 @@ const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "E
 // (25P03: this instance hung inside a transaction and PostgreSQL ended its session).
 const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400", "25P03"]);
 
+// SQLSTATEs of text the database cannot store: the request is wrong, the database is fine.
+const UNSTORABLE_SQLSTATE = new Set(["22021", "22P05"]); // invalid byte sequence (NUL), unsupported Unicode escape
+
+function isUnstorableText(err: unknown): boolean {
+  return UNSTORABLE_SQLSTATE.has(sqlState(err) ?? "");
+}
+
 function isConnectionFailure(err: unknown): boolean {
   for (let e = err as { code?: unknown; sqlState?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
     const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
     if (typeof code !== "string") continue;
-    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08")) return true;
+    // 08P01 (protocol violation) is a malformed message from us, e.g. a NUL inlined into SQL text: not an outage.
+    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || (code.startsWith("08") && code !== "08P01")) return true;
     if (code === "55000" && /accepting connections/.test(String(e.message))) return true;
   }
   // "not queryable": node-pg's answer on a connection the server has ended (e.g. 25P03 after a hang).

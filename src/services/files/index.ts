@@ -14,7 +14,7 @@ import { Migration20261121400000 } from "./migrations/Migration20261121400000.js
 export const filesModule: ServiceModule = {
   name: "files",
   services: [FileService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "files",
@@ -40,6 +40,7 @@ export const filesModule: ServiceModule = {
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
     const blobLocks = new KeyedLock();
     const handlers = filesHandlers({
+      pageTokens,
       repo,
       blobs,
       events,

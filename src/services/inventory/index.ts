@@ -10,7 +10,8 @@ import { ProductRepository } from "./product.repository.js";
 export const inventoryModule: ServiceModule = {
   name: "inventory",
   services: [InventoryService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  adminMethods: ["CreateProduct", "UpdateProduct", "DeleteProduct", "AdjustStock"].map((m) => `${InventoryService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "inventory",
@@ -32,7 +33,7 @@ export const inventoryModule: ServiceModule = {
     await events.start();
     const products = new ProductRepository(orm.em, events, clock);
     return {
-      register: (router) => router.service(InventoryService, inventoryHandlers(products, events)),
+      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, pageTokens)),
       ping: () => ping(orm),
       stop: async () => {
         events.stop();

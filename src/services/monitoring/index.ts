@@ -16,7 +16,8 @@ const DAY_MS = 86_400_000;
 export const monitoringModule: ServiceModule = {
   name: "monitoring",
   services: [MonitoringService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  adminMethods: ["DeleteHost", "CreateAlertRule", "UpdateAlertRule", "DeleteAlertRule", "CreateSilence", "DeleteSilence"].map((m) => `${MonitoringService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const settings = config.monitoring;
     const orm = await openServiceDatabase({
       url: databaseUrl,
@@ -40,6 +41,7 @@ export const monitoringModule: ServiceModule = {
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);
     const handlers = monitoringHandlers({
+      pageTokens,
       metrics,
       alerts,
       ingestor: new Ingestor(metrics, clock),

