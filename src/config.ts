@@ -149,7 +149,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: env.LOG_LEVEL?.trim() || "info",
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: integer(env, "MAX_CONCURRENT_STREAMS", 200, 1, 10_000),
-    grpcServer: oneOf(env, "GRPC_SERVER", ["connect", "grpc-js"] as const),
+    grpcServer: oneOf(env, "GRPC_SERVER", ["grpc-js", "connect"] as const),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),

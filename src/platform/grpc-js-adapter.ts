@@ -205,9 +205,11 @@ export class GrpcJsAdapter {
               // Ends the handler's generator (its finally blocks run) when the client goes away.
               c.onCancel = () => void it.return?.().catch(() => undefined);
               c.sendHeader();
+              // One message at a time, each handed to HTTP/2 before the next is pulled (as Connect-node does):
+              // a reader that does not keep up leaves its events in the handler's bounded queue, not in ours.
               for (let r = await it.next(); !r.done; r = await it.next()) {
                 if (c.canceled) break;
-                if (!call.write(r.value)) await drained(call);
+                await new Promise<void>((resolve) => call.write(r.value, () => resolve()));
               }
               if (!c.canceled) call.end(c.trailer());
             } catch (err) {
@@ -322,18 +324,4 @@ async function* once<T>(value: T) {
 async function single<T>(source: AsyncIterable<T>): Promise<T> {
   for await (const m of source) return m;
   throw new ConnectError("protocol error: missing input message", Code.Unimplemented);
-}
-
-function drained(call: NodeJS.WritableStream & { once: (e: string, f: () => void) => unknown }): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.removeListener("drain", done);
-      call.removeListener("close", done);
-      call.removeListener("cancelled", done);
-      resolve();
-    };
-    call.once("drain", done);
-    call.once("close", done);
-    call.once("cancelled", done);
-  });
 }
