@@ -202,8 +202,8 @@ export class GrpcJsAdapter {
             try {
               const res = (await chain(req)) as StreamResponse;
               const it = res.message[Symbol.asyncIterator]();
-              // Ends the handler's generator (its finally blocks run) when the client goes away.
-              c.onCancel = () => void it.return?.().catch(() => undefined);
+              // Ends the handler's generator with the reason (its finally blocks run; the access log says CANCELED or DEADLINE_EXCEEDED).
+              c.onCancel = () => void it.throw?.(c.request.signal.reason).catch(() => undefined);
               c.sendHeader();
               // One message at a time, each handed to HTTP/2 before the next is pulled (as Connect-node does):
               // a reader that does not keep up leaves its events in the handler's bounded queue, not in ours.

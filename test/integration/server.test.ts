@@ -242,6 +242,33 @@ describe("native gRPC through grpc-js beside Connect-node (issue 16)", () => {
         // The manager holds one HTTP/2 session: every call above shared the connection.
         sessionManager.abort();
       });
+
+      it("logs a server stream the client cancels as Canceled", async () => {
+        const lines: Record<string, unknown>[] = [];
+        const sink = new Writable({
+          write(chunk, _enc, done) {
+            lines.push(JSON.parse(chunk.toString()));
+            done();
+          },
+        });
+        const logged = await startTestServer({ GRPC_SERVER: engine, SERVICES: "identity,inventory", HEARTBEAT_INTERVAL_MS: "100" }, server.databaseUrl, pino({ level: "info" }, sink));
+        try {
+          const abort = new AbortController();
+          const watch = client(InventoryService, logged.url, "grpc", logged.adminToken).watchProducts(create(WatchProductsRequestSchema, {}), {
+            signal: abort.signal,
+            headers: { "x-request-id": `watch-${engine}` },
+          });
+          const it = watch[Symbol.asyncIterator]();
+          await it.next();
+          abort.abort();
+          await it.next().catch(() => undefined);
+          const isWatch = (l: Record<string, unknown>) => l.msg === "rpc" && l.requestId === `watch-${engine}`;
+          await eventually(() => lines.some(isWatch), "the stream's access log line");
+          expect(lines.find(isWatch)).to.include({ method: "agora.inventory.v1.InventoryService/WatchProducts", code: "Canceled" });
+        } finally {
+          await logged.shutdown();
+        }
+      });
     });
   }
 });
