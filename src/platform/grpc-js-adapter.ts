@@ -99,7 +99,7 @@ export class GrpcJsAdapter {
     // grpc-js's handler of one incoming HTTP/2 stream: what its own listener and
     // createConnectionInjector run for each stream of the sessions they own.
     const handler = (this.server as unknown as { _streamHandler?: (...args: unknown[]) => void })._streamHandler;
-    if (typeof handler !== "function") throw new Error("this @grpc/grpc-js has no per-stream handler (the adapter supports 1.12 to 1.14)");
+    if (typeof handler !== "function") throw new Error("this @grpc/grpc-js has no per-stream handler: the adapter is written against 1.14 (GRPC_SERVER=connect serves gRPC without it)");
     this.streamHandler = handler.bind(this.server, []);
   }
 
