@@ -29,6 +29,11 @@ function codeName(err: unknown): string {
 export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interceptor {
   // The labelled series of each method, looked up once (prom-client hashes the labels on every unlabelled call).
   const series = new Map<DescMethod, ReturnType<typeof seriesOf>>();
+  const seriesFor = (method: DescMethod) => {
+    let s = series.get(method);
+    if (!s) series.set(method, (s = seriesOf(method)));
+    return s;
+  };
   const seriesOf = (method: DescMethod) => {
     const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
     const handled = new Map<string, { inc(): void }>();
@@ -47,9 +52,7 @@ export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interce
     const given = req.header.get(REQUEST_ID_HEADER);
     const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     req.header.set(REQUEST_ID_HEADER, requestId);
-    let m = series.get(req.method);
-    if (!m) series.set(req.method, (m = seriesOf(req.method)));
-    const method = m;
+    const method = seriesFor(req.method);
     method.started.inc();
     const startedAt = process.hrtime.bigint();
     const finish = (err: unknown) => {
