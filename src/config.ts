@@ -16,6 +16,8 @@ export interface Config {
   logLevel: string;
   maxMessageBytes: number;
   maxConcurrentStreams: number;
+  /** Who serves native gRPC (protobuf): grpc-js through src/platform/grpc-js-adapter.ts, or Connect-node like the other protocols. */
+  grpcServer: "grpc-js" | "connect";
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
   shutdownGraceMs: number;
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
@@ -107,6 +109,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
+/** One of `allowed`; the first when unset. */
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[]): T {
+  const raw = env[name]?.trim();
+  if (!raw) return allowed[0]!;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  return raw as T;
+}
+
 function services(raw: string | undefined): ServiceName[] {
   if (raw === undefined || raw.trim() === "" || raw.trim() === "all") return [...KNOWN_SERVICES];
   const names = raw.split(",").map((s) => s.trim()).filter(Boolean);
@@ -142,6 +152,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: env.LOG_LEVEL?.trim() || "info",
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: integer(env, "MAX_CONCURRENT_STREAMS", 200, 1, 10_000),
+    grpcServer: oneOf(env, "GRPC_SERVER", ["grpc-js", "connect"] as const),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),

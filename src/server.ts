@@ -2,8 +2,6 @@ import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type http from "node:http";
-import type http2 from "node:http2";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
@@ -15,6 +13,7 @@ import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform
 import { systemClock, type Clock } from "./platform/clock.js";
 import { dropOverlongDeadline } from "./platform/deadline.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
+import { GrpcJsAdapter, recordRoutes } from "./platform/grpc-js-adapter.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
 import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
@@ -83,26 +82,42 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   setMaxListeners(0, shutdownController.signal);
   const shutdownReason = unavailable("SHUTTING_DOWN", "the server is shutting down: reconnect");
 
-  const routes = (router: ConnectRouter) => {
+  // Recorded once: Connect-node and grpc-js serve the same handler objects.
+  const routes = recordRoutes((router: ConnectRouter) => {
     registerHealth(router, health);
     registerReflection(router, [...served, Health, ReflectionV1], [file_google_rpc_error_details, file_google_rpc_status]);
     for (const r of running) r.register(router);
-  };
+  });
+  // Outermost first: observe sees the final code, errors are mapped before it.
+  const interceptors = [
+    observeInterceptor(log, metrics),
+    errorMappingInterceptor(log),
+    deadlineInterceptor(shutdownController.signal),
+    authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
+    checkIdempotencyKey(),
+    validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
+  ];
+  const { trustForwardedFor } = config.auth;
+  // Native gRPC (protobuf) through grpc-js, the fast path; GRPC_SERVER=connect leaves it to Connect-node too.
+  const grpcJs =
+    config.grpcServer === "grpc-js"
+      ? new GrpcJsAdapter({
+          services: routes.services,
+          interceptors,
+          shutdownSignal: shutdownController.signal,
+          maxMessageBytes: config.maxMessageBytes,
+          contextValues: ({ metadata, peer }) =>
+            createContextValues().set(peerAddressKey, clientAddress(metadata.get("x-forwarded-for").map(String), peer.replace(/:\d+$/, ""), trustForwardedFor)),
+        })
+      : undefined;
   const handler = connectNodeAdapter({
-    routes,
+    routes: routes.replay,
     // Requests are bounded; responses are ours and bounded by page sizes (reflection answers can be large).
     readMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
-    // Outermost first: observe sees the final code, errors are mapped before it.
-    interceptors: [
-      observeInterceptor(log, metrics),
-      errorMappingInterceptor(log),
-      deadlineInterceptor(shutdownController.signal),
-      authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
-      checkIdempotencyKey(),
-      validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
-    ],
-    contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),
+    interceptors,
+    contextValues: (req) =>
+      createContextValues().set(peerAddressKey, clientAddress(req.headers["x-forwarded-for"], req.socket.remoteAddress, trustForwardedFor)),
     fallback: (req, res) => {
       if (req.method === "GET" && req.url === JWKS_PATH && jwks) {
         res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
@@ -126,10 +141,21 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       res.end("not found\n");
     },
   });
-  const listener = new DualProtocolListener((req, res) => {
-    dropOverlongDeadline(req.headers);
-    handler(req, res);
-  }, { maxConcurrentStreams: config.maxConcurrentStreams });
+  const listener = new DualProtocolListener(
+    (req, res) => {
+      dropOverlongDeadline(req.headers);
+      handler(req, res);
+    },
+    {
+      maxConcurrentStreams: config.maxConcurrentStreams,
+      takeStream:
+        grpcJs &&
+        ((stream, headers) => {
+          dropOverlongDeadline(headers);
+          return grpcJs.handleStream(stream, headers);
+        }),
+    },
+  );
   const dbWatch = watchDatabase(
     health,
     served.map((s) => s.typeName),
@@ -174,11 +200,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
 }
 
 /** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */
-function clientAddress(req: http.IncomingMessage | http2.Http2ServerRequest, trustForwardedFor: boolean): string {
+function clientAddress(forwarded: string | string[] | undefined, socketAddress: string | undefined, trustForwardedFor: boolean): string {
   if (trustForwardedFor) {
-    const forwarded = req.headers["x-forwarded-for"];
     const last = (Array.isArray(forwarded) ? forwarded.join(",") : (forwarded ?? "")).split(",").at(-1)?.trim();
     if (last) return last;
   }
-  return req.socket.remoteAddress ?? "";
+  return socketAddress ?? "";
 }

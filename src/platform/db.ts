@@ -197,6 +197,22 @@ export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
   await orm.em.fork().execute("SELECT 1");
 }
 
+/**
+ * One statement on a connection of the ORM's own pool, as a named prepared
+ * statement (parsed and planned once per connection), rows as pg returns them:
+ * no query builder, no identity map, no hydration. For hot reads only; the
+ * repository that owns the table maps the row.
+ */
+export async function preparedQuery<R extends pg.QueryResultRow>(em: EntityManager, name: string, text: string, values: unknown[]): Promise<R[]> {
+  const pool = em.getKnex().client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+  const connection = await pool.acquireConnection();
+  try {
+    return (await connection.query<R>({ name, text, values })).rows;
+  } finally {
+    await pool.releaseConnection(connection);
+  }
+}
+
 const RETRYABLE_SQLSTATES = new Set(["40P01", "40001"]); // deadlock detected, serialization failure
 
 function sqlState(err: unknown): string | undefined {

@@ -11,6 +11,8 @@ export interface ListenerOptions {
   maxConcurrentStreams: number;
   /** Bytes a single header block may take. */
   maxHeaderBytes?: number;
+  /** Sees every HTTP/2 stream first and returns true for those it serves itself (native gRPC: grpc-js-adapter.ts). */
+  takeStream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 }
 
 /**
@@ -55,6 +57,7 @@ export class DualProtocolListener {
       },
       handler,
     );
+    if (options.takeStream) routeStreams(this.h2, options.takeStream);
     this.h2.on("session", (session) => {
       this.sessions.add(session);
       session.on("close", () => this.sessions.delete(session));
@@ -117,4 +120,14 @@ export class DualProtocolListener {
     for (const socket of this.sockets) socket.destroy();
     return drained;
   }
+}
+
+/** Puts `take` in front of the server's own stream listener (Node's compatibility layer, which runs `handler`). */
+function routeStreams(server: http2.Http2Server, take: NonNullable<ListenerOptions["takeStream"]>): void {
+  const compat = server.listeners("stream") as ((...args: unknown[]) => void)[];
+  server.removeAllListeners("stream");
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    if (take(stream, headers)) return;
+    for (const listener of compat) listener.call(server, stream, headers, ...rest);
+  });
 }
