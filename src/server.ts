@@ -24,6 +24,7 @@ import type { RunningService, ServiceModule } from "./platform/service-module.js
 import { validationInterceptor } from "./platform/validation.js";
 import { chatModule } from "./services/chat/index.js";
 import { filesModule } from "./services/files/index.js";
+import { gameModule } from "./services/game/index.js";
 import { monitoringModule } from "./services/monitoring/index.js";
 import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
@@ -36,6 +37,7 @@ const MODULES: Record<ServiceName, ServiceModule> = {
   chat: chatModule,
   files: filesModule,
   monitoring: monitoringModule,
+  game: gameModule,
 };
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */

@@ -73,3 +73,8 @@ export function resourceExhausted(reason: string, message: string, retryAfterMs:
     errorInfo(reason, { retry_after_seconds: String(seconds) }),
   ]);
 }
+
+/** The caller may not do this to this object (which they may see); ErrorInfo says why. */
+export function permissionDenied(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return new ConnectError(message, Code.PermissionDenied, undefined, [errorInfo(reason, metadata)]);
+}
