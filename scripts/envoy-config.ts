@@ -21,6 +21,7 @@ import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobu
 import { stringify } from "yaml";
 import { ChatService } from "../gen/agora/chat/v1/chat_pb.js";
 import { FileService } from "../gen/agora/files/v1/files_pb.js";
+import { GameService } from "../gen/agora/game/v1/game_pb.js";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
 import { MonitoringService } from "../gen/agora/monitoring/v1/monitoring_pb.js";
@@ -37,6 +38,7 @@ export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
   { name: "chat", service: ChatService },
   { name: "files", service: FileService },
   { name: "monitoring", service: MonitoringService },
+  { name: "game", service: GameService },
 ];
 
 /** Methods that need no token (same list the services enforce). */

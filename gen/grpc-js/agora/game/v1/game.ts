@@ -5421,7 +5421,10 @@ export const GameServiceService = {
     responseSerialize: (value: PlayResponse): Buffer => Buffer.from(PlayResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PlayResponse => PlayResponse.decode(value),
   },
-  /** Plays one move (see the service comment for move_number). */
+  /**
+   * Plays one move (see the service comment for move_number). Idempotent:
+   * a resend of a move already played returns the game unchanged.
+   */
   makeMove: {
     path: "/agora.game.v1.GameService/MakeMove" as const,
     requestStream: false as const,
@@ -5575,7 +5578,10 @@ export interface GameServiceServer extends UntypedServiceImplementation {
    * stream. Browsers use MakeMove and WatchGame instead.
    */
   play: handleBidiStreamingCall<PlayRequest, PlayResponse>;
-  /** Plays one move (see the service comment for move_number). */
+  /**
+   * Plays one move (see the service comment for move_number). Idempotent:
+   * a resend of a move already played returns the game unchanged.
+   */
   makeMove: handleUnaryCall<MakeMoveRequest, MakeMoveResponse>;
   /**
    * The game's state now, with the moves after after_move_number, then every
@@ -5698,7 +5704,10 @@ export interface GameServiceClient extends Client {
   play(): ClientDuplexStream<PlayRequest, PlayResponse>;
   play(options: Partial<CallOptions>): ClientDuplexStream<PlayRequest, PlayResponse>;
   play(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<PlayRequest, PlayResponse>;
-  /** Plays one move (see the service comment for move_number). */
+  /**
+   * Plays one move (see the service comment for move_number). Idempotent:
+   * a resend of a move already played returns the game unchanged.
+   */
   makeMove(
     request: MakeMoveRequest,
     callback: (error: ServiceError | null, response: MakeMoveResponse) => void,
