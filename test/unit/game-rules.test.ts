@@ -1,5 +1,7 @@
 import { expect } from "chai";
 import { afterGame, isProvisional, NEW_PLAYER, rated } from "../../src/services/game/rating.js";
+import type { TicketRow } from "../../src/services/game/game.repository.js";
+import { pairTickets, ratingWindow } from "../../src/services/game/matchmaking.js";
 import { EMPTY_BOARD, moveProblem, outcome, play, replay, turnAfter } from "../../src/services/game/rules.js";
 
 describe("game rules", () => {
@@ -54,5 +56,36 @@ describe("Glicko-2", () => {
     expect(b.rating).to.be.closeTo(1500, 1e-9);
     expect(isProvisional(NEW_PLAYER)).to.equal(true);
     expect(isProvisional({ rating: 1500, deviation: 60, volatility: 0.06 })).to.equal(false);
+  });
+});
+
+describe("matchmaking pairs", () => {
+  const t0 = new Date("2030-01-01T00:00:00Z");
+  const at = (s: number) => new Date(t0.getTime() + s * 1000);
+  let n = 0;
+  const ticket = (rating: number, deviation = 60, waitedFrom = 0, user = `u${++n}`, turnSeconds = 30): TicketRow => ({
+    id: `t${++n}`, user_id: user, username: user, rating, deviation, turn_seconds: turnSeconds, status: "searching", game_id: null, created_at: at(waitedFrom),
+  });
+  const ids = (pairs: [TicketRow, TicketRow][]) => pairs.map(([a, b]) => [a.rating, b.rating]);
+
+  it("the window widens with waiting time and starts wider for provisional players", () => {
+    expect(ratingWindow(ticket(1500), at(0))).to.equal(100);
+    expect(ratingWindow(ticket(1500), at(30))).to.equal(400);
+    expect(ratingWindow(ticket(1500), at(3600))).to.equal(800);
+    expect(ratingWindow(ticket(1500, 350), at(0))).to.equal(200);
+  });
+
+  it("pairs within both windows, closest first, never a player with themselves or another clock", () => {
+    const a = ticket(1500);
+    const far = ticket(1750);
+    expect(pairTickets([a, far], at(0))).to.deep.equal([]);
+    // After 20 s both accept a 250-point gap.
+    expect(ids(pairTickets([a, far], at(20)))).to.deep.equal([[1500, 1750]]);
+    // Provisional players (deviation 350) accept 200 at once.
+    expect(ids(pairTickets([ticket(1500, 350), ticket(1680, 350)], at(0)))).to.deep.equal([[1500, 1680]]);
+    // Closest rating wins; the oldest ticket chooses first.
+    expect(ids(pairTickets([ticket(1500), ticket(1590, 60, 1), ticket(1520, 60, 2)], at(2)))).to.deep.equal([[1500, 1520]]);
+    expect(pairTickets([ticket(1500, 60, 0, "same"), ticket(1500, 60, 0, "same")], at(0))).to.deep.equal([]);
+    expect(pairTickets([ticket(1500, 60, 0, "p", 30), ticket(1500, 60, 0, "q", 60)], at(0))).to.deep.equal([]);
   });
 });
