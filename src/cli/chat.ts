@@ -600,7 +600,7 @@ export class ChatSession {
   }
 }
 
-async function askPassword(prompt: string): Promise<string> {
+export async function askPassword(prompt: string): Promise<string> {
   const stdin = process.stdin;
   process.stderr.write(prompt);
   stdin.setRawMode(true);
