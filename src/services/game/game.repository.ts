@@ -93,6 +93,13 @@ const MUTABLE = [
 
 const UNIQUE_VIOLATION = "23505";
 
+/** A game's columns and its moves as JSON, in one statement so that both come from one snapshot. */
+const WITH_MOVES = `g.*, (SELECT coalesce(json_agg(m ORDER BY m.number), '[]'::json) FROM "game".moves m WHERE m.game_id = g.id) AS moves`;
+
+function withMoves({ moves, ...game }: GameRow & { moves: MoveRow[] }): GameState {
+  return { game: numbers(game), moves: moves.map((m) => ({ ...m, created_at: new Date(m.created_at) })) };
+}
+
 const date = (d: Date | string | null) => (d === null ? null : new Date(d));
 
 /** A game row with numbers and dates as such (the driver may hand back strings). */
@@ -119,11 +126,11 @@ export class GameRepository {
     return this.em.fork();
   }
 
+  /** A game with its moves, read in one statement (one snapshot: never a move list newer than the game row). */
   async get(id: string): Promise<GameState> {
-    const db = this.db;
-    const [game] = await db.execute<GameRow[]>(`SELECT * FROM "game".games WHERE id = ?`, [id]);
-    if (!game) throw notFound("game", id);
-    return { game: numbers(game), moves: await this.movesOf(db, id) };
+    const [row] = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(`SELECT ${WITH_MOVES} FROM "game".games g WHERE g.id = ?`, [id]);
+    if (!row) throw notFound("game", id);
+    return withMoves(row);
   }
 
   private movesOf(db: EntityManager, id: string): Promise<MoveRow[]> {
@@ -287,17 +294,14 @@ export class GameRepository {
 
   /** A player's games newest first, after the keyset [created_at, id]. */
   async list(userId: string, statuses: GameStatus[], after: [string, string] | undefined, limit: number): Promise<GameState[]> {
-    const db = this.db;
-    const games = await db.execute<GameRow[]>(
-      `SELECT * FROM "game".games
-        WHERE (x_id = ? OR o_id = ?) AND (cardinality(?::text[]) = 0 OR status = ANY(?::text[]))
-          AND (created_at, id) < (?::timestamptz, ?::uuid)
-        ORDER BY created_at DESC, id DESC LIMIT ?`,
+    const rows = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(
+      `SELECT ${WITH_MOVES} FROM "game".games g
+        WHERE (g.x_id = ? OR g.o_id = ?) AND (cardinality(?::text[]) = 0 OR g.status = ANY(?::text[]))
+          AND (g.created_at, g.id) < (?::timestamptz, ?::uuid)
+        ORDER BY g.created_at DESC, g.id DESC LIMIT ?`,
       [userId, userId, pgArray(statuses), pgArray(statuses), after?.[0] ?? "infinity", after?.[1] ?? "ffffffff-ffff-ffff-ffff-ffffffffffff", limit],
     );
-    if (games.length === 0) return [];
-    const moves = await db.execute<MoveRow[]>(`SELECT * FROM "game".moves WHERE game_id = ANY(?::uuid[]) ORDER BY game_id, number`, [pgArray(games.map((g) => g.id))]);
-    return games.map((g) => ({ game: numbers(g), moves: moves.filter((m) => m.game_id === g.id) }));
+    return rows.map(withMoves);
   }
 
   /** Active games whose turn clock ran out by `now`. */
