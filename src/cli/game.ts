@@ -14,14 +14,13 @@ import path from "node:path";
 import readline from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EndReason, GameResult, GameService, GameStatus, Mark, PlayRequestSchema, TicketStatus, type Game, type PlayResponse } from "../../gen/agora/game/v1/game_pb.js";
-import { Auth } from "./auth.js";
-import { askPassword, Outbox } from "./chat.js";
+import { Auth, signInSettings } from "./auth.js";
+import { Outbox } from "./chat.js";
 
 const HELP = [
   "commands:",
@@ -261,27 +260,9 @@ export class GameClient {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      server: { type: "string" },
-      username: { type: "string" },
-      password: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  const usage = "usage: npm run game -- --server <url> --username <name> [--password <password>]";
-  if (values.help) {
-    console.log([usage, ...HELP].join("\n"));
-    return 0;
-  }
-  const server = values.server ?? process.env.AGORA_SERVER ?? "http://127.0.0.1:8080";
-  const username = values.username ?? process.env.AGORA_USERNAME;
-  if (!username) throw new Error(`${usage}\n(or set AGORA_USERNAME)`);
-  let password = values.password ?? process.env.AGORA_PASSWORD;
-  if (!password) {
-    if (!process.stdin.isTTY) throw new Error("set --password or AGORA_PASSWORD (no terminal to ask on)");
-    password = await askPassword(`password for ${username}: `);
-  }
+  const settings = await signInSettings("usage: npm run game -- --server <url> --username <name> [--password <password>]", HELP);
+  if (!settings) return 0;
+  const { server, username, password } = settings;
   const client = new GameClient({ server, username, password, input: process.stdin, output: process.stdout });
   process.once("SIGINT", () => void client.quit().then(() => process.exit(0)));
   return client.run();

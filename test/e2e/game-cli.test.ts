@@ -61,7 +61,7 @@ describe("game CLI (e2e, two players in process)", function () {
     ann.type(`/challenge ${id}`);
     const gameId = /game ([0-9a-f-]{36})/.exec(ann.lines[await ann.waitFor(/^challenge sent/)]!)![1]!;
     bob.type(`/accept ${gameId}`);
-    await ann.waitFor(/cli_ann's move|your move/);
+    await ann.waitFor(/ vs .*(your move|'s move)/);
     // Who plays X was drawn at random: let the players take turns by what the client says.
     const x = (await new Promise<Player>((resolve) => {
       const check = () => {
