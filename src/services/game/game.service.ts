@@ -40,7 +40,6 @@ export interface GameDeps {
 }
 
 const actor = (c: Caller) => ({ id: c.userId, name: c.username });
-const over = (s: GameState) => s.game.status !== "active" && s.game.status !== "challenge";
 
 export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
   /** Applies an action to a game under its lock and returns the game as saved. */
@@ -81,10 +80,6 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
         yield update(UpdateKind.CHANGE);
       }
     }
-  }
-
-  async function stats(userId: string) {
-    return d.repo.rating(userId);
   }
 
   return {
@@ -286,7 +281,7 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
     async getLeaderboard(req, ctx) {
       const caller = callerOf(ctx);
       if (req.aroundCaller) {
-        const me = await stats(caller.userId);
+        const me = await d.repo.rating(caller.userId);
         if (!me || !me.rank) return { entries: [], nextPageToken: "" };
         const radius = req.pageSize > 0 ? Math.min(req.pageSize, 100) : 5;
         const rows = await d.repo.leaderboardAround(me.rank, radius);
@@ -304,7 +299,7 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
     async getPlayerStats(req, ctx) {
       const caller = callerOf(ctx);
       const userId = req.userId || caller.userId;
-      const row = await stats(userId);
+      const row = await d.repo.rating(userId);
       // A player who never played has the starting rating; someone else's unknown id is not confirmed.
       if (!row && userId !== caller.userId) throw notFound("player", userId);
       return { stats: toPlayerStats(row, userId, caller.username) };
