@@ -1,7 +1,7 @@
 import path from "node:path";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
-export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring"] as const;
+export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring", "game"] as const;
 export type ServiceName = (typeof KNOWN_SERVICES)[number];
 
 export interface Config {
@@ -31,6 +31,20 @@ export interface Config {
   chat: ChatConfig;
   files: FilesConfig;
   monitoring: MonitoringConfig;
+  game: GameConfig;
+}
+
+export interface GameConfig {
+  /** Seconds a player has for a move unless the game says otherwise. */
+  turnSeconds: number;
+  /** How often each instance looks for turn clocks that ran out. */
+  sweepIntervalMs: number;
+  /** How often each instance runs a matchmaking round (one instance at a time does). */
+  matchIntervalMs: number;
+  /** How often a FindMatch stream reports its ticket (and keeps it in the pool). */
+  ticketTickMs: number;
+  /** The rating window of matchmaking: base, widening per second waited, maximum. */
+  window: { base: number; perSecond: number; max: number };
 }
 
 export interface MonitoringConfig {
@@ -185,6 +199,17 @@ export function loadConfig(env: Env = process.env): Config {
       hostDownSeconds: integer(env, "MONITORING_HOST_DOWN_SECONDS", 60, 1, 86_400),
       evaluateIntervalMs: integer(env, "MONITORING_EVALUATE_INTERVAL_MS", 5000, 10, 3_600_000),
       maxFutureSeconds: integer(env, "MONITORING_MAX_FUTURE_SECONDS", 300, 0, 86_400),
+    },
+    game: {
+      turnSeconds: integer(env, "GAME_TURN_SECONDS", 30, 1, 3600),
+      sweepIntervalMs: integer(env, "GAME_SWEEP_INTERVAL_MS", 1000, 10, 3_600_000),
+      matchIntervalMs: integer(env, "GAME_MATCH_INTERVAL_MS", 1000, 10, 3_600_000),
+      ticketTickMs: integer(env, "GAME_TICKET_TICK_MS", 1000, 10, 60_000),
+      window: {
+        base: integer(env, "GAME_MATCH_WINDOW", 100, 0, 3000),
+        perSecond: integer(env, "GAME_MATCH_WINDOW_PER_SECOND", 10, 0, 3000),
+        max: integer(env, "GAME_MATCH_WINDOW_MAX", 800, 0, 3000),
+      },
     },
   };
   if (!config.services.includes("identity") && !config.auth.jwksUrl) {

@@ -24,6 +24,8 @@ export interface Settings {
   reservations: { clients: number; runSeconds: number };
   files: { megabytes: number };
   monitoring: { clients: number; pointsPerBatch: number; runSeconds: number };
+  /** Games played at once (twice as many players queue for them first). */
+  game: { games: number };
 }
 
 export const FULL: Settings = {
@@ -36,6 +38,7 @@ export const FULL: Settings = {
   reservations: { clients: 32, runSeconds: 8 },
   files: { megabytes: 256 },
   monitoring: { clients: 8, pointsPerBatch: 100, runSeconds: 5 },
+  game: { games: 500 },
 };
 
 export const QUICK: Settings = {
@@ -48,6 +51,7 @@ export const QUICK: Settings = {
   reservations: { clients: 32, runSeconds: 3 },
   files: { megabytes: 32 },
   monitoring: { clients: 4, pointsPerBatch: 100, runSeconds: 2 },
+  game: { games: 25 },
 };
 
 export interface BenchContext {

@@ -1,3 +1,4 @@
+import { parseArgs } from "node:util";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { IdentityService, type Tokens } from "../../gen/agora/identity/v1/identity_pb.js";
@@ -78,3 +79,58 @@ export class Auth {
     this.timer.unref();
   }
 }
+
+/**
+ * The server and credentials of a command-line client: --server, --username,
+ * --password, else AGORA_SERVER, AGORA_USERNAME, AGORA_PASSWORD; the password
+ * is asked for on a terminal. Undefined after printing the usage for --help.
+ */
+export async function signInSettings(usage: string, help: string[]): Promise<{ server: string; username: string; password: string } | undefined> {
+  const { values } = parseArgs({
+    options: {
+      server: { type: "string" },
+      username: { type: "string" },
+      password: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log([usage, ...help].join("\n"));
+    return undefined;
+  }
+  const server = values.server ?? process.env.AGORA_SERVER ?? "http://127.0.0.1:8080";
+  const username = values.username ?? process.env.AGORA_USERNAME;
+  if (!username) throw new Error(`${usage}\n(or set AGORA_USERNAME)`);
+  let password = values.password ?? process.env.AGORA_PASSWORD;
+  if (!password) {
+    if (!process.stdin.isTTY) throw new Error("set --password or AGORA_PASSWORD (no terminal to ask on)");
+    password = await askPassword(`password for ${username}: `);
+  }
+  return { server, username, password };
+}
+
+async function askPassword(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.setEncoding("utf8");
+  stdin.resume();
+  return new Promise((resolve, reject) => {
+    let value = "";
+    const done = () => {
+      stdin.off("data", onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write("\n");
+    };
+    const onData = (chunk: string) => {
+      for (const ch of chunk) {
+        if (ch === "\r" || ch === "\n") return done(), resolve(value);
+        if (ch === "\u0003" || ch === "\u0004") return done(), reject(new Error("no password given"));
+        value = ch === "\u007f" || ch === "\b" ? value.slice(0, -1) : value + ch;
+      }
+    };
+    stdin.on("data", onData);
+  });
+}
+

@@ -16,7 +16,6 @@ import path from "node:path";
 import readline from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -32,7 +31,7 @@ import {
   type Message,
   type Room,
 } from "../../gen/agora/chat/v1/chat_pb.js";
-import { Auth } from "./auth.js";
+import { Auth, signInSettings } from "./auth.js";
 
 const HELP = [
   "commands:",
@@ -600,53 +599,10 @@ export class ChatSession {
   }
 }
 
-async function askPassword(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  process.stderr.write(prompt);
-  stdin.setRawMode(true);
-  stdin.setEncoding("utf8");
-  stdin.resume();
-  return new Promise((resolve, reject) => {
-    let value = "";
-    const done = () => {
-      stdin.off("data", onData);
-      stdin.setRawMode(false);
-      stdin.pause();
-      process.stderr.write("\n");
-    };
-    const onData = (chunk: string) => {
-      for (const ch of chunk) {
-        if (ch === "\r" || ch === "\n") return done(), resolve(value);
-        if (ch === "\u0003" || ch === "\u0004") return done(), reject(new Error("no password given"));
-        value = ch === "\u007f" || ch === "\b" ? value.slice(0, -1) : value + ch;
-      }
-    };
-    stdin.on("data", onData);
-  });
-}
-
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      server: { type: "string" },
-      username: { type: "string" },
-      password: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  const usage = "usage: npm run chat -- --server <url> --username <name> [--password <password>]";
-  if (values.help) {
-    console.log([usage, ...HELP].join("\n"));
-    return 0;
-  }
-  const server = values.server ?? process.env.AGORA_SERVER ?? "http://127.0.0.1:8080";
-  const username = values.username ?? process.env.AGORA_USERNAME;
-  if (!username) throw new Error(`${usage}\n(or set AGORA_USERNAME)`);
-  let password = values.password ?? process.env.AGORA_PASSWORD;
-  if (!password) {
-    if (!process.stdin.isTTY) throw new Error("set --password or AGORA_PASSWORD (no terminal to ask on)");
-    password = await askPassword(`password for ${username}: `);
-  }
+  const settings = await signInSettings("usage: npm run chat -- --server <url> --username <name> [--password <password>]", HELP);
+  if (!settings) return 0;
+  const { server, username, password } = settings;
   const session = new ChatSession({ server, username, password, input: process.stdin, output: process.stdout });
   process.once("SIGINT", () => session.quit());
   process.once("SIGTERM", () => session.quit());

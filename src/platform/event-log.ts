@@ -24,13 +24,24 @@ export interface WatchWrapper<T, R> {
   event(event: T, cursor: string): R | undefined;
 }
 
-export interface EventLogOptions<T extends Message> {
+/** How events are stored in the log's bytea column. */
+export interface EventCodec<T> {
+  encode(event: T): Uint8Array;
+  decode(bytes: Uint8Array): T;
+}
+
+/** The codec of a service whose events are protobuf messages (the binary encoding). */
+export function protobufCodec<T extends Message>(type: GenMessage<T>): EventCodec<T> {
+  return { encode: (event) => toBinary(type, event), decode: (bytes) => fromBinary(type, bytes) };
+}
+
+export interface EventLogOptions<T> {
   em: EntityManager;
   /** The service's schema: the log is `<schema>.events`. */
   schema: string;
   pubsub: PubSub;
-  /** The protobuf message every event is, stored as its binary encoding. */
-  eventType: GenMessage<T>;
+  /** How an event is stored: `protobufCodec(SomeEventSchema)` for protobuf events. */
+  codec: EventCodec<T>;
   log: Logger;
   /** Events older than this are deleted (the newest is always kept, so cursors stay checkable). */
   retentionMs: number;
@@ -52,7 +63,7 @@ const PAGE = 500;
  * become visible in id order: a reader that has seen id N never later meets a
  * smaller id committing late. That makes `id` a resumable cursor.
  */
-export class EventLog<T extends Message> {
+export class EventLog<T> {
   private readonly subscribers = new Set<Subscriber<T>>();
   private head = 0n;
   private unsubscribe: Unsubscribe | undefined;
@@ -62,7 +73,7 @@ export class EventLog<T extends Message> {
   private readonly em: EntityManager;
   private readonly schema: string;
   private readonly pubsub: PubSub;
-  private readonly eventType: GenMessage<T>;
+  private readonly codec: EventCodec<T>;
   private readonly log: Logger;
   private readonly retentionMs: number;
   private readonly heartbeatMs: number;
@@ -73,7 +84,7 @@ export class EventLog<T extends Message> {
     this.em = o.em;
     this.schema = o.schema;
     this.pubsub = o.pubsub;
-    this.eventType = o.eventType;
+    this.codec = o.codec;
     this.log = o.log;
     this.retentionMs = o.retentionMs;
     this.heartbeatMs = o.heartbeatMs;
@@ -98,7 +109,7 @@ export class EventLog<T extends Message> {
     const placeholders = events.map(() => "(?)").join(", ");
     const rows = await tx.execute<{ id: string }[]>(
       `INSERT INTO ${this.table} (payload) VALUES ${placeholders} RETURNING id`,
-      events.map((e) => Buffer.from(toBinary(this.eventType, e))),
+      events.map((e) => Buffer.from(this.codec.encode(e))),
     );
     await tx.execute("SELECT pg_notify(?, '')", [this.channel]);
     return rows.map((r) => BigInt(r.id));
@@ -133,7 +144,7 @@ export class EventLog<T extends Message> {
         afterId.toString(),
         limit,
       ]);
-    return rows.map((r) => ({ id: BigInt(r.id), event: fromBinary(this.eventType, r.payload) }));
+    return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
   }
 
   /** Deletes events committed before `before`, except the newest one. */

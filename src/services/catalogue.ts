@@ -2,6 +2,7 @@ import type { ServiceName } from "../config.js";
 import type { ServiceModule } from "../platform/service-module.js";
 import { chatModule } from "./chat/index.js";
 import { filesModule } from "./files/index.js";
+import { gameModule } from "./game/index.js";
 import { identityModule } from "./identity/index.js";
 import { inventoryModule } from "./inventory/index.js";
 import { monitoringModule } from "./monitoring/index.js";
@@ -20,4 +21,5 @@ export const SERVICE_MODULES: Record<ServiceName, ServiceModule> = {
   chat: chatModule,
   files: filesModule,
   monitoring: monitoringModule,
+  game: gameModule,
 };

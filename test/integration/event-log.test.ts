@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { StringValueSchema, type StringValue } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
 import { openServiceDatabase } from "../../src/platform/db.js";
-import { EventLog } from "../../src/platform/event-log.js";
+import { EventLog, protobufCodec } from "../../src/platform/event-log.js";
 import { PgPubSub } from "../../src/platform/pubsub.js";
 import { systemClock } from "../../src/platform/clock.js";
 import { Migration20261121000000 } from "../../src/services/inventory/migrations/Migration20261121000000.js";
@@ -25,7 +25,7 @@ describe("event log", () => {
       em: orm.em,
       schema: "inventory",
       pubsub,
-      eventType: StringValueSchema,
+      codec: protobufCodec(StringValueSchema),
       log: quietLog,
       retentionMs: 3_600_000,
       heartbeatMs: 60_000,

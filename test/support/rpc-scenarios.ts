@@ -11,6 +11,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import { ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
+import { GameService } from "../../gen/agora/game/v1/game_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { MonitoringService } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
@@ -652,4 +653,89 @@ const health: Scenario = {
 };
 
 /** The coverage table: every service the gateway serves, and how each is exercised. */
-export const SCENARIOS: Scenario[] = [identity, inventory, reservation, chat, files, monitoring, health];
+// ---- game -----------------------------------------------------------------------
+
+const game: Scenario = {
+  service: GameService,
+  async run({ rpc, tag, user }) {
+    const G = GameService.method;
+    const [xena, olaf, fan] = await Promise.all([user("xena"), user("olaf"), user("fan")]);
+    // A turn clock unique to this run: only this run's two players can be paired with each other.
+    const turnSeconds = 60 + ([...tag].reduce((n, c) => n * 31 + c.charCodeAt(0), 7) % 3000);
+
+    // Matchmaking: both queue, both streams end MATCHED with the same game.
+    const matched = (ms: Json[]) => ms.some((m) => m.ticket?.status === "TICKET_STATUS_MATCHED");
+    const [mx, mo] = await Promise.all([
+      rpc.stream(G.findMatch, { turn_seconds: turnSeconds }, xena.token, matched, "xena's match"),
+      rpc.stream(G.findMatch, { turn_seconds: turnSeconds }, olaf.token, matched, "olaf's match"),
+    ]);
+    const pairedId = mx.find((m) => m.ticket?.status === "TICKET_STATUS_MATCHED").ticket.gameId;
+    expect(mo.find((m) => m.ticket?.status === "TICKET_STATUS_MATCHED").ticket.gameId).to.equal(pairedId);
+    expect((await rpc.ok(G.resign, { game_id: pairedId }, xena.token)).game.status).to.equal("GAME_STATUS_ABORTED"); // before any move
+    expect(await rpc.ok(G.cancelMatch, {}, xena.token)).to.deep.equal({});
+    await rpc.fails(G.cancelMatch, { ticket_id: "nope" }, xena.token, "InvalidArgument", "ticket_id");
+
+    // A challenge, played over MakeMove.
+    await rpc.fails(G.createGame, { opponent_user_id: xena.id }, xena.token, "InvalidArgument", "yourself");
+    const challenge = (await rpc.ok(G.createGame, { opponent_user_id: olaf.id, mark: "MARK_X", request_id: `${tag}-g1` }, xena.token)).game;
+    expect(challenge).to.include({ status: "GAME_STATUS_CHALLENGE", invitedUserId: olaf.id });
+    await rpc.fails(G.acceptChallenge, { game_id: challenge.id }, xena.token, "PermissionDenied");
+    expect((await rpc.ok(G.acceptChallenge, { game_id: challenge.id }, olaf.token)).game.status).to.equal("GAME_STATUS_ACTIVE");
+    const id = challenge.id;
+    const first = (await rpc.ok(G.makeMove, { game_id: id, cell: 4, move_number: 1 }, xena.token)).game;
+    expect(first).to.include({ board: "....X....", nextMoveNumber: 2, turn: "MARK_O" });
+    expect((await rpc.ok(G.makeMove, { game_id: id, cell: 4, move_number: 1 }, xena.token)).game.version).to.equal(first.version); // a resend
+    await rpc.fails(G.makeMove, { game_id: id, cell: 9, move_number: 2 }, olaf.token, "InvalidArgument", "cell");
+    await rpc.fails(G.makeMove, { game_id: id, cell: 4, move_number: 2 }, olaf.token, "FailedPrecondition", "taken");
+    await rpc.fails(G.makeMove, { game_id: id, cell: 0, move_number: 3 }, olaf.token, "Aborted", "expects move 2");
+    await rpc.fails(G.makeMove, { game_id: id, cell: 0, move_number: 2 }, fan.token, "PermissionDenied");
+    await rpc.fails(G.getGame, { game_id: UNKNOWN_ID }, fan.token, "NotFound");
+
+    // A spectator's stream starts with the state and the moves after the one given.
+    const watched = await rpc.stream(G.watchGame, { game_id: id, after_move_number: 0 }, fan.token, (ms) => ms.length > 0, "the snapshot");
+    expect(watched[0].update).to.include({ kind: "UPDATE_KIND_SNAPSHOT" });
+    expect(watched[0].update.newMoves.map((m: Json) => m.cell)).to.deep.equal([4]);
+
+    // Olaf plays on over the bidi stream, one command at a time.
+    const play = rpc.open(G.play, { ref: "j", join: { game_id: id, after_move_number: 1 } }, olaf.token, true);
+    let result: RpcResult;
+    try {
+      await play.waitFor((ms) => ms.some((m) => m.update), "the snapshot");
+      play.send({ ref: "m", move: { cell: 0, move_number: 2 } });
+      play.send({ ref: "bad", move: { cell: 8, move_number: 2 } });
+      await play.waitFor((ms) => ms.some((m) => m.error?.ref === "bad") && ms.some((m) => m.update?.game?.nextMoveNumber === 3), "the move and the refusal");
+      play.end();
+      result = await play.done;
+    } finally {
+      await play.stop();
+    }
+    expect(result.error, "the stream ends with OK").to.equal(undefined);
+    expect(play.messages.find((m) => m.error).error).to.include({ ref: "bad", reason: "STALE_MOVE" });
+
+    // A draw by agreement, then a rematch with the marks swapped (aborted at once by a resignation).
+    expect((await rpc.ok(G.offerDraw, { game_id: id }, xena.token)).game.drawOfferedBy).to.equal(xena.id);
+    await rpc.fails(G.acceptDraw, { game_id: id }, xena.token, "FailedPrecondition");
+    expect((await rpc.ok(G.acceptDraw, { game_id: id }, olaf.token)).game).to.include({ result: "GAME_RESULT_DRAW", endReason: "END_REASON_AGREEMENT" });
+    await rpc.fails(G.acceptRematch, { game_id: id }, olaf.token, "FailedPrecondition");
+    expect((await rpc.ok(G.offerRematch, { game_id: id }, olaf.token)).game.rematchOfferedBy).to.equal(olaf.id);
+    const { rematch } = await rpc.ok(G.acceptRematch, { game_id: id }, xena.token);
+    expect(rematch.x.userId).to.equal(olaf.id);
+    expect((await rpc.ok(G.resign, { game_id: rematch.id }, olaf.token)).game.endReason).to.equal("END_REASON_ABORTED");
+
+    const declined = (await rpc.ok(G.createGame, { opponent_user_id: xena.id }, olaf.token)).game;
+    expect((await rpc.ok(G.declineChallenge, { game_id: declined.id }, xena.token)).game.endReason).to.equal("END_REASON_DECLINED");
+
+    const read = (await rpc.ok(G.getGame, { game_id: id }, fan.token)).game;
+    expect(read.moves.map((m: Json) => m.cell ?? 0)).to.deep.equal([4, 0]); // JSON leaves out a zero
+    const listed = (await rpc.ok(G.listGames, { page_size: 10 }, xena.token)).games.map((g: Json) => g.id);
+    expect(listed).to.include.members([id, rematch.id, declined.id]);
+
+    const stats = (await rpc.ok(G.getPlayerStats, {}, xena.token)).stats;
+    expect(stats).to.include({ userId: xena.id, draws: 1, games: 1, provisional: true });
+    await rpc.fails(G.getPlayerStats, { user_id: UNKNOWN_ID }, fan.token, "NotFound");
+    expect((await rpc.ok(G.getLeaderboard, { page_size: 5 }, fan.token)).entries.length).to.be.within(1, 5);
+    expect((await rpc.ok(G.getLeaderboard, { around_caller: true }, xena.token)).caller.userId).to.equal(xena.id);
+  },
+};
+
+export const SCENARIOS: Scenario[] = [identity, inventory, reservation, chat, files, monitoring, game, health];

@@ -2,7 +2,7 @@ import path from "node:path";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { FileEventSchema, FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog } from "../../platform/event-log.js";
+import { EventLog, protobufCodec } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { LocalBlobStore } from "./blob-store.js";
@@ -29,7 +29,7 @@ export const filesModule: ServiceModule = {
       em: orm.em,
       schema: "files",
       pubsub,
-      eventType: FileEventSchema,
+      codec: protobufCodec(FileEventSchema),
       log,
       retentionMs: config.eventRetentionHours * 3_600_000,
       heartbeatMs: config.heartbeatIntervalMs,

@@ -1,6 +1,6 @@
 import { InventoryService, ProductEventSchema } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog } from "../../platform/event-log.js";
+import { EventLog, protobufCodec } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
@@ -24,7 +24,7 @@ export const inventoryModule: ServiceModule = {
       em: orm.em,
       schema: "inventory",
       pubsub,
-      eventType: ProductEventSchema,
+      codec: protobufCodec(ProductEventSchema),
       log,
       retentionMs: config.eventRetentionHours * 3_600_000,
       heartbeatMs: config.heartbeatIntervalMs,

@@ -1,6 +1,6 @@
 import { AlertEventSchema, MonitoringService } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog } from "../../platform/event-log.js";
+import { EventLog, protobufCodec } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { AlertEvaluator } from "./alert.evaluator.js";
@@ -31,7 +31,7 @@ export const monitoringModule: ServiceModule = {
       em: orm.em,
       schema: "monitoring",
       pubsub,
-      eventType: AlertEventSchema,
+      codec: protobufCodec(AlertEventSchema),
       log,
       retentionMs: config.eventRetentionHours * 3_600_000,
       heartbeatMs: config.heartbeatIntervalMs,

@@ -1,6 +1,6 @@
 import { NotificationSchema as NotificationMessageSchema, ReservationService } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog } from "../../platform/event-log.js";
+import { EventLog, protobufCodec } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
@@ -27,7 +27,7 @@ export const reservationModule: ServiceModule = {
       em: orm.em,
       schema: "reservation",
       pubsub,
-      eventType: NotificationMessageSchema,
+      codec: protobufCodec(NotificationMessageSchema),
       log,
       retentionMs: config.eventRetentionHours * 3_600_000,
       heartbeatMs: config.heartbeatIntervalMs,

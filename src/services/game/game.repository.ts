@@ -1,0 +1,426 @@
+import { randomUUID } from "node:crypto";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { retryTransaction } from "../../platform/db.js";
+import { alreadyExists, notFound } from "../../platform/errors.js";
+import type { EventLog } from "../../platform/event-log.js";
+import { NEW_PLAYER, type Rating } from "./rating.js";
+
+export type GameStatus = "challenge" | "active" | "finished" | "aborted" | "declined";
+
+export interface GameRow {
+  id: string;
+  status: GameStatus;
+  result: "x" | "o" | "draw" | null;
+  end_reason: string | null;
+  x_id: string;
+  x_name: string;
+  o_id: string;
+  o_name: string;
+  challenger_id: string | null;
+  x_rating: number;
+  o_rating: number;
+  x_change: number;
+  o_change: number;
+  board: string;
+  move_count: number;
+  turn_seconds: number;
+  turn_deadline: Date | null;
+  rated: boolean;
+  draw_offered_by: string | null;
+  rematch_offered_by: string | null;
+  rematch_game_id: string | null;
+  request_id: string;
+  version: string;
+  created_at: Date;
+  updated_at: Date;
+  ended_at: Date | null;
+}
+
+export interface MoveRow {
+  game_id: string;
+  number: number;
+  cell: number;
+  mark: "X" | "O";
+  user_id: string;
+  created_at: Date;
+}
+
+export interface RatingRow extends Rating {
+  user_id: string;
+  username: string;
+  games: number;
+  wins: number;
+  losses: number;
+  draws: number;
+  streak: number;
+  rank?: number;
+}
+
+export interface TicketRow {
+  id: string;
+  user_id: string;
+  username: string;
+  rating: number;
+  deviation: number;
+  turn_seconds: number;
+  status: "searching" | "matched" | "cancelled";
+  game_id: string | null;
+  created_at: Date;
+}
+
+/** The fields a new game is created with. */
+export type NewGame = Pick<
+  GameRow,
+  "status" | "x_id" | "x_name" | "o_id" | "o_name" | "challenger_id" | "x_rating" | "o_rating" | "turn_seconds" | "turn_deadline" | "rated" | "request_id" | "created_at"
+>;
+
+/** What the event log carries: which game (or which tickets) changed; readers load the state. */
+export type GameEvent = { game: string; version: string } | { tickets: string[] };
+
+/** A game with its moves, as loaded (and locked) in a transaction. */
+export interface GameState {
+  game: GameRow;
+  moves: MoveRow[];
+}
+
+/** Ratings change with a game's result: the caller says how, inside the game's transaction. */
+export type RatingChange = (x: RatingRow, o: RatingRow) => { x: RatingRow; o: RatingRow };
+
+const MUTABLE = [
+  "status", "result", "end_reason", "o_name", "x_name", "x_rating", "o_rating", "x_change", "o_change", "board", "move_count",
+  "turn_deadline", "draw_offered_by", "rematch_offered_by", "rematch_game_id", "updated_at", "ended_at",
+] as const;
+
+const UNIQUE_VIOLATION = "23505";
+
+/** A game's columns and its moves as JSON, in one statement so that both come from one snapshot. */
+const WITH_MOVES = `g.*, (SELECT coalesce(json_agg(m ORDER BY m.number), '[]'::json) FROM "game".moves m WHERE m.game_id = g.id) AS moves`;
+
+function withMoves({ moves, ...game }: GameRow & { moves: MoveRow[] }): GameState {
+  return { game: numbers(game), moves: moves.map((m) => ({ ...m, created_at: new Date(m.created_at) })) };
+}
+
+const date = (d: Date | string | null) => (d === null ? null : new Date(d));
+
+/** A game row with numbers and dates as such (the driver may hand back strings). */
+const numbers = (g: GameRow): GameRow => ({
+  ...g,
+  x_rating: Number(g.x_rating),
+  o_rating: Number(g.o_rating),
+  x_change: Number(g.x_change),
+  o_change: Number(g.o_change),
+  turn_deadline: date(g.turn_deadline),
+  created_at: date(g.created_at)!,
+  updated_at: date(g.updated_at)!,
+  ended_at: date(g.ended_at),
+});
+
+/** Owns every query on games, moves, ratings and tickets. */
+export class GameRepository {
+  constructor(
+    private readonly em: EntityManager,
+    private readonly events: EventLog<GameEvent>,
+  ) {}
+
+  private get db() {
+    return this.em.fork();
+  }
+
+  /** A game with its moves, read in one statement (one snapshot: never a move list newer than the game row). */
+  async get(id: string): Promise<GameState> {
+    const [row] = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(`SELECT ${WITH_MOVES} FROM "game".games g WHERE g.id = ?`, [id]);
+    if (!row) throw notFound("game", id);
+    return withMoves(row);
+  }
+
+  private movesOf(db: EntityManager, id: string): Promise<MoveRow[]> {
+    return db.execute<MoveRow[]>(`SELECT * FROM "game".moves WHERE game_id = ? ORDER BY number`, [id]);
+  }
+
+  /** A challenge or a matched game; with request_id, a repeat returns the first game. */
+  async create(game: NewGame): Promise<GameState> {
+    if (game.request_id !== "" && game.challenger_id) {
+      const earlier = await this.byRequest(game.challenger_id, game.request_id);
+      if (earlier) return earlier;
+    }
+    try {
+      return await this.db.transactional(async (tx) => this.insertGame(tx, game));
+    } catch (err) {
+      if ((err as { code?: string }).code === UNIQUE_VIOLATION && game.challenger_id) {
+        const earlier = await this.byRequest(game.challenger_id, game.request_id);
+        if (earlier) return earlier;
+        throw alreadyExists("game", "a game with this request_id exists");
+      }
+      throw err;
+    }
+  }
+
+  /** Inserts a game inside the caller's transaction, with its event. */
+  async insertGame(tx: EntityManager, game: NewGame): Promise<GameState> {
+    const id = randomUUID();
+    const [row] = await tx.execute<GameRow[]>(
+      `INSERT INTO "game".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      [id, game.status, game.x_id, game.x_name, game.o_id, game.o_name, game.challenger_id, game.x_rating, game.o_rating, game.turn_seconds,
+        game.turn_deadline, game.rated, game.request_id, game.created_at, game.created_at],
+    );
+    await this.events.append(tx, [{ game: id, version: "1" }]);
+    return { game: numbers(row!), moves: [] };
+  }
+
+  private async byRequest(challengerId: string, requestId: string): Promise<GameState | undefined> {
+    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "game".games WHERE challenger_id = ? AND request_id = ?`, [challengerId, requestId]);
+    return row ? this.get(row.id) : undefined;
+  }
+
+  /**
+   * Changes one game under its row lock: `change` edits the state it is given
+   * (and may return a new game to create, for rematches); new moves, the new
+   * version, the ratings (when `ratings` is returned) and the event are written
+   * in one transaction. With skipLocked, a game locked by someone else is left
+   * alone (undefined). An error thrown by `change` after `keep` marked the state
+   * (a timeout that was due) still commits that state, then is rethrown.
+   */
+  async change<T>(
+    id: string,
+    change: (state: GameState, tx: GameTx) => Promise<T> | T,
+    options: { skipLocked?: boolean } = {},
+  ): Promise<{ state: GameState; value: T } | undefined> {
+    let failure: unknown;
+    const done = await retryTransaction(() =>
+      this.db.transactional(async (tx) => {
+        failure = undefined;
+        const [row] = await tx.execute<GameRow[]>(`SELECT * FROM "game".games WHERE id = ? FOR UPDATE${options.skipLocked ? " SKIP LOCKED" : ""}`, [id]);
+        if (!row) {
+          if (options.skipLocked) return undefined;
+          throw notFound("game", id);
+        }
+        const before = numbers(row);
+        const state: GameState = { game: { ...before }, moves: await this.movesOf(tx, id) };
+        const known = state.moves.length;
+        const gtx = new GameTx(tx, this);
+        let value: T | undefined;
+        try {
+          value = await change(state, gtx);
+        } catch (err) {
+          if (!gtx.keep) throw err;
+          failure = err;
+        }
+        if (!MUTABLE.some((k) => String(state.game[k]) !== String(before[k])) && state.moves.length === known && !gtx.ratings) {
+          return { state, value: value as T };
+        }
+        for (const m of state.moves.slice(known)) {
+          await tx.execute(`INSERT INTO "game".moves (game_id, number, cell, mark, user_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
+            id, m.number, m.cell, m.mark, m.user_id, m.created_at,
+          ]);
+        }
+        if (gtx.ratings) await this.rate(tx, state.game, gtx.ratings);
+        const [saved] = await tx.execute<GameRow[]>(
+          `UPDATE "game".games SET ${MUTABLE.map((k) => `${k} = ?`).join(", ")}, version = version + 1 WHERE id = ? RETURNING *`,
+          [...MUTABLE.map((k) => state.game[k]), id],
+        );
+        state.game = numbers(saved!);
+        await this.events.append(tx, [{ game: id, version: state.game.version }, ...gtx.extraEvents]);
+        return { state, value: value as T };
+      }),
+    );
+    if (failure) throw failure;
+    return done;
+  }
+
+  /** Locks both players' ratings (in user id order: no deadlock), applies the change, records it on the game. */
+  private async rate(tx: EntityManager, game: GameRow, change: RatingChange): Promise<void> {
+    await this.ensureRatings(tx, [
+      { id: game.x_id, name: game.x_name },
+      { id: game.o_id, name: game.o_name },
+    ], game.updated_at);
+    const rows = await tx.execute<RatingRow[]>(`SELECT * FROM "game".ratings WHERE user_id IN (?, ?) ORDER BY user_id FOR UPDATE`, [game.x_id, game.o_id]);
+    const x = rows.find((r) => r.user_id === game.x_id)!;
+    const o = rows.find((r) => r.user_id === game.o_id)!;
+    const next = change(x, o);
+    for (const r of [next.x, next.o]) {
+      await tx.execute(
+        `UPDATE "game".ratings SET rating = ?, deviation = ?, volatility = ?, games = ?, wins = ?, losses = ?, draws = ?, streak = ?, updated_at = ? WHERE user_id = ?`,
+        [r.rating, r.deviation, r.volatility, r.games, r.wins, r.losses, r.draws, r.streak, game.updated_at, r.user_id],
+      );
+    }
+    game.x_change = next.x.rating - x.rating;
+    game.o_change = next.o.rating - o.rating;
+  }
+
+  async ensureRatings(db: EntityManager, players: { id: string; name: string }[], now: Date): Promise<void> {
+    for (const p of players) {
+      await db.execute(
+        `INSERT INTO "game".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (user_id) DO UPDATE SET username = excluded.username`,
+        [p.id, p.name, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility, now],
+      );
+    }
+  }
+
+  /** A player's rating row with their rank among players with a rated game (undefined: never rated). */
+  async rating(userId: string, db: EntityManager = this.db): Promise<RatingRow | undefined> {
+    const [row] = await db.execute<RatingRow[]>(
+      `SELECT r.*, CASE WHEN r.games > 0 THEN (SELECT count(*)::int + 1 FROM "game".ratings b
+                 WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) ELSE 0 END AS rank
+         FROM "game".ratings r WHERE r.user_id = ?`,
+      [userId],
+    );
+    return row ? ratingNumbers(row) : undefined;
+  }
+
+  /** Rated players best first, after the keyset [rating, user_id], with their ranks. */
+  async leaderboard(after: [number, string] | undefined, limit: number): Promise<RatingRow[]> {
+    const rows = await this.db.execute<RatingRow[]>(
+      `SELECT r.*, (SELECT count(*)::int + 1 FROM "game".ratings b
+                     WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) AS rank
+         FROM "game".ratings r
+        WHERE r.games > 0 AND (?::float8 IS NULL OR r.rating < ? OR (r.rating = ? AND r.user_id > ?::uuid))
+        ORDER BY r.rating DESC, r.user_id LIMIT ?`,
+      [after?.[0] ?? null, after?.[0] ?? 0, after?.[0] ?? 0, after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+    );
+    return rows.map(ratingNumbers);
+  }
+
+  /** The entries ranked within `radius` of `rank`. */
+  async leaderboardAround(rank: number, radius: number): Promise<RatingRow[]> {
+    const rows = await this.db.execute<RatingRow[]>(
+      `SELECT * FROM (SELECT r.*, (row_number() OVER (ORDER BY r.rating DESC, r.user_id))::int AS rank FROM "game".ratings r WHERE r.games > 0) ranked
+        WHERE rank BETWEEN ? AND ? ORDER BY rank`,
+      [rank - radius, rank + radius],
+    );
+    return rows.map(ratingNumbers);
+  }
+
+  /** A player's games newest first, after the keyset [created_at, id]. */
+  async list(userId: string, statuses: GameStatus[], after: [string, string] | undefined, limit: number): Promise<GameState[]> {
+    const rows = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(
+      `SELECT ${WITH_MOVES} FROM "game".games g
+        WHERE (g.x_id = ? OR g.o_id = ?) AND (cardinality(?::text[]) = 0 OR g.status = ANY(?::text[]))
+          AND (g.created_at, g.id) < (?::timestamptz, ?::uuid)
+        ORDER BY g.created_at DESC, g.id DESC LIMIT ?`,
+      [userId, userId, pgArray(statuses), pgArray(statuses), after?.[0] ?? "infinity", after?.[1] ?? "ffffffff-ffff-ffff-ffff-ffffffffffff", limit],
+    );
+    return rows.map(withMoves);
+  }
+
+  /** Active games whose turn clock ran out by `now`. */
+  async overdue(now: Date, limit = 100): Promise<string[]> {
+    const rows = await this.db.execute<{ id: string }[]>(
+      `SELECT id FROM "game".games WHERE status = 'active' AND turn_deadline <= ? ORDER BY turn_deadline LIMIT ?`,
+      [now, limit],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  // ---- matchmaking pool ----
+
+  /** Puts the player in the pool, replacing a waiting ticket they had (that stream then ends). */
+  async enqueue(user: { id: string; name: string }, turnSeconds: number, now: Date): Promise<TicketRow> {
+    return retryTransaction(() =>
+      this.db.transactional(async (tx) => {
+        const replaced = await tx.execute<{ id: string }[]>(
+          `UPDATE "game".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' RETURNING id`,
+          [user.id],
+        );
+        await this.ensureRatings(tx, [user], now);
+        const rating = (await this.rating(user.id, tx))!;
+        const [ticket] = await tx.execute<TicketRow[]>(
+          `INSERT INTO "game".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'searching', ?) RETURNING *`,
+          [randomUUID(), user.id, user.name, rating.rating, rating.deviation, turnSeconds, now],
+        );
+        if (replaced.length > 0) await this.events.append(tx, [{ tickets: replaced.map((r) => r.id) }]);
+        return ticketNumbers(ticket!);
+      }),
+    );
+  }
+
+  /** The ticket, marking it seen (database time): a ticket nobody looks at is dropped from the pool. */
+  async touchTicket(id: string): Promise<TicketRow | undefined> {
+    const [row] = await this.db.execute<TicketRow[]>(`UPDATE "game".tickets SET seen_at = now() WHERE id = ? RETURNING *`, [id]);
+    return row ? ticketNumbers(row) : undefined;
+  }
+
+  /** Withdraws the user's waiting tickets (one, or all); returns how many. */
+  async cancelTickets(userId: string, ticketId?: string): Promise<number> {
+    return this.db.transactional(async (tx) => {
+      const rows = await tx.execute<{ id: string }[]>(
+        `UPDATE "game".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' AND (?::uuid IS NULL OR id = ?::uuid) RETURNING id`,
+        [userId, ticketId ?? null, ticketId ?? null],
+      );
+      if (rows.length > 0) await this.events.append(tx, [{ tickets: rows.map((r) => r.id) }]);
+      return rows.length;
+    });
+  }
+
+  /**
+   * One round of matchmaking, by one instance at a time (a transaction-scoped
+   * advisory lock; the others skip the round): locks the waiting tickets that
+   * are still watched (SKIP LOCKED: a ticket being cancelled sits this round
+   * out), lets `pair` choose the pairs, creates their games and marks both
+   * tickets MATCHED, all in one transaction. Stale tickets leave the pool.
+   */
+  async matchRound(
+    staleSeconds: number,
+    pair: (tickets: TicketRow[]) => [TicketRow, TicketRow][],
+    newGame: (a: TicketRow, b: TicketRow) => NewGame,
+  ): Promise<number> {
+    return this.db.transactional(async (tx) => {
+      const [lock] = await tx.execute<{ ok: boolean }[]>(`SELECT pg_try_advisory_xact_lock(hashtext('agora.game.matchmaker')) AS ok`);
+      if (!lock?.ok) return 0;
+      const stale = await tx.execute<{ id: string }[]>(
+        `UPDATE "game".tickets SET status = 'cancelled' WHERE status = 'searching' AND seen_at < now() - make_interval(secs => ?) RETURNING id`,
+        [staleSeconds],
+      );
+      const waiting = (
+        await tx.execute<TicketRow[]>(`SELECT * FROM "game".tickets WHERE status = 'searching' ORDER BY created_at, id FOR UPDATE SKIP LOCKED`)
+      ).map(ticketNumbers);
+      const pairs = pair(waiting);
+      const matched: string[] = stale.map((s) => s.id);
+      for (const [a, b] of pairs) {
+        const { game } = await this.insertGame(tx, newGame(a, b));
+        await tx.execute(`UPDATE "game".tickets SET status = 'matched', game_id = ? WHERE id IN (?, ?)`, [game.id, a.id, b.id]);
+        matched.push(a.id, b.id);
+      }
+      if (matched.length > 0) await this.events.append(tx, [{ tickets: matched }]);
+      return pairs.length;
+    });
+  }
+}
+
+/** A game's transaction, for `change` callbacks that need more than the game's row. */
+export class GameTx {
+  /** Set: the state as changed so far is saved even if the change then fails. */
+  keep = false;
+  ratings: RatingChange | undefined;
+  readonly extraEvents: GameEvent[] = [];
+
+  constructor(
+    readonly tx: EntityManager,
+    private readonly repo: GameRepository,
+  ) {}
+
+  /** Current ratings of players (new players get the starting rating). */
+  async ratingsOf(players: { id: string; name: string }[], now: Date): Promise<Map<string, RatingRow>> {
+    await this.repo.ensureRatings(this.tx, players, now);
+    const rows = await this.tx.execute<RatingRow[]>(`SELECT * FROM "game".ratings WHERE user_id = ANY(?::uuid[])`, [pgArray(players.map((p) => p.id))]);
+    return new Map(rows.map((r) => [r.user_id, ratingNumbers(r)]));
+  }
+
+  /** Creates another game in this transaction (a rematch). */
+  async createGame(game: NewGame): Promise<GameState> {
+    return this.repo.insertGame(this.tx, game);
+  }
+}
+
+/** A PostgreSQL array literal (the query builder would expand a JS array into a list). */
+const pgArray = (items: string[]) => `{${items.join(",")}}`;
+
+function ratingNumbers(r: RatingRow): RatingRow {
+  return { ...r, rating: Number(r.rating), deviation: Number(r.deviation), volatility: Number(r.volatility) };
+}
+
+function ticketNumbers(t: TicketRow): TicketRow {
+  return { ...t, rating: Number(t.rating), deviation: Number(t.deviation) };
+}

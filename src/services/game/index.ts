@@ -1,0 +1,94 @@
+import { GameService } from "../../../gen/agora/game/v1/game_pb.js";
+import { openServiceDatabase, ping } from "../../platform/db.js";
+import { EventLog } from "../../platform/event-log.js";
+import { every } from "../../platform/periodic.js";
+import type { ServiceModule } from "../../platform/service-module.js";
+import { GameRepository, type GameEvent } from "./game.repository.js";
+import { gameHandlers } from "./game.service.js";
+import { timeoutIfDue } from "./game.logic.js";
+import { pairTickets } from "./matchmaking.js";
+import { Migration20261125000000 } from "./migrations/Migration20261125000000.js";
+
+// Events only say which game or tickets changed (readers load the state): JSON is enough.
+const eventCodec = {
+  encode: (e: GameEvent) => Buffer.from(JSON.stringify(e)),
+  decode: (b: Uint8Array) => JSON.parse(Buffer.from(b).toString("utf8")) as GameEvent,
+};
+
+export const gameModule: ServiceModule = {
+  name: "game",
+  services: [GameService],
+  validatesOwnStream: [`${GameService.typeName}/${GameService.method.play.name}`],
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
+    const orm = await openServiceDatabase({
+      url: databaseUrl,
+      schema: "game",
+      entities: [],
+      migrations: [Migration20261125000000],
+      poolSize: config.dbPoolSize,
+      log,
+    });
+    const events = new EventLog<GameEvent>({
+      em: orm.em,
+      schema: "game",
+      pubsub,
+      codec: eventCodec,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
+    await events.start();
+    const repo = new GameRepository(orm.em, events);
+    const settings = config.game;
+
+    // A ticket whose stream stopped refreshing it (its instance died) leaves the pool after three ticks.
+    const staleSeconds = Math.max(3, Math.ceil((3 * settings.ticketTickMs) / 1000));
+    const matchNow = async () => {
+      const now = clock.now();
+      await repo.matchRound(
+        staleSeconds,
+        (tickets) => pairTickets(tickets, now, settings.window),
+        (a, b) => {
+          const [x, o] = Math.random() < 0.5 ? [a, b] : [b, a];
+          return {
+            status: "active",
+            x_id: x.user_id,
+            x_name: x.username,
+            o_id: o.user_id,
+            o_name: o.username,
+            challenger_id: null,
+            x_rating: x.rating,
+            o_rating: o.rating,
+            turn_seconds: a.turn_seconds,
+            turn_deadline: new Date(now.getTime() + a.turn_seconds * 1000),
+            rated: true,
+            request_id: "",
+            created_at: now,
+          };
+        },
+      );
+    };
+    const matcher = every(settings.matchIntervalMs, log, "game matchmaking", matchNow);
+
+    // Every instance sweeps; the game's row lock makes each timeout happen once, also against a racing move.
+    const sweeper = every(settings.sweepIntervalMs, log, "game clock sweep", async () => {
+      const now = clock.now();
+      for (const id of await repo.overdue(now)) {
+        await repo.change(id, (state, gtx) => void timeoutIfDue(state, gtx, now), { skipLocked: true });
+      }
+    });
+
+    const handlers = gameHandlers({ repo, events, pageTokens, config: settings, clock, log, heartbeatMs: config.heartbeatIntervalMs, matchNow });
+    return {
+      register: (router) => router.service(GameService, handlers),
+      ping: () => ping(orm),
+      stop: async () => {
+        await matcher.stop();
+        await sweeper.stop();
+        events.stop();
+        await orm.close();
+      },
+    };
+  },
+};
