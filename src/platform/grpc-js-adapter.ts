@@ -33,6 +33,7 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
+import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 
@@ -40,13 +41,13 @@ type Fn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamR
 
 /** The services `routes` registers, recorded once so both servers share the same handler objects. */
 export function recordRoutes(routes: (router: ConnectRouter) => void): {
-  services: { service: DescService; impl: Partial<ServiceImpl<DescService>> }[];
+  services: RecordedService[];
   replay: (router: ConnectRouter) => void;
 } {
-  const services: { service: DescService; impl: Partial<ServiceImpl<DescService>> }[] = [];
+  const services: RecordedService[] = [];
   const recorder = {
-    service(service: DescService, impl: Partial<ServiceImpl<DescService>>) {
-      services.push({ service, impl });
+    service(service: DescService, impl: Partial<ServiceImpl<DescService>>, options?: Partial<UniversalHandlerOptions>) {
+      services.push({ service, impl, options });
       return recorder;
     },
     rpc() {
@@ -54,11 +55,18 @@ export function recordRoutes(routes: (router: ConnectRouter) => void): {
     },
   } as unknown as ConnectRouter;
   routes(recorder);
-  return { services, replay: (router) => void services.forEach((s) => router.service(s.service, s.impl)) };
+  // Per-service options (the file service's compression settings) apply on replay too.
+  return { services, replay: (router) => void services.forEach((s) => router.service(s.service, s.impl, s.options)) };
+}
+
+interface RecordedService {
+  service: DescService;
+  impl: Partial<ServiceImpl<DescService>>;
+  options?: Partial<UniversalHandlerOptions>;
 }
 
 export interface GrpcJsAdapterOptions {
-  services: { service: DescService; impl: Partial<ServiceImpl<DescService>> }[];
+  services: RecordedService[];
   /** Outermost first, as connectNodeAdapter takes them. */
   interceptors: Interceptor[];
   shutdownSignal: AbortSignal;
@@ -81,6 +89,8 @@ const callStateKey = createContextKey<CallState | undefined>(undefined, { descri
 const GRPC_PROTO = /^application\/grpc(\+proto)?(;|$)/i;
 /** Response headers Connect sets that are grpc-js's own business on this side. */
 const RESERVED = new Set(["content-type", "grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding"]);
+/** Request encodings grpc-js decodes (it never compresses what it sends here). */
+const GRPC_JS_ENCODINGS = ["identity", "gzip", "deflate"];
 const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
 const CLIENT_CANCELED = new ConnectError("the client canceled the call", Code.Canceled);
 
@@ -107,6 +117,13 @@ export class GrpcJsAdapter {
   handleStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean => {
     const type = headers["content-type"];
     if (headers[":method"] !== "POST" || typeof type !== "string" || !GRPC_PROTO.test(type)) return false;
+    const encoding = String(headers["grpc-encoding"] ?? "identity");
+    if (!GRPC_JS_ENCODINGS.includes(encoding)) {
+      // grpc-js would refuse it too, without saying what it takes.
+      const message = `unknown compression "${encoding}": supported encodings are ${GRPC_JS_ENCODINGS.join(", ")}`;
+      stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(Code.Unimplemented), "grpc-message": encodeURIComponent(message) }, { endStream: true });
+      return true;
+    }
     this.streamHandler(stream, headers);
     return true;
   };
