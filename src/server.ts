@@ -20,6 +20,7 @@ import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
+import { staticFiles } from "./platform/static-files.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
 import { chatModule } from "./services/chat/index.js";
@@ -91,6 +92,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   // Every call's signal listens to this one: thousands of listeners are expected.
   setMaxListeners(0, shutdownController.signal);
   const shutdownReason = new ConnectError("the server is shutting down: reconnect", Code.Unavailable);
+  const serveConsole = staticFiles(config.consoleDir);
 
   const routes = (router: ConnectRouter) => {
     registerHealth(router, health);
@@ -130,6 +132,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
         );
         return;
       }
+      if (serveConsole(req, res)) return;
       res.writeHead(404, { "content-type": "text/plain" });
       res.end("not found\n");
     },

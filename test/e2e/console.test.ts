@@ -1,0 +1,161 @@
+// The web console in a real browser: Debian's Chromium driven by playwright-core, against a
+// real server with its embedded PostgreSQL, serving the built console at `/`.
+// Screenshots of every page go to test-results/console/ (and to docs/console/ with
+// CONSOLE_SCREENSHOTS_TO_DOCS=1).
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { brotliCompressSync, gzipSync } from "node:zlib";
+import { expect } from "chai";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { buildConsole } from "../../scripts/build-console.js";
+import { REPO_ROOT } from "../../scripts/cluster.js";
+import type { DescService } from "@bufbuild/protobuf";
+import { ADMIN, client, eventually, login, startTestServer, type TestServer } from "../support/harness.js";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const SHOTS = path.join(REPO_ROOT, "test-results/console");
+const DOCS_SHOTS = path.join(REPO_ROOT, "docs/console");
+
+describe("web console (Chromium)", function () {
+  this.timeout(180_000);
+  let server: TestServer;
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+
+  before(async function () {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+    await buildConsole();
+    // Short-lived access tokens: the console must refresh them while the flows run.
+    server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30" });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    mkdirSync(SHOTS, { recursive: true });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.shutdown();
+  });
+
+  afterEach(async () => {
+    await Promise.all(contexts.splice(0).map((c) => c.close()));
+  });
+
+  /** A client as the administrator (a fresh token: they live 30 s here). */
+  async function asAdmin<S extends DescService>(service: S) {
+    return client(service, server.url, "grpc", (await login(server.url, ADMIN.username, ADMIN.password)).accessToken);
+  }
+
+  async function newPage(): Promise<Page> {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    contexts.push(context);
+    const page = await context.newPage();
+    page.on("pageerror", (err) => console.error("      page error:", err.message));
+    return page;
+  }
+
+  async function signIn(username: string, password: string, page?: Page): Promise<Page> {
+    page ??= await newPage();
+    await page.goto(server.url);
+    await page.getByLabel("Username").fill(username);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign in", exact: true }).last().click();
+    await page.getByRole("button", { name: "Sign out" }).waitFor();
+    return page;
+  }
+
+  async function shot(page: Page, name: string): Promise<void> {
+    const file = path.join(SHOTS, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    if (process.env.CONSOLE_SCREENSHOTS_TO_DOCS) {
+      mkdirSync(DOCS_SHOTS, { recursive: true });
+      copyFileSync(file, path.join(DOCS_SHOTS, `${name}.png`));
+    }
+  }
+
+  it("is small and usable quickly: bytes after compression, time to the sign-in form and to the first page", async () => {
+    const assets = path.join(REPO_ROOT, "web/dist/assets");
+    let raw = 0;
+    let gzip = 0;
+    let brotli = 0;
+    for (const name of readdirSync(assets).filter((n) => /\.(js|css)$/.test(n))) {
+      const body = readFileSync(path.join(assets, name));
+      raw += body.length;
+      gzip += gzipSync(body, { level: 9 }).length;
+      brotli += brotliCompressSync(body).length;
+    }
+    const page = await newPage();
+    const started = Date.now();
+    await page.goto(server.url);
+    await page.getByLabel("Username").waitFor();
+    const toForm = Date.now() - started;
+    await page.getByLabel("Username").fill(ADMIN.username);
+    await page.getByLabel("Password").fill(ADMIN.password);
+    const signInAt = Date.now();
+    await page.getByRole("button", { name: "Sign in", exact: true }).last().click();
+    await page.getByRole("heading", { name: "Inventory" }).waitFor();
+    await page.getByText("No products.").waitFor();
+    const toPage = Date.now() - signInAt;
+    const transferred = (await page.evaluate(
+      `performance.getEntriesByType("resource").filter((e) => /[.](js|css)$/.test(e.name)).reduce((n, e) => n + e.encodedBodySize, 0)`,
+    )) as number;
+    console.log(
+      `      console JS+CSS: ${raw} B raw, ${gzip} B gzip, ${brotli} B brotli (served: ${transferred} B); ` +
+        `first load to the sign-in form ${toForm} ms; sign-in to a loaded inventory page ${toPage} ms`,
+    );
+    expect(brotli).to.be.below(150_000);
+    expect(transferred).to.be.above(0).and.below(raw);
+  });
+
+  it("signs in, registers and signs out; the admin page only for admins; tokens refresh without interruption", async () => {
+    const page = await newPage();
+    await page.goto(`${server.url}/inventory`);
+    await shot(page, "sign-in");
+    // A wrong password is explained and keeps the form.
+    await page.getByLabel("Username").fill(ADMIN.username);
+    await page.getByLabel("Password").fill("not-the-password");
+    await page.getByRole("button", { name: "Sign in", exact: true }).last().click();
+    await page.getByRole("alert").waitFor();
+
+    await page.getByRole("tab", { name: "Register" }).click();
+    await page.getByLabel("Username").fill("ringo");
+    await page.getByLabel("Password").fill("password-of-ringo");
+    await page.getByLabel("Display name").fill("Ringo Starr");
+    await page.getByLabel("Email").fill("ringo@example.com");
+    await page.getByRole("button", { name: "Create account" }).click();
+    await page.getByText("Signed in as Ringo Starr").waitFor();
+    expect(await page.getByRole("link", { name: "Admin" }).count()).to.equal(0);
+    // The game page has its place already.
+    await page.getByRole("link", { name: /Game/ }).click();
+    await page.getByText("arrives with the game service").waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("tab", { name: "Register" }).waitFor();
+
+    await signIn(ADMIN.username, ADMIN.password, page);
+    await page.getByRole("link", { name: "Admin" }).waitFor();
+    await page.getByRole("link", { name: "Inventory" }).click();
+    await page.getByRole("heading", { name: "Inventory" }).waitFor();
+
+    // The 30-second access token is replaced ahead of its expiry while the page sits idle;
+    // a product created after that still arrives live, without a sign-in in between.
+    const tokenNow = () => page.evaluate(`JSON.parse(localStorage.getItem("agora.session")).accessToken`) as Promise<string>;
+    const first = await tokenNow();
+    await eventually(async () => (await tokenNow()) !== first, "the access token to be refreshed", 40_000);
+    await (await asAdmin(InventoryService)).createProduct({
+      product: { name: "Arrives live", category: Category.OFFICE, quantity: 3, lowStockThreshold: 1, unitPrice: { currencyCode: "EUR", units: 2n } },
+      requestId: "console-live-1",
+    });
+    await page.getByText("Arrives live").waitFor();
+    expect(await page.getByRole("button", { name: "Sign out" }).count()).to.equal(1);
+  });
+});

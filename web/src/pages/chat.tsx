@@ -1,0 +1,7 @@
+export function Chat() {
+  return (
+    <section>
+      <h1>Chat</h1>
+    </section>
+  );
+}

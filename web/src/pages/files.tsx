@@ -1,0 +1,7 @@
+export function Files() {
+  return (
+    <section>
+      <h1>Files</h1>
+    </section>
+  );
+}

@@ -1,0 +1,7 @@
+export function Reservations() {
+  return (
+    <section>
+      <h1>Reservations</h1>
+    </section>
+  );
+}
