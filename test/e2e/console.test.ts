@@ -152,10 +152,95 @@ describe("web console (Chromium)", function () {
     const first = await tokenNow();
     await eventually(async () => (await tokenNow()) !== first, "the access token to be refreshed", 40_000);
     await (await asAdmin(InventoryService)).createProduct({
-      product: { name: "Arrives live", category: Category.OFFICE, quantity: 3, lowStockThreshold: 1, unitPrice: { currencyCode: "EUR", units: 2n } },
+      product: { name: "Arrives live", category: Category.OFFICE, quantity: 95, lowStockThreshold: 1, unitPrice: { currencyCode: "EUR", units: 2n } },
       requestId: "console-live-1",
     });
     await page.getByText("Arrives live").waitFor();
     expect(await page.getByRole("button", { name: "Sign out" }).count()).to.equal(1);
+  });
+
+  it("inventory: sorts, filters, searches and pages; creates, edits (etag conflict -> reload), adjusts stock; rows update live", async () => {
+    const inventory = await asAdmin(InventoryService);
+    const names = ["Anvil", "Bolt", "Cable", "Desk", "Eraser", "Fan", "Glue", "Hammer", "Ink", "Jacket", "Kettle", "Lamp"];
+    for (const [i, name] of names.entries()) {
+      await inventory.createProduct({
+        product: {
+          name,
+          category: i % 2 ? Category.OFFICE : Category.ELECTRONICS,
+          quantity: 100 - i,
+          lowStockThreshold: 5,
+          unitPrice: { currencyCode: "EUR", units: BigInt(i + 1), nanos: 500_000_000 },
+        },
+        requestId: `console-seed-${i}`,
+      });
+    }
+    const page = await signIn(ADMIN.username, ADMIN.password);
+    const grid = page.getByRole("table");
+    const firstName = () => grid.locator("tbody tr").first().locator("td").first().innerText();
+    await page.getByText("Anvil").waitFor();
+    // 10 on the first page (by name), the rest on the next.
+    expect(await grid.locator("tbody tr").count()).to.equal(10);
+    await page.getByRole("button", { name: "Next →" }).click();
+    await page.getByText("Page 2").waitFor();
+    await page.getByText("Lamp").waitFor();
+    await page.getByRole("button", { name: "← Previous" }).click();
+    await page.getByText("Anvil").waitFor();
+    // Sort by quantity, ascending: the smallest first.
+    await page.getByRole("button", { name: /^Quantity/ }).click();
+    await eventually(async () => (await firstName()).startsWith("Lamp"), "the grid sorted by quantity");
+    await page.getByRole("button", { name: /^Quantity/ }).click();
+    await eventually(async () => (await firstName()).startsWith("Anvil"), "the grid sorted by quantity, descending");
+    await page.getByLabel("Category").selectOption({ label: "Office" });
+    await eventually(async () => (await firstName()).startsWith("Bolt"), "office products only");
+    expect(await page.getByText("Anvil").count()).to.equal(0);
+    await page.getByLabel("Category").selectOption({ label: "All" });
+    await page.getByLabel("Search").fill("kettle");
+    await eventually(async () => (await grid.locator("tbody tr").count()) === 1 && (await firstName()).startsWith("Kettle"), "the search result");
+    await page.getByLabel("Search").fill("");
+
+    // Create through the form.
+    await page.getByRole("button", { name: "New product" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name").fill("Stapler");
+    await dialog.getByLabel("Category").selectOption({ label: "Office" });
+    await dialog.getByLabel("Initial quantity").fill("7");
+    await dialog.getByLabel("Unit price").fill("4.25");
+    await dialog.getByLabel("Low-stock threshold").fill("5");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByLabel("Search").fill("stapler");
+    await page.getByRole("button", { name: "Edit Stapler" }).waitFor();
+    await shot(page, "inventory");
+
+    // Edit while someone else changes the product: the conflict is explained, reload brings their change.
+    await page.getByRole("button", { name: "Edit Stapler" }).click();
+    const { products } = await inventory.searchProducts({ query: "stapler" });
+    const stapler = products[0]!;
+    await inventory.updateProduct({ id: stapler.id, product: { description: "changed elsewhere" }, updateMask: { paths: ["description"] }, etag: stapler.etag });
+    await dialog.getByLabel("Name").fill("Stapler XL");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.getByText("someone else changed this product").waitFor();
+    await shot(page, "inventory-conflict");
+    await dialog.getByRole("button", { name: "Reload the latest version" }).click();
+    expect(await dialog.getByLabel("Description").inputValue()).to.equal("changed elsewhere");
+    await dialog.getByLabel("Name").fill("Stapler XL");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached" });
+
+    // A stock adjustment with its reason makes the product low on stock: the badge says so in words.
+    await page.getByLabel("Search").fill("stapler xl");
+    await page.getByRole("button", { name: "Adjust stock of Stapler XL" }).click();
+    await dialog.getByLabel("Change (negative to remove)").fill("-4");
+    await dialog.getByLabel("Reason").fill("sold at the counter");
+    await dialog.getByRole("button", { name: "Apply" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByText("⚠ Low stock").waitFor();
+    const { movements } = await inventory.listStockMovements({ productId: stapler.id });
+    expect(movements.map((m) => m.reason)).to.include("sold at the counter");
+
+    // Someone else restocks: the row changes live, the badge goes.
+    await inventory.adjustStock({ productId: stapler.id, delta: 50, reason: "delivery", requestId: "console-restock" });
+    await page.getByRole("row", { name: /Stapler XL.*53/ }).waitFor();
+    expect(await page.getByText("⚠ Low stock").count()).to.equal(0);
   });
 });
