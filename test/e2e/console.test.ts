@@ -3,15 +3,18 @@
 // Screenshots of every page go to test-results/console/ (and to docs/console/ with
 // CONSOLE_SCREENSHOTS_TO_DOCS=1).
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import { expect } from "chai";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { ChatRequestSchema, ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
+import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT } from "../../scripts/cluster.js";
-import type { DescService } from "@bufbuild/protobuf";
-import { ADMIN, client, eventually, login, startTestServer, type TestServer } from "../support/harness.js";
+import { create, type DescService } from "@bufbuild/protobuf";
+import { ADMIN, client, eventually, login, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const ARGS = [
@@ -27,11 +30,50 @@ const ARGS = [
 const SHOTS = path.join(REPO_ROOT, "test-results/console");
 const DOCS_SHOTS = path.join(REPO_ROOT, "docs/console");
 
+interface Relay {
+  url: string;
+  /** true: cuts every open connection and refuses new ones; false: lets them through again. */
+  cut(on: boolean): void;
+  close(): void;
+}
+
+/** A loopback TCP relay to the server, to drop a browser's connections for real. */
+async function startRelay(port: number): Promise<Relay> {
+  const open = new Set<net.Socket>();
+  let refusing = false;
+  const relay = net.createServer((inbound) => {
+    if (refusing) return inbound.destroy();
+    const outbound = net.connect(port, "127.0.0.1");
+    for (const [a, b] of [[inbound, outbound], [outbound, inbound]] as const) {
+      open.add(a);
+      a.on("close", () => {
+        open.delete(a);
+        b.destroy();
+      });
+      a.on("error", () => a.destroy());
+      a.pipe(b);
+    }
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(relay.address() as net.AddressInfo).port}`,
+    cut(on) {
+      refusing = on;
+      if (on) for (const socket of open) socket.destroy();
+    },
+    close() {
+      relay.close();
+      for (const socket of open) socket.destroy();
+    },
+  };
+}
+
 describe("web console (Chromium)", function () {
   this.timeout(180_000);
   let server: TestServer;
   let browser: Browser;
   const contexts: BrowserContext[] = [];
+  const relays: Relay[] = [];
 
   before(async function () {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
@@ -49,11 +91,16 @@ describe("web console (Chromium)", function () {
 
   afterEach(async () => {
     await Promise.all(contexts.splice(0).map((c) => c.close()));
+    for (const relay of relays.splice(0)) relay.close();
   });
 
   /** A client as the administrator (a fresh token: they live 30 s here). */
   async function asAdmin<S extends DescService>(service: S) {
     return client(service, server.url, "grpc", (await login(server.url, ADMIN.username, ADMIN.password)).accessToken);
+  }
+
+  async function paulId(token: string): Promise<string> {
+    return (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
   }
 
   async function newPage(): Promise<Page> {
@@ -64,9 +111,9 @@ describe("web console (Chromium)", function () {
     return page;
   }
 
-  async function signIn(username: string, password: string, page?: Page): Promise<Page> {
+  async function signIn(username: string, password: string, page?: Page, url = server.url): Promise<Page> {
     page ??= await newPage();
-    await page.goto(server.url);
+    await page.goto(url);
     await page.getByLabel("Username").fill(username);
     await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign in", exact: true }).last().click();
@@ -242,5 +289,79 @@ describe("web console (Chromium)", function () {
     await inventory.adjustStock({ productId: stapler.id, delta: 50, reason: "delivery", requestId: "console-restock" });
     await page.getByRole("row", { name: /Stapler XL.*53/ }).waitFor();
     expect(await page.getByText("⚠ Low stock").count()).to.equal(0);
+  });
+
+  it("chat: two browsers see each other's messages live; tabs, unread counts, presence, typing, scroll-back, resume after a drop", async () => {
+    const paulToken = await signUp(server.url, "paul");
+    const adminPage = await signIn(ADMIN.username, ADMIN.password);
+    await adminPage.getByRole("link", { name: "Chat" }).click();
+    await adminPage.getByLabel("New room name").fill("general");
+    await adminPage.getByRole("button", { name: "Create room" }).click();
+    await adminPage.getByRole("tab", { name: "# general" }).waitFor();
+    // History to scroll back through.
+    const chat = await asAdmin(ChatService);
+    const { rooms } = await chat.listRooms({});
+    const general = rooms.find((r) => r.name === "general")!;
+    for (let i = 1; i <= 35; i++) await chat.sendMessage({ message: { to: { target: { case: "roomId", value: general.id } }, clientId: `seed-${i}`, text: `seed ${i}` } });
+
+    // Paul's browser reaches the server through a TCP relay the test can cut.
+    const relay = await startRelay(server.port);
+    relays.push(relay);
+    const paulPage = await signIn("paul", "password-of-paul", undefined, relay.url);
+    await paulPage.getByRole("link", { name: "Chat" }).click();
+    await paulPage.getByRole("button", { name: "Join general" }).click();
+    await paulPage.getByRole("tab", { name: "# general" }).waitFor();
+    await paulPage.getByText("seed 35").waitFor();
+    expect(await paulPage.getByText("seed 1", { exact: true }).count()).to.equal(0);
+    await paulPage.getByRole("button", { name: "Load earlier messages" }).click();
+    await paulPage.getByText("seed 1", { exact: true }).waitFor();
+
+    // Live both ways.
+    await adminPage.getByText("paul joined").waitFor();
+    await adminPage.getByLabel("Message # general").fill("hello paul");
+    await adminPage.getByLabel("Message # general").press("Enter");
+    await paulPage.getByText("hello paul").waitFor();
+    await paulPage.getByLabel("Message # general").fill("hi admin");
+    await paulPage.getByRole("button", { name: "Send" }).click();
+    await adminPage.getByText("hi admin").waitFor();
+    expect(await paulPage.getByText("hello paul").count()).to.equal(1);
+
+    // Presence: paul sees the admin online, then away (in words, not only a colour).
+    const adminEntry = paulPage.getByRole("list", { name: "People online" }).getByRole("listitem").filter({ hasText: "admin" });
+    await adminEntry.getByText("Online").waitFor();
+    await adminPage.getByLabel("My status").selectOption({ label: "Away" });
+    await adminEntry.getByText("Away").waitFor();
+
+    // A direct message while paul looks at the room: a new tab with an unread count.
+    await adminPage.getByRole("button", { name: "Message paul" }).click();
+    await adminPage.getByRole("tab", { name: "@ paul" }).waitFor();
+    await adminPage.getByLabel("Message @ paul").fill("a word in private");
+    await adminPage.getByLabel("Message @ paul").press("Enter");
+    await paulPage.getByRole("tab", { name: /@ admin.*1 unread/ }).waitFor();
+    await shot(paulPage, "chat");
+    await paulPage.getByRole("tab", { name: /@ admin/ }).click();
+    await paulPage.getByText("a word in private").waitFor();
+    expect(await paulPage.getByText("1 unread").count()).to.equal(0);
+
+    // Typing (sent here through the bidirectional Chat stream, which browsers cannot open).
+    const adminToken = (await login(server.url, ADMIN.username, ADMIN.password)).accessToken;
+    const commands = (async function* () {
+      yield create(ChatRequestSchema, { ref: "t1", command: { case: "typing", value: { target: { case: "userId", value: (await paulId(paulToken)) } } } });
+      await new Promise((r) => setTimeout(r, 1500));
+    })();
+    const stream = client(ChatService, server.url, "grpc", adminToken).chat(commands);
+    await paulPage.getByText("admin is typing…").waitFor();
+    for await (const _ of stream) void _;
+
+    // Paul's connection drops; what is sent meanwhile arrives once, after reconnecting from the cursors.
+    relay.cut(true);
+    await paulPage.getByText("○ Reconnecting…").waitFor();
+    await chat.sendMessage({ message: { to: { target: { case: "roomId", value: general.id } }, clientId: "while-offline", text: "sent while you were away" } });
+    relay.cut(false);
+    await paulPage.getByText("● Live").waitFor();
+    await paulPage.getByRole("tab", { name: /# general/ }).click();
+    await paulPage.getByText("sent while you were away").waitFor();
+    expect(await paulPage.getByText("sent while you were away").count()).to.equal(1);
+    expect(await paulPage.getByText("hello paul").count()).to.equal(1);
   });
 });
