@@ -10,10 +10,12 @@ import { expect } from "chai";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { ChatRequestSchema, ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT } from "../../scripts/cluster.js";
 import { create, type DescService } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ADMIN, client, eventually, login, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -363,5 +365,57 @@ describe("web console (Chromium)", function () {
     await paulPage.getByText("sent while you were away").waitFor();
     expect(await paulPage.getByText("sent while you were away").count()).to.equal(1);
     expect(await paulPage.getByText("hello paul").count()).to.equal(1);
+  });
+
+  it("reservations: a week calendar per resource; book a free slot, a taken one explained, reschedule, cancel; notifications live", async () => {
+    const admin = await asAdmin(ReservationService);
+    const { resource } = await admin.createResource({ resource: { name: "Room A", type: "room", capacity: 6, slotMinutes: 60, active: true }, requestId: "console-room-a" });
+    // Next week's Monday, 00:00 UTC: every slot of that week is in the future.
+    const now = new Date();
+    const monday = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - ((now.getUTCDay() + 6) % 7) * 86_400_000 + 7 * 86_400_000;
+    const at = (day: number, hour: number) => timestampFromMs(monday + day * 86_400_000 + hour * 3_600_000);
+    // The admin holds Tuesday 10:00.
+    const { reservation: held } = await admin.createReservation({ resourceId: resource!.id, startTime: at(1, 10), endTime: at(1, 11), partySize: 2, requestId: "console-held" });
+
+    await signUp(server.url, "george");
+    const page = await signIn("george", "password-of-george");
+    await page.getByRole("link", { name: "Reservations" }).click();
+    await page.getByLabel("Resource").selectOption({ label: "Room A (room, 6 people)" });
+    await page.getByRole("button", { name: "Next week →" }).click();
+    const day = (d: number) => new Date(monday + d * 86_400_000).toISOString().slice(5, 10);
+
+    // Book Monday 10:00 for two slots.
+    await page.getByRole("button", { name: `Book Mon ${day(0)} 10:00` }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Length (slots)").fill("2");
+    await dialog.getByLabel("Party size").fill("3");
+    await dialog.getByRole("button", { name: "Book" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("button", { name: `Your reservation Mon ${day(0)} 11:00, confirmed` }).waitFor();
+
+    // Tuesday 10:00 looks free to george (others' bookings are private) but is taken: explained.
+    await page.getByRole("button", { name: `Book Tue ${day(1)} 10:00` }).click();
+    await dialog.getByRole("button", { name: "Book" }).click();
+    await dialog.getByText("already taken by another booking (10:00–11:00 is booked)").waitFor();
+    await shot(page, "reservations-conflict");
+    await dialog.getByRole("button", { name: "Close" }).click();
+
+    // The admin cancels: george is told live that the slot is free again.
+    await admin.cancelReservation({ id: held!.id, reason: "plans changed" });
+    await page.getByText("New:").first().waitFor();
+
+    // Reschedule Monday 10:00-12:00 to Wednesday 14:00-16:00, then cancel it.
+    await page.getByRole("button", { name: `Your reservation Mon ${day(0)} 10:00, confirmed` }).click();
+    await dialog.getByLabel("Move to (UTC)").fill(`${new Date(monday + 2 * 86_400_000).toISOString().slice(0, 10)}T14:00`);
+    await dialog.getByRole("button", { name: "Reschedule" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("button", { name: `Your reservation Wed ${day(2)} 15:00, confirmed` }).waitFor();
+    expect(await page.getByRole("button", { name: `Book Mon ${day(0)} 10:00` }).count()).to.equal(1);
+    await shot(page, "reservations");
+    await page.getByRole("button", { name: `Your reservation Wed ${day(2)} 14:00, confirmed` }).click();
+    await dialog.getByLabel("Reason for cancelling").fill("not needed");
+    await dialog.getByRole("button", { name: "Cancel reservation" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("button", { name: `Book Wed ${day(2)} 14:00` }).waitFor();
   });
 });
