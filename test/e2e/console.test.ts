@@ -12,6 +12,7 @@ import { ChatRequestSchema, ChatService } from "../../gen/agora/chat/v1/chat_pb.
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
+import { MonitoringService } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT } from "../../scripts/cluster.js";
@@ -82,7 +83,7 @@ describe("web console (Chromium)", function () {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
     await buildConsole();
     // Short-lived access tokens: the console must refresh them while the flows run.
-    server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30" });
+    server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30", MONITORING_EVALUATE_INTERVAL_MS: "200" });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
     mkdirSync(SHOTS, { recursive: true });
   });
@@ -469,5 +470,37 @@ describe("web console (Chromium)", function () {
     await page.getByRole("button", { name: "Undelete" }).click();
     await page.getByRole("button", { name: "Delete", exact: true }).waitFor();
     expect((await api.listFiles({ prefix: "reports/" })).files.map((f) => f.path).sort()).to.deep.equal(["reports/big.bin", "reports/q1.txt"]);
+  });
+
+  it("monitoring: hosts up, a min/avg/max chart, alert rules by an admin, alerts arriving live, silences", async () => {
+    const api = await asAdmin(MonitoringService);
+    const now = Date.now();
+    const samples = Array.from({ length: 30 }, (_, i) => ({ metric: "cpu.usage_percent", value: 20 + (i % 7) * 3, time: timestampFromMs(now - (30 - i) * 60_000) }));
+    await api.reportMetricsBatch({ host: "web-1", samples });
+    const page = await signIn(ADMIN.username, ADMIN.password);
+    await page.getByRole("link", { name: "Monitoring" }).click();
+    await page.getByRole("list", { name: "Hosts" }).getByText("▲ Up").waitFor();
+    await page.getByText(/Latest step on web-1: min/).waitFor();
+    await page.locator(".chart canvas").waitFor();
+
+    // An admin adds a rule; a high sample fires it and the alert arrives live.
+    await page.getByLabel("Rule name").fill("CPU hot");
+    await page.getByLabel("Threshold").fill("80");
+    await page.getByRole("button", { name: "Add rule" }).click();
+    await page.getByRole("list", { name: "Alert rules" }).getByText("CPU hot").waitFor();
+    await api.reportMetricsBatch({ host: "web-1", samples: [{ metric: "cpu.usage_percent", value: 97, time: timestampFromMs(Date.now()) }] });
+    await page.getByRole("table", { name: "Alerts" }).getByText("FIRING").waitFor();
+    await page.getByLabel("Silence host").selectOption("web-1");
+    await page.getByLabel("Comment").fill("maintenance");
+    await page.getByRole("button", { name: "Silence", exact: true }).click();
+    await page.getByRole("list", { name: "Silences" }).getByText("maintenance").waitFor();
+    await shot(page, "monitoring");
+
+    // A user sees hosts and alerts, not the admin's rules and silences.
+    await signUp(server.url, "john");
+    const user = await signIn("john", "password-of-john");
+    await user.getByRole("link", { name: "Monitoring" }).click();
+    await user.getByRole("table", { name: "Alerts" }).getByText("FIRING").waitFor();
+    expect(await user.getByRole("heading", { name: "Alert rules" }).count()).to.equal(0);
   });
 });
