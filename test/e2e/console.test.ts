@@ -503,4 +503,31 @@ describe("web console (Chromium)", function () {
     await user.getByRole("table", { name: "Alerts" }).getByText("FIRING").waitFor();
     expect(await user.getByRole("heading", { name: "Alert rules" }).count()).to.equal(0);
   });
+
+  it("admin: lists users, changes a role, disables a user; a user cannot open the admin page", async () => {
+    await signUp(server.url, "stuart");
+    await signUp(server.url, "pete");
+    const page = await signIn(ADMIN.username, ADMIN.password);
+    await page.getByRole("link", { name: "Admin" }).click();
+    await page.getByLabel("Role of stuart").selectOption({ label: "admin" });
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Disable pete" }).click();
+    await page.getByRole("row", { name: /pete.*Disabled/ }).waitFor();
+    await shot(page, "admin");
+
+    const stuart = await signIn("stuart", "password-of-stuart");
+    await stuart.getByRole("link", { name: "Admin" }).waitFor();
+    const pete = await newPage();
+    await pete.goto(server.url);
+    await pete.getByLabel("Username").fill("pete");
+    await pete.getByLabel("Password").fill("password-of-pete");
+    await pete.getByRole("button", { name: "Sign in", exact: true }).last().click();
+    await pete.getByRole("alert").waitFor();
+
+    await signUp(server.url, "mick");
+    const mick = await signIn("mick", "password-of-mick");
+    await mick.goto(`${server.url}/admin`);
+    await mick.getByRole("heading", { name: "Inventory" }).waitFor();
+    expect(new URL(mick.url()).pathname).to.equal("/inventory");
+  });
 });

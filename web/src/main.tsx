@@ -33,15 +33,14 @@ const PAGES: Page[] = [
 function App() {
   const current = useSignal(session);
   const path = useSignal(route);
-  if (!current) return <SignIn />;
-  const visible = PAGES.filter((p) => !p.admin || current.user.admin);
-  const page = visible.find((p) => path === p.path || path.startsWith(`${p.path}/`));
+  const visible = PAGES.filter((p) => !p.admin || current?.user.admin);
+  const page = current ? visible.find((p) => path === p.path || path.startsWith(`${p.path}/`)) : undefined;
+  // Unknown pages (and the admin page for a user) lead to the inventory.
   useEffect(() => {
-    if (!page) navigate("/inventory");
-  }, [page]);
-  useEffect(() => {
+    if (current && !page) navigate("/inventory");
     document.title = page ? `${page.title} · Agora` : "Agora";
-  }, [page]);
+  }, [current, page]);
+  if (!current) return <SignIn />;
   return (
     <div class="shell">
       <a class="skip" href="#main">
