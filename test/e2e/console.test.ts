@@ -125,7 +125,12 @@ describe("web console (Chromium)", function () {
     return page;
   }
 
+  /** Every screenshotted page is also checked: each form control has a label or an accessible name. */
   async function shot(page: Page, name: string): Promise<void> {
+    const unlabelled = await page.evaluate(
+      `[...document.querySelectorAll("input, select, textarea")].filter((e) => !e.labels?.length && !e.getAttribute("aria-label")).map((e) => e.outerHTML)`,
+    );
+    expect(unlabelled, `unlabelled controls on ${name}`).to.deep.equal([]);
     const file = path.join(SHOTS, `${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     if (process.env.CONSOLE_SCREENSHOTS_TO_DOCS) {
@@ -172,6 +177,12 @@ describe("web console (Chromium)", function () {
     const page = await newPage();
     await page.goto(`${server.url}/inventory`);
     await shot(page, "sign-in");
+    // The keyboard reaches the form, and the focused control is visibly outlined.
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(`document.activeElement.name`)).to.equal("username");
+    expect(await page.evaluate(`getComputedStyle(document.activeElement).outlineStyle`)).to.equal("solid");
     // A wrong password is explained and keeps the form.
     await page.getByLabel("Username").fill(ADMIN.username);
     await page.getByLabel("Password").fill("not-the-password");
