@@ -49,7 +49,8 @@ interface Asset {
  *
  * The folder is read once, on the first request: only the files found there can be
  * served, so no request path (`..`, encoded or not, absolute, NUL bytes) can reach
- * anything outside it. Text assets are compressed once (brotli, gzip). Hashed
+ * anything outside it. Text assets are served brotli- or gzip-compressed: the
+ * build's precompressed copies (`x.js.br`, `x.js.gz`) when present. Hashed
  * files under `assets/` are cached for a year; everything else is revalidated by
  * ETag. A GET for an extension-less path that is not a file gets `index.html`
  * (the client-side router's pages).
@@ -128,17 +129,20 @@ export function lookupKey(url: string): string | undefined {
 async function loadFolder(root: string): Promise<Map<string, Asset>> {
   const files = new Map<string, Asset>();
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  for (const entry of entries) {
-    if (!entry.isFile() || entry.name.startsWith(".")) continue;
-    const full = path.join(entry.parentPath, entry.name);
+  const names = new Set(entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)));
+  for (const full of names) {
     const key = path.relative(root, full).split(path.sep).join("/");
     const ext = path.extname(key);
+    // Dot files and the build's precompressed copies (x.js.br, x.js.gz) are not served by their own names.
+    if (key.split("/").some((part) => part.startsWith(".")) || ((ext === ".br" || ext === ".gz") && names.has(full.slice(0, -ext.length)))) continue;
     const body = await readFile(full);
     const compress = COMPRESSIBLE.has(ext) && body.length > 512;
+    // The build compresses at the highest levels once; anything else is compressed here, quickly.
+    const stored = async (suffix: string, make: () => Buffer) => (!compress ? undefined : names.has(full + suffix) ? readFile(full + suffix) : make());
     files.set(key, {
       body,
-      br: compress ? brotliCompressSync(body, { params: { [zlib.BROTLI_PARAM_QUALITY]: 11 } }) : undefined,
-      gzip: compress ? gzipSync(body, { level: 9 }) : undefined,
+      br: await stored(".br", () => brotliCompressSync(body, { params: { [zlib.BROTLI_PARAM_QUALITY]: 5 } })),
+      gzip: await stored(".gz", () => gzipSync(body)),
       type: TYPES[ext] ?? "application/octet-stream",
       etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`,
       immutable: key.startsWith("assets/"),

@@ -5,7 +5,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
-import { brotliDecompressSync } from "node:zlib";
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, constants as zlib } from "node:zlib";
 import { expect } from "chai";
 import { startTestServer, type TestServer } from "../support/harness.js";
 
@@ -34,6 +34,8 @@ describe("console static files", () => {
   let server: TestServer;
   const INDEX = "<!doctype html><title>console</title>";
   const APP = `console.log(${JSON.stringify("x".repeat(4000))});`;
+  // The build's copy (recognisable by its quality setting), served as it is.
+  const PRECOMPRESSED = brotliCompressSync(APP, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } });
 
   before(async () => {
     root = mkdtempSync(path.join(os.tmpdir(), "agora-static-"));
@@ -41,6 +43,7 @@ describe("console static files", () => {
     writeFileSync(path.join(root, "dist/index.html"), INDEX);
     writeFileSync(path.join(root, "dist/assets/app-1a2b3c.js"), APP);
     writeFileSync(path.join(root, "dist/assets/style-4d5e.css"), "body{}");
+    writeFileSync(path.join(root, "dist/assets/app-1a2b3c.js.br"), PRECOMPRESSED);
     writeFileSync(path.join(root, "dist/.build-hash"), "hidden");
     writeFileSync(path.join(root, "secret.txt"), "SECRET");
     server = await startTestServer({ SERVICES: "identity", CONSOLE_DIR: path.join(root, "dist") });
@@ -71,7 +74,12 @@ describe("console static files", () => {
     expect(res.headers["cache-control"]).to.equal("public, max-age=31536000, immutable");
     expect(res.headers["content-encoding"]).to.equal("br");
     expect(res.body.length).to.be.below(APP.length / 10);
+    expect(res.body.equals(PRECOMPRESSED)).to.equal(true);
     expect(brotliDecompressSync(res.body).toString()).to.equal(APP);
+    const gzip = await get(server.url, "/assets/app-1a2b3c.js", { "accept-encoding": "gzip" });
+    expect(gzip.headers["content-encoding"]).to.equal("gzip");
+    expect(gunzipSync(gzip.body).toString()).to.equal(APP);
+    expect((await get(server.url, "/assets/app-1a2b3c.js.br")).status).to.equal(404);
     const plain = await get(server.url, "/assets/app-1a2b3c.js");
     expect(plain.headers["content-encoding"]).to.equal(undefined);
     expect(plain.body.toString()).to.equal(APP);
