@@ -47,7 +47,8 @@ interface Asset {
 /**
  * Serves a built single-page application (the console, `web/dist`) from memory.
  *
- * The folder is read once, on the first request: only the files found there can be
+ * The folder is read once, on the first request (a rebuild is served after a restart,
+ * which `npm start` does after building): only the files found there can be
  * served, so no request path (`..`, encoded or not, absolute, NUL bytes) can reach
  * anything outside it. Text assets are served brotli- or gzip-compressed: the
  * build's precompressed copies (`x.js.br`, `x.js.gz`) when present. Hashed
@@ -67,6 +68,7 @@ export function staticFiles(root: string): (req: Request, res: Response) => bool
     assets.then(
       (files) => answer(files, req, res),
       () => {
+        assets = undefined; // built later: the next request reads the folder again
         res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-cache" });
         res.end("the console is not built: run `npm run console:build`\n");
       },
@@ -112,7 +114,7 @@ function answer(files: Map<string, Asset>, req: Request, res: Response): void {
 }
 
 /** The folder-relative name a URL asks for, or undefined when it cannot name a file of the folder. */
-export function lookupKey(url: string): string | undefined {
+function lookupKey(url: string): string | undefined {
   let pathname: string;
   try {
     pathname = decodeURIComponent(new URL(url, "http://x").pathname);

@@ -139,12 +139,16 @@ describe("console static files", () => {
     }
   });
 
-  it("says how to build the console when the folder is missing", async () => {
-    const bare = await startTestServer({ SERVICES: "identity", CONSOLE_DIR: path.join(root, "nothing-here") }, server.databaseUrl);
+  it("says how to build the console when the folder is missing, and serves it once built", async () => {
+    const later = path.join(root, "built-later");
+    const bare = await startTestServer({ SERVICES: "identity", CONSOLE_DIR: later }, server.databaseUrl);
     try {
       const res = await get(bare.url, "/");
       expect(res.status).to.equal(503);
       expect(res.body.toString()).to.include("npm run console:build");
+      mkdirSync(later);
+      writeFileSync(path.join(later, "index.html"), INDEX);
+      expect((await get(bare.url, "/inventory")).body.toString()).to.equal(INDEX);
     } finally {
       await bare.shutdown();
     }

@@ -1,34 +1,42 @@
-import { render } from "preact";
-import { useEffect } from "preact/hooks";
+import { render, type ComponentType } from "preact";
+import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import { session, signOut } from "./api";
 import { navigate, route, useSignal } from "./state";
 import { SignIn } from "./pages/sign-in";
-import { Inventory } from "./pages/inventory";
-import { Chat } from "./pages/chat";
-import { Reservations } from "./pages/reservations";
-import { Files } from "./pages/files";
-import { Monitoring } from "./pages/monitoring";
-import { Admin } from "./pages/admin";
 
 interface Page {
   path: string;
   title: string;
-  view?: () => preact.JSX.Element;
+  /** Each page is its own chunk, loaded when first shown (with its service's descriptors). */
+  view?: () => Promise<ComponentType>;
   admin?: boolean;
   /** Shown in the navigation, not yet usable. */
   pending?: string;
 }
 
 const PAGES: Page[] = [
-  { path: "/inventory", title: "Inventory", view: Inventory },
-  { path: "/chat", title: "Chat", view: Chat },
-  { path: "/reservations", title: "Reservations", view: Reservations },
-  { path: "/files", title: "Files", view: Files },
-  { path: "/monitoring", title: "Monitoring", view: Monitoring },
+  { path: "/inventory", title: "Inventory", view: () => import("./pages/inventory").then((m) => m.Inventory) },
+  { path: "/chat", title: "Chat", view: () => import("./pages/chat").then((m) => m.Chat) },
+  { path: "/reservations", title: "Reservations", view: () => import("./pages/reservations").then((m) => m.Reservations) },
+  { path: "/files", title: "Files", view: () => import("./pages/files").then((m) => m.Files) },
+  { path: "/monitoring", title: "Monitoring", view: () => import("./pages/monitoring").then((m) => m.Monitoring) },
   { path: "/game", title: "Game", pending: "The game page arrives with the game service." },
-  { path: "/admin", title: "Admin", view: Admin, admin: true },
+  { path: "/admin", title: "Admin", view: () => import("./pages/admin").then((m) => m.Admin), admin: true },
 ];
+
+function Lazy(props: { load: () => Promise<ComponentType> }) {
+  const [view, setView] = useState<{ page: ComponentType } | null>(null);
+  useEffect(() => {
+    let shown = true;
+    setView(null);
+    void props.load().then((page) => shown && setView({ page }));
+    return () => {
+      shown = false;
+    };
+  }, [props.load]);
+  return view ? <view.page /> : <p aria-busy="true">Loading…</p>;
+}
 
 function App() {
   const current = useSignal(session);
@@ -77,7 +85,7 @@ function App() {
       </header>
       <main id="main" tabIndex={-1}>
         {page?.view ? (
-          <page.view />
+          <Lazy key={page.path} load={page.view} />
         ) : page?.pending ? (
           <section>
             <h1>{page.title}</h1>
