@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { client, keepStreaming } from "../api";
 import { withAbort } from "../state";
 import { ErrorText, Field, formatTime, useAction } from "../ui";
-import { Category, InventoryService, ProductOrder, ProductSchema, type Product } from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { Category, InventoryService, ProductEventType, ProductOrder, ProductSchema, type Product } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 
 const inventory = client(InventoryService);
 const PAGE_SIZE = 10;
@@ -81,7 +81,7 @@ export function Inventory() {
               if (rowsRef.current.some((r) => r.id === product.id) && product.etag) {
                 setRows((current) => current.map((r) => (r.id === product.id ? product : r)));
               }
-              if (!rowsRef.current.some((r) => r.id === product.id) || event.type === 3) setReloads((n) => n + 1);
+              if (!rowsRef.current.some((r) => r.id === product.id) || event.type === ProductEventType.DELETED) setReloads((n) => n + 1);
             }
           },
           setLive,
