@@ -51,3 +51,19 @@ export function formatBytes(n: number): string {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
+
+/** Previous / next through token-paged results: `pages` holds the token of each page seen so far. */
+export function Pager(props: { label: string; pages: string[]; next: string; onChange: (pages: string[]) => void }) {
+  const { pages, next, onChange } = props;
+  return (
+    <nav class="pager" aria-label={props.label}>
+      <button type="button" disabled={pages.length === 1} onClick={() => onChange(pages.slice(0, -1))}>
+        ← Previous
+      </button>
+      <span>Page {pages.length}</span>
+      <button type="button" disabled={!next} onClick={() => onChange([...pages, next])}>
+        Next →
+      </button>
+    </nav>
+  );
+}

@@ -2,7 +2,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import { identity, session } from "../api";
 import { useSignal } from "../state";
-import { ErrorText, formatTime, useAction } from "../ui";
+import { ErrorText, Pager, formatTime, useAction } from "../ui";
 import { Role, type User } from "../../../gen/agora/identity/v1/identity_pb.js";
 
 const PAGE_SIZE = 50;
@@ -86,15 +86,7 @@ export function Admin() {
           ))}
         </tbody>
       </table>
-      <nav class="pager" aria-label="Pages of users">
-        <button type="button" disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-          ← Previous
-        </button>
-        <span>Page {pages.length}</span>
-        <button type="button" disabled={!next} onClick={() => setPages([...pages, next])}>
-          Next →
-        </button>
-      </nav>
+      <Pager label="Pages of users" pages={pages} next={next} onChange={setPages} />
     </section>
   );
 }

@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { client, keepStreaming } from "../api";
 import { withAbort } from "../state";
-import { ErrorText, Field, formatTime, useAction } from "../ui";
+import { ErrorText, Pager, Field, formatTime, useAction } from "../ui";
 import { Category, InventoryService, ProductEventType, ProductOrder, ProductSchema, type Product } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 
 const inventory = client(InventoryService);
@@ -201,15 +201,7 @@ export function Inventory() {
           )}
         </tbody>
       </table>
-      <nav class="pager" aria-label="Pages of products">
-        <button type="button" disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-          ← Previous
-        </button>
-        <span>Page {pages.length}</span>
-        <button type="button" disabled={!next} onClick={() => setPages([...pages, next])}>
-          Next →
-        </button>
-      </nav>
+      <Pager label="Pages of products" pages={pages} next={next} onChange={setPages} />
       {editing && (
         <ProductForm
           product={editing === "new" ? null : editing}
