@@ -7,13 +7,16 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY gen gen
 COPY src src
-RUN npm run build && npm prune --omit=dev
+COPY web web
+COPY scripts/build-console.ts scripts/
+RUN npm run build && npm run console:build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0 DATA_DIR=/app/data
 COPY --from=build --chown=root:root /app/node_modules node_modules
 COPY --from=build --chown=root:root /app/dist dist
+COPY --from=build --chown=root:root /app/web/dist web/dist
 COPY package.json ./
 # The data directory (token signing key) is the only place the server writes.
 RUN mkdir -p /app/data && chown node:node /app/data

@@ -177,9 +177,17 @@ function routes(o: GatewayOptions) {
     { name: "reflection.v1", match: { prefix: `/${ReflectionV1.typeName}/` }, route: { cluster: any, timeout: "0s" } },
     { name: "reflection.v1alpha", match: { prefix: `/${ReflectionV1alpha.typeName}/` }, route: { cluster: any, timeout: "0s" } },
     { name: "jwks", match: { path: "/.well-known/jwks.json" }, route: { cluster: "identity", timeout: "5s" } },
+    // The web console's static files (every instance serves them), after every RPC route.
+    { name: "console", match: CONSOLE_MATCH, route: { cluster: any, timeout: "10s" } },
   );
   return list;
 }
+
+/** The console's pages (client-side routes), its hashed assets and icon: no RPC path looks like these. */
+const CONSOLE_MATCH = {
+  safe_regex: { regex: "^/((inventory|chat|reservations|files|monitoring|game|admin)(/[^.]*)?|assets/[A-Za-z0-9_.-]+|favicon[.]svg)?$" },
+  headers: [{ name: ":method", string_match: { exact: "GET" } }],
+};
 
 function localRateLimit(statPrefix: string, rps: number) {
   return typed("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
@@ -200,6 +208,7 @@ function jwtAuthn() {
     { match: { prefix: `/${ReflectionV1.typeName}/` } },
     { match: { prefix: `/${ReflectionV1alpha.typeName}/` } },
     { match: { path: "/.well-known/jwks.json" } },
+    { match: CONSOLE_MATCH },
   ];
   return typed("envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication", {
     providers: {

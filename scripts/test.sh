@@ -13,6 +13,7 @@ step "buf format";      "$bin/buf" format --diff --exit-code proto
 step "buf breaking";    bash scripts/buf-breaking.sh
 step "generated code";  bash scripts/check-generated.sh
 step "typecheck";       "$bin/tsc" -p .
+step "console typecheck"; "$bin/tsc" -p web
 step "tools";           bash scripts/install-tools.sh
 step "client stubs";    bash scripts/generate-clients.sh
 step "envoy.yaml";      "$bin/tsx" scripts/envoy-config.ts --check && .tools/bin/envoy --mode validate -c envoy.yaml --log-level warn

@@ -11,6 +11,8 @@ export interface Config {
   /** Empty: start an embedded PostgreSQL whose data lives in dataDir. */
   databaseUrl: string | undefined;
   dataDir: string;
+  /** The built web console served at `/` (CONSOLE_DIR, default web/dist). */
+  consoleDir: string;
   /** Port for the embedded PostgreSQL; 0 picks a free one. */
   embeddedPostgresPort: number;
   logLevel: string;
@@ -162,6 +164,7 @@ export function loadConfig(env: Env = process.env): Config {
     services: services(env.SERVICES),
     databaseUrl: databaseUrl(env.DATABASE_URL),
     dataDir: path.resolve(env.DATA_DIR?.trim() || ".data"),
+    consoleDir: path.resolve(env.CONSOLE_DIR?.trim() || "web/dist"),
     embeddedPostgresPort: integer(env, "EMBEDDED_PG_PORT", 0, 0, 65535),
     logLevel: env.LOG_LEVEL?.trim() || "info",
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),

@@ -23,6 +23,7 @@ import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService } from "./platform/service-module.js";
+import { staticFiles } from "./platform/static-files.js";
 import { validationInterceptor } from "./platform/validation.js";
 import { SERVICE_MODULES } from "./services/catalogue.js";
 import { unavailable } from "./platform/errors.js";
@@ -81,6 +82,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   // Every call's signal listens to this one: thousands of listeners are expected.
   setMaxListeners(0, shutdownController.signal);
   const shutdownReason = unavailable("SHUTTING_DOWN", "the server is shutting down: reconnect");
+  const serveConsole = staticFiles(config.consoleDir);
 
   // Recorded once: Connect-node and grpc-js serve the same handler objects.
   const routes = recordRoutes((router: ConnectRouter) => {
@@ -137,6 +139,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
         );
         return;
       }
+      if (serveConsole(req, res)) return;
       res.writeHead(404, { "content-type": "text/plain" });
       res.end("not found\n");
     },

@@ -789,9 +789,12 @@ describe("e2e: external clients", function () {
     });
 
     it("other paths are 404", async () => {
-      const res = await fetch(`${server.url}/nope`);
-      expect(res.status).to.equal(404);
-      await res.text();
+      // An extension-less GET such as /nope is a page of the web console (index.html), see docs/console.md.
+      for (const [path, method] of [["/nope.txt", "GET"], ["/nope", "POST"]]) {
+        const res = await fetch(`${server.url}${path}`, { method });
+        expect(res.status, `${method} ${path}`).to.equal(404);
+        await res.text();
+      }
     });
   });
 });

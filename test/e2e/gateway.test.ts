@@ -14,6 +14,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { ChatRequestSchema, ChatService, RoomVisibility, type ChatRequest } from "../../gen/agora/chat/v1/chat_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT, type Cluster } from "../../scripts/cluster.js";
 import { startTestCluster, type TestCluster } from "../support/cluster.js";
 import { bearer, client, PROTOCOLS, rpcError, signUp, type ProtocolName } from "../support/harness.js";
@@ -96,6 +97,21 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       expect(JSON.parse(get.stdout).product.name).to.equal("Gateway widget");
       const web = await run(BUF, ["curl", "--protocol", "grpcweb", "-H", `authorization: Bearer ${token}`, "-d", JSON.stringify({ id: productId }), `${cluster.gatewayUrl}/agora.inventory.v1.InventoryService/GetProduct`]);
       expect(JSON.parse(web.stdout).product.id).to.equal(productId);
+    });
+  });
+
+  describe("web console through the gateway", () => {
+    it("serves the console's pages and hashed assets without a token, and nothing else of the server", async () => {
+      await buildConsole();
+      const index = await fetch(`${cluster.gatewayUrl}/`);
+      expect(index.status).to.equal(200);
+      expect(index.headers.get("cache-control")).to.equal("no-cache");
+      const html = await index.text();
+      const asset = /src="(\/assets\/[^"]+[.]js)"/.exec(html)![1]!;
+      const js = await fetch(`${cluster.gatewayUrl}${asset}`);
+      expect([js.status, js.headers.get("content-type"), js.headers.get("cache-control")]).to.deep.equal([200, "text/javascript; charset=utf-8", "public, max-age=31536000, immutable"]);
+      expect(await (await fetch(`${cluster.gatewayUrl}/chat`)).text()).to.equal(html);
+      expect((await fetch(`${cluster.gatewayUrl}/metrics`)).status).not.to.equal(200);
     });
   });
 

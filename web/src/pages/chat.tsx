@@ -1,0 +1,390 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { client, keepStreaming, session } from "../api";
+import { useSignal, withAbort } from "../state";
+import { ErrorText, Field, useAction } from "../ui";
+import {
+  ChatService,
+  MessageKind,
+  Presence,
+  RoomVisibility,
+  type ChatResponse,
+  type Destination,
+  type Message,
+  type Room,
+} from "../../../gen/agora/chat/v1/chat_pb.js";
+
+const chat = client(ChatService);
+const PAGE = 30;
+
+interface Conversation {
+  id: string;
+  title: string;
+  to: Destination["target"];
+  messages: Message[];
+  unread: number;
+  more: boolean;
+}
+
+const PRESENCE: Record<number, [string, string]> = {
+  [Presence.ONLINE]: ["Online", "●"],
+  [Presence.AWAY]: ["Away", "◐"],
+  [Presence.BUSY]: ["Busy", "⊘"],
+  [Presence.OFFLINE]: ["Offline", "○"],
+};
+
+export function PresenceDot(props: { presence: Presence }) {
+  const [label, mark] = PRESENCE[props.presence] ?? PRESENCE[Presence.OFFLINE]!;
+  return (
+    <span class={`presence p${props.presence}`} title={label}>
+      <span aria-hidden="true">{mark}</span> <span class="sr-label">{label}</span>
+    </span>
+  );
+}
+
+export function Chat() {
+  const me = useSignal(session)!.user;
+  const [rooms, setRooms] = useState<Room[]>([]);
+  const [memberOf, setMemberOf] = useState<Set<string>>(new Set());
+  const [online, setOnline] = useState<{ userId: string; username: string; presence: Presence }[]>([]);
+  const [myPresence, setMyPresence] = useState(Presence.ONLINE);
+  const [typing, setTyping] = useState<Record<string, { username: string; until: number }>>({});
+  const [live, setLive] = useState(false);
+  const [, bump] = useState(0);
+  // Conversations by id, and the last sequence seen in each (the cursors Subscribe resumes from).
+  const convs = useRef(new Map<string, Conversation>()).current;
+  const cursors = useRef(new Map<string, bigint>()).current;
+  const [active, setActive] = useState<string | null>(null);
+  const activeRef = useRef(active);
+  activeRef.current = active;
+  const actions = useAction();
+
+  const refresh = () => bump((n) => n + 1);
+
+  /** Adds messages once each (by sequence), in order; counts unread ones outside the open tab. */
+  function take(conv: Conversation, messages: Message[], fromLive: boolean) {
+    const seen = new Set(conv.messages.map((m) => m.sequence));
+    const fresh = messages.filter((m) => !seen.has(m.sequence));
+    if (fresh.length === 0) return;
+    conv.messages = [...conv.messages, ...fresh].sort((a, b) => Number(a.sequence - b.sequence));
+    const last = conv.messages[conv.messages.length - 1]!.sequence;
+    if ((cursors.get(conv.id) ?? 0n) < last) cursors.set(conv.id, last);
+    if (fromLive && conv.id !== activeRef.current) conv.unread += fresh.filter((m) => m.senderId !== me.id).length;
+  }
+
+  async function open(to: Destination["target"], title: string): Promise<string> {
+    const res = await chat.getHistory({ conversation: { target: to }, pageSize: PAGE });
+    let conv = convs.get(res.conversationId);
+    if (!conv) {
+      conv = { id: res.conversationId, title, to, messages: [], unread: 0, more: res.more };
+      convs.set(conv.id, conv);
+    }
+    conv.more = res.more && conv.messages.length === 0 ? true : conv.more;
+    take(conv, res.messages, false);
+    return conv.id;
+  }
+
+  async function loadRooms() {
+    const { rooms } = await chat.listRooms({ pageSize: 100 });
+    setRooms(rooms);
+    const mine = new Set<string>();
+    for (const room of rooms) {
+      const { members } = await chat.listMembers({ roomId: room.id });
+      if (members.some((m) => m.userId === me.id)) {
+        mine.add(room.id);
+        if (!convs.has(room.id)) await open({ case: "roomId", value: room.id }, `# ${room.name}`);
+      }
+    }
+    setMemberOf(mine);
+    if (!activeRef.current && mine.size > 0) setActive([...mine][0]!);
+    refresh();
+  }
+
+  const loadOnline = async () => setOnline((await chat.listOnlineUsers({ pageSize: 100 })).users);
+
+  // The current stream's own abort: joining a room or opening a conversation resubscribes (from the cursors).
+  const connection = useRef<AbortController | null>(null);
+  const resubscribe = () => connection.current?.abort();
+
+  // Load rooms, then stay live: every conversation's messages, presence and typing,
+  // resumed from the cursors after a dropped connection (no loss, no duplicates).
+  useEffect(
+    () =>
+      withAbort((signal) => {
+        void (async () => {
+          await actions.run(async () => {
+            await chat.setPresence({ presence: Presence.ONLINE });
+            await Promise.all([loadRooms(), loadOnline()]);
+          });
+          await keepStreaming(
+            signal,
+            async (outer) => {
+              const c = (connection.current = new AbortController());
+              const s = AbortSignal.any([outer, c.signal]);
+              const from = [...cursors].map(([conversationId, afterSequence]) => ({ conversationId, afterSequence }));
+              for await (const res of chat.subscribe({ cursors: from }, { signal: s })) if (res.event) handle(res.event);
+            },
+            setLive,
+          );
+        })();
+      }),
+    [],
+  );
+
+  function handle(event: ChatResponse) {
+    const e = event.event;
+    if (e.case === "message") {
+      const m = e.value;
+      let conv = convs.get(m.conversationId);
+      if (!conv) {
+        if (!m.recipientId) return; // a room this page has not opened yet
+        const other = m.senderId === me.id ? m.recipientId : m.senderId;
+        conv = { id: m.conversationId, title: `@ ${m.senderId === me.id ? other : m.senderName}`, to: { case: "userId", value: other }, messages: [], unread: 0, more: m.sequence > 1n };
+        convs.set(conv.id, conv);
+      }
+      take(conv, [m], true);
+      refresh();
+    } else if (e.case === "presence") {
+      const p = e.value;
+      setOnline((list) => [...list.filter((u) => u.userId !== p.userId), ...(p.presence === Presence.OFFLINE ? [] : [{ userId: p.userId, username: p.username, presence: p.presence }])]);
+    } else if (e.case === "typing" && e.value.userId !== me.id) {
+      const t = e.value;
+      setTyping((all) => ({ ...all, [t.conversationId]: { username: t.username, until: Date.now() + 4000 } }));
+      setTimeout(() => setTyping((all) => ({ ...all })), 4100);
+    }
+  }
+
+  const conv = active ? convs.get(active) : undefined;
+  useEffect(() => {
+    if (conv && conv.unread) {
+      conv.unread = 0;
+      refresh();
+    }
+  }, [active, conv?.messages.length]);
+
+  const earlier = () =>
+    void actions.run(async () => {
+      if (!conv) return;
+      const first = conv.messages[0]?.sequence ?? 0n;
+      const res = await chat.getHistory({ conversation: { target: conv.to }, beforeSequence: first, pageSize: PAGE });
+      conv.more = res.more;
+      take(conv, res.messages, false);
+      refresh();
+    });
+
+  const join = (room: Room) =>
+    void actions.run(async () => {
+      await chat.joinRoom({ roomId: room.id });
+      const id = await open({ case: "roomId", value: room.id }, `# ${room.name}`);
+      setMemberOf(new Set([...memberOf, room.id]));
+      setActive(id);
+      resubscribe();
+    });
+
+  const leave = (room: Room) =>
+    void actions.run(async () => {
+      await chat.leaveRoom({ roomId: room.id });
+      convs.delete(room.id);
+      cursors.delete(room.id);
+      setMemberOf(new Set([...memberOf].filter((id) => id !== room.id)));
+      setActive(null);
+      resubscribe();
+    });
+
+  const message = (userId: string, username: string) =>
+    void actions.run(async () => {
+      setActive(await open({ case: "userId", value: userId }, `@ ${username}`));
+      resubscribe();
+    });
+
+  const typingHere = conv && typing[conv.id] && typing[conv.id]!.until > Date.now() ? typing[conv.id]!.username : null;
+
+  return (
+    <section aria-labelledby="chat-title" class="chat">
+      <div class="page-head">
+        <h1 id="chat-title">Chat</h1>
+        <span class={`live ${live ? "on" : ""}`}>{live ? "● Live" : "○ Reconnecting…"}</span>
+        <label class="check push">
+          My status
+          <select
+            aria-label="My status"
+            value={myPresence}
+            onChange={(e) => {
+              const presence = Number(e.currentTarget.value) as Presence;
+              setMyPresence(presence);
+              void actions.run(() => chat.setPresence({ presence }));
+            }}
+          >
+            <option value={Presence.ONLINE}>Online</option>
+            <option value={Presence.AWAY}>Away</option>
+            <option value={Presence.BUSY}>Busy</option>
+          </select>
+        </label>
+      </div>
+      <ErrorText error={actions.error} />
+      <div class="two">
+        <aside>
+          <h2>Rooms</h2>
+          <ul class="plain">
+            {rooms.map((room) => (
+              <li key={room.id}>
+                <span>
+                  # {room.name} {room.visibility === RoomVisibility.PRIVATE && <span class="tag">private</span>}
+                </span>
+                {memberOf.has(room.id) ? (
+                  <button type="button" onClick={() => leave(room)} aria-label={`Leave ${room.name}`}>
+                    Leave
+                  </button>
+                ) : (
+                  <button type="button" onClick={() => join(room)} aria-label={`Join ${room.name}`}>
+                    Join
+                  </button>
+                )}
+              </li>
+            ))}
+          </ul>
+          <NewRoom onCreated={() => void actions.run(loadRooms)} />
+          <h2>People online</h2>
+          <ul class="plain" aria-label="People online">
+            {online
+              .filter((u) => u.userId !== me.id)
+              .map((u) => (
+                <li key={u.userId}>
+                  <span>
+                    <PresenceDot presence={u.presence} /> {u.username}
+                  </span>
+                  <button type="button" onClick={() => message(u.userId, u.username)} aria-label={`Message ${u.username}`}>
+                    Message
+                  </button>
+                </li>
+              ))}
+          </ul>
+        </aside>
+        <div>
+          <div role="tablist" aria-label="Conversations" class="tabs">
+            {[...convs.values()].map((c) => (
+              <button type="button" role="tab" key={c.id} aria-selected={c.id === active} onClick={() => setActive(c.id)}>
+                {c.title}
+                {c.unread > 0 && <span class="badge bad"> {c.unread} unread</span>}
+              </button>
+            ))}
+          </div>
+          {conv ? (
+            <div role="tabpanel" aria-label={conv.title}>
+              {conv.more && (
+                <button type="button" onClick={earlier}>
+                  Load earlier messages
+                </button>
+              )}
+              <Messages messages={conv.messages} me={me.id} />
+              <p class="muted typing" aria-live="polite">
+                {typingHere ? `${typingHere} is typing…` : " "}
+              </p>
+              <Composer conv={conv} />
+            </div>
+          ) : (
+            <p>Join a room or message someone to start.</p>
+          )}
+        </div>
+      </div>
+    </section>
+  );
+}
+
+function Messages(props: { messages: Message[]; me: string }) {
+  const end = useRef<HTMLLIElement>(null);
+  useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [props.messages.length]);
+  return (
+    <ol class="messages" aria-label="Messages" aria-live="polite">
+      {props.messages.map((m) => (
+        <li key={String(m.sequence)} class={m.senderId === props.me ? "mine" : ""}>
+          {m.kind === MessageKind.TEXT ? (
+            <>
+              <strong>{m.senderName}</strong> <time class="muted">{m.sendTime ? new Date(timestampMs(m.sendTime)).toLocaleTimeString() : ""}</time>
+              <div class="text">{m.text}</div>
+              {m.attachments.map((a) => (
+                <div class="muted">📎 {a.name}</div>
+              ))}
+            </>
+          ) : (
+            <em class="muted">
+              {m.senderName} {m.kind === MessageKind.JOINED ? "joined" : "left"}
+            </em>
+          )}
+        </li>
+      ))}
+      <li ref={end} class="end" aria-hidden="true" />
+    </ol>
+  );
+}
+
+function Composer(props: { conv: Conversation }) {
+  const [text, setText] = useState("");
+  const { busy, error, run } = useAction();
+  const send = () => {
+    const body = text.trim();
+    if (!body) return;
+    void run(async () => {
+      // The client id makes a retried send idempotent.
+      await chat.sendMessage({ message: { to: { target: props.conv.to }, clientId: crypto.randomUUID(), text: body } });
+      setText("");
+    });
+  };
+  return (
+    <form
+      class="composer"
+      onSubmit={(e) => {
+        e.preventDefault();
+        send();
+      }}
+    >
+      <Field label={`Message ${props.conv.title}`} hint="Enter sends, Shift+Enter adds a line.">
+        <textarea
+          value={text}
+          maxLength={4000}
+          onInput={(e) => setText(e.currentTarget.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey) {
+              e.preventDefault();
+              send();
+            }
+          }}
+        />
+      </Field>
+      <ErrorText error={error} />
+      <button type="submit" class="primary" disabled={busy || !text.trim()}>
+        Send
+      </button>
+    </form>
+  );
+}
+
+function NewRoom(props: { onCreated: () => void }) {
+  const [name, setName] = useState("");
+  const [priv, setPriv] = useState(false);
+  const { busy, error, run } = useAction();
+  return (
+    <form
+      class="new-room"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void run(async () => {
+          await chat.createRoom({ name, visibility: priv ? RoomVisibility.PRIVATE : RoomVisibility.PUBLIC });
+          setName("");
+          props.onCreated();
+        });
+      }}
+    >
+      <Field label="New room name">
+        <input value={name} required maxLength={100} onInput={(e) => setName(e.currentTarget.value)} />
+      </Field>
+      <label class="check">
+        <input type="checkbox" checked={priv} onChange={(e) => setPriv(e.currentTarget.checked)} /> Private
+      </label>
+      <ErrorText error={error} />
+      <button type="submit" disabled={busy}>
+        Create room
+      </button>
+    </form>
+  );
+}
