@@ -82,7 +82,8 @@ describe("web console (Chromium)", function () {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
     await buildConsole();
     // Short-lived access tokens: the console must refresh them while the flows run.
-    server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30", MONITORING_EVALUATE_INTERVAL_MS: "200" });
+    // Chat's send limit (10 a second, bursts of 20) is tested elsewhere; here it would refuse the history seeded below.
+    server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30", MONITORING_EVALUATE_INTERVAL_MS: "200", CHAT_MESSAGES_PER_SECOND: "1000" });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
     mkdirSync(SHOTS, { recursive: true });
   });
