@@ -196,9 +196,6 @@ describe("web console (Chromium)", function () {
     await page.getByRole("button", { name: "Create account" }).click();
     await page.getByText("Signed in as Ringo Starr").waitFor();
     expect(await page.getByRole("link", { name: "Admin" }).count()).to.equal(0);
-    // The game page has its place already.
-    await page.getByRole("link", { name: /Game/ }).click();
-    await page.getByText("arrives with the game service").waitFor();
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByRole("tab", { name: "Register" }).waitFor();
 
@@ -512,6 +509,50 @@ describe("web console (Chromium)", function () {
     await user.getByRole("link", { name: "Monitoring" }).click();
     await user.getByRole("table", { name: "Alerts" }).getByText("FIRING").waitFor();
     expect(await user.getByRole("heading", { name: "Alert rules" }).count()).to.equal(0);
+  });
+
+  it("game: two browsers queue, are matched, see each other's moves live and the clock; the win, rating change, leaderboard and rematch", async () => {
+    await signUp(server.url, "ada");
+    await signUp(server.url, "alan");
+    const pages = [await signIn("ada", "password-of-ada"), await signIn("alan", "password-of-alan")];
+    for (const page of pages) {
+      await page.getByRole("link", { name: "Game" }).click();
+      await page.getByRole("heading", { name: "Leaderboard" }).waitFor();
+      await page.getByRole("button", { name: "Find a rated match" }).click();
+    }
+    // Matched: both open the same game; X moves first.
+    for (const page of pages) await page.getByRole("group", { name: "Board" }).waitFor();
+    expect(new URL(pages[0]!.url()).pathname).to.equal(new URL(pages[1]!.url()).pathname);
+    await eventually(async () => (await pages[0]!.getByText("Your turn (X)").count()) + (await pages[1]!.getByText("Your turn (X)").count()) === 1, "one player to move with X");
+    const [x, o] = (await pages[0]!.getByText("Your turn (X)").count()) ? pages : [pages[1]!, pages[0]!];
+    const [xName, oName] = x === pages[0] ? ["ada", "alan"] : ["alan", "ada"];
+    await o!.getByText(`${xName}'s turn (X)`).waitFor();
+    await x!.getByText(/Clock: \d+ s left for you/).waitFor();
+    await o!.getByText(new RegExp(`Clock: \\d+ s left for ${xName}`)).waitFor();
+    expect(await o!.getByRole("button", { name: "row 1 column 1, empty" }).isDisabled()).to.equal(true);
+
+    // X takes the top row; O answers in the middle row. Each move shows up live on the other board.
+    const cells = ["row 1 column 1", "row 2 column 1", "row 1 column 2", "row 2 column 2", "row 1 column 3"];
+    for (const [i, cell] of cells.entries()) {
+      const [mover, other, mark] = i % 2 === 0 ? [x!, o!, "X"] : [o!, x!, "O"];
+      await mover.getByRole("button", { name: `${cell}, empty` }).click();
+      await other.getByRole("button", { name: `${cell}, ${mark}` }).waitFor();
+    }
+    await x!.getByText("You won (three in a row)").waitFor();
+    await o!.getByText(`${xName} won (three in a row)`).waitFor();
+    await x!.getByText(/Your rating: 1500 → \d+ \(\+\d+\.\d\)/).waitFor();
+    await o!.getByText(/Your rating: 1500 → \d+ \(−\d+\.\d\)/).waitFor();
+    // The leaderboard: the winner first, with the record in words and numbers.
+    const board = x!.getByRole("table", { name: "Players by rating" });
+    await board.getByRole("row", { name: new RegExp(`^1 ${xName} \\d+ provisional 1/0/0$`) }).waitFor();
+    await board.getByRole("row", { name: new RegExp(`^2 ${oName} \\d+ provisional 0/1/0$`) }).waitFor();
+    await shot(x!, "game");
+
+    // A rematch with the marks swapped: the loser offers, the winner accepts, both boards move to it.
+    await o!.getByRole("button", { name: "Offer a rematch" }).click();
+    await x!.getByRole("button", { name: "Accept the rematch" }).click();
+    await o!.getByText("Your turn (X)").waitFor();
+    await x!.getByText(`${oName}'s turn (X)`).waitFor();
   });
 
   it("admin: lists users, changes a role, disables a user; a user cannot open the admin page", async () => {
