@@ -513,7 +513,7 @@ describe("web console (Chromium)", function () {
     expect(await user.getByRole("heading", { name: "Alert rules" }).count()).to.equal(0);
   });
 
-  it("game: two browsers queue and play to a win, each seeing the other's moves live; clock, result, rating change, leaderboard; rematch; resume after a drop; a challenge", async () => {
+  it("game: two browsers queue and play to a win, each seeing the other's moves live; clock, result, rating change, leaderboard; rematch; resume after a drop; a challenge; a reload", async () => {
     await signUp(server.url, "ada");
     await signUp(server.url, "alan");
     // Alan's browser reaches the server through a TCP relay the test can cut.
@@ -588,6 +588,9 @@ describe("web console (Chromium)", function () {
     await o!.getByRole("group", { name: "Board" }).waitFor();
     await x!.getByText(/turn \([XO]\)/).waitFor();
     expect(new URL(x!.url()).pathname).to.equal(new URL(o!.url()).pathname);
+    // A game's address survives a reload.
+    await o!.reload();
+    await o!.getByText(/turn \([XO]\)/).waitFor();
   });
 
   it("admin: lists users, changes a role, disables a user; a user cannot open the admin page", async () => {
