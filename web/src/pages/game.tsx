@@ -73,22 +73,17 @@ function Lobby() {
   useEffect(
     () =>
       withAbort((signal) => {
-        const load = async () => {
-          const [open, mine, board] = await Promise.all([
-            game.listGames({ statuses: [GameStatus.CHALLENGE], pageSize: 20 }, { signal }),
-            game.listGames({ pageSize: 10 }, { signal }),
-            game.getLeaderboard({ pageSize: 50 }, { signal }),
-          ]);
-          setChallenges(open.games);
+        const challenges = async () => setChallenges((await game.listGames({ statuses: [GameStatus.CHALLENGE], pageSize: 20 }, { signal })).games);
+        void run(async () => {
+          const [mine, board] = await Promise.all([game.listGames({ pageSize: 10 }, { signal }), game.getLeaderboard({ pageSize: 50 }, { signal }), challenges()]);
           setRecent(mine.games.filter((g) => g.status !== GameStatus.CHALLENGE));
           const people = new Map<string, string>();
           for (const e of board.entries) people.set(e.userId, e.username);
           for (const g of mine.games) for (const p of [g.x, g.o]) if (p?.userId && p.username) people.set(p.userId, p.username);
           people.delete(me.id);
           setOpponents([...people].map(([id, name]) => ({ id, name })));
-        };
-        void run(load);
-        const timer = setInterval(() => void load().catch(() => undefined), 3000);
+        });
+        const timer = setInterval(() => void challenges().catch(() => undefined), 3000);
         signal.addEventListener("abort", () => clearInterval(timer));
       }),
     [],
@@ -120,6 +115,18 @@ function Lobby() {
     void run(async () => {
       const res = await game.createGame({ opponentUserId: opponent, casual, requestId: crypto.randomUUID() });
       navigate(`/game/${res.game!.id}`);
+    });
+
+  const accept = (g: GameState) =>
+    void run(async () => {
+      await game.acceptChallenge({ gameId: g.id });
+      navigate(`/game/${g.id}`);
+    });
+
+  const decline = (g: GameState) =>
+    void run(async () => {
+      await game.declineChallenge({ gameId: g.id });
+      setChallenges((all) => all.filter((c) => c.id !== g.id));
     });
 
   return (
@@ -174,16 +181,22 @@ function Lobby() {
             const mine = g.invitedUserId === me.id;
             return (
               <li key={g.id}>
-                <span>{mine ? `${challenger?.username} challenges you` : "You challenged a player"}{g.rated ? "" : " (casual)"}</span>
+                <span>
+                  {mine ? `${challenger?.username} challenges you` : "You challenged a player"}
+                  {g.rated ? "" : " (casual)"}
+                </span>
                 <span class="buttons">
                   {mine && (
-                    <button type="button" class="primary" disabled={busy} aria-label={`Accept the challenge of ${challenger?.username}`}
-                      onClick={() => void run(async () => { await game.acceptChallenge({ gameId: g.id }); navigate(`/game/${g.id}`); })}>
+                    <button type="button" class="primary" disabled={busy} aria-label={`Accept the challenge of ${challenger?.username}`} onClick={() => accept(g)}>
                       Accept
                     </button>
                   )}
-                  <button type="button" disabled={busy} aria-label={mine ? `Decline the challenge of ${challenger?.username}` : "Withdraw the challenge"}
-                    onClick={() => void run(async () => { await game.declineChallenge({ gameId: g.id }); setChallenges((all) => all.filter((c) => c.id !== g.id)); })}>
+                  <button
+                    type="button"
+                    disabled={busy}
+                    aria-label={mine ? `Decline the challenge of ${challenger?.username}` : "Withdraw the challenge"}
+                    onClick={() => decline(g)}
+                  >
                     {mine ? "Decline" : "Withdraw"}
                   </button>
                 </span>
@@ -241,8 +254,8 @@ function Board(props: { id: string; onEnded: () => void }) {
     setState(g);
     setDeadline(g.status === GameStatus.ACTIVE && g.turnDeadline ? timestampMs(g.turnDeadline) : 0);
     if (before && before.status === GameStatus.ACTIVE && g.status !== GameStatus.ACTIVE) props.onEnded();
-    // An accepted rematch: both players move on to it.
-    if (g.rematchGameId) navigate(`/game/${g.rematchGameId}`);
+    // A rematch accepted while watching: both players move on to it (an old game opened later stays).
+    if (before && !before.rematchGameId && g.rematchGameId) navigate(`/game/${g.rematchGameId}`);
   };
 
   // The game live, resumed after a dropped connection from the last move seen.
@@ -266,7 +279,13 @@ function Board(props: { id: string; onEnded: () => void }) {
     [props.id],
   );
 
-  if (!state) return <><ErrorText error={error} /><p aria-busy="true">Loading the game…</p></>;
+  if (!state)
+    return (
+      <>
+        <ErrorText error={error} />
+        <p aria-busy="true">Loading the game…</p>
+      </>
+    );
   const mine = state.x?.userId === me.id ? state.x : state.o?.userId === me.id ? state.o : undefined;
   const them = mine === state.x ? state.o : state.x;
   const active = state.status === GameStatus.ACTIVE;
