@@ -13,6 +13,7 @@ import { ReservationService } from "../../gen/agora/reservation/v1/reservation_p
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
 import { MonitoringService } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
+import { GameService } from "../../gen/agora/game/v1/game_pb.js";
 import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT } from "../../scripts/cluster.js";
 import { create, type DescService } from "@bufbuild/protobuf";
@@ -81,8 +82,8 @@ describe("web console (Chromium)", function () {
   before(async function () {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
     await buildConsole();
-    // Short-lived access tokens: the console must refresh them while the flows run.
-    // Chat's send limit (10 a second, bursts of 20) is tested elsewhere; here it would refuse the history seeded below.
+    // Short-lived access tokens: the console must refresh them while the flows run. The chat flow seeds
+    // 35 messages at once: above the default send limit (10/s, burst 20) on a quiet machine.
     server = await startTestServer({ ACCESS_TOKEN_TTL_SECONDS: "30", MONITORING_EVALUATE_INTERVAL_MS: "200", CHAT_MESSAGES_PER_SECOND: "1000" });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
     mkdirSync(SHOTS, { recursive: true });
@@ -197,9 +198,6 @@ describe("web console (Chromium)", function () {
     await page.getByRole("button", { name: "Create account" }).click();
     await page.getByText("Signed in as Ringo Starr").waitFor();
     expect(await page.getByRole("link", { name: "Admin" }).count()).to.equal(0);
-    // The game page has its place already.
-    await page.getByRole("link", { name: /Game/ }).click();
-    await page.getByText("arrives with the game service").waitFor();
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByRole("tab", { name: "Register" }).waitFor();
 
@@ -513,6 +511,86 @@ describe("web console (Chromium)", function () {
     await user.getByRole("link", { name: "Monitoring" }).click();
     await user.getByRole("table", { name: "Alerts" }).getByText("FIRING").waitFor();
     expect(await user.getByRole("heading", { name: "Alert rules" }).count()).to.equal(0);
+  });
+
+  it("game: two browsers queue and play to a win, each seeing the other's moves live; clock, result, rating change, leaderboard; rematch; resume after a drop; a challenge; a reload", async () => {
+    await signUp(server.url, "ada");
+    await signUp(server.url, "alan");
+    // Alan's browser reaches the server through a TCP relay the test can cut.
+    const relay = await startRelay(server.port);
+    relays.push(relay);
+    const pages = [await signIn("ada", "password-of-ada"), await signIn("alan", "password-of-alan", undefined, relay.url)];
+    const [ada, alan] = pages as [Page, Page];
+    for (const page of pages) {
+      await page.getByRole("link", { name: "Game" }).click();
+      await page.getByRole("heading", { name: "Leaderboard" }).waitFor();
+      await page.getByRole("button", { name: "Find a rated match" }).click();
+    }
+    // Matched: both open the same game; X moves first.
+    for (const page of pages) await page.getByRole("group", { name: "Board" }).waitFor();
+    expect(new URL(pages[0]!.url()).pathname).to.equal(new URL(pages[1]!.url()).pathname);
+    await eventually(async () => (await pages[0]!.getByText("Your turn (X)").count()) + (await pages[1]!.getByText("Your turn (X)").count()) === 1, "one player to move with X");
+    const [x, o] = (await pages[0]!.getByText("Your turn (X)").count()) ? pages : [pages[1]!, pages[0]!];
+    const [xName, oName] = x === pages[0] ? ["ada", "alan"] : ["alan", "ada"];
+    await o!.getByText(`${xName}'s turn (X)`).waitFor();
+    await x!.getByText(/Clock: \d+ s left for you/).waitFor();
+    await o!.getByText(new RegExp(`Clock: \\d+ s left for ${xName}`)).waitFor();
+    expect(await o!.getByRole("button", { name: "row 1 column 1, empty" }).isDisabled()).to.equal(true);
+
+    // X takes the top row; O answers in the middle row. Each move shows up live on the other board.
+    const cells = ["row 1 column 1", "row 2 column 1", "row 1 column 2", "row 2 column 2", "row 1 column 3"];
+    for (const [i, cell] of cells.entries()) {
+      const [mover, other, mark] = i % 2 === 0 ? [x!, o!, "X"] : [o!, x!, "O"];
+      await mover.getByRole("button", { name: `${cell}, empty` }).click();
+      await other.getByRole("button", { name: `${cell}, ${mark}` }).waitFor();
+    }
+    await x!.getByText("You won (three in a row)").waitFor();
+    await o!.getByText(`${xName} won (three in a row)`).waitFor();
+    await x!.getByText(/Your rating: 1500 → \d+ \(\+\d+\.\d\)/).waitFor();
+    await o!.getByText(/Your rating: 1500 → \d+ \(−\d+\.\d\)/).waitFor();
+    // The leaderboard: the winner first, with the record in words and numbers.
+    const board = x!.getByRole("table", { name: "Players by rating" });
+    await board.getByRole("row", { name: new RegExp(`^1 ${xName} \\d+ provisional 1/0/0$`) }).waitFor();
+    await board.getByRole("row", { name: new RegExp(`^2 ${oName} \\d+ provisional 0/1/0$`) }).waitFor();
+    await shot(x!, "game");
+
+    // A rematch with the marks swapped: the loser offers, the winner accepts, both boards move to it.
+    const first = new URL(x!.url()).pathname;
+    await o!.getByRole("button", { name: "Offer a rematch" }).click();
+    await x!.getByRole("button", { name: "Accept the rematch" }).click();
+    await o!.getByText("Your turn (X)").waitFor();
+    await x!.getByText(`${oName}'s turn (X)`).waitFor();
+    const gameId = new URL(x!.url()).pathname.slice("/game/".length);
+    expect(`/game/${gameId}`).to.not.equal(first);
+
+    // Alan's connection drops; the move Ada makes meanwhile (here through the API) appears once he is back.
+    if (oName === "alan") {
+      await alan.getByRole("button", { name: "row 2 column 2, empty" }).click();
+      await ada.getByRole("button", { name: "row 2 column 2, X" }).waitFor();
+    }
+    relay.cut(true);
+    await alan.getByText("○ Reconnecting…").waitFor();
+    const api = client(GameService, server.url, "grpc", (await login(server.url, "ada", "password-of-ada")).accessToken);
+    const { game } = await api.getGame({ gameId });
+    await api.makeMove({ gameId, cell: 0, moveNumber: game!.nextMoveNumber });
+    relay.cut(false);
+    await alan.getByText("● Live").waitFor();
+    await alan.getByRole("button", { name: `row 1 column 1, ${oName === "alan" ? "O" : "X"}` }).waitFor();
+
+    // A casual challenge from the lobby: the other player accepts it from theirs, the challenger's board starts live.
+    await x!.getByRole("button", { name: "← Lobby" }).click();
+    await x!.getByLabel("Challenge a player").selectOption({ label: oName });
+    await x!.getByLabel("Casual (unrated)").check();
+    await x!.getByRole("button", { name: "Challenge", exact: true }).click();
+    await x!.getByText("Waiting for the invited player to accept the challenge.").waitFor();
+    await o!.getByRole("button", { name: "← Lobby" }).click();
+    await o!.getByRole("button", { name: `Accept the challenge of ${xName}` }).click();
+    await o!.getByRole("group", { name: "Board" }).waitFor();
+    await x!.getByText(/turn \([XO]\)/).waitFor();
+    expect(new URL(x!.url()).pathname).to.equal(new URL(o!.url()).pathname);
+    // A game's address survives a reload.
+    await o!.reload();
+    await o!.getByText(/turn \([XO]\)/).waitFor();
   });
 
   it("admin: lists users, changes a role, disables a user; a user cannot open the admin page", async () => {

@@ -9,10 +9,8 @@ interface Page {
   path: string;
   title: string;
   /** Each page is its own chunk, loaded when first shown (with its service's descriptors). */
-  view?: () => Promise<ComponentType>;
+  view: () => Promise<ComponentType>;
   admin?: boolean;
-  /** Shown in the navigation, not yet usable. */
-  pending?: string;
 }
 
 const PAGES: Page[] = [
@@ -21,7 +19,7 @@ const PAGES: Page[] = [
   { path: "/reservations", title: "Reservations", view: () => import("./pages/reservations").then((m) => m.Reservations) },
   { path: "/files", title: "Files", view: () => import("./pages/files").then((m) => m.Files) },
   { path: "/monitoring", title: "Monitoring", view: () => import("./pages/monitoring").then((m) => m.Monitoring) },
-  { path: "/game", title: "Game", pending: "The game page arrives with the game service." },
+  { path: "/game", title: "Game", view: () => import("./pages/game").then((m) => m.Game) },
   { path: "/admin", title: "Admin", view: () => import("./pages/admin").then((m) => m.Admin), admin: true },
 ];
 
@@ -69,7 +67,6 @@ function App() {
                   }}
                 >
                   {p.title}
-                  {p.pending && <span class="tag"> soon</span>}
                 </a>
               </li>
             ))}
@@ -84,14 +81,7 @@ function App() {
         </button>
       </header>
       <main id="main" tabIndex={-1}>
-        {page?.view ? (
-          <Lazy key={page.path} load={page.view} />
-        ) : page?.pending ? (
-          <section>
-            <h1>{page.title}</h1>
-            <p>{page.pending}</p>
-          </section>
-        ) : null}
+        {page && <Lazy key={page.path} load={page.view} />}
       </main>
     </div>
   );
