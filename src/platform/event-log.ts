@@ -4,6 +4,7 @@ import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { Clock } from "./clock.js";
+import type { ServiceDeps } from "./service-module.js";
 import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
 import { Wakeup } from "./streams.js";
@@ -53,6 +54,26 @@ export interface EventLogOptions<T> {
 }
 
 const PAGE = 500;
+
+/** A service's event log on `<schema>.events`, with the settings every service shares (retention, heartbeats, clock). */
+export function serviceEventLog<T>(
+  deps: Pick<ServiceDeps, "config" | "pubsub" | "log" | "clock">,
+  em: EntityManager,
+  schema: string,
+  codec: EventCodec<T>,
+): EventLog<T> {
+  const { config, pubsub, log, clock } = deps;
+  return new EventLog({
+    em,
+    schema,
+    pubsub,
+    codec,
+    log,
+    retentionMs: config.eventRetentionHours * 3_600_000,
+    heartbeatMs: config.heartbeatIntervalMs,
+    clock,
+  });
+}
 
 /**
  * A service's ordered, durable event log: a `<schema>.events` table written in

@@ -2,7 +2,7 @@ import path from "node:path";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { FileEventSchema, FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog, protobufCodec } from "../../platform/event-log.js";
+import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { LocalBlobStore } from "./blob-store.js";
@@ -25,16 +25,7 @@ export const filesModule: ServiceModule = {
     });
     const blobs = new LocalBlobStore(path.join(config.dataDir, "blobs"));
     await blobs.init();
-    const events = new EventLog({
-      em: orm.em,
-      schema: "files",
-      pubsub,
-      codec: protobufCodec(FileEventSchema),
-      log,
-      retentionMs: config.eventRetentionHours * 3_600_000,
-      heartbeatMs: config.heartbeatIntervalMs,
-      clock,
-    });
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "files", protobufCodec(FileEventSchema));
     await events.start();
     const repo = new FilesRepository(orm.em, events);
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };

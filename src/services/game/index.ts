@@ -1,6 +1,6 @@
 import { GameService } from "../../../gen/agora/game/v1/game_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog } from "../../platform/event-log.js";
+import { serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { GameRepository, type GameEvent } from "./game.repository.js";
@@ -28,16 +28,7 @@ export const gameModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<GameEvent>({
-      em: orm.em,
-      schema: "game",
-      pubsub,
-      codec: eventCodec,
-      log,
-      retentionMs: config.eventRetentionHours * 3_600_000,
-      heartbeatMs: config.heartbeatIntervalMs,
-      clock,
-    });
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "game", eventCodec);
     await events.start();
     const repo = new GameRepository(orm.em, events);
     const settings = config.game;

@@ -1,6 +1,6 @@
 import { InventoryService, ProductEventSchema } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog, protobufCodec } from "../../platform/event-log.js";
+import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
@@ -20,16 +20,7 @@ export const inventoryModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog({
-      em: orm.em,
-      schema: "inventory",
-      pubsub,
-      codec: protobufCodec(ProductEventSchema),
-      log,
-      retentionMs: config.eventRetentionHours * 3_600_000,
-      heartbeatMs: config.heartbeatIntervalMs,
-      clock,
-    });
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "inventory", protobufCodec(ProductEventSchema));
     await events.start();
     const products = new ProductRepository(orm.em, events, clock);
     return {

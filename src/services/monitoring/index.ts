@@ -1,6 +1,6 @@
 import { AlertEventSchema, MonitoringService } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog, protobufCodec } from "../../platform/event-log.js";
+import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { AlertEvaluator } from "./alert.evaluator.js";
@@ -27,16 +27,7 @@ export const monitoringModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog({
-      em: orm.em,
-      schema: "monitoring",
-      pubsub,
-      codec: protobufCodec(AlertEventSchema),
-      log,
-      retentionMs: config.eventRetentionHours * 3_600_000,
-      heartbeatMs: config.heartbeatIntervalMs,
-      clock,
-    });
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "monitoring", protobufCodec(AlertEventSchema));
     await events.start();
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);

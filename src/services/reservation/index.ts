@@ -1,6 +1,6 @@
 import { NotificationSchema as NotificationMessageSchema, ReservationService } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
-import { EventLog, protobufCodec } from "../../platform/event-log.js";
+import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
@@ -23,16 +23,7 @@ export const reservationModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog({
-      em: orm.em,
-      schema: "reservation",
-      pubsub,
-      codec: protobufCodec(NotificationMessageSchema),
-      log,
-      retentionMs: config.eventRetentionHours * 3_600_000,
-      heartbeatMs: config.heartbeatIntervalMs,
-      clock,
-    });
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "reservation", protobufCodec(NotificationMessageSchema));
     await events.start();
     const notifications = new NotificationRepository(orm.em, events);
     const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);
