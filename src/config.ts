@@ -1,4 +1,5 @@
 import path from "node:path";
+import type { ConnectionTimeouts } from "./platform/listener.js";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
 export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring"] as const;
@@ -16,6 +17,8 @@ export interface Config {
   logLevel: string;
   maxMessageBytes: number;
   maxConcurrentStreams: number;
+  /** Bounds on connections that never send a complete request (docs/security.md, "Connections"). */
+  connections: ConnectionTimeouts;
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
   shutdownGraceMs: number;
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
@@ -139,6 +142,12 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: env.LOG_LEVEL?.trim() || "info",
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: integer(env, "MAX_CONCURRENT_STREAMS", 200, 1, 10_000),
+    connections: {
+      firstBytesMs: integer(env, "CONNECTION_FIRST_BYTES_TIMEOUT_MS", 10_000, 100, 600_000),
+      headersMs: integer(env, "CONNECTION_HEADERS_TIMEOUT_MS", 20_000, 100, 600_000),
+      requestBodyMs: integer(env, "REQUEST_BODY_TIMEOUT_MS", 60_000, 100, 3_600_000),
+      idleMs: integer(env, "CONNECTION_IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000),
+    },
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),

@@ -134,7 +134,14 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       res.end("not found\n");
     },
   });
-  const listener = new DualProtocolListener(handler, { maxConcurrentStreams: config.maxConcurrentStreams });
+  const streamingRequestPaths = new Set(
+    served.flatMap((s) => s.methods.filter((m) => m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming").map((m) => `/${s.typeName}/${m.name}`)),
+  );
+  const listener = new DualProtocolListener(handler, {
+    maxConcurrentStreams: config.maxConcurrentStreams,
+    timeouts: config.connections,
+    streamingRequestPaths,
+  });
   const dbWatch = watchDatabase(
     health,
     served.map((s) => s.typeName),
