@@ -7,6 +7,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import pg from "pg";
 import { pino, type Logger } from "pino";
 import { loadConfig, type Config } from "../../src/config.js";
+import { prepareDatabase } from "../../src/platform/db.js";
 import { startServer, type AgoraServer } from "../../src/server.js";
 
 export const quietLog = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -29,7 +30,12 @@ export async function freshDatabase(): Promise<string> {
   }
   const url = new URL(adminUrl());
   url.pathname = `/${name}`;
-  return url.toString();
+  const appUrl = process.env.AGORA_TEST_APP_DATABASE_URL;
+  if (!appUrl) return url.toString(); // an external PostgreSQL: its login as given
+  await prepareDatabase(url.toString());
+  const app = new URL(appUrl);
+  app.pathname = `/${name}`;
+  return app.toString();
 }
 
 export interface TestServer extends AgoraServer {

@@ -93,6 +93,7 @@ export class AgoraProcess {
     const base = { ...process.env };
     for (const name of CONFIG_VARS) delete base[name];
     delete base.AGORA_TEST_DATABASE_URL;
+    delete base.AGORA_TEST_APP_DATABASE_URL;
     this.child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: REPO_ROOT,
       env: { ...base, ...defaults(env), ...env },
