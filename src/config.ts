@@ -1,5 +1,6 @@
 import path from "node:path";
 import type { ConnectionTimeouts } from "./platform/listener.js";
+import type { RateLimitConfig } from "./platform/rate-limit.js";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
 export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring"] as const;
@@ -19,6 +20,8 @@ export interface Config {
   maxConcurrentStreams: number;
   /** Bounds on connections that never send a complete request (docs/security.md, "Connections"). */
   connections: ConnectionTimeouts;
+  /** Rate limits on methods that write (docs/security.md, "Rate limits and quotas"). */
+  rateLimits: RateLimitConfig;
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
   shutdownGraceMs: number;
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
@@ -147,6 +150,13 @@ export function loadConfig(env: Env = process.env): Config {
       headersMs: integer(env, "CONNECTION_HEADERS_TIMEOUT_MS", 20_000, 100, 600_000),
       requestBodyMs: integer(env, "REQUEST_BODY_TIMEOUT_MS", 60_000, 100, 3_600_000),
       idleMs: integer(env, "CONNECTION_IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000),
+    },
+    rateLimits: {
+      userWritesPerSecond: integer(env, "RATE_LIMIT_USER_WRITES_PER_SECOND", 10, 0, 1_000_000),
+      userWritesBurst: integer(env, "RATE_LIMIT_USER_WRITES_BURST", 50, 1, 1_000_000),
+      addressWritesPerSecond: integer(env, "RATE_LIMIT_ADDRESS_WRITES_PER_SECOND", 50, 0, 1_000_000),
+      addressWritesBurst: integer(env, "RATE_LIMIT_ADDRESS_WRITES_BURST", 200, 1, 1_000_000),
+      registrationsPerHour: integer(env, "RATE_LIMIT_REGISTRATIONS_PER_HOUR", 20, 0, 1_000_000),
     },
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),

@@ -19,6 +19,7 @@ import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { observeInterceptor } from "./platform/observe.js";
 import { PgPubSub } from "./platform/pubsub.js";
+import { rateLimitInterceptor } from "./platform/rate-limit.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService, ServiceModule } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
@@ -108,6 +109,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       errorMappingInterceptor(log),
       deadlineInterceptor(shutdownController.signal),
       authInterceptor(verifyToken, publicMethods),
+      rateLimitInterceptor(config.rateLimits),
       validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
     ],
     contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),

@@ -47,6 +47,13 @@ export interface TestServer extends AgoraServer {
 
 export const ADMIN = { username: "admin", password: "admin-password-123" };
 
+/** Tests call from one address, fast: rate limits are off unless a test turns them on (test/integration/limits.test.ts). */
+export const NO_RATE_LIMITS = {
+  RATE_LIMIT_USER_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_REGISTRATIONS_PER_HOUR: "0",
+};
+
 /** A real server on an ephemeral loopback port; a fresh database unless one is given. */
 export async function startTestServer(
   env: Record<string, string> = {},
@@ -61,6 +68,7 @@ export async function startTestServer(
     DATA_DIR: process.env.AGORA_TEST_DATA_DIR,
     ADMIN_USERNAME: ADMIN.username,
     ADMIN_PASSWORD: ADMIN.password,
+    ...NO_RATE_LIMITS,
     ...env,
   });
   const url = databaseUrl ?? (await freshDatabase());

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ADMIN, login } from "./harness.js";
+import { ADMIN, login, NO_RATE_LIMITS } from "./harness.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -73,6 +73,7 @@ function defaults(env: Record<string, string>): Record<string, string> {
     PORT: "0",
     ADMIN_USERNAME: ADMIN.username,
     ADMIN_PASSWORD: ADMIN.password,
+    ...NO_RATE_LIMITS,
     DATA_DIR: env.DATA_DIR ?? process.env.AGORA_TEST_DATA_DIR ?? tempDataDir(),
   };
 }
