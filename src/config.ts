@@ -1,5 +1,6 @@
 import path from "node:path";
 import type { ConnectionTimeouts } from "./platform/listener.js";
+import type { MetricsAccess } from "./platform/metrics-endpoint.js";
 import type { RateLimitConfig } from "./platform/rate-limit.js";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
@@ -22,6 +23,8 @@ export interface Config {
   connections: ConnectionTimeouts;
   /** Rate limits on methods that write (docs/security.md, "Rate limits and quotas"). */
   rateLimits: RateLimitConfig;
+  /** Who may read GET /metrics, and where (docs/security.md, "Metrics endpoint"). */
+  metrics: MetricsAccess;
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
   shutdownGraceMs: number;
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
@@ -158,6 +161,7 @@ export function loadConfig(env: Env = process.env): Config {
       addressWritesBurst: integer(env, "RATE_LIMIT_ADDRESS_WRITES_BURST", 200, 1, 1_000_000),
       registrationsPerHour: integer(env, "RATE_LIMIT_REGISTRATIONS_PER_HOUR", 20, 0, 1_000_000),
     },
+    metrics: metricsAccess(env),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),
@@ -196,6 +200,15 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("without the identity service in SERVICES, set JWKS_URL to its /.well-known/jwks.json");
   }
   return config;
+}
+
+function metricsAccess(env: Env): MetricsAccess {
+  const allow = env.METRICS_ALLOW?.trim() || "any";
+  if (allow !== "any" && allow !== "loopback") throw new ConfigError(`METRICS_ALLOW must be "any" or "loopback", got "${allow}"`);
+  const token = env.METRICS_TOKEN || undefined;
+  if (token !== undefined && token.length < 16) throw new ConfigError("METRICS_TOKEN must be at least 16 characters");
+  const port = env.METRICS_PORT?.trim() ? integer(env, "METRICS_PORT", 0, 0, 65535) : undefined;
+  return { allow, token, port, host: env.METRICS_HOST?.trim() || "127.0.0.1" };
 }
 
 function authConfig(env: Env): AuthConfig {

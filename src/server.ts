@@ -17,6 +17,7 @@ import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-m
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
+import { serveMetrics, startMetricsServer } from "./platform/metrics-endpoint.js";
 import { observeInterceptor } from "./platform/observe.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { rateLimitInterceptor } from "./platform/rate-limit.js";
@@ -48,6 +49,8 @@ export interface AgoraServer {
   url: string;
   health: HealthRegistry;
   metrics: ServerMetrics;
+  /** The separate /metrics port (METRICS_PORT), when there is one. */
+  metricsPort: number | undefined;
   /** Drains and stops; resolves when everything is closed. */
   shutdown(): Promise<void>;
 }
@@ -119,17 +122,8 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
         res.end(JSON.stringify(jwks));
         return;
       }
-      if (req.method === "GET" && req.url === "/metrics") {
-        metrics.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { "content-type": metrics.registry.contentType });
-            res.end(text);
-          },
-          () => {
-            res.writeHead(500);
-            res.end();
-          },
-        );
+      if (req.method === "GET" && req.url === "/metrics" && config.metrics.port === undefined) {
+        serveMetrics(metrics, config.metrics, req, res);
         return;
       }
       res.writeHead(404, { "content-type": "text/plain" });
@@ -154,9 +148,12 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   );
 
   let port: number;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
+    if (config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, { ...config.metrics, port: config.metrics.port });
     port = await listener.listen(config.port, config.host);
   } catch (err) {
+    await metricsServer?.close();
     dbWatch.stop();
     await Promise.allSettled(running.map((r) => r.stop()));
     await pubsub.close();
@@ -179,12 +176,13 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       if (!drained) log.warn("grace period over: closed the remaining connections");
       else log.info("connections drained");
       dbWatch.stop();
+      await metricsServer?.close();
       await Promise.allSettled(running.map((r) => r.stop()));
       await pubsub.close();
       log.info("stopped");
     })());
 
-  return { port, url: ownUrl, health, metrics, shutdown };
+  return { port, url: ownUrl, health, metrics, metricsPort: metricsServer?.port, shutdown };
 }
 
 /** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */
