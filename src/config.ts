@@ -59,6 +59,7 @@ export interface FilesConfig {
   gcGraceSeconds: number;
   sweepIntervalMs: number;
   uploadTtlMinutes: number;
+  maxOpenUploadsPerUser: number;
 }
 
 export interface ChatConfig {
@@ -68,6 +69,7 @@ export interface ChatConfig {
   /** Events a stream may have waiting before it is ended as too slow (it resumes from its cursors). */
   streamBuffer: number;
   awayAfterSeconds: number;
+  maxRoomsPerUser: number;
 }
 
 export interface ReservationConfig {
@@ -179,6 +181,7 @@ export function loadConfig(env: Env = process.env): Config {
       messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
       streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
       awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),
+      maxRoomsPerUser: integer(env, "CHAT_MAX_ROOMS_PER_USER", 100, 1, 1_000_000),
     },
     files: {
       maxBytes: integer(env, "FILES_MAX_BYTES", 1024 ** 3, 1, 1024 ** 4),
@@ -186,6 +189,7 @@ export function loadConfig(env: Env = process.env): Config {
       gcGraceSeconds: integer(env, "FILES_GC_GRACE_SECONDS", 3600, 0, 30 * 86_400),
       sweepIntervalMs: integer(env, "FILES_SWEEP_INTERVAL_MS", 60_000, 10, 86_400_000),
       uploadTtlMinutes: integer(env, "FILES_UPLOAD_TTL_MINUTES", 60, 1, 7 * 24 * 60),
+      maxOpenUploadsPerUser: integer(env, "FILES_MAX_OPEN_UPLOADS_PER_USER", 20, 1, 100_000),
     },
     monitoring: {
       rawRetentionHours: integer(env, "MONITORING_RAW_RETENTION_HOURS", 48, 1, 24 * 365),

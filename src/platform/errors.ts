@@ -4,6 +4,7 @@ import {
   BadRequestSchema,
   ErrorInfoSchema,
   PreconditionFailureSchema,
+  QuotaFailureSchema,
   ResourceInfoSchema,
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
@@ -63,6 +64,14 @@ export function failedPrecondition(
 /** A stale etag or version: the caller should re-read and try again. */
 export function aborted(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
   return new ConnectError(message, Code.Aborted, undefined, [errorInfo(reason, metadata)]);
+}
+
+/** A quota is used up (retrying soon will not help): QuotaFailure names it. */
+export function quotaExceeded(subject: string, description: string, limit: number): ConnectError {
+  return new ConnectError(description, Code.ResourceExhausted, undefined, [
+    { desc: QuotaFailureSchema, value: create(QuotaFailureSchema, { violations: [{ subject, description }] }) },
+    errorInfo("QUOTA_EXCEEDED", { subject, limit: String(limit) }),
+  ]);
 }
 
 /** A limit was hit; RetryInfo tells well-behaved clients when to come back. */

@@ -3,10 +3,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
-import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { randomUUID } from "node:crypto";
+import pg from "pg";
+import { FileService } from "../../gen/agora/files/v1/files_pb.js";
+import { ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
-import { client, login, PROTOCOLS, rpcError, startTestServer, type TestServer } from "../support/harness.js";
+import { client, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 /** Asserts a rate-limit refusal: the code, RetryInfo with a positive delay, and the ErrorInfo reason. */
 function expectLimited(err: ConnectError, reason: string): void {
@@ -65,5 +68,69 @@ describe("rate limits (issue 15)", () => {
     expect(rooms.map((r) => r.name).filter((n) => n.startsWith("too many"))).to.deep.equal([]);
     // Bob is not limited by Alice's calls.
     await client(ChatService, server.url, "connect", bob).createRoom({ name: "bob room", visibility: RoomVisibility.PUBLIC });
+  });
+});
+
+/** Asserts a quota refusal: RESOURCE_EXHAUSTED with QuotaFailure naming the caller, and no RetryInfo (waiting will not help). */
+function expectQuota(err: ConnectError, subject: string): void {
+  expect(err.code, err.message).to.equal(Code.ResourceExhausted);
+  expect(err.findDetails(QuotaFailureSchema)[0]?.violations[0]?.subject).to.equal(subject);
+  expect(err.findDetails(RetryInfoSchema)).to.deep.equal([]);
+  expect(err.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("QUOTA_EXCEEDED");
+}
+
+describe("quotas (issue 15)", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ SERVICES: "identity,chat,files", CHAT_MAX_ROOMS_PER_USER: "2", FILES_MAX_OPEN_UPLOADS_PER_USER: "2" });
+  });
+  after(() => server?.shutdown());
+  afterEach(async () => {
+    expect((await client(Health, server.url).check({})).status).to.equal(Status.SERVING);
+  });
+
+  const count = async (sql: string) => {
+    const c = new pg.Client({ connectionString: server.databaseUrl });
+    await c.connect();
+    try {
+      return (await c.query<{ n: number }>(sql)).rows[0]!.n;
+    } finally {
+      await c.end();
+    }
+  };
+
+  it("refuses a room past the rooms one user may own, on every protocol, even when asked in parallel", async () => {
+    const token = await signUp(server.url, "quota-rooms");
+    const me = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
+    const results = await Promise.allSettled(
+      [0, 1, 2, 3].map((i) => client(ChatService, server.url, "grpc", token).createRoom({ name: `room ${i}`, visibility: RoomVisibility.PUBLIC })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).to.have.length(2);
+    for (const protocol of PROTOCOLS) {
+      const err = await rpcError(client(ChatService, server.url, protocol, token).createRoom({ name: `one more ${protocol}`, visibility: RoomVisibility.PUBLIC }));
+      expectQuota(err, `user:${me}`);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM "chat".rooms WHERE owner_id = '${me}'`)).to.equal(2);
+  });
+
+  it("refuses an unfinished upload past the per-user bound, on every protocol", async () => {
+    const token = await signUp(server.url, "quota-uploads");
+    const me = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
+    const begin = (protocol: (typeof PROTOCOLS)[number], name: string) =>
+      client(FileService, server.url, protocol, token).beginUpload({ metadata: { target: { case: "path", value: name }, baseVersion: 0n } });
+    await begin("grpc", "a.bin");
+    await begin("grpc", "b.bin");
+    for (const protocol of PROTOCOLS) expectQuota(await rpcError(begin(protocol, `c-${protocol}.bin`)), `user:${me}`);
+    expect(await count(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = '${me}'`)).to.equal(2);
+  });
+
+  it("reads the history with a user id nobody wrote to as empty, and creates nothing", async () => {
+    const token = await signUp(server.url, "quota-history");
+    const before = await count(`SELECT count(*)::int AS n FROM "chat".conversations`);
+    for (const protocol of PROTOCOLS) {
+      const res = await client(ChatService, server.url, protocol, token).getHistory({ conversation: { target: { case: "userId", value: randomUUID() } } });
+      expect(res.messages).to.deep.equal([]);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM "chat".conversations`)).to.equal(before);
   });
 });

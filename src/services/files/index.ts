@@ -40,7 +40,7 @@ export const filesModule: ServiceModule = {
       blobs,
       events,
       clock,
-      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes },
+      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes, maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser },
       heartbeatMs: config.heartbeatIntervalMs,
       inUse,
       blobLocks,
