@@ -3,13 +3,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import http2 from "node:http2";
+import os from "node:os";
+import path from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import { FileService } from "../../gen/agora/files/v1/files_pb.js";
+import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
 import { ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
-import { client, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { client, eventually, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 /** Asserts a rate-limit refusal: the code, RetryInfo with a positive delay, and the ErrorInfo reason. */
 function expectLimited(err: ConnectError, reason: string): void {
@@ -81,10 +86,20 @@ function expectQuota(err: ConnectError, subject: string): void {
 
 describe("quotas (issue 15)", () => {
   let server: TestServer;
+  let dataDir: string;
   before(async () => {
-    server = await startTestServer({ SERVICES: "identity,chat,files", CHAT_MAX_ROOMS_PER_USER: "2", FILES_MAX_OPEN_UPLOADS_PER_USER: "2" });
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-quotas-"));
+    server = await startTestServer({
+      SERVICES: "identity,chat,files",
+      DATA_DIR: dataDir,
+      CHAT_MAX_ROOMS_PER_USER: "2",
+      FILES_MAX_OPEN_UPLOADS_PER_USER: "2",
+    });
   });
-  after(() => server?.shutdown());
+  after(async () => {
+    await server?.shutdown();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
   afterEach(async () => {
     expect((await client(Health, server.url).check({})).status).to.equal(Status.SERVING);
   });
@@ -132,5 +147,30 @@ describe("quotas (issue 15)", () => {
       expect(res.messages).to.deep.equal([]);
     }
     expect(await count(`SELECT count(*)::int AS n FROM "chat".conversations`)).to.equal(before);
+  });
+
+  it("removes a streaming upload's bytes as soon as the client resets the stream", async () => {
+    const token = await signUp(server.url, "quota-reset");
+    const tmp = path.join(dataDir, "blobs", "tmp");
+    const frame = (part: Parameters<typeof create<typeof UploadRequestSchema>>[1]) => {
+      const body = toBinary(UploadRequestSchema, create(UploadRequestSchema, part));
+      const out = Buffer.alloc(5 + body.length);
+      out.writeUInt32BE(body.length, 1);
+      Buffer.from(body).copy(out, 5);
+      return out;
+    };
+    const session = http2.connect(server.url);
+    session.on("error", () => undefined);
+    const stream = session.request({ ":method": "POST", ":path": "/agora.files.v1.FileService/Upload", "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` });
+    stream.on("error", () => undefined);
+    stream.write(frame({ part: { case: "metadata", value: { target: { case: "path", value: "reset.bin" }, baseVersion: 0n } } }));
+    for (let i = 0; i < 8; i++) stream.write(frame({ part: { case: "chunk", value: randomBytes(128 * 1024) } }));
+    const staged = () => (fs.existsSync(tmp) ? fs.readdirSync(tmp).reduce((n, f) => n + fs.statSync(path.join(tmp, f)).size, 0) : 0);
+    await eventually(() => staged() >= 1024 * 1024, "the upload's bytes to be staged");
+    console.log(`      ${staged()} bytes staged before the reset`);
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await eventually(() => staged() === 0, "the staged bytes to be removed", 5000);
+    session.close();
+    expect((await client(FileService, server.url, "grpc", token).listFiles({})).files).to.deep.equal([]);
   });
 });
