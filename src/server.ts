@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type http from "node:http";
 import type http2 from "node:http2";
@@ -30,6 +30,7 @@ import { monitoringModule } from "./services/monitoring/index.js";
 import { identityModule } from "./services/identity/index.js";
 import { inventoryModule } from "./services/inventory/index.js";
 import { reservationModule } from "./services/reservation/index.js";
+import { unavailable } from "./platform/errors.js";
 
 const MODULES: Record<ServiceName, ServiceModule> = {
   identity: identityModule,
@@ -94,7 +95,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const shutdownController = new AbortController();
   // Every call's signal listens to this one: thousands of listeners are expected.
   setMaxListeners(0, shutdownController.signal);
-  const shutdownReason = new ConnectError("the server is shutting down: reconnect", Code.Unavailable);
+  const shutdownReason = unavailable("SHUTTING_DOWN", "the server is shutting down: reconnect");
 
   const routes = (router: ConnectRouter) => {
     registerHealth(router, health);

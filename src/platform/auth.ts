@@ -1,7 +1,7 @@
-import { createContextKey, Code, ConnectError, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { createContextKey, type ConnectError, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import type { Clock } from "./clock.js";
-import { notFound } from "./errors.js";
+import { notFound, permissionDenied, unauthenticated, unavailable } from "./errors.js";
 
 export type RoleName = "user" | "admin";
 
@@ -96,12 +96,11 @@ export function createTokenVerifier(keys: JSONWebKeySet | URL, settings: TokenSe
 
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/;
 
-function unauthenticated(expired = false): ConnectError {
+function badToken(expired = false): ConnectError {
   // One message for every bad token: nothing tells an attacker which check failed.
-  return new ConnectError(
-    expired ? "access token expired: refresh it" : "missing or invalid access token",
-    Code.Unauthenticated,
-  );
+  return expired
+    ? unauthenticated("TOKEN_EXPIRED", "access token expired: refresh it")
+    : unauthenticated("INVALID_TOKEN", "missing or invalid access token");
 }
 
 /**
@@ -114,16 +113,16 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
     const service = req.service.typeName;
     if (publicMethods.has(service) || publicMethods.has(`${service}/${req.method.name}`)) return next(req);
     const match = BEARER.exec(req.header.get("authorization") ?? "");
-    if (!match) throw unauthenticated();
+    if (!match) throw badToken();
     let caller: Caller;
     try {
       caller = await verify(match[1]!);
     } catch (err) {
       // A key set we cannot fetch or read is our problem, not the caller's.
       if (!(err instanceof joseErrors.JOSEError) || err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid) {
-        throw new ConnectError("cannot verify access tokens right now: retry", Code.Unavailable);
+        throw unavailable("KEYS_UNAVAILABLE", "cannot verify access tokens right now: retry");
       }
-      throw unauthenticated(err instanceof joseErrors.JWTExpired);
+      throw badToken(err instanceof joseErrors.JWTExpired);
     }
     req.contextValues.set(callerKey, caller);
     return next(req);
@@ -133,13 +132,13 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
 /** The signed-in caller; only undefined on public methods, where handlers must not ask. */
 export function callerOf(ctx: HandlerContext): Caller {
   const caller = ctx.values.get(callerKey);
-  if (!caller) throw new ConnectError("missing or invalid access token", Code.Unauthenticated);
+  if (!caller) throw badToken();
   return caller;
 }
 
 export function requireAdmin(ctx: HandlerContext): Caller {
   const caller = callerOf(ctx);
-  if (caller.role !== "admin") throw new ConnectError("this needs the admin role", Code.PermissionDenied);
+  if (caller.role !== "admin") throw permissionDenied("ADMIN_REQUIRED", "this needs the admin role");
   return caller;
 }
 

@@ -306,3 +306,9 @@ export async function retryTransaction<T>(run: () => Promise<T>, attempts = 4): 
 }
 
 export { sqlState };
+
+/** A unique index refused the row (SQLSTATE 23505), from the ORM or from raw SQL alike. */
+export const isUniqueViolation = (err: unknown): boolean => sqlState(err) === "23505";
+
+/** An exclusion constraint refused the row (SQLSTATE 23P01): reservations' no-overlap rule. */
+export const isExclusionViolation = (err: unknown): boolean => sqlState(err) === "23P01";

@@ -5,13 +5,13 @@ import {
   LockWaitTimeoutException,
   NotFoundError,
   OptimisticLockError,
-  UniqueConstraintViolationException,
   ValidationError as OrmValidationError,
 } from "@mikro-orm/core";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { aborted, alreadyExists, notFound } from "./errors.js";
+import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, notFound, unavailable } from "./errors.js";
 import { watchIterable } from "./streams.js";
+import { isUniqueViolation } from "./db.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -27,36 +27,36 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
     // Connect's own protocol errors (bad framing, unparsable bodies) reach us as
     // ConnectErrors too; those with a proper code were returned above.
     log.error({ err, requestId }, "internal error");
-    return internal(requestId);
+    return internalError(requestId);
   }
-  if (isClientGone(err)) return new ConnectError("the client closed the call", Code.Canceled);
+  if (isClientGone(err)) return canceled("CLIENT_GONE", "the client closed the call");
   if (err instanceof NotFoundError) return notFound("entity", "requested");
   if (err instanceof OptimisticLockError) {
     return aborted("STALE_ETAG", "the resource was changed by someone else: read it again and retry with its new etag");
   }
-  if (err instanceof UniqueConstraintViolationException) {
+  if (isUniqueViolation(err)) {
     return alreadyExists("entity", "a resource with the same unique key already exists");
   }
   if (err instanceof ForeignKeyConstraintViolationException) {
-    return new ConnectError("a referenced resource does not exist or is still in use", Code.FailedPrecondition);
+    return failedPrecondition("REFERENCE_CONFLICT", "a referenced resource does not exist or is still in use", {
+      type: "REFERENCE",
+      subject: "",
+      description: "a referenced resource does not exist or is still in use",
+    });
   }
   if (err instanceof DeadlockException || err instanceof LockWaitTimeoutException) {
-    return new ConnectError("the request conflicted with a concurrent one: retry", Code.Aborted);
+    return aborted("CONCURRENT_CONFLICT", "the request conflicted with a concurrent one: retry", {}, 0);
   }
   if (err instanceof ConnectionException || isConnectionFailure(err)) {
     log.warn({ err, requestId }, "database unavailable");
-    return new ConnectError("the database is unavailable: retry later", Code.Unavailable);
+    return unavailable("DATABASE_UNAVAILABLE", "the database is unavailable: retry later");
   }
   if (err instanceof OrmValidationError) {
     log.error({ err, requestId }, "ORM validation error");
-    return internal(requestId);
+    return internalError(requestId);
   }
   log.error({ err, requestId }, "unhandled error");
-  return internal(requestId);
-}
-
-function internal(requestId: string): ConnectError {
-  return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+  return internalError(requestId);
 }
 
 /** The caller hung up (closed its stream or reset it): nothing failed on our side. */
@@ -112,11 +112,11 @@ export function deadlineInterceptor(shutdown: AbortSignal): Interceptor {
     if (req.stream) return next(req);
     const signal = req.signal;
     const isShutdown = () => shutdown.aborted && signal.reason === shutdown.reason;
-    if (signal.aborted && !isShutdown()) throw ConnectError.from(signal.reason, Code.DeadlineExceeded);
+    if (signal.aborted && !isShutdown()) throw abortError(signal);
     let onAbort: (() => void) | undefined;
     const abortedPromise = new Promise<never>((_, reject) => {
       onAbort = () => {
-        if (!isShutdown()) reject(ConnectError.from(signal.reason, Code.DeadlineExceeded));
+        if (!isShutdown()) reject(abortError(signal));
       };
       signal.addEventListener("abort", onAbort, { once: true });
     });
@@ -126,4 +126,11 @@ export function deadlineInterceptor(shutdown: AbortSignal): Interceptor {
       if (onAbort) signal.removeEventListener("abort", onAbort);
     }
   };
+}
+
+/** Why a unary call's signal fired: its deadline (with details), or whatever else aborted it, as it was. */
+function abortError(signal: AbortSignal): ConnectError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof ConnectError && reason.code !== Code.DeadlineExceeded) return reason;
+  return deadlineExceeded(reason instanceof ConnectError ? reason.rawMessage : "the deadline passed");
 }

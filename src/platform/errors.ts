@@ -1,10 +1,12 @@
 import { create } from "@bufbuild/protobuf";
+import { anyPack, AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
   PreconditionFailureSchema,
   QuotaFailureSchema,
+  RequestInfoSchema,
   ResourceInfoSchema,
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
@@ -61,9 +63,9 @@ export function failedPrecondition(
   ]);
 }
 
-/** A stale etag or version: the caller should re-read and try again. */
-export function aborted(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
-  return new ConnectError(message, Code.Aborted, undefined, [errorInfo(reason, metadata)]);
+/** A stale etag or version, or a conflict with a concurrent call: the caller should re-read and try again. */
+export function aborted(reason: string, message: string, metadata: Record<string, string> = {}, retryAfterMs?: number): ConnectError {
+  return withErrorInfo(Code.Aborted, reason, message, metadata, retryAfterMs);
 }
 
 /** A quota is used up (retrying soon will not help): QuotaFailure names it. */
@@ -76,9 +78,72 @@ export function quotaExceeded(subject: string, description: string, limit: numbe
 
 /** A limit was hit; RetryInfo tells well-behaved clients when to come back. */
 export function resourceExhausted(reason: string, message: string, retryAfterMs: number): ConnectError {
-  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
-  return new ConnectError(message, Code.ResourceExhausted, undefined, [
-    { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: { seconds: BigInt(seconds) } }) },
-    errorInfo(reason, { retry_after_seconds: String(seconds) }),
+  return withErrorInfo(Code.ResourceExhausted, reason, message, {}, retryAfterMs);
+}
+
+export function permissionDenied(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return withErrorInfo(Code.PermissionDenied, reason, message, metadata);
+}
+
+export function unauthenticated(reason: string, message: string): ConnectError {
+  return withErrorInfo(Code.Unauthenticated, reason, message);
+}
+
+/** A position (offset, cursor) past what exists: the caller may ask again later or from elsewhere. */
+export function outOfRange(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return withErrorInfo(Code.OutOfRange, reason, message, metadata);
+}
+
+/** Our side cannot serve the call right now; RetryInfo says when to try again. */
+export function unavailable(reason: string, message: string, retryAfterMs = 1000): ConnectError {
+  return withErrorInfo(Code.Unavailable, reason, message, {}, retryAfterMs);
+}
+
+export function canceled(reason: string, message: string): ConnectError {
+  return withErrorInfo(Code.Canceled, reason, message);
+}
+
+export function deadlineExceeded(message: string): ConnectError {
+  return withErrorInfo(Code.DeadlineExceeded, "DEADLINE_EXCEEDED", message);
+}
+
+export function unimplemented(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return withErrorInfo(Code.Unimplemented, reason, message, metadata);
+}
+
+/** Something failed on our side: the text and the RequestInfo name only the request id (no SQL, no stack). */
+export function internalError(requestId: string): ConnectError {
+  return new ConnectError(`internal error (request id ${requestId})`, Code.Internal, undefined, [
+    { desc: RequestInfoSchema, value: create(RequestInfoSchema, { requestId }) },
+    errorInfo("INTERNAL", { request_id: requestId }),
   ]);
+}
+
+function withErrorInfo(
+  code: Code,
+  reason: string,
+  message: string,
+  metadata: Record<string, string> = {},
+  retryAfterMs?: number,
+): ConnectError {
+  if (retryAfterMs === undefined) return new ConnectError(message, code, undefined, [errorInfo(reason, metadata)]);
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new ConnectError(message, code, undefined, [
+    { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: { seconds: BigInt(seconds) } }) },
+    errorInfo(reason, { ...metadata, retry_after_seconds: String(seconds) }),
+  ]);
+}
+
+/** An error's google.rpc details as google.protobuf.Any, for errors reported inside a message (a stream event). */
+export function detailsAsAny(err: ConnectError): Any[] {
+  return err.details.map((d) =>
+    "desc" in d
+      ? anyPack(d.desc, create(d.desc, d.value))
+      : create(AnySchema, { typeUrl: `type.googleapis.com/${d.type}`, value: d.value }),
+  );
+}
+
+/** The lower_snake_case name of a gRPC code ("permission_denied"), as error events spell it. */
+export function codeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 }

@@ -1,7 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { failedPrecondition } from "./errors.js";
+import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
 import { Wakeup } from "./streams.js";
 
@@ -115,7 +114,7 @@ export class EventLog<T> {
   async assertResumable(afterId: bigint): Promise<void> {
     // This instance may not have seen the newest events yet: only the table can say a cursor is from the future.
     if (afterId > this.head) {
-      if (afterId > (await this.newest())) throw new ConnectError(`cursor ${afterId} is ahead of the newest event`, Code.OutOfRange);
+      if (afterId > (await this.newest())) throw outOfRange("CURSOR_AHEAD", `cursor ${afterId} is ahead of the newest event`, { cursor: String(afterId) });
     }
     const oldest = await this.oldest();
     if (oldest !== undefined && afterId < oldest - 1n) {

@@ -1,7 +1,8 @@
 // Standard grpc.health.v1.Health service (Check, Watch, List) backed by an in-memory registry.
 // Spec: https://github.com/grpc/grpc/blob/master/doc/health-checking.md
 import { EventEmitter, on } from "node:events";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { notFound } from "./errors.js";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
@@ -98,7 +99,7 @@ export function registerHealth(router: ConnectRouter, registry: HealthRegistry):
   router.service(Health, {
     check(req: HealthCheckRequest) {
       const status = registry.get(req.service);
-      if (status === undefined) throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      if (status === undefined) throw notFound("service", req.service);
       return { status };
     },
     async *watch(req: HealthCheckRequest, ctx: HandlerContext) {

@@ -91,8 +91,8 @@ describe("monitoring: alerts", () => {
     await Promise.all([server?.shutdown(), second?.shutdown()]);
   });
 
-  async function report(host: string, metric: string, value: number) {
-    await reporter.reportMetricsBatch({ host, samples: [create(SampleSchema, { metric, value, time: timestampFromMs(clock.now().getTime()) })] });
+  async function report(host: string, metric: string, value: number, atMs = clock.now().getTime()) {
+    await reporter.reportMetricsBatch({ host, samples: [create(SampleSchema, { metric, value, time: timestampFromMs(atMs) })] });
   }
 
   async function createRule(rule: MessageInitShape<typeof AlertRuleSchema>): Promise<AlertRule> {
@@ -136,8 +136,10 @@ describe("monitoring: alerts", () => {
     const pending = await until(rule.id, "the new value", (a) => a.value === 96);
     expect(pending.state).to.equal(AlertState.PENDING);
 
+    // The sample that crosses the for-duration is stored before the clock moves, so the
+    // evaluator (every 20 ms, on both instances) can only fire with it, never with 96.
+    await report("web-1", "cpu.usage_percent", 97, start + 35 * SECOND);
     clock.advance(15 * SECOND);
-    await report("web-1", "cpu.usage_percent", 97);
     const firing = await until(rule.id, "firing", (a) => a.state === AlertState.FIRING);
     expect(timestampMs(firing.startTime!)).to.equal(start);
     expect(timestampMs(firing.fireTime!)).to.equal(start + 35 * SECOND);

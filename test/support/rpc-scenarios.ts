@@ -119,7 +119,7 @@ const identity: Scenario = {
 
     expect((await rpc.ok(I.getMe, {}, token)).user).to.include({ id: registered.user.id, username });
     // Stopped by the gateway's jwt_authn before any instance sees it.
-    await rpc.fails(I.getMe, {}, undefined, "Unauthenticated");
+    await rpc.fails(I.getMe, {}, undefined, "Unauthenticated", undefined, { from: "gateway" });
 
     // Refresh tokens rotate; one presented twice revokes its whole chain.
     const refreshed = await rpc.ok(I.refresh, { refresh_token: login.tokens.refreshToken });
@@ -262,6 +262,7 @@ const reservation: Scenario = {
     await rpc.fails(R.getResource, { id: UNKNOWN_ID }, una.token, "NotFound", `resource ${UNKNOWN_ID} not found`);
     const listed = await rpc.ok(R.listResources, { type }, una.token);
     expect(listed.resources.map((r: Json) => r.name)).to.deep.equal([`Desk ${tag}`, `Room ${tag}`]);
+    const closed = (await rpc.ok(R.createResource, { resource: { name: `Closed ${tag}`, type: `${type}-closed`, capacity: 2, active: false } }, adminToken)).resource;
 
     const moved = (await rpc.ok(R.updateResource, { id: room.id, resource: { location: "3rd floor" }, update_mask: rpc.tool.fieldMask(["location"]), etag: room.etag }, adminToken)).resource;
     expect(moved).to.include({ location: "3rd floor", capacity: 4 });
@@ -281,6 +282,7 @@ const reservation: Scenario = {
     await rpc.fails(R.createReservation, { ...booking, ...slot(start + HALF_HOUR, 60), request_id: `${tag}-r2` }, vic.token, "AlreadyExists", "overlaps");
     await rpc.fails(R.createReservation, { ...booking, ...slot(start + 10 * 60_000, 30), request_id: `${tag}-r3` }, vic.token, "InvalidArgument", "grid");
     await rpc.fails(R.createReservation, { ...booking, party_size: 5, request_id: `${tag}-r4` }, vic.token, "InvalidArgument", "capacity");
+    await rpc.fails(R.createReservation, { ...booking, resource_id: closed.id, party_size: 1, request_id: `${tag}-r5` }, vic.token, "FailedPrecondition", "not active");
     // Booked, the room is no longer available then; the desk still is.
     expect((await rpc.ok(R.listAvailableResources, { type, ...slot(start, 60), party_size: 1 }, una.token)).resources.map((r: Json) => r.id)).to.deep.equal([desk.id]);
 
@@ -327,6 +329,7 @@ const reservation: Scenario = {
     expect(watched.every((n) => n.userId === vic.id)).to.equal(true);
     expect(watched.find((n) => n.type === "NOTIFICATION_TYPE_REJECTED").reservationId).to.equal(refused.id);
     await rpc.fails(R.watchNotifications, { after_cursor: "x" }, vic.token, "InvalidArgument", "after_cursor");
+    await rpc.fails(R.watchNotifications, { after_cursor: "999999999999" }, vic.token, "OutOfRange", "ahead of the newest event");
   },
 };
 
@@ -369,6 +372,7 @@ const chat: Scenario = {
       expect((await rpc.ok(C.sendMessage, hello, ann.token)).message).to.deep.equal(sent); // a resend is harmless
       await rpc.fails(C.sendMessage, { message: { to: { room_id: lobby.id }, client_id: `${tag}-c1`, text: "hi" } }, cid.token, "PermissionDenied", "join");
       await rpc.fails(C.sendMessage, { message: { to: { room_id: lobby.id }, client_id: `${tag}-m0` } }, ann.token, "InvalidArgument", "needs text or attachments");
+      await rpc.fails(C.sendMessage, { message: { to: { user_id: ann.id }, client_id: `${tag}-me`, text: "me" } }, ann.token, "InvalidArgument", "two different users");
       const direct = (await rpc.ok(C.sendMessage, { message: { to: { user_id: ben.id }, client_id: `${tag}-d1`, text: "psst" } }, ann.token)).message;
       expect(direct).to.include({ recipientId: ben.id, sequence: "1" });
 
@@ -480,6 +484,7 @@ const files: Scenario = {
     expect(await rpc.ok(F.shareFile, { file_id: fileId, user_id: gus.id, role: "ROLE_READER" }, fran.token)).to.deep.equal({});
     expect((await rpc.ok(F.getFile, { file_id: fileId }, gus.token)).file.role).to.equal("ROLE_READER");
     await rpc.fails(F.lockFile, { file_id: fileId }, gus.token, "PermissionDenied", "editor");
+    await rpc.fails(F.upload, [{ metadata: { file_id: fileId, base_version: "3" } }, { chunk: b64("mine") }], gus.token, "PermissionDenied", "readers cannot upload");
     await rpc.ok(F.shareFile, { file_id: fileId, user_id: gus.id, role: "ROLE_EDITOR" }, fran.token);
     await rpc.fails(F.shareFile, { file_id: fileId, user_id: hal.id, role: "ROLE_READER" }, gus.token, "PermissionDenied", "owner");
     const lock = (await rpc.ok(F.lockFile, { file_id: fileId, ttl_seconds: 60 }, gus.token)).lock;

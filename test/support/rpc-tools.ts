@@ -413,18 +413,32 @@ export class Rpc {
     return result.messages[0];
   }
 
-  /** A call that must fail with exactly `code`; returns the error. */
-  async fails(method: DescMethod, request: Json | Json[], token: string | undefined, code: CodeName, message?: RegExp | string): Promise<RpcError> {
+  /**
+   * A call that must fail with exactly `code` and carry `google.rpc` details, as every error Agora
+   * raises does; returns the error. `from: "gateway"` marks an answer Envoy gives itself (jwt_authn's
+   * 401 for a missing token), which has none.
+   */
+  async fails(
+    method: DescMethod,
+    request: Json | Json[],
+    token: string | undefined,
+    code: CodeName,
+    message?: RegExp | string,
+    options: { from?: "gateway" } = {},
+  ): Promise<RpcError> {
     const result = await this.tool.call(method, request, token);
     const got = result.error?.code ?? "OK";
     if (got !== code) {
       throw new Error(`${this.name} ${methodPath(method)} ${JSON.stringify(request).slice(0, 300)}: expected ${code}, got ${summarize(result)}`);
     }
-    const text = result.error!.message;
-    if (message !== undefined && !(typeof message === "string" ? text.includes(message) : message.test(text))) {
-      throw new Error(`${this.name} ${methodPath(method)}: ${code} as expected, but the message ${JSON.stringify(text)} does not match ${String(message)}`);
+    const error = result.error!;
+    if (message !== undefined && !(typeof message === "string" ? error.message.includes(message) : message.test(error.message))) {
+      throw new Error(`${this.name} ${methodPath(method)}: ${code} as expected, but the message ${JSON.stringify(error.message)} does not match ${String(message)}`);
     }
-    return result.error!;
+    if (options.from !== "gateway" && !/ErrorInfo/.test(error.details)) {
+      throw new Error(`${this.name} ${methodPath(method)}: ${code} "${error.message}" carries no google.rpc.ErrorInfo (details: ${error.details || "none"})`);
+    }
+    return error;
   }
 
   /** A server stream read until `until` holds for its messages, then ended by the client. */

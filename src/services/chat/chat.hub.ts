@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
   ChatResponseSchema,
@@ -13,6 +13,7 @@ import type { PubSub, Unsubscribe } from "../../platform/pubsub.js";
 import { Wakeup } from "../../platform/streams.js";
 import { MESSAGES_CHANNEL, type ChatRepository, type MessageAnnouncement, type MessageRow } from "./chat.repository.js";
 import { toMessage } from "./chat.mapper.js";
+import { aborted } from "../../platform/errors.js";
 
 const PRESENCE_CHANNEL = "chat_presence";
 const TYPING_CHANNEL = "chat_typing";
@@ -88,7 +89,7 @@ export class ChatSession {
     if (this.failure) return;
     if (this.queue.length >= this.maxQueue) {
       // A slow reader must not hold memory or stall anyone: it reconnects with its cursors instead.
-      this.fail(new ConnectError("this stream fell too far behind: reconnect and resume from your last sequences", Code.Aborted));
+      this.fail(aborted("STREAM_TOO_SLOW", "this stream fell too far behind: reconnect and resume from your last sequences", {}, 0));
       return;
     }
     this.queue.push(item);

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
+import { isUniqueViolation } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -52,9 +53,6 @@ export interface MessageAnnouncement {
   j?: string;
 }
 
-const UNIQUE_VIOLATION = "23505";
-const JOINED = 2; // agora.chat.v1.MessageKind.JOINED
-const isUnique = (err: unknown) => (err as { code?: string }).code === UNIQUE_VIOLATION;
 
 /** Owns every query on rooms, members, conversations and messages. */
 export class ChatRepository {
@@ -168,7 +166,6 @@ export class ChatRepository {
 
   /** The direct conversation of two users, created on first use. */
   async directConversation(a: string, b: string): Promise<string> {
-    if (a === b) throw new ConnectError("a direct conversation needs two different users", Code.InvalidArgument);
     const [userA, userB] = a < b ? [a, b] : [b, a];
     const [row] = await this.db.execute<{ id: string }[]>(
       `INSERT INTO "chat".conversations (id, kind, user_a, user_b) VALUES (?, 'direct', ?, ?)
@@ -221,13 +218,13 @@ export class ChatRepository {
         );
         const announcement: MessageAnnouncement = { c: m.conversationId, s: conv.last_sequence };
         if (participants) announcement.u = participants;
-        if (m.kind === JOINED) announcement.j = m.senderId;
+        if (m.kind === MessageKind.JOINED) announcement.j = m.senderId;
         await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, JSON.stringify(announcement)]);
         return row!;
       });
       return { message, replayed: false };
     } catch (err) {
-      if (m.clientId && isUnique(err)) {
+      if (m.clientId && isUniqueViolation(err)) {
         const earlier = await this.byClientId(m.conversationId, m.senderId, m.clientId);
         if (earlier) return { message: earlier, replayed: true };
       }

@@ -1,9 +1,9 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   ChatRequestSchema,
   ChatResponseSchema,
@@ -20,7 +20,7 @@ import type { Logger } from "pino";
 import { callerOf, type Caller } from "../../platform/auth.js";
 import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
-import { invalidArgument, notFound, quotaExceeded, resourceExhausted } from "../../platform/errors.js";
+import { codeName, detailsAsAny, invalidArgument, notFound, permissionDenied, quotaExceeded, resourceExhausted, unavailable } from "../../platform/errors.js";
 import { decodePageToken, fingerprint, isKeyset, pageOf, pageSize } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
@@ -85,16 +85,26 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
   async function resolve(caller: Caller, to: Destination | undefined, forWriting: boolean) {
     if (to?.target.case === "roomId") {
       const { room, member } = await d.repo.readableRoom(to.target.value, caller.userId);
-      if (forWriting && !member) throw new ConnectError(`join ${room.name} before posting in it`, Code.PermissionDenied);
+      if (forWriting && !member) throw permissionDenied("NOT_A_MEMBER", `join ${room.name} before posting in it`, { room_id: room.id });
       return { conversationId: room.id, room };
     }
     if (to?.target.case === "userId") {
       const peer = to.target.value;
+      if (peer === caller.userId) {
+        throw invalidArgument([{ field: "to.user_id", description: "a direct conversation needs two different users", reason: "SELF_CONVERSATION" }]);
+      }
       const conversationId = await d.repo.directConversation(caller.userId, peer);
       const participants = (caller.userId < peer ? [caller.userId, peer] : [peer, caller.userId]) as [string, string];
       return { conversationId, participants, recipientId: peer };
     }
     throw invalidArgument([{ field: "to", description: "name a room or a user" }]);
+  }
+
+  /** One client (and HTTP/2 connection) for the file service, made on first use. */
+  let filesClient: { url: string; client: Client<typeof FileService> } | undefined;
+  function fileService(url: string): Client<typeof FileService> {
+    if (filesClient?.url !== url) filesClient = { url, client: createClient(FileService, createGrpcTransport({ baseUrl: url })) };
+    return filesClient.client;
   }
 
   /**
@@ -104,9 +114,9 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
   async function shareAttachments(caller: Caller, authorization: string, target: { room?: RoomRow; recipientId?: string }, out: Outgoing) {
     if (out.attachments.length === 0) return;
     const url = d.filesUrl();
-    if (!url) throw new ConnectError("attachments need the file service: run it here or set FILES_URL", Code.FailedPrecondition);
+    if (!url) throw unavailable("FILES_UNAVAILABLE", "attachments need the file service: run it here or set FILES_URL");
     const recipients = target.room ? (await d.repo.members(target.room.id)).map((m) => m.user_id).filter((u) => u !== caller.userId) : [target.recipientId!];
-    const files = createClient(FileService, createGrpcTransport({ baseUrl: url }));
+    const files = fileService(url);
     for (const a of out.attachments) {
       await files.grantAttachmentAccess({ fileId: a.fileId, version: a.version, userIds: recipients }, { headers: { authorization } });
     }
@@ -271,7 +281,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     async inviteToRoom(req, ctx) {
       const caller = callerOf(ctx);
       const { member } = await d.repo.readableRoom(req.roomId, caller.userId);
-      if (!member) throw new ConnectError("only members may invite", Code.PermissionDenied);
+      if (!member) throw permissionDenied("NOT_A_MEMBER", "only members may invite", { room_id: req.roomId });
       await d.repo.invite(req.roomId, req.userId, caller.userId, d.clock.now());
       return {};
     },
@@ -303,11 +313,11 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
           } catch (err) {
             // The same mapping as for whole calls: a database failure never leaks its SQL into an error event.
             const e = toConnectError(err, requestIdOf(ctx.requestHeader), d.log);
-            session.send(reply(req.ref, { case: "error", value: { code: Code[e.code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase(), message: e.rawMessage } }));
+            session.send(reply(req.ref, { case: "error", value: { code: codeName(e.code), message: e.rawMessage, details: detailsAsAny(e) } }));
           }
         }
         session.end();
-      })().catch((err) => session.fail(ConnectError.from(err)));
+      })().catch((err) => session.fail(toConnectError(err, requestIdOf(ctx.requestHeader), d.log)));
       try {
         yield* session.events(ctx.signal, d.settings.heartbeatMs);
       } finally {

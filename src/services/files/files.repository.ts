@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { sqlState } from "../../platform/db.js";
+import { isUniqueViolation } from "../../platform/db.js";
 import { aborted, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import type { FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
@@ -112,7 +112,7 @@ export class FilesRepository {
         return { file: file!, version };
       });
     } catch (err) {
-      if (sqlState(err) === "23505") {
+      if (isUniqueViolation(err)) {
         const existing = await this.byPath(ownerId, path);
         throw aborted("FILE_EXISTS", `${path} already exists at version ${existing?.latest_version ?? "?"}: upload with its id and base_version`, {
           latest_version: existing?.latest_version ?? "",
@@ -215,7 +215,7 @@ export class FilesRepository {
         return file;
       });
     } catch (err) {
-      if (sqlState(err) === "23505") {
+      if (isUniqueViolation(err)) {
         throw aborted("PATH_TAKEN", "another file now has this path: rename or delete it first");
       }
       throw err;

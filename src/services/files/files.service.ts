@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   FileEventSchema,
   FileEventType,
@@ -14,7 +14,7 @@ import {
 } from "../../../gen/agora/files/v1/files_pb.js";
 import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { invalidArgument, notFound, quotaExceeded, resourceExhausted } from "../../platform/errors.js";
+import { canceled, invalidArgument, notFound, outOfRange, permissionDenied, quotaExceeded, resourceExhausted } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
@@ -79,7 +79,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     const caller = callerOf(ctx);
     const file = await repo.visible(fileId, caller.userId, caller.role === "admin");
     if (!repo.hasRole(file, needed)) {
-      throw new ConnectError(`this needs the ${needed} role on ${file.path}; you are ${file.role}`, Code.PermissionDenied);
+      throw permissionDenied("ROLE_REQUIRED", `this needs the ${needed} role on ${file.path}; you are ${file.role}`, { needed, role: file.role });
     }
     return { caller, file };
   }
@@ -93,7 +93,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     }
     if (meta.target.case === "fileId") {
       const file = await repo.visible(meta.target.value, caller.userId);
-      if (!repo.hasRole(file, "editor")) throw new ConnectError("readers cannot upload", Code.PermissionDenied);
+      if (!repo.hasRole(file, "editor")) throw readersCannotUpload(file.role);
     }
   }
 
@@ -114,7 +114,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     } else {
       fileId = meta.target.value!;
       const file = await repo.visible(fileId, caller.userId);
-      if (!repo.hasRole(file, "editor")) throw new ConnectError("readers cannot upload", Code.PermissionDenied);
+      if (!repo.hasRole(file, "editor")) throw readersCannotUpload(file.role);
     }
     const audience = await repo.audience(fileId);
     return repo.addVersion(fileId, meta.baseVersion, v, now, meta.lockToken, (f, ver) => ({ ...onVersion(f, ver), audience }));
@@ -150,7 +150,11 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
   /** Why an upload's signal fired: the server's shutdown or a deadline say so themselves; otherwise the client left. */
   function cancelled(signal: AbortSignal): ConnectError {
     if (signal.reason instanceof ConnectError) return signal.reason;
-    return new ConnectError("the upload was cancelled: nothing was stored", Code.Canceled);
+    return canceled("UPLOAD_CANCELLED", "the upload was cancelled: nothing was stored");
+  }
+
+  function readersCannotUpload(role: string): ConnectError {
+    return permissionDenied("ROLE_REQUIRED", "readers cannot upload", { needed: "editor", role });
   }
 
   function tooBig(): ConnectError {
@@ -214,7 +218,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       // A repeat of bytes already received (a retry after a lost answer) changes nothing.
       if (offset + req.data.length <= received) return { received: BigInt(received) };
       if (offset !== received) {
-        throw new ConnectError(`expected offset ${received}, got ${offset}: continue from ${received}`, Code.OutOfRange);
+        throw outOfRange("UNEXPECTED_OFFSET", `expected offset ${received}, got ${offset}: continue from ${received}`, { received: String(received) });
       }
       if (received + req.data.length > d.settings.maxBytes) throw tooBig();
       // Writes at the recorded count: bytes a crashed append left past it are overwritten (or cut at commit).
@@ -248,7 +252,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       if (file.deleted_at) throw notFound("file", req.fileId);
       const version = await repo.version(req.fileId, req.version);
       const size = BigInt(version.size);
-      if (req.offset > size) throw new ConnectError(`offset ${req.offset} is past the end (${size} bytes)`, Code.OutOfRange);
+      if (req.offset > size) throw outOfRange("OFFSET_PAST_END", `offset ${req.offset} is past the end (${size} bytes)`, { size: String(size) });
       yield { part: { case: "version", value: toVersion(version) } };
       if (req.offset === size) return;
       // A file stream with a bounded buffer: memory stays flat whatever the file size.
@@ -338,7 +342,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     async unlockFile(req, ctx) {
       const { caller, file } = await accessible(ctx, req.fileId, "reader");
       if (req.force && file.role !== "owner" && caller.role !== "admin") {
-        throw new ConnectError("only the owner or an admin may force a lock open", Code.PermissionDenied);
+        throw permissionDenied("FORCE_UNLOCK_DENIED", "only the owner or an admin may force a lock open");
       }
       if (!req.force && !req.token) throw invalidArgument([{ field: "token", description: "give the lock token, or force" }]);
       const now = clock.now();

@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { hash, verify } from "@node-rs/argon2";
 import { IdentityService, TokensSchema, type Tokens } from "../../../gen/agora/identity/v1/identity_pb.js";
 import type { AuthConfig } from "../../config.js";
 import { callerOf, peerAddressKey, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { invalidArgument, resourceExhausted } from "../../platform/errors.js";
+import { invalidArgument, resourceExhausted, unauthenticated } from "../../platform/errors.js";
 import { decodePageToken, fingerprint, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { roleFromProto, toUser } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
@@ -66,7 +66,7 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       const passwordOk = await verify(user?.passwordHash ?? d.dummyHash, req.password).catch(() => false);
       if (!user || !passwordOk || user.disabled) {
         await d.throttle.recordFailure(limits.map((l) => l.key), now);
-        throw new ConnectError(BAD_CREDENTIALS, Code.Unauthenticated);
+        throw unauthenticated("BAD_CREDENTIALS", BAD_CREDENTIALS);
       }
       await d.throttle.reset(userKey);
       return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, undefined) };
@@ -74,11 +74,11 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
 
     async refresh(req) {
       const rotated = await d.sessions.rotate(req.refreshToken, d.clock.now());
-      if (!rotated.ok) throw new ConnectError("invalid refresh token: sign in again", Code.Unauthenticated);
+      if (!rotated.ok) throw invalidRefreshToken();
       const user = await d.users.get(rotated.userId).catch(() => undefined);
       if (!user || user.disabled) {
         await d.sessions.revokeFamily(rotated.familyId, d.clock.now());
-        throw new ConnectError("invalid refresh token: sign in again", Code.Unauthenticated);
+        throw invalidRefreshToken();
       }
       return { tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, rotated.familyId) };
     },
@@ -119,4 +119,8 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       return { user: toUser(await d.users.disable(req.userId, d.clock.now())) };
     },
   };
+}
+
+function invalidRefreshToken() {
+  return unauthenticated("INVALID_REFRESH_TOKEN", "invalid refresh token: sign in again");
 }

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoleName } from "../../platform/auth.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import { RefreshTokenSchema, UserSchema, type UserEntity } from "./user.entity.js";
+import { isUniqueViolation } from "../../platform/db.js";
 
 export interface NewUser {
   username: string;
@@ -23,7 +23,7 @@ export class UserRepository {
     try {
       await em.flush();
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) {
+      if (isUniqueViolation(err)) {
         throw alreadyExists("user", `the username "${user.username}" is taken`, { field: "username" });
       }
       throw err;

@@ -7,14 +7,11 @@ import {
   type StockMovement,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { MoneySchema } from "../../../gen/google/type/money_pb.js";
-import type { ProductEntity, StockMovementEntity } from "./product.entity.js";
+import type { ProductEntity, ProductFields, StockMovementEntity } from "./product.entity.js";
+import { etagOf } from "../../platform/etag.js";
 
 export function isLowStock(p: Pick<ProductEntity, "quantity" | "lowStockThreshold">): boolean {
   return p.quantity <= p.lowStockThreshold;
-}
-
-export function etagOf(p: Pick<ProductEntity, "version">): string {
-  return `"${p.version}"`;
 }
 
 export function toProduct(p: ProductEntity): Product {
@@ -50,10 +47,7 @@ export function toStockMovement(m: StockMovementEntity): StockMovement {
 }
 
 /** The columns a Product proto sets (everything but identity, stock, version and times). */
-export function productFields(p: Product): Pick<
-  ProductEntity,
-  "name" | "description" | "category" | "lowStockThreshold" | "priceUnits" | "priceNanos" | "currencyCode"
-> {
+export function productFields(p: Product): ProductFields {
   return {
     name: p.name,
     description: p.description,

@@ -62,3 +62,9 @@ export const StockMovementSchema = new EntitySchema<StockMovementEntity>({
     createdAt: { type: "Date", fieldName: "created_at", onCreate: () => new Date() },
   },
 });
+
+/** The columns a client sets on a product (the quantity moves only through stock adjustments). */
+export type ProductFields = Pick<
+  ProductEntity,
+  "name" | "description" | "category" | "lowStockThreshold" | "priceUnits" | "priceNanos" | "currencyCode"
+>;

@@ -1,26 +1,23 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import { LockMode } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import {
   ProductEventSchema,
   ProductEventType,
   ProductOrder,
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
-import { aborted, alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
+import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { etagOf, isLowStock, toProduct, toStockMovement } from "./inventory.mapper.js";
-import { ProductEntity, ProductSchema, StockMovementEntity, StockMovementSchema } from "./product.entity.js";
+import { isLowStock, toProduct, toStockMovement } from "./inventory.mapper.js";
+import { ProductEntity, ProductSchema, StockMovementEntity, StockMovementSchema, type ProductFields } from "./product.entity.js";
+import { assertEtag } from "../../platform/etag.js";
+import { isUniqueViolation } from "../../platform/db.js";
 
 const INT32_MAX = 2_147_483_647;
-
-export type ProductFields = Pick<
-  ProductEntity,
-  "name" | "description" | "category" | "lowStockThreshold" | "priceUnits" | "priceNanos" | "currencyCode"
->;
 
 /** Position of the last row of a page, for keyset paging: [sort value, id]. */
 export type KeysetPosition = [string | number, string];
@@ -76,9 +73,9 @@ export class ProductRepository {
         return product;
       });
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) {
+      if (isUniqueViolation(err)) {
         // A concurrent retry with the same request id won the race: answer with its result.
-        if (requestId && /request_id/.test(err.message)) {
+        if (requestId && /request_id/.test(String((err as Error).message))) {
           const winner = await this.em.fork().findOne(ProductSchema, { requestId });
           if (winner) return winner;
         }
@@ -133,7 +130,7 @@ export class ProductRepository {
       return await this.em.fork().transactional(async (tx) => {
         const product = await tx.findOne(ProductSchema, { id });
         if (!product) throw notFound("product", id);
-        if (etag && etag !== etagOf(product)) throw staleEtag(product);
+        assertEtag("product", product, etag);
         const wasLow = isLowStock(product);
         change(product);
         // The version check in the UPDATE turns a concurrent change into ABORTED.
@@ -145,7 +142,7 @@ export class ProductRepository {
         return product;
       });
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) throw nameTaken("");
+      if (isUniqueViolation(err)) throw nameTaken("");
       throw err;
     }
   }
@@ -154,7 +151,7 @@ export class ProductRepository {
     await this.em.fork().transactional(async (tx) => {
       const product = await tx.findOne(ProductSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!product) throw notFound("product", id);
-      if (etag && etag !== etagOf(product)) throw staleEtag(product);
+      assertEtag("product", product, etag);
       await this.events.append(tx, [event(ProductEventType.DELETED, product)]);
       await tx.nativeDelete(ProductSchema, { id });
     });
@@ -186,7 +183,7 @@ export class ProductRepository {
         );
       }
       if (quantityAfter > INT32_MAX) {
-        throw new ConnectError(`quantity would exceed ${INT32_MAX}`, Code.OutOfRange);
+        throw outOfRange("QUANTITY_TOO_LARGE", `quantity would exceed ${INT32_MAX}`, { max_quantity: String(INT32_MAX) });
       }
       const wasLow = isLowStock(product);
       product.quantity = quantityAfter;
@@ -230,12 +227,6 @@ function lowStockCrossing(wasLow: boolean, product: ProductEntity): ProductEvent
   const isLow = isLowStock(product);
   if (isLow === wasLow) return undefined;
   return isLow ? ProductEventType.LOW_STOCK : ProductEventType.RESTOCKED;
-}
-
-function staleEtag(product: ProductEntity): ConnectError {
-  return aborted("STALE_ETAG", `product ${product.id} has changed (etag is now ${etagOf(product)}): read it again and retry`, {
-    current_etag: etagOf(product),
-  });
 }
 
 function nameTaken(name: string): ConnectError {

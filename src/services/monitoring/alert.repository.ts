@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { AlertEvent } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
-import { aborted, notFound } from "../../platform/errors.js";
+import { notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { withDates, type Labels } from "./metrics.repository.js";
+import { assertEtag } from "../../platform/etag.js";
 
 export interface RuleFields {
   name: string;
@@ -69,7 +70,6 @@ export interface AlertRow {
 
 export const HOST_DOWN_SOURCE = "host-down";
 
-export const etagOf = (r: { version: number }) => `"${r.version}"`;
 
 /** One lock for everything that opens or closes alerts: the evaluator and rule/host deletion take turns. */
 export const EVALUATOR_LOCK = "agora.monitoring.evaluator";
@@ -153,7 +153,7 @@ export class AlertRepository {
   async updateRule(id: string, etag: string, change: (current: RuleRow) => RuleFields, now: Date): Promise<RuleRow> {
     return this.db.transactional(async (tx) => {
       const current = await this.getRule(id, tx, true);
-      assertFresh(current, etag);
+      assertEtag("alert rule", current, etag);
       const fields = change(current);
       const [row] = await tx.execute<RuleRow[]>(
         `UPDATE "monitoring".alert_rules SET name = ?, metric = ?, label_selector = ?::jsonb, comparison = ?, threshold = ?,
@@ -169,7 +169,7 @@ export class AlertRepository {
   async deleteRule(id: string, etag: string, now: Date): Promise<void> {
     await this.exclusively(async (tx) => {
       const current = await this.getRule(id, tx, true);
-      assertFresh(current, etag);
+      assertEtag("alert rule", current, etag);
       await tx.execute(`DELETE FROM "monitoring".alert_rules WHERE id = ?`, [id]);
       await this.resolveOpen(tx, `source = ?`, [id], now);
     });
@@ -291,13 +291,6 @@ export const RESOLVED = 3;
 
 const alertDates = (rows: AlertRow[]) => withDates(rows, "started_at", "fired_at", "resolved_at");
 
-function assertFresh(current: RuleRow, etag: string): void {
-  if (etag && etag !== etagOf(current)) {
-    throw aborted("STALE_ETAG", `alert rule ${current.id} has changed (etag is now ${etagOf(current)}): read it again and retry`, {
-      current_etag: etagOf(current),
-    });
-  }
-}
 
 function ruleValues(f: RuleFields): unknown[] {
   return [f.name, f.metric, JSON.stringify(f.labelSelector), f.comparison, f.threshold, f.forMs, f.severity, f.clearThreshold, f.description];

@@ -13,8 +13,9 @@ import {
   type Host,
   type Silence,
 } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
-import { etagOf, type AlertRow, type RuleFields, type RuleRow, type SilenceRow } from "./alert.repository.js";
+import { type AlertRow, type RuleFields, type RuleRow, type SilenceRow } from "./alert.repository.js";
 import type { HostRow } from "./metrics.repository.js";
+import { etagOf } from "../../platform/etag.js";
 
 const ts = (d: Date | null | undefined) => (d ? timestampFromDate(new Date(d)) : undefined);
 

@@ -11,6 +11,7 @@ import {
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import type { NotificationEntity, ReservationEntity, ResourceEntity, StatusName } from "./reservation.entity.js";
 import type { ResourceFields } from "./resource.repository.js";
+import { etagOf } from "../../platform/etag.js";
 
 export const DEFAULT_SLOT_MINUTES = 30;
 
@@ -26,7 +27,6 @@ export const statusToProto = (s: StatusName) => STATUS[s];
 export const statusFromProto = (s: ReservationStatus): StatusName =>
   (Object.entries(STATUS).find(([, v]) => v === s)?.[0] ?? "pending") as StatusName;
 
-export const etagOf = (e: { version: number }) => `"${e.version}"`;
 const ts = (d: Date | null | undefined) => (d ? timestampFromDate(new Date(d)) : undefined);
 
 export function toResource(r: ResourceEntity): Resource {

@@ -1,14 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { retryTransaction, sqlState } from "../../platform/db.js";
-import { aborted, alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
+import { isExclusionViolation, isUniqueViolation, retryTransaction } from "../../platform/db.js";
+import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
-import { etagOf } from "./reservation.mapper.js";
 import { ACTIVE, ReservationSchema, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
+import { assertEtag } from "../../platform/etag.js";
 
-const EXCLUSION_VIOLATION = "23P01";
-const UNIQUE_VIOLATION = "23505";
 
 
 export interface NewReservation {
@@ -85,12 +83,11 @@ export class ReservationRepository {
           return reservation;
         }));
       } catch (err) {
-        const state = sqlState(err);
-        if (state === UNIQUE_VIOLATION) {
+        if (isUniqueViolation(err)) {
           const winner = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
           if (winner) return winner; // a concurrent retry of the same request
         }
-        if (state !== EXCLUSION_VIOLATION) throw err;
+        if (!isExclusionViolation(err)) throw err;
         const conflict = await this.conflicting(n.resource.id, n.start, n.end, now);
         // The conflicting booking may have gone in the meantime: try again, once.
         if (!conflict && attempt === 0) continue;
@@ -113,9 +110,7 @@ export class ReservationRepository {
 
   /** Moves an active reservation to [start, end) in one statement: the constraint sees old and new at once. */
   async reschedule(current: ReservationEntity, start: Date, end: Date, etag: string, now: Date): Promise<ReservationEntity> {
-    if (etag && etag !== etagOf(current)) {
-      throw aborted("STALE_ETAG", `reservation ${current.id} has changed (etag is now ${etagOf(current)})`, { current_etag: etagOf(current) });
-    }
+    assertEtag("reservation", current, etag);
     try {
       return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
         await lockResource(tx, current.resourceId);
@@ -136,7 +131,7 @@ export class ReservationRepository {
         return moved;
       }));
     } catch (err) {
-      if (sqlState(err) !== EXCLUSION_VIOLATION) throw err;
+      if (!isExclusionViolation(err)) throw err;
       const conflict = await this.conflicting(current.resourceId, start, end, now, current.id);
       await this.recordInterest(current.userId, current.resourceId, start, end, now);
       throw slotTaken(start, end, conflict);

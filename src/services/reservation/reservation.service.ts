@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   HeartbeatSchema,
   NotificationType,
@@ -12,7 +12,7 @@ import {
 import type { ReservationConfig } from "../../config.js";
 import { assertOwner, callerOf, requireAdmin } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
+import { failedPrecondition, invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
@@ -84,7 +84,11 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
   async function bookable(resourceId: string): Promise<ResourceEntity> {
     const resource = await d.resources.get(resourceId);
     if (!resource.active) {
-      throw new ConnectError(`resource ${resource.name} is not active and cannot be booked`, Code.FailedPrecondition);
+      throw failedPrecondition("RESOURCE_INACTIVE", `resource ${resource.name} is not active and cannot be booked`, {
+        type: "RESOURCE_STATE",
+        subject: `resources/${resource.id}`,
+        description: "the resource is not active",
+      });
     }
     return resource;
   }

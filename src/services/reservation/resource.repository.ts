@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { aborted, notFound } from "../../platform/errors.js";
-import { etagOf } from "./reservation.mapper.js";
+import { notFound } from "../../platform/errors.js";
 import { ResourceSchema, type ResourceEntity } from "./reservation.entity.js";
+import { assertEtag } from "../../platform/etag.js";
+import { isUniqueViolation } from "../../platform/db.js";
 
 export type ResourceFields = Pick<
   ResourceEntity,
@@ -40,7 +40,7 @@ export class ResourceRepository {
       await em.flush();
     } catch (err) {
       // A concurrent retry with the same request id won the race.
-      if (requestId && err instanceof UniqueConstraintViolationException) {
+      if (requestId && isUniqueViolation(err)) {
         const winner = await this.em.fork().findOne(ResourceSchema, { requestId });
         if (winner) return winner;
       }
@@ -53,11 +53,7 @@ export class ResourceRepository {
     const em = this.em.fork();
     const resource = await em.findOne(ResourceSchema, { id });
     if (!resource) throw notFound("resource", id);
-    if (etag && etag !== etagOf(resource)) {
-      throw aborted("STALE_ETAG", `resource ${id} has changed (etag is now ${etagOf(resource)}): read it again and retry`, {
-        current_etag: etagOf(resource),
-      });
-    }
+    assertEtag("resource", resource, etag);
     change(resource);
     resource.updatedAt = now;
     await em.flush(); // the version check turns a concurrent change into ABORTED

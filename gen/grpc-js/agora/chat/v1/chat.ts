@@ -22,6 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Any } from "../../../google/protobuf/any.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "agora.chat.v1";
@@ -376,6 +377,11 @@ export interface CommandError {
   /** The gRPC code name, e.g. "invalid_argument", "permission_denied". */
   code: string;
   message: string;
+  /**
+   * The google.rpc details the same error carries on a unary call
+   * (google.rpc.BadRequest, ErrorInfo, RetryInfo for a refused send, ...).
+   */
+  details: Any[];
 }
 
 /** Keeps a quiet stream alive. */
@@ -3110,7 +3116,7 @@ export const TypingNotice: MessageFns<TypingNotice> = {
 };
 
 function createBaseCommandError(): CommandError {
-  return { code: "", message: "" };
+  return { code: "", message: "", details: [] };
 }
 
 export const CommandError: MessageFns<CommandError> = {
@@ -3120,6 +3126,9 @@ export const CommandError: MessageFns<CommandError> = {
     }
     if (message.message !== "") {
       writer.uint32(18).string(message.message);
+    }
+    for (const v of message.details) {
+      Any.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -3153,6 +3162,14 @@ export const CommandError: MessageFns<CommandError> = {
             message.message = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.details.push(Any.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3169,6 +3186,7 @@ export const CommandError: MessageFns<CommandError> = {
     return {
       code: isSet(object.code) ? globalThis.String(object.code) : "",
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      details: globalThis.Array.isArray(object?.details) ? object.details.map((e: any) => Any.fromJSON(e)) : [],
     };
   },
 
@@ -3180,6 +3198,9 @@ export const CommandError: MessageFns<CommandError> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.details?.length) {
+      obj.details = message.details.map((e) => Any.toJSON(e));
+    }
     return obj;
   },
 
@@ -3190,6 +3211,7 @@ export const CommandError: MessageFns<CommandError> = {
     const message = createBaseCommandError();
     message.code = object.code ?? "";
     message.message = object.message ?? "";
+    message.details = object.details?.map((e) => Any.fromPartial(e)) || [];
     return message;
   },
 };
@@ -4249,7 +4271,9 @@ export const ChatServiceService = {
   },
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
-   * command gets an error event; the stream stays open.
+   * command gets an error event (with the google.rpc details a unary call would
+   * carry); the stream stays open. Sends count against the same per-user rate
+   * limit as SendMessage.
    */
   chat: {
     path: "/agora.chat.v1.ChatService/Chat" as const,
@@ -4263,6 +4287,10 @@ export const ChatServiceService = {
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
+   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
+   * (default 10, bursts of twice that) on each server instance; beyond it the
+   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
+   * to try again (on the Chat stream: an error event with the same details).
    */
   sendMessage: {
     path: "/agora.chat.v1.ChatService/SendMessage" as const,
@@ -4331,12 +4359,18 @@ export interface ChatServiceServer extends UntypedServiceImplementation {
   listMembers: handleUnaryCall<ListMembersRequest, ListMembersResponse>;
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
-   * command gets an error event; the stream stays open.
+   * command gets an error event (with the google.rpc details a unary call would
+   * carry); the stream stays open. Sends count against the same per-user rate
+   * limit as SendMessage.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
+   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
+   * (default 10, bursts of twice that) on each server instance; beyond it the
+   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
+   * to try again (on the Chat stream: an error event with the same details).
    */
   sendMessage: handleUnaryCall<SendMessageRequest, SendMessageResponse>;
   /**
@@ -4447,7 +4481,9 @@ export interface ChatServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
-   * command gets an error event; the stream stays open.
+   * command gets an error event (with the google.rpc details a unary call would
+   * carry); the stream stays open. Sends count against the same per-user rate
+   * limit as SendMessage.
    */
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
@@ -4455,6 +4491,10 @@ export interface ChatServiceClient extends Client {
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
+   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
+   * (default 10, bursts of twice that) on each server instance; beyond it the
+   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
+   * to try again (on the Chat stream: an error event with the same details).
    */
   sendMessage(
     request: SendMessageRequest,
