@@ -81,9 +81,12 @@ export class DualProtocolListener {
       this.sessions.add(session);
       let open = 0;
       const idle = () => {
+        if (open > 0) return;
         session.close();
-        // A peer that ignores GOAWAY is cut shortly after.
-        setTimeout(() => session.destroy(), 1000).unref();
+        // A peer that ignores GOAWAY is cut shortly after, unless a stream that crossed the GOAWAY is still running.
+        setTimeout(() => {
+          if (open === 0) session.destroy();
+        }, 1000).unref();
       };
       // A session that only sent its preface (or a head that never completes) must open a stream in time.
       this.wait(session, t.headersMs, idle);
