@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/platform/db.js";
-import { COMPOSE_OPTIONS, GATEWAY_SERVICES, renderGatewayConfig, type GatewayOptions } from "./envoy-config.js";
+import { COMPOSE_OPTIONS, drainDelayMs, GATEWAY_SERVICES, renderGatewayConfig, type GatewayOptions } from "./envoy-config.js";
 import { freePort } from "../src/platform/ports.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -229,7 +229,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       DATA_DIR: o.dataDir,
       TRUST_FORWARDED_FOR: "true",
       // Long enough for Envoy's health check to see NOT_SERVING before the listener closes.
-      SHUTDOWN_DELAY_MS: String(2 * (o.gateway?.healthCheckIntervalMs ?? COMPOSE_OPTIONS.healthCheckIntervalMs) + 500),
+      SHUTDOWN_DELAY_MS: String(drainDelayMs(o.gateway?.healthCheckIntervalMs ?? COMPOSE_OPTIONS.healthCheckIntervalMs)),
       ...o.env,
     };
     ports.forEach((port, i) => instances.push(new Instance(i + 1, port, base, path.join(logDir, `agora-${i + 1}.log`))));

@@ -5,10 +5,18 @@
  *
  * - streaming methods: no route timeout, an idle timeout above the services'
  *   heartbeat, never retried;
- * - unary methods marked NO_SIDE_EFFECTS / IDEMPOTENT in the proto, or whose
- *   request carries a `request_id` (the service deduplicates it): retried on
- *   transport failures and UNAVAILABLE, on another host, with back-off;
- * - every other unary method: never retried.
+ * - unary methods marked NO_SIDE_EFFECTS / IDEMPOTENT in the proto, and calls
+ *   that carry an `idempotency-key` header (a method with a `request_id` field
+ *   whose call fills it: the service deduplicates it and checks the header equals
+ *   it): retried on transport failures, UNAVAILABLE and the per-try timeout of a
+ *   hung instance, on another host, with back-off;
+ * - every other unary call: retried only when it provably never reached an
+ *   instance (connect failure, refused stream, reset before the request was sent),
+ *   so a write is never applied twice.
+ *
+ * The retry rule is decided by what the call carries, not by what its type could
+ * carry: a create without a request_id re-sent after a per-try timeout would be
+ * stored twice (docs/gateway.md).
  *
  * `npm run envoy:config` writes envoy.yaml (the docker compose topology: DNS
  * names); `npm run cluster` renders the same configuration for local processes.
@@ -19,28 +27,20 @@ import { fileURLToPath } from "node:url";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { stringify } from "yaml";
-import { ChatService } from "../gen/agora/chat/v1/chat_pb.js";
-import { FileService } from "../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../gen/agora/identity/v1/identity_pb.js";
-import { InventoryService } from "../gen/agora/inventory/v1/inventory_pb.js";
-import { MonitoringService } from "../gen/agora/monitoring/v1/monitoring_pb.js";
-import { ReservationService } from "../gen/agora/reservation/v1/reservation_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { IDEMPOTENCY_KEY_HEADER } from "../src/platform/idempotency.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { SERVICE_MODULES } from "../src/services/catalogue.js";
 
-/** One upstream cluster per Agora service, named after its folder. */
-export const GATEWAY_SERVICES: { name: string; service: DescService }[] = [
-  { name: "identity", service: IdentityService },
-  { name: "inventory", service: InventoryService },
-  { name: "reservation", service: ReservationService },
-  { name: "chat", service: ChatService },
-  { name: "files", service: FileService },
-  { name: "monitoring", service: MonitoringService },
-];
+/** One upstream cluster per Agora service, named after its folder (the service catalogue's names). */
+export const GATEWAY_SERVICES: { name: string; service: DescService }[] = Object.entries(SERVICE_MODULES).flatMap(([name, module]) =>
+  module.services.map((service) => ({ name, service })),
+);
 
-/** Methods that need no token (same list the services enforce). */
-const PUBLIC_METHODS = ["Register", "Login", "Refresh"].map((m) => `/${IdentityService.typeName}/${m}`);
+/** Methods that need no token: the ones the services themselves let through. */
+const PUBLIC_METHODS = Object.values(SERVICE_MODULES).flatMap((module) => module.publicMethods ?? []).map((m) => `/${m}`);
 
 export interface Endpoint {
   host: string;
@@ -60,6 +60,7 @@ export interface GatewayOptions {
   rateLimitRps: number;
   /** Login attempts per second the gateway admits (brute force is stopped at the edge too). */
   loginRateLimitRps: number;
+  /** Envoy's active health check interval; a draining instance must keep listening longer than drainDelayMs() of it. */
   healthCheckIntervalMs: number;
   /** Must exceed the services' HEARTBEAT_INTERVAL_MS. */
   streamIdleTimeoutSeconds: number;
@@ -82,25 +83,60 @@ export const COMPOSE_OPTIONS: GatewayOptions = {
 
 const isStreaming = (m: DescMethod) => m.methodKind !== "unary";
 
-/** Whether a gateway retry can never apply a change twice. */
+const HEALTH_CHECK_TIMEOUT_MS = 1000;
+const UNHEALTHY_THRESHOLD = 2;
+
+/**
+ * How long an instance must keep listening after it turned NOT_SERVING (SHUTDOWN_DELAY_MS) so that
+ * Envoy has taken it out of rotation first: a NOT_SERVING answer ejects it at the next check, a
+ * check that times out only after UNHEALTHY_THRESHOLD of them; one interval more for margin.
+ */
+export function drainDelayMs(healthCheckIntervalMs: number): number {
+  return (UNHEALTHY_THRESHOLD + 1) * healthCheckIntervalMs + HEALTH_CHECK_TIMEOUT_MS;
+}
+
+/** Whether any call of the method may be re-sent after it reached an instance: its proto says repeating it changes nothing. */
 export function retrySafe(m: DescMethod): boolean {
   if (isStreaming(m)) return false;
   const level = m.idempotency;
-  if (level === Idempotency.NO_SIDE_EFFECTS || level === Idempotency.IDEMPOTENT) return true;
-  return m.input.fields.some((f) => f.name === "request_id");
+  return level === Idempotency.NO_SIDE_EFFECTS || level === Idempotency.IDEMPOTENT;
 }
+
+/** Whether a call of the method may carry an idempotency key (its request has a `request_id` the service deduplicates). */
+export function takesIdempotencyKey(m: DescMethod): boolean {
+  return !isStreaming(m) && !retrySafe(m) && m.input.fields.some((f) => f.name === "request_id");
+}
+
+/** Envoy's per-try timeout of retried calls: a hung instance is given up on after this. */
+export const PER_TRY_TIMEOUT_MS = 2000;
 
 const typed = (type: string, config: object = {}) => ({ "@type": `type.googleapis.com/${type}`, ...config });
 const seconds = (ms: number) => `${ms / 1000}s`;
 
+/** For calls a repeat cannot apply twice. */
 function retryPolicy() {
   return {
     // Transport failures and UNAVAILABLE (a draining or dead instance); gateway-error covers the
     // per-try timeout of a hung instance. Never INVALID_ARGUMENT, RESOURCE_EXHAUSTED (limits and
     // oversized messages), CANCELLED or INTERNAL: repeating those cannot help.
     retry_on: "connect-failure,refused-stream,reset,unavailable,gateway-error",
+    per_try_timeout: seconds(PER_TRY_TIMEOUT_MS),
+    ...retryTargets(),
+  };
+}
+
+/**
+ * For every other call: only the conditions that prove no instance received it (the connection
+ * never opened, the stream was refused, or it was reset before the request was sent). No per-try
+ * timeout: a slow instance may still be applying the change.
+ */
+function unsentRetryPolicy() {
+  return { retry_on: "connect-failure,refused-stream,reset-before-request", ...retryTargets() };
+}
+
+function retryTargets() {
+  return {
     num_retries: 2,
-    per_try_timeout: "2s",
     retry_back_off: { base_interval: "0.025s", max_interval: "0.25s" },
     retry_host_predicate: [
       { name: "envoy.retry_host_predicates.previous_hosts", typed_config: typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate") },
@@ -114,19 +150,24 @@ function routes(o: GatewayOptions) {
   for (const { name, service } of GATEWAY_SERVICES) {
     for (const method of service.methods) {
       const pathName = `/${service.typeName}/${method.name}`;
-      const route: Record<string, unknown> = { cluster: name };
+      const entry = (suffix: string, match: object, route: object) => {
+        const e: Record<string, unknown> = { name: `${service.name}.${method.name}${suffix}`, match: { path: pathName, ...match }, route: { cluster: name, ...route } };
+        if (method === IdentityService.method.login) {
+          e.typed_per_filter_config = { "envoy.filters.http.local_ratelimit": localRateLimit("login_rate_limit", o.loginRateLimitRps) };
+        }
+        list.push(e);
+      };
       if (isStreaming(method)) {
-        Object.assign(route, { timeout: "0s", idle_timeout: `${o.streamIdleTimeoutSeconds}s` });
-      } else {
-        // The client's grpc-timeout becomes the route timeout (capped); without one, 30 s.
-        Object.assign(route, { timeout: "30s", max_stream_duration: { grpc_timeout_header_max: "60s" } });
-        if (retrySafe(method)) route.retry_policy = retryPolicy();
+        entry("", {}, { timeout: "0s", idle_timeout: `${o.streamIdleTimeoutSeconds}s` });
+        continue;
       }
-      const entry: Record<string, unknown> = { name: `${service.name}.${method.name}`, match: { path: pathName }, route };
-      if (method === IdentityService.method.login) {
-        entry.typed_per_filter_config = { "envoy.filters.http.local_ratelimit": localRateLimit("login_rate_limit", o.loginRateLimitRps) };
+      // The client's grpc-timeout becomes the route timeout (capped); without one, 30 s.
+      const unary = () => ({ timeout: "30s", max_stream_duration: { grpc_timeout_header_max: "60s" } });
+      if (takesIdempotencyKey(method)) {
+        // First match wins: a call that carries its key may be re-sent, one without it only if it never arrived.
+        entry(".keyed", { headers: [{ name: IDEMPOTENCY_KEY_HEADER, present_match: true }] }, { ...unary(), retry_policy: retryPolicy() });
       }
-      list.push(entry);
+      entry("", {}, { ...unary(), retry_policy: retrySafe(method) ? retryPolicy() : unsentRetryPolicy() });
     }
   }
   // Health and reflection are the same on every instance: any cluster answers them.
@@ -232,9 +273,12 @@ function cluster(o: GatewayOptions, name: string, service: DescService) {
     },
     health_checks: [
       {
-        timeout: "1s",
+        timeout: seconds(HEALTH_CHECK_TIMEOUT_MS),
         interval: seconds(o.healthCheckIntervalMs),
-        unhealthy_threshold: 2,
+        // Envoy checks a cluster that has not carried traffic yet only every 60 s by default: in a
+        // gateway's first minute a draining instance would not be noticed before its listener closed.
+        no_traffic_interval: seconds(o.healthCheckIntervalMs),
+        unhealthy_threshold: UNHEALTHY_THRESHOLD,
         healthy_threshold: 1,
         grpc_health_check: { service_name: service.typeName },
       },
@@ -269,8 +313,7 @@ export function gatewayConfig(o: GatewayOptions): object {
   const cors = typed("envoy.extensions.filters.http.cors.v3.CorsPolicy", {
     allow_origin_string_match: o.corsOrigins.map((exact) => ({ exact })),
     allow_methods: "GET, POST, OPTIONS",
-    allow_headers:
-      "authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms, x-request-id",
+    allow_headers: `authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms, x-request-id, ${IDEMPOTENCY_KEY_HEADER}`,
     expose_headers: "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, x-local-rate-limit",
     max_age: "86400",
   });

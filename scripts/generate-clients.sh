@@ -15,14 +15,16 @@ bash scripts/install-tools.sh
 node_modules/.bin/buf generate --template buf.gen.go.yaml
 echo "generate-clients: Go stubs in examples/go/gen" >&2
 
-# Everything the agora protos import (buf/validate, google/type), plus
-# google/rpc for decoding error details. grpc health/reflection are left out:
-# grpcio-health-checking and grpcio-reflection publish them.
+# The agora protos and buf/validate, which they import. google/type and google/rpc
+# (error details) come from googleapis-common-protos, which grpcio-status brings
+# (examples/python/requirements.txt), so the example decodes details as every Python
+# gRPC program does; grpc health/reflection come from grpcio-health-checking and
+# grpcio-reflection.
 out=examples/python/gen
 rm -rf "$out"
 mkdir -p "$out"
 # (Names relative to their include directory; none has a space.)
-protos=$( (cd proto && find agora -name '*.proto'; cd ../third_party/proto && find buf google -name '*.proto') | sort)
+protos=$( (cd proto && find agora -name '*.proto'; cd ../third_party/proto && find buf -name '*.proto') | sort)
 # grpc_tools.protoc adds the well-known types (google/protobuf/*) to the include path itself.
 # shellcheck disable=SC2086
 PYTHONPATH="$PWD/.tools/python" python3 -m grpc_tools.protoc -I proto -I third_party/proto \

@@ -25,6 +25,8 @@ export interface Config {
   rateLimits: RateLimitConfig;
   /** Who may read GET /metrics, and where (docs/security.md, "Metrics endpoint"). */
   metrics: MetricsAccess;
+  /** Who serves native gRPC (protobuf): grpc-js through src/platform/grpc-js-adapter.ts, or Connect-node like the other protocols. */
+  grpcServer: "grpc-js" | "connect";
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
   shutdownGraceMs: number;
   /** Time between reporting NOT_SERVING and closing the listener, so load balancers notice. */
@@ -92,8 +94,11 @@ export interface AuthConfig {
   /** First administrator, created at start when missing. */
   adminUsername: string | undefined;
   adminPassword: string | undefined;
+  /** Failed logins on one account before each further attempt waits (1 s, doubling, up to loginMaxDelaySeconds). */
   loginMaxFailuresPerUser: number;
+  /** Login attempts per client address per window (successful ones are given back). */
   loginMaxFailuresPerAddress: number;
+  loginMaxDelaySeconds: number;
   loginWindowSeconds: number;
   /** Take the client address from the last X-Forwarded-For entry (set when behind Envoy). */
   trustForwardedFor: boolean;
@@ -113,6 +118,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
   return value;
+}
+
+/** One of `allowed`; the first when unset. */
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[]): T {
+  const raw = env[name]?.trim();
+  if (!raw) return allowed[0]!;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  return raw as T;
 }
 
 function services(raw: string | undefined): ServiceName[] {
@@ -164,6 +177,7 @@ export function loadConfig(env: Env = process.env): Config {
       registrationsPerHour: integer(env, "RATE_LIMIT_REGISTRATIONS_PER_HOUR", 20, 0, 1_000_000),
     },
     metrics: metricsAccess(env),
+    grpcServer: oneOf(env, "GRPC_SERVER", ["grpc-js", "connect"] as const),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
     heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", 15_000, 100, 600_000),
@@ -237,6 +251,7 @@ function authConfig(env: Env): AuthConfig {
     adminPassword,
     loginMaxFailuresPerUser: integer(env, "LOGIN_MAX_FAILURES_PER_USER", 5, 1, 1000),
     loginMaxFailuresPerAddress: integer(env, "LOGIN_MAX_FAILURES_PER_ADDRESS", 30, 1, 100_000),
+    loginMaxDelaySeconds: integer(env, "LOGIN_MAX_DELAY_SECONDS", 60, 1, 3600),
     loginWindowSeconds: integer(env, "LOGIN_WINDOW_SECONDS", 900, 1, 86_400),
     trustForwardedFor: env.TRUST_FORWARDED_FOR === "true",
   };

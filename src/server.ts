@@ -2,10 +2,8 @@ import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type http from "node:http";
-import type http2 from "node:http2";
 import type { Logger } from "pino";
-import type { Config, ServiceName } from "./config.js";
+import type { Config } from "./config.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -13,33 +11,23 @@ import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { authInterceptor, createTokenVerifier, peerAddressKey } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
+import { dropOverlongDeadline } from "./platform/deadline.js";
 import { deadlineInterceptor, errorMappingInterceptor } from "./platform/error-mapping.js";
+import { GrpcJsAdapter, recordRoutes } from "./platform/grpc-js-adapter.js";
 import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health.js";
+import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { serveMetrics, startMetricsServer } from "./platform/metrics-endpoint.js";
 import { observeInterceptor } from "./platform/observe.js";
+import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { rateLimitInterceptor } from "./platform/rate-limit.js";
 import { registerReflection } from "./platform/reflection.js";
-import type { RunningService, ServiceModule } from "./platform/service-module.js";
+import type { RunningService } from "./platform/service-module.js";
 import { validationInterceptor } from "./platform/validation.js";
-import { chatModule } from "./services/chat/index.js";
-import { filesModule } from "./services/files/index.js";
-import { monitoringModule } from "./services/monitoring/index.js";
-import { identityModule } from "./services/identity/index.js";
-import { inventoryModule } from "./services/inventory/index.js";
-import { reservationModule } from "./services/reservation/index.js";
+import { SERVICE_MODULES } from "./services/catalogue.js";
 import { unavailable } from "./platform/errors.js";
-
-const MODULES: Record<ServiceName, ServiceModule> = {
-  identity: identityModule,
-  inventory: inventoryModule,
-  reservation: reservationModule,
-  chat: chatModule,
-  files: filesModule,
-  monitoring: monitoringModule,
-};
 
 /** Path of the identity service's public keys, for Envoy's jwt_authn and remote verifiers. */
 export const JWKS_PATH = "/.well-known/jwks.json";
@@ -69,11 +57,12 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const pubsub = new PgPubSub(databaseUrl, log);
   let ownUrl = "";
   const selfUrl = () => ownUrl;
-  const modules = config.services.map((name) => MODULES[name]);
+  const modules = config.services.map((name) => SERVICE_MODULES[name]);
   const running: RunningService[] = [];
+  const pageTokens = PageTokens.forDataDir(config.dataDir);
   try {
     for (const module of modules) {
-      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, selfUrl }));
+      running.push(await module.start({ config, databaseUrl, log: log.child({ module: module.name }), pubsub, clock, pageTokens, selfUrl }));
     }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
@@ -97,26 +86,43 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   setMaxListeners(0, shutdownController.signal);
   const shutdownReason = unavailable("SHUTTING_DOWN", "the server is shutting down: reconnect");
 
-  const routes = (router: ConnectRouter) => {
+  // Recorded once: Connect-node and grpc-js serve the same handler objects.
+  const routes = recordRoutes((router: ConnectRouter) => {
     registerHealth(router, health);
     registerReflection(router, [...served, Health, ReflectionV1], [file_google_rpc_error_details, file_google_rpc_status]);
     for (const r of running) r.register(router);
-  };
+  });
+  // Outermost first: observe sees the final code, errors are mapped before it.
+  const interceptors = [
+    observeInterceptor(log, metrics),
+    errorMappingInterceptor(log),
+    deadlineInterceptor(shutdownController.signal),
+    authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
+    rateLimitInterceptor(config.rateLimits),
+    checkIdempotencyKey(),
+    validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
+  ];
+  const { trustForwardedFor } = config.auth;
+  // Native gRPC (protobuf) through grpc-js, the fast path; GRPC_SERVER=connect leaves it to Connect-node too.
+  const grpcJs =
+    config.grpcServer === "grpc-js"
+      ? new GrpcJsAdapter({
+          services: routes.services,
+          interceptors,
+          shutdownSignal: shutdownController.signal,
+          maxMessageBytes: config.maxMessageBytes,
+          contextValues: ({ metadata, peer }) =>
+            createContextValues().set(peerAddressKey, clientAddress(metadata.get("x-forwarded-for").map(String), peer.replace(/:\d+$/, ""), trustForwardedFor)),
+        })
+      : undefined;
   const handler = connectNodeAdapter({
-    routes,
+    routes: routes.replay,
     // Requests are bounded; responses are ours and bounded by page sizes (reflection answers can be large).
     readMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
-    // Outermost first: observe sees the final code, errors are mapped before it.
-    interceptors: [
-      observeInterceptor(log, metrics),
-      errorMappingInterceptor(log),
-      deadlineInterceptor(shutdownController.signal),
-      authInterceptor(verifyToken, publicMethods),
-      rateLimitInterceptor(config.rateLimits),
-      validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
-    ],
-    contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req, config.auth.trustForwardedFor)),
+    interceptors,
+    contextValues: (req) =>
+      createContextValues().set(peerAddressKey, clientAddress(req.headers["x-forwarded-for"], req.socket.remoteAddress, trustForwardedFor)),
     fallback: (req, res) => {
       if (req.method === "GET" && req.url === JWKS_PATH && jwks) {
         res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
@@ -134,11 +140,23 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   const streamingRequestPaths = new Set(
     served.flatMap((s) => s.methods.filter((m) => m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming").map((m) => `/${s.typeName}/${m.name}`)),
   );
-  const listener = new DualProtocolListener(handler, {
-    maxConcurrentStreams: config.maxConcurrentStreams,
-    timeouts: config.connections,
-    streamingRequestPaths,
-  });
+  const listener = new DualProtocolListener(
+    (req, res) => {
+      dropOverlongDeadline(req.headers);
+      handler(req, res);
+    },
+    {
+      maxConcurrentStreams: config.maxConcurrentStreams,
+      timeouts: config.connections,
+      streamingRequestPaths,
+      takeStream:
+        grpcJs &&
+        ((stream, headers) => {
+          dropOverlongDeadline(headers);
+          return grpcJs.handleStream(stream, headers);
+        }),
+    },
+  );
   const dbWatch = watchDatabase(
     health,
     served.map((s) => s.typeName),
@@ -187,11 +205,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
 }
 
 /** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */
-function clientAddress(req: http.IncomingMessage | http2.Http2ServerRequest, trustForwardedFor: boolean): string {
+function clientAddress(forwarded: string | string[] | undefined, socketAddress: string | undefined, trustForwardedFor: boolean): string {
   if (trustForwardedFor) {
-    const forwarded = req.headers["x-forwarded-for"];
     const last = (Array.isArray(forwarded) ? forwarded.join(",") : (forwarded ?? "")).split(",").at(-1)?.trim();
     if (last) return last;
   }
-  return req.socket.remoteAddress ?? "";
+  return socketAddress ?? "";
 }

@@ -14,6 +14,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import pg from "pg";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Instance, REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
+import { sendIdempotencyKey } from "../../src/platform/idempotency.js";
 import { freePort } from "../../src/platform/ports.js";
 import { bearerInterceptor } from "./clients.js";
 import type { BenchContext } from "./context.js";
@@ -71,7 +72,7 @@ export class Agora {
 
   client<S extends DescService>(service: S, token: string | undefined, via: "direct" | "envoy" = "direct"): Client<S> {
     const baseUrl = via === "envoy" ? this.gatewayUrl! : this.url;
-    return createClient(service, createGrpcTransport({ baseUrl, interceptors: token ? [bearerInterceptor(token)] : [] }));
+    return createClient(service, createGrpcTransport({ baseUrl, interceptors: [sendIdempotencyKey(), ...(token ? [bearerInterceptor(token)] : [])] }));
   }
 
   /**

@@ -83,4 +83,6 @@ export const PEERS = {
   "connect-node": () => [process.execPath, ["--import", "tsx", "bench/peers/connect-health.ts"]] as const,
   "grpc-js": () => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-health.ts"]] as const,
   "grpc-go": () => [GO_PEER_BIN, ["-addr", "127.0.0.1:0"]] as const,
+  /** GetProduct on Agora's database (bench/peers/grpcjs-product.ts). */
+  "grpc-js-product": (databaseUrl: string) => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-product.ts", databaseUrl]] as const,
 };

@@ -3,7 +3,8 @@
  * request, under the same ghz settings against a bare Connect-node server, a
  * bare @grpc/grpc-js server, a bare grpc-go server (grpc-go's own health
  * server) and Agora (all services, every interceptor, access log at the
- * default level). Health/Check is Agora's lightest RPC and the one call all
+ * default level; once as it runs, with native gRPC through grpc-js, and once
+ * with GRPC_SERVER=connect). Health/Check is Agora's lightest RPC and the one call all
  * four serve unchanged, so the rows differ only in the server stack.
  */
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
@@ -56,23 +57,33 @@ export const baselines: Scenario = {
         await peer.stop();
       }
     }
-    const agora = await startAgora(ctx, "baselines");
-    try {
-      const watched = agora.watched().filter((w) => w.name === "agora").map((w) => ({ ...w, name: "server" }));
-      const load = await ghzLoad(ctx, "agora", watched, { ...HEALTH_CHECK, target: agora.target });
-      rows.push({ name: "agora", metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
-      details.agora = { runs: load.runs, errorSample: load.errorSample };
-    } finally {
-      await agora.stop();
+    // Agora as it runs (native gRPC through grpc-js), then with GRPC_SERVER=connect (every protocol on Connect-node).
+    for (const [name, env] of [["agora", {}], ["agora, gRPC on connect-node", { GRPC_SERVER: "connect" }]] as const) {
+      const agora = await startAgora(ctx, `baselines-${env.GRPC_SERVER ?? "grpc-js"}`, { env });
+      try {
+        const watched = agora.watched().filter((w) => w.name === "agora").map((w) => ({ ...w, name: "server" }));
+        const load = await ghzLoad(ctx, name, watched, { ...HEALTH_CHECK, target: agora.target });
+        rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
+        details[name] = { runs: load.runs, errorSample: load.errorSample };
+      } finally {
+        await agora.stop();
+      }
     }
     const reference = rows.find((r) => r.name === "grpc-go") ?? rows.find((r) => r.name === "connect-node");
     for (const r of rows) if (reference) r.metrics.ratio = round(r.metrics.rps! / reference.metrics.rps!, 3);
     const connect = rows.find((r) => r.name === "connect-node");
     const agoraRow = rows.find((r) => r.name === "agora");
+    const grpcJs = rows.find((r) => r.name === "grpc-js");
     if (connect && agoraRow) details.agoraVsConnect = round(agoraRow.metrics.rps! / connect.metrics.rps!, 3);
+    if (grpcJs && agoraRow) {
+      details.agoraVsGrpcJs = round(agoraRow.metrics.rps! / grpcJs.metrics.rps!, 3);
+      details.agoraCpuVsGrpcJs = round(agoraRow.metrics.cpuMsPer1k! / grpcJs.metrics.cpuMsPer1k!, 3);
+    }
     details.ratioReference = reference?.name;
     if (details.agoraVsConnect !== undefined) {
-      details.summaryLine = `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's Health/Check throughput (ratios relative to ${reference?.name}).`;
+      details.summaryLine =
+        `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's and ${Math.round(Number(details.agoraVsGrpcJs) * 100)}% of bare grpc-js's Health/Check throughput, ` +
+        `at ${details.agoraCpuVsGrpcJs}× grpc-js's CPU per call (ratios in the table relative to ${reference?.name}).`;
     }
     if (Object.keys(skipped).length) details.skipped = skipped;
     return { status: "ok" as const, rows, details };

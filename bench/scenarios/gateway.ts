@@ -4,12 +4,15 @@
  * health checks; only the whole-gateway rate limit is raised). First the
  * maximum throughput of each path (closed loop), then both paths at a fixed
  * rate of half the direct maximum (open loop), where the latency difference is
- * what Envoy adds when neither side is saturated.
+ * what Envoy adds when neither side is saturated. The `peer max` row is a bare
+ * @grpc/grpc-js + pg server (bench/peers/grpcjs-product.ts) running the same
+ * SELECT on the same database, as fast as it goes: the limit of a Node server.
  */
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import { ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { PEERS, startPeer } from "../lib/peers.js";
 import { round } from "../lib/stats.js";
 
 export const gateway: Scenario = {
@@ -19,6 +22,7 @@ export const gateway: Scenario = {
     "InventoryService/GetProduct (authenticated, one PostgreSQL read) against the instance directly and through Envoy. " +
     "max = closed loop, as fast as it goes; half = open loop at 50% of the direct maximum. " +
     "CPU ms per 1k calls for Agora, its PostgreSQL and Envoy; CPU 0 busy = the server CPU over the run (/proc/stat); " +
+    "peer max = a bare @grpc/grpc-js + pg server running the same SELECT on the same database (no token check, log or metrics), as fast as it goes. " +
     "ratio = throughput relative to direct max (half rows: achieved / target rate).",
   rowLabel: "path",
   columns: [
@@ -26,7 +30,7 @@ export const gateway: Scenario = {
     { key: "rps", label: "calls/s", digits: 0 },
     { key: "p50Ms", label: "p50 ms", digits: 2 },
     { key: "p99Ms", label: "p99 ms", digits: 2 },
-    { key: "cpuMsPer1k_agora", label: "CPU ms/1k Agora", digits: 1 },
+    { key: "cpuMsPer1k_agora", label: "CPU ms/1k server", digits: 1 },
     { key: "cpuMsPer1k_postgres", label: "PostgreSQL", digits: 1 },
     { key: "cpuMsPer1k_envoy", label: "Envoy", digits: 1 },
     { key: "peakRssMB_agora", label: "RSS MB Agora", digits: 0 },
@@ -68,6 +72,20 @@ export const gateway: Scenario = {
         details[name] = { runs: load.runs, errorSample: load.errorSample };
         return row;
       };
+      const [cmd, args] = PEERS["grpc-js-product"](agora.databaseUrl);
+      const peer = await startPeer("grpc-js-product", cmd, [...args], ctx.pinning.server);
+      let peerRow: Row;
+      try {
+        // The peer's figures go in the Agora columns ("server").
+        const watched = [{ name: "agora", pid: peer.pid, rss: true }, { name: "postgres", pid: ctx.postgresPid, tree: true }];
+        const load = await ghzLoad(ctx, "peer max", watched, spec(peer.target));
+        peerRow = { name: "peer max", metrics: load.metrics, notes: loadNotes(ctx, load.metrics) };
+        if (peerRow.metrics.serverCpuBusy !== undefined) peerRow.metrics.serverCpuBusyPercent = peerRow.metrics.serverCpuBusy * 100;
+        rows.push(peerRow);
+        details["peer max"] = { runs: load.runs, errorSample: load.errorSample };
+      } finally {
+        await peer.stop();
+      }
       const direct = await add("direct max", agora.target, false);
       const viaEnvoy = await add("envoy max", agora.gatewayTarget, true);
       const half = direct.metrics.rps! / 2;
@@ -76,6 +94,7 @@ export const gateway: Scenario = {
       for (const r of rows) r.metrics.ratio = round(r.metrics.rps! / (r.metrics.targetRps ? r.metrics.targetRps : direct.metrics.rps!), 3);
       details.summary = {
         envoyThroughputRatio: round(viaEnvoy.metrics.rps! / direct.metrics.rps!, 3),
+        directVsPeer: round(direct.metrics.rps! / peerRow.metrics.rps!, 3),
         halfLoadRps: Math.round(half),
         directHalf: { p50Ms: directHalf.metrics.p50Ms, p99Ms: directHalf.metrics.p99Ms },
         envoyHalf: { p50Ms: envoyHalf.metrics.p50Ms, p99Ms: envoyHalf.metrics.p99Ms },
@@ -85,6 +104,7 @@ export const gateway: Scenario = {
       const sum = details.summary as Record<string, number>;
       const change = (from: number, to: number) => `${from.toFixed(2)} → ${to.toFixed(2)} ms (${to >= from ? "+" : "−"}${Math.abs(to - from).toFixed(2)})`;
       details.summaryLine =
+        `Direct: ${Math.round(sum.directVsPeer! * 100)}% of the bare grpc-js + pg peer. ` +
         `Through Envoy: ${Math.round(sum.envoyThroughputRatio! * 100)}% of the direct maximum. At half the direct maximum (${sum.halfLoadRps} calls/s), ` +
         `direct → through Envoy: p50 ${change(directHalf.metrics.p50Ms!, envoyHalf.metrics.p50Ms!)}, p99 ${change(directHalf.metrics.p99Ms!, envoyHalf.metrics.p99Ms!)}. ` +
         `Envoy shares CPU 0 with Agora and PostgreSQL, so that rate keeps CPU 0 busier through Envoy (see CPU 0 busy).`;

@@ -73,9 +73,14 @@ func expectCode(err error, code connect.Code, what string) *connect.Error {
 // bearer sends `authorization: Bearer <token>` on every call, unary or streaming.
 type bearer string
 
+// It also sends a unary call's request_id as the idempotency-key header: the gateway
+// re-sends a hung or failed write only when the call carries it (docs/gateway.md).
 func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		req.Header().Set("Authorization", "Bearer "+string(b))
+		if keyed, ok := req.Any().(interface{ GetRequestId() string }); ok && keyed.GetRequestId() != "" {
+			req.Header().Set("Idempotency-Key", keyed.GetRequestId())
+		}
 		return next(ctx, req)
 	}
 }

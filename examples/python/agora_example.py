@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 
 import grpc  # noqa: E402
 from google.protobuf import timestamp_pb2  # noqa: E402
-from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+from google.rpc import error_details_pb2  # noqa: E402
+from grpc_status import rpc_status  # noqa: E402
 
 from agora.files.v1 import files_pb2, files_pb2_grpc  # noqa: E402
 from agora.identity.v1 import identity_pb2, identity_pb2_grpc  # noqa: E402
@@ -63,13 +64,12 @@ def expect_code(call, code, what):
 
 
 def error_info(err):
-    """The google.rpc.ErrorInfo among an error's details (trailer grpc-status-details-bin)."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info
+    """The google.rpc.ErrorInfo among an error's details (grpcio-status decodes grpc-status-details-bin)."""
+    status = rpc_status.from_call(err)
+    for detail in status.details if status else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
     return None
 
 
@@ -86,17 +86,19 @@ class Bearer(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Sends `authorization: Bearer <token>` with every call."""
+    """Sends `authorization: Bearer <token>` with every call, and a unary call's request_id as the
+    idempotency-key header: the gateway re-sends a hung or failed write only when the call carries it."""
 
     def __init__(self, token):
         self._header = ("authorization", f"Bearer {token}")
 
-    def _with_token(self, d):
-        metadata = list(d.metadata or []) + [self._header]
+    def _with_token(self, d, extra=()):
+        metadata = list(d.metadata or []) + [self._header, *extra]
         return _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
 
     def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._with_token(details), request)
+        key = getattr(request, "request_id", "")
+        return continuation(self._with_token(details, [("idempotency-key", key)] if key else []), request)
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._with_token(details), request)

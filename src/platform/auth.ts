@@ -106,12 +106,16 @@ function badToken(expired = false): ConnectError {
 /**
  * Requires a valid bearer token on every method except `publicMethods`
  * ("package.Service/Method" or a whole "package.Service"), and puts the caller
- * into the call's context for handlers, unary and streaming alike.
+ * into the call's context for handlers, unary and streaming alike. Methods in
+ * `adminMethods` need the admin role: anyone else gets PERMISSION_DENIED here,
+ * before the request is validated, so no answer tells a non-admin anything
+ * about what an admin method would accept.
  */
-export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string>): Interceptor {
+export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string>, adminMethods: Set<string> = new Set()): Interceptor {
   return (next) => async (req) => {
     const service = req.service.typeName;
-    if (publicMethods.has(service) || publicMethods.has(`${service}/${req.method.name}`)) return next(req);
+    const method = `${service}/${req.method.name}`;
+    if (publicMethods.has(service) || publicMethods.has(method)) return next(req);
     const match = BEARER.exec(req.header.get("authorization") ?? "");
     if (!match) throw badToken();
     let caller: Caller;
@@ -124,6 +128,7 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
       }
       throw badToken(err instanceof joseErrors.JWTExpired);
     }
+    if (adminMethods.has(method) && caller.role !== "admin") throw permissionDenied("ADMIN_ROLE_REQUIRED", "this needs the admin role");
     req.contextValues.set(callerKey, caller);
     return next(req);
   };
@@ -133,12 +138,6 @@ export function authInterceptor(verify: TokenVerifier, publicMethods: Set<string
 export function callerOf(ctx: HandlerContext): Caller {
   const caller = ctx.values.get(callerKey);
   if (!caller) throw badToken();
-  return caller;
-}
-
-export function requireAdmin(ctx: HandlerContext): Caller {
-  const caller = callerOf(ctx);
-  if (caller.role !== "admin") throw permissionDenied("ADMIN_REQUIRED", "this needs the admin role");
   return caller;
 }
 

@@ -224,6 +224,27 @@ export async function assertReachable(url: string, timeoutMs = 5000): Promise<vo
   }
 }
 
+/**
+ * PostgreSQL-side bounds on every service connection (startup parameters, so they hold on any
+ * server, embedded or DATABASE_URL), so one hung instance cannot stall the others' writes
+ * (docs/gateway.md, "Timeouts"):
+ * - idle_in_transaction_session_timeout: a transaction idle between two statements for this long
+ *   belongs to a hung (frozen, partitioned) process; PostgreSQL ends its session, rolls it back and
+ *   frees its locks. Agora waits on nothing but the database inside a transaction, so healthy gaps
+ *   are milliseconds; 5 s leaves room for an event loop starved by hundreds of concurrent calls on a
+ *   loaded machine (1 s cut off healthy transactions in the contention tests).
+ * - lock_timeout: the backstop: a writer waits at most this long for a row or advisory lock, then
+ *   gives up (55P03, mapped to ABORTED with RetryInfo; nothing applied). Far longer than the idle
+ *   timeout, so a writer queued behind a hung holder gets the lock once that holder is cut off, and a
+ *   long queue of healthy contenders (hundreds of bookings of one slot) still gets through.
+ * - statement_timeout: bounds a running statement (a runaway query never pins a connection).
+ */
+export const SESSION_TIMEOUTS = {
+  idle_in_transaction_session_timeout: 5000,
+  lock_timeout: 10_000,
+  statement_timeout: 30_000,
+} as const;
+
 export interface ServiceDatabaseOptions {
   url: string;
   /** PostgreSQL schema the service owns; its tables and migration history live there. */
@@ -255,8 +276,7 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
       silent: true,
     },
     pool: { min: 0, max: options.poolSize, idleTimeoutMillis: 30_000 },
-    // The database answers every statement within this or gives up, so a stuck query never pins a connection.
-    driverOptions: { connection: { statement_timeout: 30_000, application_name: `agora-${options.schema}` } },
+    driverOptions: { connection: { ...SESSION_TIMEOUTS, application_name: `agora-${options.schema}` } },
     discovery: { warnWhenNoEntities: false },
     allowGlobalContext: false,
     ensureDatabase: false,
@@ -277,6 +297,22 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
 /** Rejects when the service's database does not answer (health checks). */
 export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
   await orm.em.fork().execute("SELECT 1");
+}
+
+/**
+ * One statement on a connection of the ORM's own pool, as a named prepared
+ * statement (parsed and planned once per connection), rows as pg returns them:
+ * no query builder, no identity map, no hydration. For hot reads only; the
+ * repository that owns the table maps the row.
+ */
+export async function preparedQuery<R extends pg.QueryResultRow>(em: EntityManager, name: string, text: string, values: unknown[]): Promise<R[]> {
+  const pool = em.getKnex().client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+  const connection = await pool.acquireConnection();
+  try {
+    return (await connection.query<R>({ name, text, values })).rows;
+  } finally {
+    await pool.releaseConnection(connection);
+  }
 }
 
 const RETRYABLE_SQLSTATES = new Set(["40P01", "40001"]); // deadlock detected, serialization failure

@@ -9,9 +9,9 @@ import {
 } from "@mikro-orm/core";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, notFound, unavailable } from "./errors.js";
+import { isUniqueViolation, sqlState } from "./db.js";
+import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, invalidArgument, notFound, unavailable } from "./errors.js";
 import { watchIterable } from "./streams.js";
-import { isUniqueViolation } from "./db.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -44,8 +44,14 @@ export function toConnectError(err: unknown, requestId: string, log: Logger): Co
       description: "a referenced resource does not exist or is still in use",
     });
   }
-  if (err instanceof DeadlockException || err instanceof LockWaitTimeoutException) {
-    return aborted("CONCURRENT_CONFLICT", "the request conflicted with a concurrent one: retry", {}, 0);
+  if (err instanceof DeadlockException) return aborted("CONCURRENT_CONFLICT", "the request conflicted with a concurrent one: retry", {}, 0);
+  if (err instanceof LockWaitTimeoutException || sqlState(err) === "55P03") {
+    // lock_timeout (SESSION_TIMEOUTS in db.ts): another session held what this one needed; nothing was applied.
+    return aborted("LOCK_TIMEOUT", "the data is locked by another request: nothing was changed, retry shortly", {}, 1000);
+  }
+  if (isUnstorableText(err)) {
+    // Validation refuses such text in every request; this is the last line, should a path miss it.
+    return invalidArgument([{ field: "", description: "text with characters PostgreSQL cannot store (NUL)", reason: "UNSTORABLE_TEXT" }]);
   }
   if (err instanceof ConnectionException || isConnectionFailure(err)) {
     log.warn({ err, requestId }, "database unavailable");
@@ -66,17 +72,27 @@ function isClientGone(err: unknown): boolean {
 }
 
 const UNAVAILABLE_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH"]);
-// SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong".
-const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400"]);
+// SQLSTATEs that mean "the database cannot serve you right now", not "your request is wrong"
+// (25P03: this instance hung inside a transaction and PostgreSQL ended its session).
+const UNAVAILABLE_SQLSTATE = new Set(["57P01", "57P02", "57P03", "53300", "53400", "25P03"]);
+
+// SQLSTATEs of text the database cannot store: the request is wrong, the database is fine.
+const UNSTORABLE_SQLSTATE = new Set(["22021", "22P05"]); // invalid byte sequence (NUL), unsupported Unicode escape
+
+function isUnstorableText(err: unknown): boolean {
+  return UNSTORABLE_SQLSTATE.has(sqlState(err) ?? "");
+}
 
 function isConnectionFailure(err: unknown): boolean {
   for (let e = err as { code?: unknown; sqlState?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
     const code = typeof e.sqlState === "string" ? e.sqlState : e.code;
     if (typeof code !== "string") continue;
-    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || code.startsWith("08")) return true;
+    // 08P01 (protocol violation) is a malformed message from us, e.g. a NUL inlined into SQL text: not an outage.
+    if (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || (code.startsWith("08") && code !== "08P01")) return true;
     if (code === "55000" && /accepting connections/.test(String(e.message))) return true;
   }
-  return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect/i.test(
+  // "not queryable": node-pg's answer on a connection the server has ended (e.g. 25P03 after a hang).
+  return /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect|not queryable/i.test(
     String((err as Error | undefined)?.message),
   );
 }
@@ -89,14 +105,24 @@ export function requestIdOf(header: Headers): string {
 export function errorMappingInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     const requestId = requestIdOf(req.header);
+    const map = (err: unknown) => {
+      const proper = err instanceof ConnectError && err.code !== Code.Unknown && err.code !== Code.Internal;
+      if (req.signal.aborted && !proper) {
+        // Whatever broke once the caller had gone (Envoy's per-try timeout, a client that hung up)
+        // follows from its cancellation: not a server error.
+        log.info({ err, requestId }, "call ended after the client went away");
+        return req.signal.reason instanceof ConnectError ? req.signal.reason : canceled("CLIENT_GONE", "the client closed the call");
+      }
+      return toConnectError(err, requestId, log);
+    };
     let res;
     try {
       res = await next(req);
     } catch (err) {
-      throw toConnectError(err, requestId, log);
+      throw map(err);
     }
     if (!res.stream) return res;
-    return { ...res, message: watchIterable(res.message, { mapError: (err) => toConnectError(err, requestId, log) }) };
+    return { ...res, message: watchIterable(res.message, { mapError: map }) };
   };
 }
 

@@ -1,5 +1,9 @@
+import { fromBinary, toBinary, type Message } from "@bufbuild/protobuf";
+import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
+import type { Clock } from "./clock.js";
 import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
 import { Wakeup } from "./streams.js";
@@ -10,7 +14,32 @@ export interface LoggedEvent<T> {
   event: T;
 }
 
-export type FeedItem<T> = LoggedEvent<T> | { heartbeat: true };
+/** A heartbeat says where the feed stands: every event up to `cursor` was delivered (or filtered). */
+export type FeedItem<T> = LoggedEvent<T> | { heartbeat: true; cursor: bigint };
+
+/** How a Watch handler wraps what it streams: a heartbeat, and each event the caller may see. */
+export interface WatchWrapper<T, R> {
+  heartbeat(value: { time: Timestamp; cursor: string }): R;
+  /** The response carrying `event`, or undefined when this caller must not see it. */
+  event(event: T, cursor: string): R | undefined;
+}
+
+export interface EventLogOptions<T extends Message> {
+  em: EntityManager;
+  /** The service's schema: the log is `<schema>.events`. */
+  schema: string;
+  pubsub: PubSub;
+  /** The protobuf message every event is, stored as its binary encoding. */
+  eventType: GenMessage<T>;
+  log: Logger;
+  /** Events older than this are deleted (the newest is always kept, so cursors stay checkable). */
+  retentionMs: number;
+  /** A quiet Watch stream gets a heartbeat this often. */
+  heartbeatMs: number;
+  clock: Clock;
+  /** Events a subscriber may have waiting before it drops them and catches up from the table. */
+  maxQueue?: number;
+}
 
 const PAGE = 500;
 
@@ -23,23 +52,34 @@ const PAGE = 500;
  * become visible in id order: a reader that has seen id N never later meets a
  * smaller id committing late. That makes `id` a resumable cursor.
  */
-export class EventLog<T> {
+export class EventLog<T extends Message> {
   private readonly subscribers = new Set<Subscriber<T>>();
   private head = 0n;
   private unsubscribe: Unsubscribe | undefined;
   private pumping: Promise<void> | undefined;
   private pumpAgain = false;
 
-  constructor(
-    private readonly em: EntityManager,
-    private readonly schema: string,
-    private readonly pubsub: PubSub,
-    private readonly codec: { encode(event: T): Uint8Array; decode(bytes: Uint8Array): T },
-    private readonly log: Logger,
-    /** Events older than this are deleted (the newest is always kept, so cursors stay checkable). */
-    private readonly retentionMs: number,
-    private readonly maxQueue = 1000,
-  ) {}
+  private readonly em: EntityManager;
+  private readonly schema: string;
+  private readonly pubsub: PubSub;
+  private readonly eventType: GenMessage<T>;
+  private readonly log: Logger;
+  private readonly retentionMs: number;
+  private readonly heartbeatMs: number;
+  private readonly clock: Clock;
+  private readonly maxQueue: number;
+
+  constructor(o: EventLogOptions<T>) {
+    this.em = o.em;
+    this.schema = o.schema;
+    this.pubsub = o.pubsub;
+    this.eventType = o.eventType;
+    this.log = o.log;
+    this.retentionMs = o.retentionMs;
+    this.heartbeatMs = o.heartbeatMs;
+    this.clock = o.clock;
+    this.maxQueue = o.maxQueue ?? 1000;
+  }
 
   private pruneTimer: NodeJS.Timeout | undefined;
 
@@ -58,7 +98,7 @@ export class EventLog<T> {
     const placeholders = events.map(() => "(?)").join(", ");
     const rows = await tx.execute<{ id: string }[]>(
       `INSERT INTO ${this.table} (payload) VALUES ${placeholders} RETURNING id`,
-      events.map((e) => Buffer.from(this.codec.encode(e))),
+      events.map((e) => Buffer.from(toBinary(this.eventType, e))),
     );
     await tx.execute("SELECT pg_notify(?, '')", [this.channel]);
     return rows.map((r) => BigInt(r.id));
@@ -93,7 +133,7 @@ export class EventLog<T> {
         afterId.toString(),
         limit,
       ]);
-    return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
+    return rows.map((r) => ({ id: BigInt(r.id), event: fromBinary(this.eventType, r.payload) }));
   }
 
   /** Deletes events committed before `before`, except the newest one. */
@@ -151,6 +191,21 @@ export class EventLog<T> {
   }
 
   /**
+   * The shape every Watch handler shares: `followCursor` from the request's cursor, with
+   * heartbeats (time from the clock, and the cursor) and each event the caller may see.
+   */
+  async *watch<R>(afterCursor: string, signal: AbortSignal, wrap: WatchWrapper<T, R>): AsyncGenerator<R> {
+    for await (const item of this.followCursor(afterCursor, signal, this.heartbeatMs)) {
+      if ("heartbeat" in item) {
+        yield wrap.heartbeat({ time: timestampFromDate(this.clock.now()), cursor: item.cursor.toString() });
+        continue;
+      }
+      const response = wrap.event(item.event, item.id.toString());
+      if (response !== undefined) yield response;
+    }
+  }
+
+  /**
    * Every event after `afterId` (or, without it, from now on), then live ones,
    * each exactly once and in order; a heartbeat after `heartbeatMs` of quiet.
    * Memory per subscriber stays bounded: one that falls too far behind drops its
@@ -164,6 +219,7 @@ export class EventLog<T> {
     try {
       let last = afterId ?? this.head;
       let catchUp = afterId !== undefined;
+      let live = false;
       while (!signal.aborted) {
         if (catchUp || sub.lagging) {
           sub.lagging = false;
@@ -179,6 +235,12 @@ export class EventLog<T> {
           catchUp = false;
           continue;
         }
+        if (!live) {
+          // Caught up: the client learns the stream is live, and from where.
+          live = true;
+          yield { heartbeat: true, cursor: last };
+          continue; // events may have arrived (or overflowed the queue) meanwhile
+        }
         const item = sub.queue.shift();
         if (item) {
           if (item.id > last) {
@@ -188,7 +250,7 @@ export class EventLog<T> {
           continue;
         }
         const woken = await sub.wait(heartbeatMs);
-        if (!woken && !signal.aborted) yield { heartbeat: true };
+        if (!woken && !signal.aborted) yield { heartbeat: true, cursor: last };
       }
     } finally {
       signal.removeEventListener("abort", onAbort);

@@ -14,6 +14,8 @@ export interface ListenerOptions {
   timeouts: ConnectionTimeouts;
   /** Paths (`/package.Service/Method`) whose request body is a stream (client streaming, bidi): not bound by `requestBodyMs`. */
   streamingRequestPaths?: ReadonlySet<string>;
+  /** Sees every HTTP/2 stream first and returns true for those it serves itself (native gRPC: grpc-js-adapter.ts). */
+  takeStream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 }
 
 /** Bounds on connections that never send a complete request (each in milliseconds). */
@@ -77,6 +79,7 @@ export class DualProtocolListener {
       },
       handler,
     );
+    if (options.takeStream) routeStreams(this.h2, options.takeStream);
     this.h2.on("session", (session) => {
       this.sessions.add(session);
       let open = 0;
@@ -208,4 +211,14 @@ export class DualProtocolListener {
     for (const socket of this.sockets) socket.destroy();
     return drained;
   }
+}
+
+/** Puts `take` in front of the server's own stream listener (Node's compatibility layer, which runs `handler`). */
+function routeStreams(server: http2.Http2Server, take: NonNullable<ListenerOptions["takeStream"]>): void {
+  const compat = server.listeners("stream") as ((...args: unknown[]) => void)[];
+  server.removeAllListeners("stream");
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    if (take(stream, headers)) return;
+    for (const listener of compat) listener.call(server, stream, headers, ...rest);
+  });
 }

@@ -2,12 +2,34 @@ import { pino, type Logger } from "pino";
 
 export type { Logger };
 
-/** JSON logs on stdout; one line per event, ready for any log shipper. */
+/** Bytes of log lines that may wait for stdout; beyond that, lines are dropped (and counted), never the process blocked. */
+const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+
+/**
+ * JSON logs on stdout; one line per event, ready for any log shipper.
+ * Written asynchronously (a per-call access-log line must not cost each call a
+ * blocking write), bounded, and flushed when the process exits: after a
+ * drained shutdown, on process.exit and on an uncaught exception.
+ */
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: { service: "agora", pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
+  const destination = pino.destination({ dest: 1, sync: false, maxLength: MAX_PENDING_BYTES });
+  let dropped = 0;
+  destination.on("drop", () => void dropped++);
+  process.once("exit", () => {
+    if (dropped > 0) destination.write(`${JSON.stringify({ level: "warn", msg: "log lines dropped: stdout could not keep up", dropped })}\n`);
+    try {
+      destination.flushSync();
+    } catch {
+      // stdout already closed: nothing left to write to
+    }
   });
+  return pino(
+    {
+      level,
+      base: { service: "agora", pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination,
+  );
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { REQUEST_ID_HEADER } from "./error-mapping.js";
@@ -26,25 +27,42 @@ function codeName(err: unknown): string {
  * then writes one access-log line and the Prometheus series when the call ends.
  */
 export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interceptor {
+  // The labelled series of each method, looked up once (prom-client hashes the labels on every unlabelled call).
+  const series = new Map<DescMethod, ReturnType<typeof seriesOf>>();
+  const seriesFor = (method: DescMethod) => {
+    let s = series.get(method);
+    if (!s) series.set(method, (s = seriesOf(method)));
+    return s;
+  };
+  const seriesOf = (method: DescMethod) => {
+    const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
+    const handled = new Map<string, { inc(): void }>();
+    return {
+      name: `${labels.grpc_service}/${labels.grpc_method}`,
+      started: metrics.started.labels(labels),
+      latency: metrics.latency.labels(labels),
+      handled: (code: string) => {
+        let child = handled.get(code);
+        if (!child) handled.set(code, (child = metrics.handled.labels({ ...labels, grpc_code: code })));
+        return child;
+      },
+    };
+  };
   return (next) => async (req) => {
     const given = req.header.get(REQUEST_ID_HEADER);
     const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     req.header.set(REQUEST_ID_HEADER, requestId);
-    const labels = {
-      grpc_type: GRPC_TYPE[req.method.methodKind],
-      grpc_service: req.service.typeName,
-      grpc_method: req.method.name,
-    };
-    metrics.started.inc(labels);
+    const method = seriesFor(req.method);
+    method.started.inc();
     const startedAt = process.hrtime.bigint();
     const finish = (err: unknown) => {
       const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
       const code = codeName(err);
-      metrics.handled.inc({ ...labels, grpc_code: code });
-      metrics.latency.observe(labels, seconds);
+      method.handled(code).inc();
+      method.latency.observe(seconds);
       const entry = {
         requestId,
-        method: `${labels.grpc_service}/${labels.grpc_method}`,
+        method: method.name,
         code,
         durationMs: Math.round(seconds * 1e6) / 1e3,
         ...(err instanceof ConnectError && code !== "OK" ? { error: err.rawMessage } : {}),

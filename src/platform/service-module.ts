@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { JSONWebKeySet } from "jose";
 import type { Config } from "../config.js";
 import type { Clock } from "./clock.js";
+import type { PageTokens } from "./paging.js";
 import type { PubSub } from "./pubsub.js";
 
 /** What the composition root hands every service when it starts. */
@@ -13,6 +14,8 @@ export interface ServiceDeps {
   log: Logger;
   pubsub: PubSub;
   clock: Clock;
+  /** Issues and checks the page tokens of every List method. */
+  pageTokens: PageTokens;
   /** This server's own address, once it listens (for services that call siblings in the same process). */
   selfUrl: () => string;
 }
@@ -33,6 +36,8 @@ export interface ServiceModule {
   services: DescService[];
   /** Methods callable without a token, as "package.Service/Method". */
   publicMethods?: string[];
+  /** Methods only admins may call, as "package.Service/Method": refused before validation. */
+  adminMethods?: string[];
   /** Streaming methods whose handlers validate each request message themselves. */
   validatesOwnStream?: string[];
   start(deps: ServiceDeps): Promise<RunningService>;

@@ -1,11 +1,13 @@
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { pathToString } from "@bufbuild/protobuf/reflect";
+import { createRegistry, ScalarType, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { isReflectMessage, pathToString, reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Violation } from "@bufbuild/protovalidate";
 import type { Interceptor } from "@connectrpc/connect";
+import { file_agora_type_v1_rules } from "../../gen/agora/type/v1/rules_pb.js";
 import { invalidArgument, type FieldViolation } from "./errors.js";
 
 // One validator for the process: it compiles and caches the rules of each message type.
-const validator = createValidator();
+// Agora's shared rules (proto/agora/type/v1/rules.proto) are registered so protos can use them.
+const validator = createValidator({ registry: createRegistry(file_agora_type_v1_rules) });
 
 function toFieldViolation(v: Violation, prefix: string): FieldViolation {
   const field = pathToString(v.field);
@@ -19,12 +21,69 @@ function toFieldViolation(v: Violation, prefix: string): FieldViolation {
  */
 export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, prefix = ""): void {
   const result = validator.validate(schema, message);
-  if (result.kind === "valid") return;
-  if (result.kind === "invalid") {
-    throw invalidArgument(result.violations.map((v) => toFieldViolation(v, prefix)));
-  }
   // A rule that cannot be evaluated is a bug in the proto, not the caller's fault.
-  throw result.error;
+  if (result.kind === "error") throw result.error;
+  const violations = result.kind === "invalid" ? result.violations.map((v) => toFieldViolation(v, prefix)) : [];
+  const storable: FieldViolation[] = [];
+  checkStorable(reflect(schema, message), prefix.replace(/\.$/, ""), storable);
+  // The proto's own rule on a field (e.g. a tighter timestamp range) already said it.
+  violations.push(...storable.filter((s) => !violations.some((v) => v.field === s.field)));
+  if (violations.length > 0) throw invalidArgument(violations);
+}
+
+// The ranges google/protobuf/timestamp.proto and duration.proto define (years 1 to 9999, ±10,000 years).
+const MIN_TIMESTAMP_SECONDS = -62_135_596_800n;
+const MAX_TIMESTAMP_SECONDS = 253_402_300_799n;
+const MAX_DURATION_SECONDS = 315_576_000_000n;
+
+/**
+ * The rules every request obeys whatever its proto says, so no field can be
+ * forgotten: strings hold no NUL, the one character PostgreSQL cannot store
+ * (unpaired surrogates cannot get this far: the binary format decodes invalid
+ * UTF-8 to U+FFFD and the JSON format refuses them), and every Timestamp
+ * and Duration is within the range its well-known type defines (beyond it no
+ * date can be computed). Paths are written as protovalidate writes them.
+ */
+function checkStorable(m: ReflectMessage, path: string, out: FieldViolation[]): void {
+  const child = (name: string) => (path ? `${path}.${name}` : name);
+  const type = m.desc.typeName;
+  if (type === "google.protobuf.Timestamp" || type === "google.protobuf.Duration") {
+    const seconds = m.get(m.desc.fields[0]!) as bigint;
+    const nanos = m.get(m.desc.fields[1]!) as number;
+    const ok =
+      type === "google.protobuf.Timestamp"
+        ? seconds >= MIN_TIMESTAMP_SECONDS && seconds <= MAX_TIMESTAMP_SECONDS && nanos >= 0 && nanos <= 999_999_999
+        : seconds >= -MAX_DURATION_SECONDS && seconds <= MAX_DURATION_SECONDS && Math.abs(nanos) <= 999_999_999;
+    if (!ok) {
+      const range = type === "google.protobuf.Timestamp" ? "between the years 1 and 9999" : "within ±10,000 years";
+      out.push({ field: path, description: `must be ${range}`, reason: "OUT_OF_RANGE" });
+    }
+    return;
+  }
+  const check = (value: unknown, at: string) => {
+    if (typeof value === "string") {
+      if (value.includes("\0")) out.push({ field: at, description: "must not contain the NUL character", reason: "UNSTORABLE_TEXT" });
+    } else if (isReflectMessage(value)) {
+      checkStorable(value, at, out);
+    }
+  };
+  for (const field of m.fields) {
+    if (!m.isSet(field)) continue;
+    const at = child(field.name);
+    if (field.fieldKind === "scalar") {
+      if (field.scalar === ScalarType.STRING) check(m.get(field), at);
+    } else if (field.fieldKind === "message") {
+      checkStorable(m.get(field), at, out);
+    } else if (field.fieldKind === "list") {
+      for (const [i, v] of m.get(field).entries()) check(v, `${at}[${i}]`);
+    } else if (field.fieldKind === "map") {
+      for (const [k, v] of m.get(field)) {
+        const key = `${at}[${JSON.stringify(k)}]`;
+        check(k, key);
+        check(v, key);
+      }
+    }
+  }
 }
 
 /**

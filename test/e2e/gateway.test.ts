@@ -315,6 +315,7 @@ describe("e2e: Envoy gateway in front of two instances", function () {
     });
   });
 
+  // Kill -9, drain and freezes under writes: test/e2e/gateway-faults.test.ts.
   describe("faults", () => {
     afterEach(async function () {
       if (this.currentTest?.state === "failed") {
@@ -324,26 +325,6 @@ describe("e2e: Envoy gateway in front of two instances", function () {
     });
 
     const getProduct = (c: Client<typeof InventoryService>) => c.getProduct({ id: productId }, { timeoutMs: 5000 });
-
-    it("survives kill -9 of one instance under load, ejects it, and sends traffic back after a restart", async () => {
-      const victim = cluster.instances[0]!;
-      const address = `127.0.0.1:${victim.port}`;
-      const loading = load(cluster, token, 20, 10_000, getProduct);
-      await new Promise((r) => setTimeout(r, 2000));
-      victim.crash();
-      const result = await loading;
-      const total = result.ok + result.failed.length;
-      expect(result.ok / total, `${result.failed.length} of ${total} failed: ${result.failed.slice(0, 3).map((e) => e.message)}`).to.be.at.least(0.999);
-      const stats = await cluster.stats("cluster.inventory.");
-      expect(stats.get("cluster.inventory.outlier_detection.ejections_enforced_total"), "outlier ejections").to.be.greaterThan(0);
-      expect((await cluster.hosts("inventory")).get(address)?.healthy).to.equal(false);
-
-      await victim.up();
-      await cluster.allHealthy();
-      const before = (await cluster.hosts("inventory")).get(address)!.total;
-      await load(cluster, token, 4, 3000, getProduct);
-      expect((await cluster.hosts("inventory")).get(address)!.total).to.be.greaterThan(before);
-    });
 
     it("routes around a hung (SIGSTOP) instance within the callers' deadline", async () => {
       const hung = cluster.instances[1]!;
@@ -355,18 +336,6 @@ describe("e2e: Envoy gateway in front of two instances", function () {
       } finally {
         hung.resume();
       }
-      await cluster.allHealthy();
-    });
-
-    it("drains an instance on SIGTERM under load without failing a single call", async () => {
-      const leaving = cluster.instances[0]!;
-      const loading = load(cluster, token, 20, 8000, getProduct);
-      await new Promise((r) => setTimeout(r, 2000));
-      await leaving.stop("SIGTERM");
-      const result = await loading;
-      expect(result.failed.map((e) => e.message)).to.deep.equal([]);
-      expect([leaving.child!.exitCode, leaving.child!.signalCode], leaving.log().slice(-3000)).to.deep.equal([0, null]);
-      await leaving.up();
       await cluster.allHealthy();
     });
   });

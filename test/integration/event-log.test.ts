@@ -1,25 +1,37 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/core";
 import type { PostgreSqlDriver } from "@mikro-orm/postgresql";
+import { create } from "@bufbuild/protobuf";
+import { StringValueSchema, type StringValue } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
 import { openServiceDatabase } from "../../src/platform/db.js";
 import { EventLog } from "../../src/platform/event-log.js";
 import { PgPubSub } from "../../src/platform/pubsub.js";
+import { systemClock } from "../../src/platform/clock.js";
 import { Migration20261121000000 } from "../../src/services/inventory/migrations/Migration20261121000000.js";
 import { freshDatabase, quietLog } from "../support/harness.js";
 
-const text = { encode: (s: string) => new TextEncoder().encode(s), decode: (b: Uint8Array) => new TextDecoder().decode(b) };
 
 describe("event log", () => {
   let orm: MikroORM<PostgreSqlDriver>;
   let pubsub: PgPubSub;
-  let log: EventLog<string>;
+  let log: EventLog<StringValue>;
 
   beforeEach(async () => {
     const url = await freshDatabase();
     orm = await openServiceDatabase({ url, schema: "inventory", entities: [], migrations: [Migration20261121000000], poolSize: 4, log: quietLog });
     pubsub = new PgPubSub(url, quietLog);
-    log = new EventLog(orm.em, "inventory", pubsub, text, quietLog, 3_600_000, 5);
+    log = new EventLog({
+      em: orm.em,
+      schema: "inventory",
+      pubsub,
+      eventType: StringValueSchema,
+      log: quietLog,
+      retentionMs: 3_600_000,
+      heartbeatMs: 60_000,
+      clock: systemClock,
+      maxQueue: 5,
+    });
     await log.start();
   });
   afterEach(async () => {
@@ -28,21 +40,22 @@ describe("event log", () => {
     await orm.close();
   });
 
-  const append = (events: string[]) => orm.em.fork().transactional((tx) => log.append(tx, events));
+  const append = (values: string[]) =>
+    orm.em.fork().transactional((tx) => log.append(tx, values.map((value) => create(StringValueSchema, { value }))));
 
   it("gives a subscriber that falls behind every event, in order, from the table", async () => {
     const abort = new AbortController();
     const feed = log.follow(0n, abort.signal, 60_000);
-    const firstItem = feed.next(); // the subscriber registers and waits
+    const firstItem = feed.next(); // the subscriber registers, catches up (nothing yet) and says it is live
     // 20 events while the reader is not reading: far more than its queue of 5.
     for (let i = 0; i < 4; i++) await append([0, 1, 2, 3, 4].map((j) => `e${i * 5 + j}`));
     const seen: string[] = [];
     const first = await firstItem;
-    if (!first.done && "event" in first.value) seen.push(first.value.event);
+    expect(first.value, "the first item says the feed is live, and where").to.deep.equal({ heartbeat: true, cursor: 0n });
     while (seen.length < 20) {
       const next = await feed.next();
       if (next.done) break;
-      if ("event" in next.value) seen.push(next.value.event);
+      if ("event" in next.value) seen.push(next.value.event.value);
     }
     abort.abort();
     expect(seen).to.deep.equal(Array.from({ length: 20 }, (_, i) => `e${i}`));
@@ -57,6 +70,6 @@ describe("event log", () => {
       (e) => ConnectError.from(e),
     );
     expect(err?.code).to.equal(Code.FailedPrecondition);
-    expect((await log.read(0n)).map((e) => e.event)).to.deep.equal(["c"]);
+    expect((await log.read(0n)).map((e) => e.event.value)).to.deep.equal(["c"]);
   });
 });

@@ -11,7 +11,10 @@ import {
   WatchProductsRequestSchema,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
-import { client, eventually, freshDatabase, startTestServer, type TestServer } from "../support/harness.js";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { bearer, client, eventually, freshDatabase, startTestServer, type TestServer } from "../support/harness.js";
 
 const newProduct = (name: string, quantity = 10) => ({
   product: { name, category: Category.FOOD, quantity, unitPrice: { currencyCode: "EUR", units: 1n }, lowStockThreshold: 1 },
@@ -206,4 +209,66 @@ describe("server platform", () => {
       await stopped;
     });
   });
+});
+
+describe("native gRPC through grpc-js beside Connect-node (issue 16)", () => {
+  for (const engine of ["grpc-js", "connect"] as const) {
+    describe(`GRPC_SERVER=${engine}`, () => {
+      let server: TestServer;
+      before(async () => {
+        server = await startTestServer({ GRPC_SERVER: engine, SERVICES: "identity,inventory" });
+      });
+      after(() => server?.shutdown());
+
+      it("answers gRPC, gRPC-Web and Connect over ONE HTTP/2 connection alike: same result, same error with the same details, request id echoed", async () => {
+        const sessionManager = new Http2SessionManager(server.url);
+        const opts = { baseUrl: server.url, httpVersion: "2" as const, sessionManager, interceptors: [bearer(server.adminToken)] };
+        const transports = { grpc: createGrpcTransport(opts), grpcweb: createGrpcWebTransport(opts), connect: createConnectTransport(opts) };
+        const { product } = await createClient(InventoryService, transports.grpc).createProduct(newProduct(`one connection ${engine}`));
+        for (const [protocol, t] of Object.entries(transports)) {
+          const inventory = createClient(InventoryService, t);
+          let requestId: string | null = null;
+          const got = await inventory.getProduct(
+            { id: product!.id },
+            { headers: { "x-request-id": `rid-${protocol}` }, onHeader: (h) => (requestId = h.get("x-request-id")) },
+          );
+          expect(got.product, protocol).to.deep.equal(product);
+          expect(requestId, protocol).to.equal(`rid-${protocol}`);
+          const err = await inventory.getProduct({ id: "not-a-uuid" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+          expect(err?.code, protocol).to.equal(Code.InvalidArgument);
+          const badRequest = err!.findDetails(BadRequestSchema)[0];
+          expect(badRequest?.fieldViolations.map((v) => v.field), protocol).to.deep.equal(["id"]);
+        }
+        // The manager holds one HTTP/2 session: every call above shared the connection.
+        sessionManager.abort();
+      });
+
+      it("logs a server stream the client cancels as Canceled", async () => {
+        const lines: Record<string, unknown>[] = [];
+        const sink = new Writable({
+          write(chunk, _enc, done) {
+            lines.push(JSON.parse(chunk.toString()));
+            done();
+          },
+        });
+        const logged = await startTestServer({ GRPC_SERVER: engine, SERVICES: "identity,inventory", HEARTBEAT_INTERVAL_MS: "100" }, server.databaseUrl, pino({ level: "info" }, sink));
+        try {
+          const abort = new AbortController();
+          const watch = client(InventoryService, logged.url, "grpc", logged.adminToken).watchProducts(create(WatchProductsRequestSchema, {}), {
+            signal: abort.signal,
+            headers: { "x-request-id": `watch-${engine}` },
+          });
+          const it = watch[Symbol.asyncIterator]();
+          await it.next();
+          abort.abort();
+          await it.next().catch(() => undefined);
+          const isWatch = (l: Record<string, unknown>) => l.msg === "rpc" && l.requestId === `watch-${engine}`;
+          await eventually(() => lines.some(isWatch), "the stream's access log line");
+          expect(lines.find(isWatch)).to.include({ method: "agora.inventory.v1.InventoryService/WatchProducts", code: "Canceled" });
+        } finally {
+          await logged.shutdown();
+        }
+      });
+    });
+  }
 });

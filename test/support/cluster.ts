@@ -12,14 +12,17 @@ export interface TestCluster {
   target: string;
   /** An access token of the first administrator, signed in through the gateway. */
   adminToken: string;
+  /** The cluster's database (for tests that check what was stored). */
+  databaseUrl: string;
   stop(): Promise<void>;
 }
 
 export async function startTestCluster(prefix: string, env: Record<string, string> = {}, gateway: Partial<GatewayOptions> = {}): Promise<TestCluster> {
   const dataDir = tempDataDir(prefix);
+  const databaseUrl = await freshDatabase();
   const cluster = await startCluster({
     dataDir,
-    databaseUrl: await freshDatabase(),
+    databaseUrl,
     gatewayPort: 0,
     adminPort: 0,
     instances: 2,
@@ -42,6 +45,7 @@ export async function startTestCluster(prefix: string, env: Record<string, strin
       cluster,
       target: cluster.gatewayUrl.replace("http://", ""),
       adminToken,
+      databaseUrl,
       async stop() {
         await cluster.stop();
         fs.rmSync(dataDir, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import type { Clock } from "../../src/platform/clock.js";
+import { sendIdempotencyKey } from "../../src/platform/idempotency.js";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { pino, type Logger } from "pino";
@@ -101,7 +102,7 @@ export function bearer(token: string): Interceptor {
 }
 
 export function transport(baseUrl: string, protocol: ProtocolName, token?: string): Transport {
-  const interceptors = token ? [bearer(token)] : [];
+  const interceptors = [sendIdempotencyKey(), ...(token ? [bearer(token)] : [])];
   switch (protocol) {
     case "grpc":
       return createGrpcTransport({ baseUrl, interceptors });

@@ -21,7 +21,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
 import { codeName, detailsAsAny, invalidArgument, notFound, permissionDenied, quotaExceeded, resourceExhausted, unavailable } from "../../platform/errors.js";
-import { decodePageToken, fingerprint, isKeyset, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto, toMessage, toRoom } from "./chat.mapper.js";
@@ -37,6 +37,7 @@ export interface ChatSettings {
 }
 
 export interface ChatDeps {
+  pageTokens: PageTokens;
   log: Logger;
   /** The file service, for attachments. */
   filesUrl: () => string | undefined;
@@ -69,6 +70,7 @@ class SendLimiter {
 }
 
 export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
+  const pages = d.pageTokens;
   const limiter = new SendLimiter(d.settings.messagesPerSecond);
   const me = (caller: Caller) => ({ id: caller.userId, name: caller.username });
 
@@ -264,8 +266,8 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const caller = callerOf(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("rooms", caller.userId);
-      const rows = await d.repo.listRooms(caller.userId, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const rows = await d.repo.listRooms(caller.userId, pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { rooms: page.map(toRoom), nextPageToken };
     },
 

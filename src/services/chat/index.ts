@@ -13,7 +13,7 @@ export const chatModule: ServiceModule = {
   name: "chat",
   services: [ChatService],
   validatesOwnStream: [`${ChatService.typeName}/${ChatService.method.chat.name}`],
-  async start({ config, databaseUrl, log, pubsub, clock, selfUrl }) {
+  async start({ config, databaseUrl, log, pubsub, clock, selfUrl, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "chat",
@@ -28,6 +28,7 @@ export const chatModule: ServiceModule = {
     const hub = new ChatHub(repo, pubsub, log);
     await hub.start();
     const handlers = chatHandlers({
+      pageTokens,
       log,
       repo,
       presence,

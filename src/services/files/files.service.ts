@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   FileEventSchema,
@@ -16,7 +16,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { canceled, invalidArgument, notFound, outOfRange, permissionDenied, quotaExceeded, resourceExhausted } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
 import type { KeyedLock } from "./keyed-lock.js";
 import { toFile, toVersion } from "./files.mapper.js";
@@ -30,12 +30,12 @@ export interface FilesSettings {
 }
 
 export interface FilesDeps {
+  pageTokens: PageTokens;
   repo: FilesRepository;
   blobs: BlobStore;
   events: EventLog<FileEvent>;
   clock: Clock;
   settings: FilesSettings;
-  heartbeatMs: number;
   /** Temp files and hashes in use on this instance: the collector leaves them alone. */
   inUse: { temp: Set<string>; hashes: Set<string> };
   /** Serialises publishing a blob and collecting it, per hash. */
@@ -72,6 +72,7 @@ function fileEvent(type: FileEventType, f: FileRow, audience: string[], now: Dat
 }
 
 export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
+  const pages = d.pageTokens;
   const { repo, clock } = d;
   const me = (c: Caller) => ({ id: c.userId, name: c.username });
 
@@ -276,8 +277,8 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const caller = callerOf(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("files", caller.userId, req.prefix, req.includeDeleted);
-      const rows = await repo.list(caller.userId, req.prefix, req.includeDeleted, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.path, last.id]);
+      const rows = await repo.list(caller.userId, req.prefix, req.includeDeleted, pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.path, last.id]);
       const now = clock.now();
       return { files: page.map((f) => toFile(f, caller.userId, now)), nextPageToken };
     },
@@ -286,9 +287,9 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       await accessible(ctx, req.fileId, "reader");
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("versions", req.fileId);
-      const before = decodePageToken(req.pageToken, filters, isStringPosition);
+      const before = pages.decode(req.pageToken, filters, isStringPosition);
       const rows = await repo.versions(req.fileId, before === undefined ? undefined : BigInt(before), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.version);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.version);
       return { versions: page.map(toVersion), nextPageToken };
     },
 
@@ -368,13 +369,11 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
 
     async *watchFiles(req, ctx) {
       const caller = callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value: { time: timestampNow() } } });
-        } else if (item.event.audience.includes(caller.userId)) {
-          yield create(WatchFilesResponseSchema, { kind: { case: "event", value: { ...item.event, audience: [], cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchFilesResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) =>
+          e.audience.includes(caller.userId) ? create(WatchFilesResponseSchema, { kind: { case: "event", value: { ...e, audience: [], cursor } } }) : undefined,
+      });
     },
   };
 }

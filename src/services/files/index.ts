@@ -1,7 +1,6 @@
 import path from "node:path";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { FileEventSchema, FileService, type FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
+import { FileEventSchema, FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
@@ -12,15 +11,10 @@ import { FilesRepository } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
 
-const eventCodec = {
-  encode: (e: FileEvent) => toBinary(FileEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(FileEventSchema, b),
-};
-
 export const filesModule: ServiceModule = {
   name: "files",
   services: [FileService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "files",
@@ -31,18 +25,27 @@ export const filesModule: ServiceModule = {
     });
     const blobs = new LocalBlobStore(path.join(config.dataDir, "blobs"));
     await blobs.init();
-    const events = new EventLog<FileEvent>(orm.em, "files", pubsub, eventCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "files",
+      pubsub,
+      eventType: FileEventSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
     const repo = new FilesRepository(orm.em, events);
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
     const blobLocks = new KeyedLock();
     const handlers = filesHandlers({
+      pageTokens,
       repo,
       blobs,
       events,
       clock,
       settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes, maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser },
-      heartbeatMs: config.heartbeatIntervalMs,
       inUse,
       blobLocks,
     });

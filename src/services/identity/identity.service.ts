@@ -4,10 +4,10 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { hash, verify } from "@node-rs/argon2";
 import { IdentityService, TokensSchema, type Tokens } from "../../../gen/agora/identity/v1/identity_pb.js";
 import type { AuthConfig } from "../../config.js";
-import { callerOf, peerAddressKey, requireAdmin } from "../../platform/auth.js";
+import { callerOf, peerAddressKey } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, resourceExhausted, unauthenticated } from "../../platform/errors.js";
-import { decodePageToken, fingerprint, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { roleFromProto, toUser } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
 import type { SessionRepository } from "./session.repository.js";
@@ -17,6 +17,7 @@ import type { UserRepository } from "./user.repository.js";
 const BAD_CREDENTIALS = "invalid username or password";
 
 export interface IdentityDeps {
+  pageTokens: PageTokens;
   users: UserRepository;
   sessions: SessionRepository;
   throttle: LoginThrottleRepository;
@@ -28,6 +29,7 @@ export interface IdentityDeps {
 }
 
 export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentityService> {
+  const pages = d.pageTokens;
   async function tokensFor(user: TokenSubject, familyId: string | undefined): Promise<Tokens> {
     const now = d.clock.now();
     const access = await d.accessTokens.issue(user);
@@ -54,21 +56,21 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
     },
 
     async login(req, ctx) {
+      // Each attempt is reserved before the password is checked (see LoginThrottleRepository):
+      // the address's budget first, so a blocked stranger does not even slow the account down.
       const now = d.clock.now();
-      const userKey = `user:${req.username.toLowerCase()}`;
       const address = ctx.values.get(peerAddressKey);
-      const limits = [{ key: userKey, maxFailures: d.auth.loginMaxFailuresPerUser }];
-      if (address) limits.push({ key: `addr:${address}`, maxFailures: d.auth.loginMaxFailuresPerAddress });
-      const wait = await d.throttle.retryAfterMs(limits, now);
-      if (wait > 0) throw resourceExhausted("LOGIN_THROTTLED", "too many failed sign-in attempts: try again later", wait);
+      const addressWait = address ? await d.throttle.reserveAddress(address, now) : 0;
+      if (addressWait > 0) throw resourceExhausted("LOGIN_THROTTLED", "too many sign-in attempts from this address: try again later", addressWait);
+      const accountWait = await d.throttle.reserveAccount(req.username, now);
+      if (accountWait > 0 && !(address && (await d.throttle.isKnownClient(req.username, address, now)))) {
+        throw resourceExhausted("LOGIN_THROTTLED", "too many failed sign-in attempts on this account: wait and try again", accountWait);
+      }
 
       const user = await d.users.findForLogin(req.username);
       const passwordOk = await verify(user?.passwordHash ?? d.dummyHash, req.password).catch(() => false);
-      if (!user || !passwordOk || user.disabled) {
-        await d.throttle.recordFailure(limits.map((l) => l.key), now);
-        throw unauthenticated("BAD_CREDENTIALS", BAD_CREDENTIALS);
-      }
-      await d.throttle.reset(userKey);
+      if (!user || !passwordOk || user.disabled) throw unauthenticated("BAD_CREDENTIALS", BAD_CREDENTIALS);
+      await d.throttle.succeeded(req.username, address, now);
       return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, undefined) };
     },
 
@@ -100,22 +102,19 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       return { user: toUser(await d.users.get(callerOf(ctx).userId)) };
     },
 
-    async listUsers(req, ctx) {
-      requireAdmin(ctx);
+    async listUsers(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("users");
-      const rows = await d.users.list(decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.username.toLowerCase());
+      const rows = await d.users.list(pages.decode(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.username.toLowerCase());
       return { users: page.map(toUser), nextPageToken };
     },
 
-    async setUserRole(req, ctx) {
-      requireAdmin(ctx);
+    async setUserRole(req) {
       return { user: toUser(await d.users.setRole(req.userId, roleFromProto(req.role))) };
     },
 
-    async disableUser(req, ctx) {
-      requireAdmin(ctx);
+    async disableUser(req) {
       return { user: toUser(await d.users.disable(req.userId, d.clock.now())) };
     },
   };

@@ -6,6 +6,7 @@ import type { ServiceModule } from "../../platform/service-module.js";
 import { identityHandlers } from "./identity.service.js";
 import { LoginThrottleRepository } from "./login-throttle.repository.js";
 import { Migration20261121100000 } from "./migrations/Migration20261121100000.js";
+import { Migration20261125140000 } from "./migrations/Migration20261125140000.js";
 import { SessionRepository } from "./session.repository.js";
 import { loadSigningKey } from "./signing-keys.js";
 import { AccessTokenIssuer } from "./tokens.js";
@@ -15,14 +16,15 @@ import { UserRepository } from "./user.repository.js";
 export const identityModule: ServiceModule = {
   name: "identity",
   services: [IdentityService],
+  adminMethods: ["ListUsers", "SetUserRole", "DisableUser"].map((m) => `${IdentityService.typeName}/${m}`),
   publicMethods: ["Register", "Login", "Refresh"].map((m) => `${IdentityService.typeName}/${m}`),
-  async start({ config, databaseUrl, log, clock }) {
+  async start({ config, databaseUrl, log, clock, pageTokens }) {
     const key = await loadSigningKey(config.auth.privateKeyFile, config.dataDir);
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "identity",
       entities: [UserSchema, RefreshTokenSchema],
-      migrations: [Migration20261121100000],
+      migrations: [Migration20261121100000, Migration20261125140000],
       poolSize: config.dbPoolSize,
       log,
     });
@@ -30,9 +32,16 @@ export const identityModule: ServiceModule = {
     const { adminUsername, adminPassword } = config.auth;
     if (adminUsername && adminPassword) await ensureAdmin(users, adminUsername, adminPassword, clock.now(), log);
     const handlers = identityHandlers({
+      pageTokens,
       users,
       sessions: new SessionRepository(orm.em),
-      throttle: new LoginThrottleRepository(orm.em, config.auth.loginWindowSeconds),
+      throttle: new LoginThrottleRepository(orm.em, {
+        maxAttemptsPerAddress: config.auth.loginMaxFailuresPerAddress,
+        freeFailuresPerAccount: config.auth.loginMaxFailuresPerUser,
+        maxDelaySeconds: config.auth.loginMaxDelaySeconds,
+        windowSeconds: config.auth.loginWindowSeconds,
+        knownClientSeconds: config.auth.refreshTokenTtlSeconds,
+      }),
       accessTokens: new AccessTokenIssuer(
         key,
         { issuer: config.auth.issuer, audience: config.auth.audience, ttlSeconds: config.auth.accessTokenTtlSeconds },

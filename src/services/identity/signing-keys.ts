@@ -4,6 +4,7 @@ import path from "node:path";
 import { exportJWK, type JSONWebKeySet } from "jose";
 import { TOKEN_ALGORITHM } from "../../platform/auth.js";
 import { StartupError } from "../../platform/db.js";
+import { readOrCreateSecret } from "../../platform/secrets.js";
 
 export interface SigningKey {
   kid: string;
@@ -19,18 +20,12 @@ export interface SigningKey {
  */
 export async function loadSigningKey(privateKeyFile: string | undefined, dataDir: string): Promise<SigningKey> {
   const file = privateKeyFile ?? path.join(dataDir, "keys", "jwt-es256.pem");
-  if (!privateKeyFile && !fs.existsSync(file)) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    try {
-      fs.writeFileSync(file, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600, flag: "wx" });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err; // another instance was first
-    }
-  }
   let privateKey: KeyObject;
   try {
-    privateKey = createPrivateKey(fs.readFileSync(file));
+    const pem = privateKeyFile
+      ? fs.readFileSync(file)
+      : readOrCreateSecret(file, () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }));
+    privateKey = createPrivateKey(pem);
   } catch (err) {
     throw new StartupError(`cannot read the token signing key ${file}: ${(err as Error).message}`);
   }

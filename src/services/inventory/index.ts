@@ -1,9 +1,8 @@
-import type { ProductEvent } from "../../../gen/agora/inventory/v1/inventory_pb.js";
-import { InventoryService } from "../../../gen/agora/inventory/v1/inventory_pb.js";
+import { InventoryService, ProductEventSchema } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
-import { inventoryHandlers, productEventCodec } from "./inventory.service.js";
+import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
 import { ProductSchema, StockMovementSchema } from "./product.entity.js";
 import { ProductRepository } from "./product.repository.js";
@@ -11,7 +10,8 @@ import { ProductRepository } from "./product.repository.js";
 export const inventoryModule: ServiceModule = {
   name: "inventory",
   services: [InventoryService],
-  async start({ config, databaseUrl, log, pubsub }) {
+  adminMethods: ["CreateProduct", "UpdateProduct", "DeleteProduct", "AdjustStock"].map((m) => `${InventoryService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "inventory",
@@ -20,11 +20,20 @@ export const inventoryModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<ProductEvent>(orm.em, "inventory", pubsub, productEventCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "inventory",
+      pubsub,
+      eventType: ProductEventSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
-    const products = new ProductRepository(orm.em, events);
+    const products = new ProductRepository(orm.em, events, clock);
     return {
-      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, config.heartbeatIntervalMs)),
+      register: (router) => router.service(InventoryService, inventoryHandlers(products, events, pageTokens)),
       ping: () => ping(orm),
       stop: async () => {
         events.stop();

@@ -1,20 +1,16 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
-  HeartbeatSchema,
   InventoryService,
-  ProductEventSchema,
   ProductEventType,
   ProductSchema as ProductMessageSchema,
   WatchProductsResponseSchema,
   type ProductEvent,
   type WatchProductsRequest,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
-import { requireAdmin } from "../../platform/auth.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isNumericKeyset, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
 import type { ProductRepository } from "./product.repository.js";
@@ -24,19 +20,13 @@ const UPDATABLE = new Set(["name", "description", "category", "unit_price", "low
 
 const isOffset = (p: unknown): p is number => Number.isInteger(p) && (p as number) >= 0;
 
-export const productEventCodec = {
-  encode: (e: ProductEvent) => toBinary(ProductEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(ProductEventSchema, b),
-};
-
 export function inventoryHandlers(
   products: ProductRepository,
   events: EventLog<ProductEvent>,
-  heartbeatMs: number,
+  pages: PageTokens,
 ): ServiceImpl<typeof InventoryService> {
   return {
-    async createProduct(req, ctx) {
-      requireAdmin(ctx);
+    async createProduct(req) {
       const p = req.product!;
       const product = await products.create(productFields(p), p.quantity, req.requestId);
       return { product: toProduct(product) };
@@ -54,15 +44,14 @@ export function inventoryHandlers(
         lowStockOnly: req.lowStockOnly,
         order: req.orderBy,
         descending: req.descending,
-        after: decodePageToken(req.pageToken, filters, isNumericKeyset),
+        after: pages.decode(req.pageToken, filters, isNumericKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => products.positionOf(last, req.orderBy));
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => products.positionOf(last, req.orderBy));
       return { products: page.map(toProduct), nextPageToken };
     },
 
-    async updateProduct(req, ctx) {
-      requireAdmin(ctx);
+    async updateProduct(req) {
       const paths = req.updateMask!.paths;
       assertUpdateMask(paths, UPDATABLE);
       const given = req.product ?? create(ProductMessageSchema);
@@ -82,8 +71,7 @@ export function inventoryHandlers(
       return { product: toProduct(updated) };
     },
 
-    async deleteProduct(req, ctx) {
-      requireAdmin(ctx);
+    async deleteProduct(req) {
       await products.delete(req.id, req.etag);
       return {};
     },
@@ -95,14 +83,13 @@ export function inventoryHandlers(
       }
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("search", req.query, req.category);
-      const offset = decodePageToken(req.pageToken, filters, isOffset) ?? 0;
+      const offset = pages.decode(req.pageToken, filters, isOffset) ?? 0;
       const rows = await products.search(words.slice(0, 20), req.query, req.category, offset, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, () => offset + limit);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, () => offset + limit);
       return { products: page.map(toProduct), nextPageToken };
     },
 
-    async adjustStock(req, ctx) {
-      requireAdmin(ctx);
+    async adjustStock(req) {
       const result = await products.adjustStock(req.productId, req.delta, req.reason, req.requestId);
       return { product: toProduct(result.product), movement: toStockMovement(result.movement), replayed: result.replayed };
     },
@@ -110,25 +97,18 @@ export function inventoryHandlers(
     async listStockMovements(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("movements", req.productId);
-      const after = decodePageToken(req.pageToken, filters, isKeyset);
+      const after = pages.decode(req.pageToken, filters, isKeyset);
       const rows = await products.listMovements(req.productId, after, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.createdAt.toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.createdAt.toISOString(), last.id]);
       return { movements: page.map(toStockMovement), nextPageToken };
     },
 
     async *watchProducts(req, ctx) {
       const wanted = watchFilter(req);
-      for await (const item of events.followCursor(req.afterCursor, ctx.signal, heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchProductsResponseSchema, {
-            kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) },
-          });
-        } else if (wanted(item.event)) {
-          yield create(WatchProductsResponseSchema, {
-            kind: { case: "event", value: { ...item.event, cursor: item.id.toString() } },
-          });
-        }
-      }
+      yield* events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchProductsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) => (wanted(e) ? create(WatchProductsResponseSchema, { kind: { case: "event", value: { ...e, cursor } } }) : undefined),
+      });
     },
   };
 }

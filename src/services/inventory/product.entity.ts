@@ -34,8 +34,8 @@ export const ProductSchema = new EntitySchema<ProductEntity>({
     lowStockThreshold: { type: "integer", fieldName: "low_stock_threshold" },
     version: { type: "integer", version: true },
     requestId: { type: "text", fieldName: "request_id", nullable: true },
-    createdAt: { type: "Date", fieldName: "created_at", onCreate: () => new Date() },
-    updatedAt: { type: "Date", fieldName: "updated_at", onCreate: () => new Date(), onUpdate: () => new Date() },
+    createdAt: { type: "Date", fieldName: "created_at" },
+    updatedAt: { type: "Date", fieldName: "updated_at" },
   },
 });
 
@@ -59,7 +59,7 @@ export const StockMovementSchema = new EntitySchema<StockMovementEntity>({
     quantityAfter: { type: "integer", fieldName: "quantity_after" },
     reason: { type: "text" },
     requestId: { type: "text", fieldName: "request_id" },
-    createdAt: { type: "Date", fieldName: "created_at", onCreate: () => new Date() },
+    createdAt: { type: "Date", fieldName: "created_at" },
   },
 });
 

@@ -1,5 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { AlertEventSchema, MonitoringService, type AlertEvent } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
+import { AlertEventSchema, MonitoringService } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
@@ -12,17 +11,13 @@ import { Migration20261122000000 } from "./migrations/Migration20261122000000.js
 import { toAlertEvent } from "./monitoring.mapper.js";
 import { monitoringHandlers } from "./monitoring.service.js";
 
-const eventCodec = {
-  encode: (e: AlertEvent) => toBinary(AlertEventSchema, e),
-  decode: (b: Uint8Array) => fromBinary(AlertEventSchema, b),
-};
-
 const DAY_MS = 86_400_000;
 
 export const monitoringModule: ServiceModule = {
   name: "monitoring",
   services: [MonitoringService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  adminMethods: ["DeleteHost", "CreateAlertRule", "UpdateAlertRule", "DeleteAlertRule", "CreateSilence", "DeleteSilence"].map((m) => `${MonitoringService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const settings = config.monitoring;
     const orm = await openServiceDatabase({
       url: databaseUrl,
@@ -32,18 +27,27 @@ export const monitoringModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<AlertEvent>(orm.em, "monitoring", pubsub, eventCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "monitoring",
+      pubsub,
+      eventType: AlertEventSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);
     const handlers = monitoringHandlers({
+      pageTokens,
       metrics,
       alerts,
       ingestor: new Ingestor(metrics, clock),
       events,
       config: settings,
       clock,
-      heartbeatMs: config.heartbeatIntervalMs,
     });
 
     // Every instance ticks; one at a time evaluates (see AlertEvaluator).

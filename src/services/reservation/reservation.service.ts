@@ -1,8 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
-  HeartbeatSchema,
   NotificationType,
   ReservationService,
   ResourceSchema as ResourceMessageSchema,
@@ -10,11 +9,11 @@ import {
   type Notification,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import type { ReservationConfig } from "../../config.js";
-import { assertOwner, callerOf, requireAdmin } from "../../platform/auth.js";
+import { assertOwner, callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { failedPrecondition, invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { decodePageToken, fingerprint, isKeyset, isStringPosition, pageOf, pageSize } from "../../platform/paging.js";
+import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { NotificationRepository } from "./notification.repository.js";
 import type { ReservationEntity, ResourceEntity } from "./reservation.entity.js";
@@ -26,13 +25,13 @@ const UPDATABLE = new Set(["name", "type", "capacity", "location", "description"
 
 
 export interface ReservationDeps {
+  pageTokens: PageTokens;
   resources: ResourceRepository;
   reservations: ReservationRepository;
   notifications: NotificationRepository;
   events: EventLog<Notification>;
   config: ReservationConfig;
   clock: Clock;
-  heartbeatMs: number;
 }
 
 function millis(t: Timestamp): number {
@@ -74,6 +73,7 @@ function capacityViolation(resource: ResourceEntity, partySize: number): FieldVi
 }
 
 export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof ReservationService> {
+  const pages = d.pageTokens;
   /** The reservation if the caller may see it; NOT_FOUND otherwise (ids of others are never confirmed). */
   async function visible(ctx: HandlerContext, id: string): Promise<ReservationEntity> {
     const reservation = await d.reservations.get(id);
@@ -94,8 +94,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
   }
 
   return {
-    async createResource(req, ctx) {
-      requireAdmin(ctx);
+    async createResource(req) {
       return { resource: toResource(await d.resources.create(resourceFields(req.resource!), req.requestId, d.clock.now())) };
     },
 
@@ -110,15 +109,14 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         type: req.type,
         active: req.active,
         minCapacity: req.minCapacity,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { resources: page.map(toResource), nextPageToken };
     },
 
-    async updateResource(req, ctx) {
-      requireAdmin(ctx);
+    async updateResource(req) {
       const paths = req.updateMask!.paths;
       assertUpdateMask(paths, UPDATABLE);
       const given = req.resource ?? create(ResourceMessageSchema);
@@ -147,9 +145,9 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const end = timestampDate(req.endTime!);
       const filters = fingerprint("available", req.type, req.partySize, start.toISOString(), end.toISOString());
       const rows = await d.resources.available(
-        req.type, req.partySize, start, end, d.clock.now(), decodePageToken(req.pageToken, filters, isKeyset), limit + 1,
+        req.type, req.partySize, start, end, d.clock.now(), pages.decode(req.pageToken, filters, isKeyset), limit + 1,
       );
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [last.name, last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [last.name, last.id]);
       return { resources: page.map(toResource), nextPageToken };
     },
 
@@ -195,10 +193,10 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
         statuses: req.statuses.map(statusFromProto),
         from,
         to,
-        after: decodePageToken(req.pageToken, filters, isKeyset),
+        after: pages.decode(req.pageToken, filters, isKeyset),
         limit: limit + 1,
       });
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => [new Date(last.startTime).toISOString(), last.id]);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => [new Date(last.startTime).toISOString(), last.id]);
       return { reservations: page.map(toReservation), nextPageToken };
     },
 
@@ -221,8 +219,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       return { reservation: toReservation(moved) };
     },
 
-    async confirmReservation(req, ctx) {
-      requireAdmin(ctx);
+    async confirmReservation(req) {
       const reservation = await d.reservations.get(req.id);
       const confirmed = await d.reservations.transition(reservation, ["pending"], "confirmed", d.clock.now(), {
         type: NotificationType.CONFIRMED,
@@ -231,8 +228,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       return { reservation: toReservation(confirmed) };
     },
 
-    async rejectReservation(req, ctx) {
-      requireAdmin(ctx);
+    async rejectReservation(req) {
       const reservation = await d.reservations.get(req.id);
       const reason = req.reason ? `: ${req.reason}` : "";
       const rejected = await d.reservations.transition(reservation, ["pending"], "rejected", d.clock.now(), {
@@ -246,8 +242,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const caller = callerOf(ctx);
       const limit = pageSize(req.pageSize);
       const filters = fingerprint("notifications", caller.userId, req.unreadOnly);
-      const rows = await d.notifications.list(caller.userId, req.unreadOnly, decodePageToken(req.pageToken, filters, isStringPosition), limit + 1);
-      const { page, nextPageToken } = pageOf(rows, limit, filters, (last) => String(last.eventId));
+      const rows = await d.notifications.list(caller.userId, req.unreadOnly, pages.decode(req.pageToken, filters, isStringPosition), limit + 1);
+      const { page, nextPageToken } = pages.pageOf(rows, limit, filters, (last) => String(last.eventId));
       return { notifications: page.map(toNotification), nextPageToken };
     },
 
@@ -257,13 +253,11 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
 
     async *watchNotifications(req, ctx) {
       const caller = callerOf(ctx);
-      for await (const item of d.events.followCursor(req.afterCursor, ctx.signal, d.heartbeatMs)) {
-        if ("heartbeat" in item) {
-          yield create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value: create(HeartbeatSchema, { time: timestampNow() }) } });
-        } else if (item.event.userId === caller.userId) {
-          yield create(WatchNotificationsResponseSchema, { kind: { case: "notification", value: { ...item.event, cursor: item.id.toString() } } });
-        }
-      }
+      yield* d.events.watch(req.afterCursor, ctx.signal, {
+        heartbeat: (value) => create(WatchNotificationsResponseSchema, { kind: { case: "heartbeat", value } }),
+        event: (n, cursor) =>
+          n.userId === caller.userId ? create(WatchNotificationsResponseSchema, { kind: { case: "notification", value: { ...n, cursor } } }) : undefined,
+      });
     },
   };
 }

@@ -416,7 +416,16 @@ export interface WatchProductsResponse {
 
 /** Keeps a quiet stream alive. */
 export interface Heartbeat {
-  time?: Date | undefined;
+  time?:
+    | Date
+    | undefined;
+  /**
+   * Where the stream stands: resuming with this as after_cursor misses nothing.
+   * A Watch stream's first message is a heartbeat, sent once the stream is live
+   * (after any events it resumed with): every event committed after the client
+   * receives it is delivered.
+   */
+  cursor: string;
 }
 
 function createBaseProduct(): Product {
@@ -2778,13 +2787,16 @@ export const WatchProductsResponse: MessageFns<WatchProductsResponse> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { time: undefined };
+  return { time: undefined, cursor: "" };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
   encode(message: Heartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.time !== undefined) {
       Timestamp.encode(toTimestamp(message.time), writer.uint32(10).fork()).join();
+    }
+    if (message.cursor !== "") {
+      writer.uint32(18).string(message.cursor);
     }
     return writer;
   },
@@ -2810,6 +2822,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cursor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2823,13 +2843,19 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   },
 
   fromJSON(object: any): Heartbeat {
-    return { time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined };
+    return {
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      cursor: isSet(object.cursor) ? globalThis.String(object.cursor) : "",
+    };
   },
 
   toJSON(message: Heartbeat): unknown {
     const obj: any = {};
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
+    }
+    if (message.cursor !== "") {
+      obj.cursor = message.cursor;
     }
     return obj;
   },
@@ -2840,6 +2866,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   fromPartial<I extends Exact<DeepPartial<Heartbeat>, I>>(object: I): Heartbeat {
     const message = createBaseHeartbeat();
     message.time = object.time ?? undefined;
+    message.cursor = object.cursor ?? "";
     return message;
   },
 };

@@ -418,7 +418,7 @@ export interface QueryMetricsRequest {
   endTime?:
     | Date
     | undefined;
-  /** At least one second; at most 11000 steps per query. */
+  /** At least one second, at most a year; at most 11000 steps per query. */
   step?:
     | Duration
     | undefined;
@@ -735,7 +735,16 @@ export interface WatchAlertsResponse {
 
 /** Keeps a quiet stream alive. */
 export interface Heartbeat {
-  time?: Date | undefined;
+  time?:
+    | Date
+    | undefined;
+  /**
+   * Where the stream stands: resuming with this as after_cursor misses nothing.
+   * A Watch stream's first message is a heartbeat, sent once the stream is live
+   * (after any events it resumed with): every event committed after the client
+   * receives it is delivered.
+   */
+  cursor: string;
 }
 
 function createBaseSample(): Sample {
@@ -5635,13 +5644,16 @@ export const WatchAlertsResponse: MessageFns<WatchAlertsResponse> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { time: undefined };
+  return { time: undefined, cursor: "" };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
   encode(message: Heartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.time !== undefined) {
       Timestamp.encode(toTimestamp(message.time), writer.uint32(10).fork()).join();
+    }
+    if (message.cursor !== "") {
+      writer.uint32(18).string(message.cursor);
     }
     return writer;
   },
@@ -5667,6 +5679,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cursor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5680,13 +5700,19 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   },
 
   fromJSON(object: any): Heartbeat {
-    return { time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined };
+    return {
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      cursor: isSet(object.cursor) ? globalThis.String(object.cursor) : "",
+    };
   },
 
   toJSON(message: Heartbeat): unknown {
     const obj: any = {};
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
+    }
+    if (message.cursor !== "") {
+      obj.cursor = message.cursor;
     }
     return obj;
   },
@@ -5697,6 +5723,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   fromPartial<I extends Exact<DeepPartial<Heartbeat>, I>>(object: I): Heartbeat {
     const message = createBaseHeartbeat();
     message.time = object.time ?? undefined;
+    message.cursor = object.cursor ?? "";
     return message;
   },
 };
