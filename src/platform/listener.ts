@@ -1,6 +1,8 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { EventEmitter } from "node:events";
+import type { Readable } from "node:stream";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -62,6 +64,7 @@ export class DualProtocolListener {
       const socket = req.socket;
       this.clearWait(socket);
       this.h1InFlight.set(socket, (this.h1InFlight.get(socket) ?? 0) + 1);
+      if (!req.complete) this.boundBody(req.url, req, res, () => socket.destroy());
       if (this.closing) res.setHeader("connection", "close");
       res.once("close", () => {
         const left = (this.h1InFlight.get(socket) ?? 1) - 1;
@@ -83,19 +86,31 @@ export class DualProtocolListener {
     this.h2.on("session", (session) => {
       this.sessions.add(session);
       let open = 0;
+      // Closing an idle connection races the peer's next request (Envoy keeps idle upstream connections
+      // and may send one at that moment): a plain GOAWAY would leave that request refused or cut mid-way.
+      // So the shutdown notice first (GOAWAY with the largest stream id: nothing refused, the peer opens
+      // no new stream), then a PING round trip, after which every stream the peer sent before the notice
+      // has arrived; then the real GOAWAY, which lets those streams finish (as grpc-go does). Node's own
+      // client closes on the notice without answering the PING: the 1 s fallback covers it.
       const idle = () => {
-        if (open > 0) return;
-        session.close();
-        // A peer that ignores GOAWAY is cut shortly after, unless a stream that crossed the GOAWAY is still running.
-        setTimeout(() => {
-          if (open === 0) session.destroy();
-        }, 1000).unref();
+        if (open > 0 || session.closed || session.destroyed) return;
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+        let timer: NodeJS.Timeout | undefined;
+        const close = () => {
+          clearTimeout(timer);
+          if (!session.closed && !session.destroyed) session.close();
+        };
+        // A peer that does not answer the PING is closed all the same, shortly after.
+        timer = setTimeout(close, 1000).unref();
+        if (!session.ping(close)) close();
       };
       // A session that only sent its preface (or a head that never completes) must open a stream in time.
       this.wait(session, t.headersMs, idle);
-      session.on("stream", (stream) => {
+      session.on("stream", (stream, headers) => {
         open++;
         this.clearWait(session);
+        // Here rather than on 'request': streams taken by grpc-js never reach the compatibility layer.
+        if (!stream.endAfterHeaders) this.boundBody(headers[":path"], stream, stream, () => stream.close(http2.constants.NGHTTP2_CANCEL));
         // A stream that moves no frame either way for this long while the client owes us something is
         // cancelled: a request body that stopped coming, or a client that stopped reading (its flow
         // control holds our writes back). A quiet stream with nothing pending (Health.Watch) stays.
@@ -111,11 +126,6 @@ export class DualProtocolListener {
         this.sessions.delete(session);
       });
     });
-    for (const server of [this.h1, this.h2] as const) {
-      server.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) =>
-        this.boundBody(req, res),
-      );
-    }
     this.tcp = net.createServer((socket) => this.route(socket));
   }
 
@@ -140,16 +150,13 @@ export class DualProtocolListener {
    * request (client streaming, bidi: a long upload) may take as long as it keeps
    * moving, which the socket and stream idle bounds cover.
    */
-  private boundBody(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void {
-    const path = (req.url ?? "").split("?")[0];
-    if (this.options.streamingRequestPaths?.has(path) || req.complete) return;
-    // (Http2ServerRequest.destroy() leaves the stream open: it is cancelled itself.)
-    const cut = () => ("stream" in req ? req.stream.close(http2.constants.NGHTTP2_CANCEL) : req.socket.destroy());
+  private boundBody(url: string | undefined, body: Readable, done: EventEmitter, cut: () => void): void {
+    if (this.options.streamingRequestPaths?.has((url ?? "").split("?")[0])) return;
     const timer = setTimeout(cut, this.options.timeouts.requestBodyMs);
     timer.unref();
-    const done = () => clearTimeout(timer);
-    req.once("end", done);
-    res.once("close", done);
+    const clear = () => clearTimeout(timer);
+    body.once("end", clear);
+    done.once("close", clear);
   }
 
   private route(socket: net.Socket): void {
