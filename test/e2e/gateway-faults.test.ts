@@ -180,6 +180,14 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
   it("freezes an instance while it holds a service's event-log lock: writes through the other instance finish within the bound, nothing half-applied", async () => {
     const [holder, other] = cluster.instances as [Instance, Instance];
     const direct = (i: Instance) => client(InventoryService, `http://127.0.0.1:${i.port}`, "grpc", token);
+    // A write still running from the previous test (one the gateway gave up on during the freeze) would take the
+    // event-log lock first and wait on the table lock below, parking the holder's create on that lock instead.
+    await eventually(async () => {
+      const { rows } = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()`,
+      );
+      return rows[0]!.n === 0;
+    }, "the database to be quiet");
     // Parks the holder's create right after it took the event-log lock: its INSERT into the log waits for this table lock.
     await db.query("BEGIN");
     await db.query(`LOCK TABLE "inventory".events IN SHARE ROW EXCLUSIVE MODE`);
