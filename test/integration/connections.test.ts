@@ -130,6 +130,27 @@ describe("connections that never send a complete request (issue 15, hole 5)", ()
     console.log(`      idle HTTP/2 connection closed ${Date.now() - start} ms after the call began`);
   });
 
+  it("cancels a native gRPC unary call trickling its body, though every byte resets the idle bound", async () => {
+    // Native gRPC streams are served by grpc-js (takeStream) and never reach Node's 'request' event: the body bound is per stream.
+    const session = http2.connect(server.url);
+    session.on("error", () => undefined);
+    const stream = session.request({ ":method": "POST", ":path": "/agora.identity.v1.IdentityService/Login", "content-type": "application/grpc", te: "trailers" });
+    stream.on("error", () => undefined);
+    stream.on("data", () => undefined);
+    stream.write(Buffer.from([0, 0, 0, 3, 232])); // a 1000-byte message, one byte every 100 ms
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (!stream.closed && sent < 1000) stream.write(Buffer.from([10]), () => sent++);
+    }, 100);
+    const start = Date.now();
+    await new Promise((resolve) => stream.once("close", resolve));
+    clearInterval(timer);
+    session.close();
+    console.log(`      trickled gRPC body cut after ${Date.now() - start} ms and ${sent} bytes (rst code ${stream.rstCode})`);
+    expect(stream.rstCode).to.equal(http2.constants.NGHTTP2_CANCEL);
+    expect(sent).to.be.below(100);
+  });
+
   it("closes an idle HTTP/1.1 keep-alive connection after its request", async () => {
     const socket = await connect(server.url);
     const answered = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
