@@ -85,7 +85,7 @@ async function main(): Promise<number> {
     database = await startEmbeddedPostgres(runDir, 0, pino({ level: "warn" }));
     const postgresPid = Number(fs.readFileSync(path.join(runDir, "postgres", "postmaster.pid"), "utf8").split("\n")[0]);
     pinTree(postgresPid, pinning.server);
-    const ctx: BenchContext = { quick: args.quick!, settings, pinning, runDir, databaseAdminUrl: database.url, postgresPid, profileDir, log };
+    const ctx: BenchContext = { quick: args.quick!, settings, pinning, runDir, databaseAdminUrl: database.adminUrl, postgresPid, profileDir, log };
 
     for (const scenario of SCENARIOS) {
       if (only && !only.includes(scenario.name)) continue;

@@ -1,4 +1,7 @@
 import path from "node:path";
+import type { ConnectionTimeouts } from "./platform/listener.js";
+import type { MetricsAccess } from "./platform/metrics-endpoint.js";
+import type { RateLimitConfig } from "./platform/rate-limit.js";
 
 /** The services this build can serve; `SERVICES` picks a subset. */
 export const KNOWN_SERVICES = ["identity", "inventory", "reservation", "chat", "files", "monitoring", "game"] as const;
@@ -18,6 +21,12 @@ export interface Config {
   logLevel: string;
   maxMessageBytes: number;
   maxConcurrentStreams: number;
+  /** Bounds on connections that never send a complete request (docs/security.md, "Connections"). */
+  connections: ConnectionTimeouts;
+  /** Rate limits on methods that write (docs/security.md, "Rate limits and quotas"). */
+  rateLimits: RateLimitConfig;
+  /** Who may read GET /metrics, and where (docs/security.md, "Metrics endpoint"). */
+  metrics: MetricsAccess;
   /** Who serves native gRPC (protobuf): grpc-js through src/platform/grpc-js-adapter.ts, or Connect-node like the other protocols. */
   grpcServer: "grpc-js" | "connect";
   /** How long in-flight calls may take to finish after SIGTERM before connections are cut. */
@@ -68,6 +77,7 @@ export interface FilesConfig {
   gcGraceSeconds: number;
   sweepIntervalMs: number;
   uploadTtlMinutes: number;
+  maxOpenUploadsPerUser: number;
 }
 
 export interface ChatConfig {
@@ -77,6 +87,7 @@ export interface ChatConfig {
   /** Events a stream may have waiting before it is ended as too slow (it resumes from its cursors). */
   streamBuffer: number;
   awayAfterSeconds: number;
+  maxRoomsPerUser: number;
 }
 
 export interface ReservationConfig {
@@ -169,6 +180,20 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: env.LOG_LEVEL?.trim() || "info",
     maxMessageBytes: integer(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxConcurrentStreams: integer(env, "MAX_CONCURRENT_STREAMS", 200, 1, 10_000),
+    connections: {
+      firstBytesMs: integer(env, "CONNECTION_FIRST_BYTES_TIMEOUT_MS", 10_000, 100, 600_000),
+      headersMs: integer(env, "CONNECTION_HEADERS_TIMEOUT_MS", 20_000, 100, 600_000),
+      requestBodyMs: integer(env, "REQUEST_BODY_TIMEOUT_MS", 60_000, 100, 3_600_000),
+      idleMs: integer(env, "CONNECTION_IDLE_TIMEOUT_MS", 120_000, 100, 3_600_000),
+    },
+    rateLimits: {
+      userWritesPerSecond: integer(env, "RATE_LIMIT_USER_WRITES_PER_SECOND", 10, 0, 1_000_000),
+      userWritesBurst: integer(env, "RATE_LIMIT_USER_WRITES_BURST", 50, 1, 1_000_000),
+      addressWritesPerSecond: integer(env, "RATE_LIMIT_ADDRESS_WRITES_PER_SECOND", 50, 0, 1_000_000),
+      addressWritesBurst: integer(env, "RATE_LIMIT_ADDRESS_WRITES_BURST", 200, 1, 1_000_000),
+      registrationsPerHour: integer(env, "RATE_LIMIT_REGISTRATIONS_PER_HOUR", 20, 0, 1_000_000),
+    },
+    metrics: metricsAccess(env),
     grpcServer: oneOf(env, "GRPC_SERVER", ["grpc-js", "connect"] as const),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     shutdownDelayMs: integer(env, "SHUTDOWN_DELAY_MS", 0, 0, 60_000),
@@ -187,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
       messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
       streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
       awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),
+      maxRoomsPerUser: integer(env, "CHAT_MAX_ROOMS_PER_USER", 100, 1, 1_000_000),
     },
     files: {
       maxBytes: integer(env, "FILES_MAX_BYTES", 1024 ** 3, 1, 1024 ** 4),
@@ -194,6 +220,7 @@ export function loadConfig(env: Env = process.env): Config {
       gcGraceSeconds: integer(env, "FILES_GC_GRACE_SECONDS", 3600, 0, 30 * 86_400),
       sweepIntervalMs: integer(env, "FILES_SWEEP_INTERVAL_MS", 60_000, 10, 86_400_000),
       uploadTtlMinutes: integer(env, "FILES_UPLOAD_TTL_MINUTES", 60, 1, 7 * 24 * 60),
+      maxOpenUploadsPerUser: integer(env, "FILES_MAX_OPEN_UPLOADS_PER_USER", 20, 1, 100_000),
     },
     monitoring: {
       rawRetentionHours: integer(env, "MONITORING_RAW_RETENTION_HOURS", 48, 1, 24 * 365),
@@ -219,6 +246,15 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("without the identity service in SERVICES, set JWKS_URL to its /.well-known/jwks.json");
   }
   return config;
+}
+
+function metricsAccess(env: Env): MetricsAccess {
+  const allow = env.METRICS_ALLOW?.trim() || "any";
+  if (allow !== "any" && allow !== "loopback") throw new ConfigError(`METRICS_ALLOW must be "any" or "loopback", got "${allow}"`);
+  const token = env.METRICS_TOKEN || undefined;
+  if (token !== undefined && token.length < 16) throw new ConfigError("METRICS_TOKEN must be at least 16 characters");
+  const port = env.METRICS_PORT?.trim() ? integer(env, "METRICS_PORT", 0, 0, 65535) : undefined;
+  return { allow, token, port, host: env.METRICS_HOST?.trim() || "127.0.0.1" };
 }
 
 function authConfig(env: Env): AuthConfig {

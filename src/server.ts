@@ -18,9 +18,11 @@ import { HealthRegistry, registerHealth, watchDatabase } from "./platform/health
 import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
+import { serveMetrics, startMetricsServer } from "./platform/metrics-endpoint.js";
 import { observeInterceptor } from "./platform/observe.js";
 import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
+import { rateLimitInterceptor } from "./platform/rate-limit.js";
 import { registerReflection } from "./platform/reflection.js";
 import type { RunningService } from "./platform/service-module.js";
 import { staticFiles } from "./platform/static-files.js";
@@ -37,6 +39,8 @@ export interface AgoraServer {
   url: string;
   health: HealthRegistry;
   metrics: ServerMetrics;
+  /** The separate /metrics port (METRICS_PORT), when there is one. */
+  metricsPort: number | undefined;
   /** Drains and stops; resolves when everything is closed. */
   shutdown(): Promise<void>;
 }
@@ -96,6 +100,7 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
     errorMappingInterceptor(log),
     deadlineInterceptor(shutdownController.signal),
     authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
+    rateLimitInterceptor(config.rateLimits),
     checkIdempotencyKey(),
     validationInterceptor(new Set(modules.flatMap((m) => m.validatesOwnStream ?? []))),
   ];
@@ -126,17 +131,8 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
         res.end(JSON.stringify(jwks));
         return;
       }
-      if (req.method === "GET" && req.url === "/metrics") {
-        metrics.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { "content-type": metrics.registry.contentType });
-            res.end(text);
-          },
-          () => {
-            res.writeHead(500);
-            res.end();
-          },
-        );
+      if (req.method === "GET" && req.url === "/metrics" && config.metrics.port === undefined) {
+        serveMetrics(metrics, config.metrics, req, res);
         return;
       }
       if (serveConsole(req, res)) return;
@@ -144,6 +140,9 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       res.end("not found\n");
     },
   });
+  const streamingRequestPaths = new Set(
+    served.flatMap((s) => s.methods.filter((m) => m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming").map((m) => `/${s.typeName}/${m.name}`)),
+  );
   const listener = new DualProtocolListener(
     (req, res) => {
       dropOverlongDeadline(req.headers);
@@ -151,6 +150,8 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
     },
     {
       maxConcurrentStreams: config.maxConcurrentStreams,
+      timeouts: config.connections,
+      streamingRequestPaths,
       takeStream:
         grpcJs &&
         ((stream, headers) => {
@@ -169,9 +170,12 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
   );
 
   let port: number;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
+    if (config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, { ...config.metrics, port: config.metrics.port });
     port = await listener.listen(config.port, config.host);
   } catch (err) {
+    await metricsServer?.close();
     dbWatch.stop();
     await Promise.allSettled(running.map((r) => r.stop()));
     await pubsub.close();
@@ -194,12 +198,13 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       if (!drained) log.warn("grace period over: closed the remaining connections");
       else log.info("connections drained");
       dbWatch.stop();
+      await metricsServer?.close();
       await Promise.allSettled(running.map((r) => r.stop()));
       await pubsub.close();
       log.info("stopped");
     })());
 
-  return { port, url: ownUrl, health, metrics, shutdown };
+  return { port, url: ownUrl, health, metrics, metricsPort: metricsServer?.port, shutdown };
 }
 
 /** The client's address: the socket's peer, or the last X-Forwarded-For hop when a trusted proxy (Envoy) is in front. */

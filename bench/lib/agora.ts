@@ -152,6 +152,10 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
     ACCESS_TOKEN_TTL_SECONDS: "7200",
     SHUTDOWN_DELAY_MS: "0",
     SHUTDOWN_GRACE_MS: "3000",
+    // Every bench client comes from one address at full speed: no write rate limits.
+    RATE_LIMIT_USER_WRITES_PER_SECOND: "0",
+    RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "0",
+    RATE_LIMIT_REGISTRATIONS_PER_HOUR: "0",
     ...(ctx.profileDir ? profileEnv(path.join(ctx.profileDir, scenario)) : {}),
     ...o.env,
   };

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { MikroORM, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
@@ -15,8 +16,80 @@ export class StartupError extends Error {
 }
 
 export interface EmbeddedDatabase {
+  /** The services' login: APP_ROLE, not a superuser. */
   url: string;
+  /** The cluster's superuser (set-up and tests only). */
+  adminUrl: string;
   stop(): Promise<void>;
+}
+
+/** The role the services connect as: it owns their schemas and nothing else. */
+export const APP_ROLE = "agora_app";
+const SUPERUSER = "agora";
+/** The superuser password of clusters created before it was random (upgraded at their next start). */
+const LEGACY_PASSWORD = "agora";
+/** Where the cluster's passwords live, readable by the owner only. */
+export const CREDENTIALS_FILE = "postgres-credentials.json";
+/** Extensions the migrations use; only a superuser may create untrusted ones, so set-up does. */
+const EXTENSIONS = ["pg_trgm", "btree_gist"];
+
+interface Credentials {
+  superuser: string;
+  app: string;
+}
+
+const newPassword = () => randomBytes(24).toString("base64url");
+
+function readCredentials(file: string): Credentials | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const parsed = JSON.parse(fs.readFileSync(file, "utf8")) as Partial<Credentials>;
+  if (typeof parsed.superuser !== "string" || typeof parsed.app !== "string") throw new StartupError(`${file} is not valid: remove it to start over`);
+  return parsed as Credentials;
+}
+
+function writeCredentials(file: string, credentials: Credentials): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, `${JSON.stringify(credentials)}\n`, { mode: 0o600 });
+  fs.chmodSync(tmp, 0o600);
+  fs.renameSync(tmp, file);
+}
+
+/**
+ * Makes a database ready for the services (idempotent; run as a superuser on it): the extensions the
+ * migrations need, the application role allowed to connect and create its schemas, and every schema
+ * an earlier version created as the superuser (with its tables and sequences) handed to that role.
+ */
+export async function prepareDatabase(superuserUrl: string, appRole = APP_ROLE): Promise<void> {
+  const admin = new pg.Client({ connectionString: superuserUrl });
+  await admin.connect();
+  try {
+    const role = admin.escapeIdentifier(appRole);
+    for (const ext of EXTENSIONS) await admin.query(`CREATE EXTENSION IF NOT EXISTS ${ext} WITH SCHEMA public`);
+    await admin.query(`GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ${admin.escapeIdentifier(new URL(superuserUrl).pathname.slice(1))} TO ${role}`);
+    const schemas = await admin.query<{ name: string }>(
+      `SELECT nspname AS name FROM pg_namespace
+        WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%'`,
+    );
+    for (const { name } of schemas.rows) {
+      const schema = admin.escapeIdentifier(name);
+      await admin.query(`ALTER SCHEMA ${schema} OWNER TO ${role}`);
+      // Tables first: their identity and serial sequences follow them; the remaining sequences after.
+      const relations = await admin.query<{ name: string; kind: string }>(
+        `SELECT relname AS name, relkind AS kind FROM pg_class
+          WHERE relnamespace = $1::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S') AND relowner <> $2::regrole
+          ORDER BY relkind = 'S'`,
+        [name, appRole],
+      );
+      for (const r of relations.rows) {
+        const kind = { r: "TABLE", p: "TABLE", v: "VIEW", m: "MATERIALIZED VIEW", S: "SEQUENCE" }[r.kind]!;
+        const owner = await admin.query(`SELECT 1 FROM pg_class WHERE relnamespace = $1::regnamespace AND relname = $2 AND relowner <> $3::regrole`, [name, r.name, appRole]);
+        if (owner.rowCount) await admin.query(`ALTER ${kind} ${schema}.${admin.escapeIdentifier(r.name)} OWNER TO ${role}`);
+      }
+    }
+  } finally {
+    await admin.end();
+  }
 }
 
 /**
@@ -38,12 +111,17 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     for (const listener of process.listeners(s)) if (!before.get(s)!.has(listener)) process.off(s, listener);
   }
   const actualPort = port || (await freePort());
+  const credentialsFile = path.join(dataDir, CREDENTIALS_FILE);
+  let credentials = readCredentials(credentialsFile);
+  const fresh = !fs.existsSync(path.join(clusterDir, "PG_VERSION"));
+  // initdb reads the first password from a file in the temp directory: that one is replaced at once.
+  const initialPassword = fresh ? newPassword() : (credentials?.superuser ?? LEGACY_PASSWORD);
   const lines: string[] = [];
   const server = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port: actualPort,
-    user: "agora",
-    password: "agora",
+    user: SUPERUSER,
+    password: initialPassword,
     authMethod: "scram-sha-256",
     persistent: true,
     createPostgresUser: true,
@@ -63,7 +141,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     );
   }
   try {
-    if (!fs.existsSync(path.join(clusterDir, "PG_VERSION"))) {
+    if (fresh) {
       log.info({ clusterDir }, "creating the embedded PostgreSQL cluster");
       await server.initialise();
     }
@@ -75,17 +153,41 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
         (err instanceof Error && err.message ? ` (${err.message})` : ""),
     );
   }
-  const url = `postgres://agora:agora@127.0.0.1:${actualPort}/agora`;
-  const admin = server.getPgClient("postgres", "127.0.0.1");
-  await admin.connect();
+  const urlOf = (user: string, password: string, database: string) =>
+    `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${actualPort}/${database}`;
   try {
-    const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = 'agora'");
-    if (exists.rowCount === 0) await admin.query("CREATE DATABASE agora");
-  } finally {
-    await admin.end();
+    const admin = new pg.Client({ connectionString: urlOf(SUPERUSER, initialPassword, "postgres") });
+    await admin.connect();
+    try {
+      if (!credentials || fresh) {
+        // A new cluster, or one from before the passwords were random (superuser agora/agora): new passwords.
+        if (!fresh) log.warn({ clusterDir }, "replacing the embedded PostgreSQL's well-known password with a random one");
+        credentials = { superuser: newPassword(), app: newPassword() };
+        // Written before the change commits: a failed write leaves the old password in place.
+        await admin.query("BEGIN");
+        await admin.query(`ALTER ROLE ${SUPERUSER} PASSWORD ${admin.escapeLiteral(credentials.superuser)}`);
+        writeCredentials(credentialsFile, credentials);
+        await admin.query("COMMIT");
+      }
+      const role = await admin.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [APP_ROLE]);
+      const verb = role.rowCount === 0 ? "CREATE" : "ALTER";
+      await admin.query(
+        `${verb} ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD ${admin.escapeLiteral(credentials.app)}`,
+      );
+      const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = 'agora'");
+      if (exists.rowCount === 0) await admin.query("CREATE DATABASE agora");
+    } finally {
+      await admin.end();
+    }
+    await prepareDatabase(urlOf(SUPERUSER, credentials.superuser, "agora"));
+  } catch (err) {
+    await server.stop().catch(() => undefined);
+    throw err instanceof StartupError ? err : new StartupError(`embedded PostgreSQL in ${clusterDir}: set-up failed (${(err as Error).message})`);
   }
+  const url = urlOf(APP_ROLE, credentials.app, "agora");
+  const adminUrl = urlOf(SUPERUSER, credentials.superuser, "agora");
   log.info({ port: actualPort, clusterDir }, "embedded PostgreSQL started");
-  return { url, stop: () => server.stop() };
+  return { url, adminUrl, stop: () => server.stop() };
 }
 
 /** The pid in the cluster's postmaster.pid when that process is alive. */

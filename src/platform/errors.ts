@@ -5,6 +5,7 @@ import {
   BadRequestSchema,
   ErrorInfoSchema,
   PreconditionFailureSchema,
+  QuotaFailureSchema,
   RequestInfoSchema,
   ResourceInfoSchema,
   RetryInfoSchema,
@@ -65,6 +66,14 @@ export function failedPrecondition(
 /** A stale etag or version, or a conflict with a concurrent call: the caller should re-read and try again. */
 export function aborted(reason: string, message: string, metadata: Record<string, string> = {}, retryAfterMs?: number): ConnectError {
   return withErrorInfo(Code.Aborted, reason, message, metadata, retryAfterMs);
+}
+
+/** A quota is used up (retrying soon will not help): QuotaFailure names it. */
+export function quotaExceeded(subject: string, description: string, limit: number): ConnectError {
+  return new ConnectError(description, Code.ResourceExhausted, undefined, [
+    { desc: QuotaFailureSchema, value: create(QuotaFailureSchema, { violations: [{ subject, description }] }) },
+    errorInfo("QUOTA_EXCEEDED", { subject, limit: String(limit) }),
+  ]);
 }
 
 /** A limit was hit; RetryInfo tells well-behaved clients when to come back. */

@@ -1,6 +1,8 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { EventEmitter } from "node:events";
+import type { Readable } from "node:stream";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -11,8 +13,23 @@ export interface ListenerOptions {
   maxConcurrentStreams: number;
   /** Bytes a single header block may take. */
   maxHeaderBytes?: number;
+  timeouts: ConnectionTimeouts;
+  /** Paths (`/package.Service/Method`) whose request body is a stream (client streaming, bidi): not bound by `requestBodyMs`. */
+  streamingRequestPaths?: ReadonlySet<string>;
   /** Sees every HTTP/2 stream first and returns true for those it serves itself (native gRPC: grpc-js-adapter.ts). */
   takeStream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+}
+
+/** Bounds on connections that never send a complete request (each in milliseconds). */
+export interface ConnectionTimeouts {
+  /** From accept to the first bytes (the protocol sniff). */
+  firstBytesMs: number;
+  /** From the first bytes to a complete request head: HTTP/1.1 headers, or an HTTP/2 connection's first stream. */
+  headersMs: number;
+  /** From a request's head to the end of its body, for requests that are one message (unary and server streaming). */
+  requestBodyMs: number;
+  /** A connection with no request in flight is closed after this (HTTP/1.1 keep-alive, HTTP/2 with no open stream). */
+  idleMs: number;
 }
 
 /**
@@ -31,22 +48,30 @@ export class DualProtocolListener {
   /** HTTP/1 requests in flight per socket: an idle keep-alive socket can be closed at once. */
   private readonly h1InFlight = new Map<net.Socket, number>();
   private readonly h2Sockets = new WeakSet<net.Socket>();
+  /** One timer per connection while it owes us something: its first bytes, a request head, or a request while idle. */
+  private readonly waiting = new Map<net.Socket | http2.ServerHttp2Session, NodeJS.Timeout>();
   private closing = false;
 
-  constructor(handler: Handler, options: ListenerOptions) {
-    this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 }, handler);
-    this.h1.keepAliveTimeout = 65_000;
-    // This server never listen()s itself, so Node's own idle-connection tracking is not set up:
-    // a socket timeout bounds idle and slow clients, and in-flight requests are counted here.
-    this.h1.timeout = 120_000;
+  constructor(handler: Handler, private readonly options: ListenerOptions) {
+    const t = options.timeouts;
+    this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024, requestTimeout: 0 }, handler);
+    // This server never listen()s itself, so Node's headersTimeout/requestTimeout checks (started by
+    // 'listening') never run: the head, the body and idle keep-alive time are bounded here instead.
+    // A socket timeout still bounds a request in flight that moves no byte either way.
+    this.h1.keepAliveTimeout = t.idleMs;
+    this.h1.timeout = Math.max(t.idleMs, t.requestBodyMs);
     this.h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
       const socket = req.socket;
+      this.clearWait(socket);
       this.h1InFlight.set(socket, (this.h1InFlight.get(socket) ?? 0) + 1);
+      if (!req.complete) this.boundBody(req.url, req, res, () => socket.destroy());
       if (this.closing) res.setHeader("connection", "close");
       res.once("close", () => {
         const left = (this.h1InFlight.get(socket) ?? 1) - 1;
         this.h1InFlight.set(socket, left);
         if (this.closing && left === 0) socket.end();
+        // Keep-alive: the next request's head must arrive within the idle bound.
+        else if (left === 0 && !socket.destroyed) this.wait(socket, t.idleMs, () => socket.destroy());
       });
     });
     this.h2 = http2.createServer(
@@ -60,9 +85,78 @@ export class DualProtocolListener {
     if (options.takeStream) routeStreams(this.h2, options.takeStream);
     this.h2.on("session", (session) => {
       this.sessions.add(session);
-      session.on("close", () => this.sessions.delete(session));
+      let open = 0;
+      // Closing an idle connection races the peer's next request (Envoy keeps idle upstream connections
+      // and may send one at that moment): a plain GOAWAY would leave that request refused or cut mid-way.
+      // So the shutdown notice first (GOAWAY with the largest stream id: nothing refused, the peer opens
+      // no new stream), then a PING round trip, after which every stream the peer sent before the notice
+      // has arrived; then the real GOAWAY, which lets those streams finish (as grpc-go does). Node's own
+      // client closes on the notice without answering the PING: the 1 s fallback covers it.
+      const idle = () => {
+        if (open > 0 || session.closed || session.destroyed) return;
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+        let timer: NodeJS.Timeout | undefined;
+        const close = () => {
+          clearTimeout(timer);
+          if (!session.closed && !session.destroyed) session.close();
+        };
+        // A peer that does not answer the PING is closed all the same, shortly after.
+        timer = setTimeout(close, 1000).unref();
+        if (!session.ping(close)) close();
+      };
+      // A session that only sent its preface (or a head that never completes) must open a stream in time.
+      this.wait(session, t.headersMs, idle);
+      session.on("stream", (stream, headers) => {
+        open++;
+        this.clearWait(session);
+        // Here rather than on 'request': streams taken by grpc-js never reach the compatibility layer.
+        if (!stream.endAfterHeaders) this.boundBody(headers[":path"], stream, stream, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+        // A stream that moves no frame either way for this long while the client owes us something is
+        // cancelled: a request body that stopped coming, or a client that stopped reading (its flow
+        // control holds our writes back). A quiet stream with nothing pending (Health.Watch) stays.
+        stream.setTimeout(t.idleMs, () => {
+          if (!stream.readableEnded || stream.writableLength > 0) stream.close(http2.constants.NGHTTP2_CANCEL);
+        });
+        stream.once("close", () => {
+          if (--open === 0 && !session.closed && !session.destroyed) this.wait(session, t.idleMs, idle);
+        });
+      });
+      session.on("close", () => {
+        this.clearWait(session);
+        this.sessions.delete(session);
+      });
     });
     this.tcp = net.createServer((socket) => this.route(socket));
+  }
+
+  /** Calls `expire` after `ms` unless the connection delivers what it owes first (clearWait). */
+  private wait(key: net.Socket | http2.ServerHttp2Session, ms: number, expire: () => void): void {
+    this.clearWait(key);
+    const timer = setTimeout(() => {
+      this.waiting.delete(key);
+      expire();
+    }, ms);
+    timer.unref();
+    this.waiting.set(key, timer);
+  }
+
+  private clearWait(key: net.Socket | http2.ServerHttp2Session): void {
+    clearTimeout(this.waiting.get(key));
+    this.waiting.delete(key);
+  }
+
+  /**
+   * A request that is one message must finish sending it in time; a streaming
+   * request (client streaming, bidi: a long upload) may take as long as it keeps
+   * moving, which the socket and stream idle bounds cover.
+   */
+  private boundBody(url: string | undefined, body: Readable, done: EventEmitter, cut: () => void): void {
+    if (this.options.streamingRequestPaths?.has((url ?? "").split("?")[0])) return;
+    const timer = setTimeout(cut, this.options.timeouts.requestBodyMs);
+    timer.unref();
+    const clear = () => clearTimeout(timer);
+    body.once("end", clear);
+    done.once("close", clear);
   }
 
   private route(socket: net.Socket): void {
@@ -70,9 +164,12 @@ export class DualProtocolListener {
     socket.on("close", () => {
       this.sockets.delete(socket);
       this.h1InFlight.delete(socket);
+      this.clearWait(socket);
     });
     socket.on("error", () => socket.destroy());
+    this.wait(socket, this.options.timeouts.firstBytesMs, () => socket.destroy());
     socket.once("data", (first: Buffer) => {
+      this.clearWait(socket);
       socket.pause();
       socket.unshift(first);
       const n = Math.min(first.length, H2_PREFACE.length);
@@ -83,6 +180,7 @@ export class DualProtocolListener {
         this.h2Sockets.add(socket);
         this.h2.emit("connection", socket);
       } else {
+        this.wait(socket, this.options.timeouts.headersMs, () => socket.destroy());
         this.h1.emit("connection", socket);
         socket.resume();
       }

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import { startCluster, type Cluster } from "../../scripts/cluster.js";
 import type { GatewayOptions } from "../../scripts/envoy-config.js";
-import { ADMIN, freshDatabase, login } from "./harness.js";
+import { ADMIN, freshDatabase, login, NO_RATE_LIMITS } from "./harness.js";
 import { tempDataDir } from "./processes.js";
 
 export interface TestCluster {
@@ -34,6 +34,7 @@ export async function startTestCluster(prefix: string, env: Record<string, strin
       // Alert rules judged several times a second, so an alert fires soon after its sample.
       MONITORING_EVALUATE_INTERVAL_MS: "250",
       LOG_LEVEL: "warn",
+      ...NO_RATE_LIMITS,
       ...env,
     },
     gateway: { healthCheckIntervalMs: 500, ...gateway },

@@ -15,7 +15,9 @@ export async function mochaGlobalSetup(): Promise<void> {
   process.env.AGORA_TEST_DATA_DIR = path.join(dir, "data");
   if (process.env.AGORA_TEST_DATABASE_URL) return; // an external PostgreSQL was provided
   db = await startEmbeddedPostgres(dir, 0, pino({ level: "warn" }));
-  process.env.AGORA_TEST_DATABASE_URL = db.url;
+  // Tests create databases as the superuser; servers connect as the application role, as in production.
+  process.env.AGORA_TEST_DATABASE_URL = db.adminUrl;
+  process.env.AGORA_TEST_APP_DATABASE_URL = db.url;
 }
 
 export async function mochaGlobalTeardown(): Promise<void> {

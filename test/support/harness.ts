@@ -8,6 +8,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import pg from "pg";
 import { pino, type Logger } from "pino";
 import { loadConfig, type Config } from "../../src/config.js";
+import { prepareDatabase } from "../../src/platform/db.js";
 import { startServer, type AgoraServer } from "../../src/server.js";
 
 export const quietLog = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -30,7 +31,12 @@ export async function freshDatabase(): Promise<string> {
   }
   const url = new URL(adminUrl());
   url.pathname = `/${name}`;
-  return url.toString();
+  const appUrl = process.env.AGORA_TEST_APP_DATABASE_URL;
+  if (!appUrl) return url.toString(); // an external PostgreSQL: its login as given
+  await prepareDatabase(url.toString());
+  const app = new URL(appUrl);
+  app.pathname = `/${name}`;
+  return app.toString();
 }
 
 export interface TestServer extends AgoraServer {
@@ -41,6 +47,13 @@ export interface TestServer extends AgoraServer {
 }
 
 export const ADMIN = { username: "admin", password: "admin-password-123" };
+
+/** Tests call from one address, fast: rate limits are off unless a test turns them on (test/integration/limits.test.ts). */
+export const NO_RATE_LIMITS = {
+  RATE_LIMIT_USER_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_REGISTRATIONS_PER_HOUR: "0",
+};
 
 /** A real server on an ephemeral loopback port; a fresh database unless one is given. */
 export async function startTestServer(
@@ -56,6 +69,7 @@ export async function startTestServer(
     DATA_DIR: process.env.AGORA_TEST_DATA_DIR,
     ADMIN_USERNAME: ADMIN.username,
     ADMIN_PASSWORD: ADMIN.password,
+    ...NO_RATE_LIMITS,
     ...env,
   });
   const url = databaseUrl ?? (await freshDatabase());

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ADMIN, login } from "./harness.js";
+import { ADMIN, login, NO_RATE_LIMITS } from "./harness.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -74,6 +74,7 @@ function defaults(env: Record<string, string>): Record<string, string> {
     PORT: "0",
     ADMIN_USERNAME: ADMIN.username,
     ADMIN_PASSWORD: ADMIN.password,
+    ...NO_RATE_LIMITS,
     DATA_DIR: env.DATA_DIR ?? process.env.AGORA_TEST_DATA_DIR ?? tempDataDir(),
   };
 }
@@ -94,6 +95,7 @@ export class AgoraProcess {
     const base = { ...process.env };
     for (const name of CONFIG_VARS) delete base[name];
     delete base.AGORA_TEST_DATABASE_URL;
+    delete base.AGORA_TEST_APP_DATABASE_URL;
     this.child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: REPO_ROOT,
       env: { ...base, ...defaults(env), ...env },

@@ -62,8 +62,13 @@ export class ChatRepository {
     return this.em.fork();
   }
 
-  async createRoom(name: string, description: string, visibility: "public" | "private", owner: { id: string; name: string }, now: Date) {
+  /** Creates a room owned by `owner`, unless they already own `maxOwned` (undefined then). */
+  async createRoom(name: string, description: string, visibility: "public" | "private", owner: { id: string; name: string }, now: Date, maxOwned: number) {
     return this.db.transactional(async (tx) => {
+      // One owner's creations take turns, so concurrent calls cannot pass the quota together.
+      await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`chat.rooms.${owner.id}`]);
+      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "chat".rooms WHERE owner_id = ?`, [owner.id]);
+      if (n! >= maxOwned) return undefined;
       const id = randomUUID();
       const [room] = await tx.execute<RoomRow[]>(
         `INSERT INTO "chat".rooms (id, name, description, visibility, owner_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
@@ -168,6 +173,13 @@ export class ChatRepository {
       [randomUUID(), userA, userB],
     );
     return row!.id;
+  }
+
+  /** The direct conversation of two users, if they ever wrote to each other (reading creates none). */
+  async findDirectConversation(a: string, b: string): Promise<string | undefined> {
+    const [userA, userB] = a < b ? [a, b] : [b, a];
+    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "chat".conversations WHERE user_a = ? AND user_b = ?`, [userA, userB]);
+    return row?.id;
   }
 
   /** The two users of a direct conversation, or undefined for a room. */

@@ -20,7 +20,7 @@ import type { Logger } from "pino";
 import { callerOf, type Caller } from "../../platform/auth.js";
 import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
-import { codeName, detailsAsAny, invalidArgument, notFound, permissionDenied, resourceExhausted, unavailable } from "../../platform/errors.js";
+import { codeName, detailsAsAny, invalidArgument, notFound, permissionDenied, quotaExceeded, resourceExhausted, unavailable } from "../../platform/errors.js";
 import { fingerprint, isKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
@@ -30,6 +30,8 @@ import type { PresenceRepository } from "./presence.repository.js";
 
 export interface ChatSettings {
   messagesPerSecond: number;
+  /** Rooms one user may own. */
+  maxRoomsPerUser: number;
   streamBuffer: number;
   heartbeatMs: number;
 }
@@ -253,7 +255,9 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
   return {
     async createRoom(req, ctx) {
       const caller = callerOf(ctx);
-      const room = await d.repo.createRoom(req.name, req.description, req.visibility === RoomVisibility.PRIVATE ? "private" : "public", me(caller), d.clock.now());
+      const visibility = req.visibility === RoomVisibility.PRIVATE ? "private" : "public";
+      const room = await d.repo.createRoom(req.name, req.description, visibility, me(caller), d.clock.now(), d.settings.maxRoomsPerUser);
+      if (!room) throw quotaExceeded(`user:${caller.userId}`, `you own ${d.settings.maxRoomsPerUser} rooms, the most one user may`, d.settings.maxRoomsPerUser);
       await announce(caller, room.id, MessageKind.JOINED);
       return { room: toRoom(room) };
     },
@@ -340,6 +344,9 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
     async getHistory(req, ctx) {
       const caller = callerOf(ctx);
+      const to = req.conversation?.target;
+      // Reading a direct conversation that was never written creates none (any user id reads as empty).
+      if (to?.case === "userId" && !(await d.repo.findDirectConversation(caller.userId, to.value))) return { conversationId: "", messages: [], more: false };
       const { conversationId } = await resolve(caller, req.conversation, false);
       const limit = req.pageSize > 0 ? req.pageSize : 50;
       const rows = req.afterSequence > 0n || req.fromStart

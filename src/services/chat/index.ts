@@ -35,7 +35,7 @@ export const chatModule: ServiceModule = {
       hub,
       clock,
       filesUrl: () => config.chat.filesUrl ?? (config.services.includes("files") ? selfUrl() : undefined),
-      settings: { messagesPerSecond: config.chat.messagesPerSecond, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
+      settings: { messagesPerSecond: config.chat.messagesPerSecond, maxRoomsPerUser: config.chat.maxRoomsPerUser, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
     });
     // Keeps this instance's sessions fresh and reaps those of instances that stopped beating.
     const heartbeat = every(config.heartbeatIntervalMs, log, "chat presence heartbeat", async () => {

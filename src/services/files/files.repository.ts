@@ -283,11 +283,19 @@ export class FilesRepository {
 
   // --- unary uploads ---
 
-  async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date): Promise<void> {
-    await this.db.execute(
-      `INSERT INTO "files".uploads (id, user_id, username, metadata, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-      [id, user.id, user.name, Buffer.from(metadata), expiresAt, now],
-    );
+  /** Stages an upload unless the user already has `maxOpen` unfinished ones (false then). */
+  async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date, maxOpen: number): Promise<boolean> {
+    return this.db.transactional(async (tx) => {
+      // One user's uploads begin one at a time, so concurrent calls cannot pass the quota together.
+      await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`files.uploads.${user.id}`]);
+      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = ? AND expires_at > ?`, [user.id, now]);
+      if (n! >= maxOpen) return false;
+      await tx.execute(
+        `INSERT INTO "files".uploads (id, user_id, username, metadata, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        [id, user.id, user.name, Buffer.from(metadata), expiresAt, now],
+      );
+      return true;
+    });
   }
 
   async upload(id: string, userId: string, now: Date) {

@@ -14,7 +14,7 @@ import {
 } from "../../../gen/agora/files/v1/files_pb.js";
 import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { canceled, invalidArgument, notFound, outOfRange, permissionDenied, resourceExhausted } from "../../platform/errors.js";
+import { canceled, invalidArgument, notFound, outOfRange, permissionDenied, quotaExceeded, resourceExhausted } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
@@ -25,6 +25,8 @@ import type { FileRow, FilesRepository, RoleName, VersionRow } from "./files.rep
 export interface FilesSettings {
   maxBytes: number;
   uploadTtlMinutes: number;
+  /** Unary uploads one user may have begun and not finished. */
+  maxOpenUploadsPerUser: number;
 }
 
 export interface FilesDeps {
@@ -202,7 +204,10 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       await precheck(caller, req.metadata!);
       const id = randomUUID();
       const expires = new Date(clock.now().getTime() + d.settings.uploadTtlMinutes * 60_000);
-      await repo.beginUpload(id, me(caller), toBinary(UploadMetadataSchema, req.metadata!), expires, clock.now());
+      const max = d.settings.maxOpenUploadsPerUser;
+      if (!(await repo.beginUpload(id, me(caller), toBinary(UploadMetadataSchema, req.metadata!), expires, clock.now(), max))) {
+        throw quotaExceeded(`user:${caller.userId}`, `you have ${max} unfinished uploads, the most one user may: commit or let some expire`, max);
+      }
       return { uploadId: id, expireTime: timestampFromDate(expires) };
     },
 

@@ -36,7 +36,7 @@ export const filesModule: ServiceModule = {
       blobs,
       events,
       clock,
-      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes },
+      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes, maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser },
       inUse,
       blobLocks,
     });

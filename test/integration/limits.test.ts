@@ -1,0 +1,176 @@
+// Issue 15, limits: rate limits on Register and on every method that writes, through real clients on
+// every protocol: RESOURCE_EXHAUSTED with RetryInfo and ErrorInfo, nothing created, the server healthy.
+import { Code, ConnectError } from "@connectrpc/connect";
+import { expect } from "chai";
+import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import http2 from "node:http2";
+import os from "node:os";
+import path from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import pg from "pg";
+import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
+import { ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { client, eventually, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+
+/** Asserts a rate-limit refusal: the code, RetryInfo with a positive delay, and the ErrorInfo reason. */
+function expectLimited(err: ConnectError, reason: string): void {
+  expect(err.code, err.message).to.equal(Code.ResourceExhausted);
+  const [retry] = err.findDetails(RetryInfoSchema);
+  expect(Number(retry?.retryDelay?.seconds)).to.be.at.least(1);
+  expect(err.findDetails(ErrorInfoSchema)[0]?.reason).to.equal(reason);
+}
+
+describe("rate limits (issue 15)", () => {
+  let server: TestServer;
+  const users = ["lim-alice", "lim-bob", "lim-carol"];
+  const password = (u: string) => `password-of-${u}`;
+  before(async () => {
+    server = await startTestServer({
+      SERVICES: "identity,chat",
+      RATE_LIMIT_REGISTRATIONS_PER_HOUR: "3",
+      RATE_LIMIT_USER_WRITES_PER_SECOND: "1",
+      RATE_LIMIT_USER_WRITES_BURST: "3",
+    });
+  });
+  after(() => server?.shutdown());
+
+  afterEach(async () => {
+    expect((await client(Health, server.url).check({})).status).to.equal(Status.SERVING);
+  });
+
+  it("refuses registrations from one address past the limit, on every protocol, and creates no user", async () => {
+    for (const u of users) {
+      await client(IdentityService, server.url).register({ username: u, password: password(u), displayName: u, email: `${u}@example.com` });
+    }
+    for (const protocol of PROTOCOLS) {
+      const username = `lim-extra-${protocol}`;
+      const err = await rpcError(
+        client(IdentityService, server.url, protocol).register({ username, password: password(username), displayName: "x", email: `${username}@example.com` }),
+      );
+      expectLimited(err, "REGISTRATIONS_LIMITED");
+      const { users: listed } = await client(IdentityService, server.url, "grpc", server.adminToken).listUsers({ pageSize: 100 });
+      expect(listed.map((x) => x.username)).to.not.include(username);
+    }
+    // Those who registered still sign in.
+    expect((await login(server.url, users[0]!, password(users[0]!))).accessToken).to.not.be.empty;
+  });
+
+  it("limits each user's writes without touching another user's, on every protocol, and the refused call creates nothing", async () => {
+    const alice = (await login(server.url, users[0]!, password(users[0]!))).accessToken;
+    const bob = (await login(server.url, users[1]!, password(users[1]!))).accessToken;
+    const chat = client(ChatService, server.url, "grpc", alice);
+    for (let i = 0; i < 3; i++) await chat.createRoom({ name: `alice room ${i}`, visibility: RoomVisibility.PUBLIC });
+    for (const protocol of PROTOCOLS) {
+      const err = await rpcError(client(ChatService, server.url, protocol, alice).createRoom({ name: `too many ${protocol}`, visibility: RoomVisibility.PUBLIC }));
+      expectLimited(err, "RATE_LIMITED_USER");
+    }
+    // Reads are not limited; the refused rooms do not exist.
+    const { rooms } = await chat.listRooms({ pageSize: 100 });
+    expect(rooms.map((r) => r.name).filter((n) => n.startsWith("too many"))).to.deep.equal([]);
+    // Bob is not limited by Alice's calls.
+    await client(ChatService, server.url, "connect", bob).createRoom({ name: "bob room", visibility: RoomVisibility.PUBLIC });
+  });
+});
+
+/** Asserts a quota refusal: RESOURCE_EXHAUSTED with QuotaFailure naming the caller, and no RetryInfo (waiting will not help). */
+function expectQuota(err: ConnectError, subject: string): void {
+  expect(err.code, err.message).to.equal(Code.ResourceExhausted);
+  expect(err.findDetails(QuotaFailureSchema)[0]?.violations[0]?.subject).to.equal(subject);
+  expect(err.findDetails(RetryInfoSchema)).to.deep.equal([]);
+  expect(err.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("QUOTA_EXCEEDED");
+}
+
+describe("quotas (issue 15)", () => {
+  let server: TestServer;
+  let dataDir: string;
+  before(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-quotas-"));
+    server = await startTestServer({
+      SERVICES: "identity,chat,files",
+      DATA_DIR: dataDir,
+      CHAT_MAX_ROOMS_PER_USER: "2",
+      FILES_MAX_OPEN_UPLOADS_PER_USER: "2",
+    });
+  });
+  after(async () => {
+    await server?.shutdown();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    expect((await client(Health, server.url).check({})).status).to.equal(Status.SERVING);
+  });
+
+  const count = async (sql: string) => {
+    const c = new pg.Client({ connectionString: server.databaseUrl });
+    await c.connect();
+    try {
+      return (await c.query<{ n: number }>(sql)).rows[0]!.n;
+    } finally {
+      await c.end();
+    }
+  };
+
+  it("refuses a room past the rooms one user may own, on every protocol, even when asked in parallel", async () => {
+    const token = await signUp(server.url, "quota-rooms");
+    const me = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
+    const results = await Promise.allSettled(
+      [0, 1, 2, 3].map((i) => client(ChatService, server.url, "grpc", token).createRoom({ name: `room ${i}`, visibility: RoomVisibility.PUBLIC })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).to.have.length(2);
+    for (const protocol of PROTOCOLS) {
+      const err = await rpcError(client(ChatService, server.url, protocol, token).createRoom({ name: `one more ${protocol}`, visibility: RoomVisibility.PUBLIC }));
+      expectQuota(err, `user:${me}`);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM "chat".rooms WHERE owner_id = '${me}'`)).to.equal(2);
+  });
+
+  it("refuses an unfinished upload past the per-user bound, on every protocol", async () => {
+    const token = await signUp(server.url, "quota-uploads");
+    const me = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
+    const begin = (protocol: (typeof PROTOCOLS)[number], name: string) =>
+      client(FileService, server.url, protocol, token).beginUpload({ metadata: { target: { case: "path", value: name }, baseVersion: 0n } });
+    await begin("grpc", "a.bin");
+    await begin("grpc", "b.bin");
+    for (const protocol of PROTOCOLS) expectQuota(await rpcError(begin(protocol, `c-${protocol}.bin`)), `user:${me}`);
+    expect(await count(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = '${me}'`)).to.equal(2);
+  });
+
+  it("reads the history with a user id nobody wrote to as empty, and creates nothing", async () => {
+    const token = await signUp(server.url, "quota-history");
+    const before = await count(`SELECT count(*)::int AS n FROM "chat".conversations`);
+    for (const protocol of PROTOCOLS) {
+      const res = await client(ChatService, server.url, protocol, token).getHistory({ conversation: { target: { case: "userId", value: randomUUID() } } });
+      expect(res.messages).to.deep.equal([]);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM "chat".conversations`)).to.equal(before);
+  });
+
+  it("removes a streaming upload's bytes as soon as the client resets the stream", async () => {
+    const token = await signUp(server.url, "quota-reset");
+    const tmp = path.join(dataDir, "blobs", "tmp");
+    const frame = (part: Parameters<typeof create<typeof UploadRequestSchema>>[1]) => {
+      const body = toBinary(UploadRequestSchema, create(UploadRequestSchema, part));
+      const out = Buffer.alloc(5 + body.length);
+      out.writeUInt32BE(body.length, 1);
+      Buffer.from(body).copy(out, 5);
+      return out;
+    };
+    const session = http2.connect(server.url);
+    session.on("error", () => undefined);
+    const stream = session.request({ ":method": "POST", ":path": "/agora.files.v1.FileService/Upload", "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` });
+    stream.on("error", () => undefined);
+    stream.write(frame({ part: { case: "metadata", value: { target: { case: "path", value: "reset.bin" }, baseVersion: 0n } } }));
+    for (let i = 0; i < 8; i++) stream.write(frame({ part: { case: "chunk", value: randomBytes(128 * 1024) } }));
+    const staged = () => (fs.existsSync(tmp) ? fs.readdirSync(tmp).reduce((n, f) => n + fs.statSync(path.join(tmp, f)).size, 0) : 0);
+    await eventually(() => staged() >= 1024 * 1024, "the upload's bytes to be staged");
+    console.log(`      ${staged()} bytes staged before the reset`);
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await eventually(() => staged() === 0, "the staged bytes to be removed", 5000);
+    session.close();
+    expect((await client(FileService, server.url, "grpc", token).listFiles({})).files).to.deep.equal([]);
+  });
+});
