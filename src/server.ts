@@ -131,11 +131,12 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
         res.end(JSON.stringify(jwks));
         return;
       }
+      // /metrics is the server's, never a console page: with METRICS_PORT it lives on that port only.
       if (req.method === "GET" && req.url === "/metrics" && config.metrics.port === undefined) {
         serveMetrics(metrics, config.metrics, req, res);
         return;
       }
-      if (serveConsole(req, res)) return;
+      if (req.url !== "/metrics" && serveConsole(req, res)) return;
       res.writeHead(404, { "content-type": "text/plain" });
       res.end("not found\n");
     },

@@ -7,6 +7,7 @@ import pg from "pg";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { APP_ROLE, CREDENTIALS_FILE, startEmbeddedPostgres, type EmbeddedDatabase } from "../../src/platform/db.js";
 import { ADMIN, client, quietLog, startTestServer } from "../support/harness.js";
+import { KNOWN_SERVICES } from "../../src/config.js";
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   const c = new pg.Client({ connectionString: url });
@@ -72,7 +73,8 @@ describe("embedded PostgreSQL access (issue 15, hole 7)", function () {
       await server.shutdown();
     }
     const owned = await query<{ nspname: string }>(db!.url, "SELECT nspname FROM pg_namespace WHERE nspowner = current_user::regrole ORDER BY 1");
-    expect(owned.map((r) => r.nspname)).to.deep.equal(["chat", "files", "identity", "inventory", "monitoring", "reservation"]);
+    // Each service's schema is named after it.
+    expect(owned.map((r) => r.nspname)).to.deep.equal([...KNOWN_SERVICES].sort());
   });
 
   it("upgrades a data directory created with the old well-known superuser password, keeping its data", async () => {
