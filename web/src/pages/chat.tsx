@@ -74,9 +74,11 @@ export function Chat() {
 
   async function open(to: Destination["target"], title: string): Promise<string> {
     const res = await chat.getHistory({ conversation: { target: to }, pageSize: PAGE });
-    let conv = convs.get(res.conversationId);
+    // A direct conversation nobody wrote in yet has no id (reading creates none): a provisional one until the first message.
+    const id = res.conversationId || provisionalId(to.value!);
+    let conv = convs.get(id);
     if (!conv) {
-      conv = { id: res.conversationId, title, to, messages: [], unread: 0, more: res.more };
+      conv = { id, title, to, messages: [], unread: 0, more: res.more };
       convs.set(conv.id, conv);
     }
     conv.more = res.more && conv.messages.length === 0 ? true : conv.more;
@@ -136,9 +138,17 @@ export function Chat() {
     if (e.case === "message") {
       const m = e.value;
       let conv = convs.get(m.conversationId);
+      const other = m.senderId === me.id ? m.recipientId : m.senderId;
+      const provisional = m.recipientId ? convs.get(provisionalId(other)) : undefined;
+      if (!conv && provisional) {
+        // The first message of a direct conversation opened before it existed: the tab takes its real id.
+        convs.delete(provisional.id);
+        if (activeRef.current === provisional.id) setActive(m.conversationId);
+        conv = Object.assign(provisional, { id: m.conversationId });
+        convs.set(conv.id, conv);
+      }
       if (!conv) {
         if (!m.recipientId) return; // a room this page has not opened yet
-        const other = m.senderId === me.id ? m.recipientId : m.senderId;
         conv = { id: m.conversationId, title: `@ ${m.senderId === me.id ? other : m.senderName}`, to: { case: "userId", value: other }, messages: [], unread: 0, more: m.sequence > 1n };
         convs.set(conv.id, conv);
       }
@@ -387,4 +397,9 @@ function NewRoom(props: { onCreated: () => void }) {
       </button>
     </form>
   );
+}
+
+/** The key of a direct conversation's tab before its first message gives it an id. */
+function provisionalId(userId: string): string {
+  return `user:${userId}`;
 }
