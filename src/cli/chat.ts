@@ -12,10 +12,8 @@
  * lists the commands.
  */
 import { randomUUID } from "node:crypto";
-import path from "node:path";
 import readline from "node:readline";
 import type { Readable, Writable } from "node:stream";
-import { pathToFileURL } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -31,7 +29,7 @@ import {
   type Message,
   type Room,
 } from "../../gen/agora/chat/v1/chat_pb.js";
-import { Auth, signInSettings } from "./auth.js";
+import { Auth, runIfMain, signInSettings } from "./auth.js";
 
 const HELP = [
   "commands:",
@@ -609,12 +607,4 @@ async function main(): Promise<number> {
   return session.run();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  main().then(
-    (code) => process.stdout.write("", () => process.exit(code)),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(2);
-    },
-  );
-}
+runIfMain(import.meta.url, main);

@@ -10,16 +10,14 @@
  * back-off when it breaks and resumes from the last move shown (the server
  * keeps the seat while the clock runs). /help lists the commands.
  */
-import path from "node:path";
 import readline from "node:readline";
 import type { Readable, Writable } from "node:stream";
-import { pathToFileURL } from "node:url";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EndReason, GameResult, GameService, GameStatus, Mark, PlayRequestSchema, TicketStatus, type Game, type PlayResponse } from "../../gen/agora/game/v1/game_pb.js";
-import { Auth, signInSettings } from "./auth.js";
+import { Auth, runIfMain, signInSettings } from "./auth.js";
 import { Outbox } from "./chat.js";
 
 const HELP = [
@@ -268,12 +266,4 @@ async function main(): Promise<number> {
   return client.run();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  main().then(
-    (code) => process.stdout.write("", () => process.exit(code)),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(2);
-    },
-  );
-}
+runIfMain(import.meta.url, main);
