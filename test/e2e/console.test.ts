@@ -282,7 +282,8 @@ describe("web console (Chromium)", function () {
     await dialog.getByText("someone else changed this product").waitFor();
     await shot(page, "inventory-conflict");
     await dialog.getByRole("button", { name: "Reload the latest version" }).click();
-    expect(await dialog.getByLabel("Description").inputValue()).to.equal("changed elsewhere");
+    // The reload is a round trip: wait for its answer rather than read the field at once.
+    await eventually(async () => (await dialog.getByLabel("Description").inputValue()) === "changed elsewhere", "the reloaded description");
     await dialog.getByLabel("Name").fill("Stapler XL");
     await dialog.getByRole("button", { name: "Save" }).click();
     await dialog.waitFor({ state: "detached" });
