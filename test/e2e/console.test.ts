@@ -300,7 +300,7 @@ describe("web console (Chromium)", function () {
     expect(await page.getByText("⚠ Low stock").count()).to.equal(0);
   });
 
-  it("chat: two browsers see each other's messages live; tabs, unread counts, presence, typing, scroll-back, resume after a drop", async () => {
+  it("chat: two browsers see each other's messages live; tabs, unread counts, presence, typing, an attachment, scroll-back, resume after a drop", async () => {
     await signUp(server.url, "paul");
     const adminPage = await signIn(ADMIN.username, ADMIN.password);
     await adminPage.getByRole("link", { name: "Chat" }).click();
