@@ -22,6 +22,7 @@ import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import type { Clock } from "../../platform/clock.js";
 import { codeName, detailsAsAny, invalidArgument, notFound, permissionDenied, quotaExceeded, resourceExhausted, unavailable } from "../../platform/errors.js";
 import { fingerprint, isKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
+import { TokenBuckets } from "../../platform/rate-limit.js";
 import { assertValid } from "../../platform/validation.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto, toMessage, toRoom } from "./chat.mapper.js";
@@ -169,6 +170,21 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     }
   }
 
+  /** At most one typing notice a second per user and conversation: the rest are dropped, not refused. */
+  const typingNotices = new TokenBuckets(1 / 1000, 1);
+
+  /** Typing (Chat's command and SendTyping): only where the caller may post; a direct conversation is never created for it. */
+  async function typing(caller: Caller, to: Destination | undefined): Promise<void> {
+    const peer = to?.target.case === "userId" && to.target.value !== caller.userId ? to.target.value : undefined;
+    const conversationId = peer ? await d.repo.findDirectConversation(caller.userId, peer) : (await resolve(caller, to, true)).conversationId;
+    if (!conversationId) return;
+    const key = `${caller.userId}:${conversationId}`;
+    const now = d.clock.now().getTime();
+    if (typingNotices.wait(key, now) > 0) return;
+    typingNotices.take(key, now);
+    await d.hub.publishTyping({ conversationId, userId: caller.userId, username: caller.username });
+  }
+
   async function publishPresence(caller: Caller, presence: Presence): Promise<void> {
     const rooms = await d.repo.roomIdsOf(caller.userId);
     await d.hub.publishPresence({ userId: caller.userId, username: caller.username, presence, rooms });
@@ -234,8 +250,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
         return;
       }
       case "typing": {
-        const target = await resolve(caller, c.value, true);
-        await d.hub.publishTyping({ conversationId: target.conversationId, userId: caller.userId, username: caller.username });
+        await typing(caller, c.value);
         return;
       }
       case "setPresence":
@@ -329,6 +344,11 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
     async sendMessage(req, ctx) {
       return { message: toMessage(await send(callerOf(ctx), req.message!, ctx.requestHeader.get("authorization") ?? "")) };
+    },
+
+    async sendTyping(req, ctx) {
+      await typing(callerOf(ctx), req.to);
+      return {};
     },
 
     async *subscribe(req, ctx) {
