@@ -10,6 +10,7 @@ import {
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { isUniqueViolation, sqlState } from "./db.js";
+import { callAbortKey, callAbortOf } from "./deadline.js";
 import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, invalidArgument, notFound, unavailable } from "./errors.js";
 import { watchIterable } from "./streams.js";
 
@@ -136,27 +137,26 @@ export function errorMappingInterceptor(log: Logger): Interceptor {
 export function deadlineInterceptor(shutdown: AbortSignal): Interceptor {
   return (next) => async (req) => {
     if (req.stream) return next(req);
-    const signal = req.signal;
-    const isShutdown = () => shutdown.aborted && signal.reason === shutdown.reason;
-    if (signal.aborted && !isShutdown()) throw abortError(signal);
-    let onAbort: (() => void) | undefined;
+    // Through the call's own view when it has one (grpc-js), so that no AbortSignal is made just to be watched.
+    const call = req.contextValues.get(callAbortKey) ?? callAbortOf(req.signal);
+    const isShutdown = () => shutdown.aborted && call.reason === shutdown.reason;
+    if (call.reason !== undefined && !isShutdown()) throw abortError(call.reason);
+    let stop: (() => void) | undefined;
     const abortedPromise = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        if (!isShutdown()) reject(abortError(signal));
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
+      stop = call.onAbort(() => {
+        if (!isShutdown()) reject(abortError(call.reason));
+      });
     });
     try {
       return await Promise.race([next(req), abortedPromise]);
     } finally {
-      if (onAbort) signal.removeEventListener("abort", onAbort);
+      stop?.();
     }
   };
 }
 
-/** Why a unary call's signal fired: its deadline (with details), or whatever else aborted it, as it was. */
-function abortError(signal: AbortSignal): ConnectError {
-  const reason: unknown = signal.reason;
+/** Why a unary call was aborted: its deadline (with details), or whatever else aborted it, as it was. */
+function abortError(reason: unknown): ConnectError {
   if (reason instanceof ConnectError && reason.code !== Code.DeadlineExceeded) return reason;
   return deadlineExceeded(reason instanceof ConnectError ? reason.rawMessage : "the deadline passed");
 }

@@ -36,6 +36,7 @@ import {
 import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
+import { callAbortKey, type CallAbort } from "./deadline.js";
 
 type Fn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
 
@@ -162,7 +163,9 @@ export class GrpcJsAdapter {
     const output = method.output;
     const innermost: Fn = async (req) => {
       const { context } = req.contextValues.get(callStateKey)!;
-      const ctx: HandlerContext = { ...context, requestHeader: req.header, signal: req.signal, values: req.contextValues };
+      // The interceptors change the call's headers and values in place; only a replaced header object needs a copy
+      // (the copy reads the signal, which creates it).
+      const ctx: HandlerContext = req.header === context.requestHeader ? context : { ...context, requestHeader: req.header };
       const common = { service: method.parent, header: context.responseHeader, trailer: context.responseTrailer };
       switch (spec.kind) {
         case "unary":
@@ -183,7 +186,7 @@ export class GrpcJsAdapter {
       case "unary":
         return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const c = this.startCall(spec, call);
-          const req: UnaryRequest = { ...c.request, stream: false, message: call.request } as UnaryRequest;
+          const req = c.requestOf(false, call.request) as UnaryRequest;
           chain(req).then(
             (res) => {
               c.sendHeader();
@@ -199,7 +202,7 @@ export class GrpcJsAdapter {
       case "client_streaming":
         return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const c = this.startCall(spec, call);
-          const req = { ...c.request, stream: true, message: messagesOf(call) } as unknown as StreamRequest;
+          const req = c.requestOf(true, messagesOf(call)) as StreamRequest;
           chain(req)
             .then(async (res) => {
               let message: unknown;
@@ -218,13 +221,13 @@ export class GrpcJsAdapter {
             spec.kind === "bidi_streaming"
               ? messagesOf(call as grpc.ServerDuplexStream<unknown, unknown>)
               : once((call as grpc.ServerWritableStream<unknown, unknown>).request);
-          const req = { ...c.request, stream: true, message: input } as unknown as StreamRequest;
+          const req = c.requestOf(true, input) as StreamRequest;
           void (async () => {
             try {
               const res = (await chain(req)) as StreamResponse;
               const it = res.message[Symbol.asyncIterator]();
               // Ends the handler's generator with the reason (its finally blocks run; the access log says CANCELED or DEADLINE_EXCEEDED).
-              c.onCancel = () => void it.throw?.(c.request.signal.reason).catch(() => undefined);
+              c.onCancel = () => void it.throw?.(c.abort.reason).catch(() => undefined);
               c.sendHeader();
               // One message at a time, each handed to HTTP/2 before the next is pulled (as Connect-node does):
               // a reader that does not keep up leaves its events in the handler's bounded queue, not in ours.
@@ -245,7 +248,7 @@ export class GrpcJsAdapter {
 
   private startCall(spec: MethodImplSpec, call: SurfaceCall) {
     const { shutdownSignal } = this.options;
-    const controller = new AbortController();
+    const { method } = spec;
     const deadline = call.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const requestHeader = new Headers();
@@ -253,10 +256,44 @@ export class GrpcJsAdapter {
       requestHeader.set(key, typeof value === "string" ? value : (value as Buffer).toString("base64"));
     }
     const values = this.options.contextValues({ metadata: call.metadata, peer: call.getPeer() });
+    // The call's AbortSignal is made only when asked for (most unary calls never do), then aborted with the
+    // reason the call already has; everything else hears about the end through `abort` (CallAbort).
+    let controller: AbortController | undefined;
+    let reason: unknown;
+    let listeners: (() => void)[] | undefined;
+    const signal = () => {
+      if (!controller) {
+        controller = new AbortController();
+        if (reason !== undefined) controller.abort(reason);
+      }
+      return controller.signal;
+    };
+    const abort: CallAbort & { fire(why: unknown): void } = {
+      get reason() {
+        return reason;
+      },
+      onAbort(listener) {
+        (listeners ??= []).push(listener);
+        return () => {
+          const i = listeners!.indexOf(listener);
+          if (i >= 0) listeners!.splice(i, 1);
+        };
+      },
+      fire(why) {
+        if (reason !== undefined) return;
+        reason = why;
+        controller?.abort(why);
+        for (const listener of listeners?.splice(0) ?? []) listener();
+      },
+    };
+    values.set(callAbortKey, abort);
+    const url = `/${method.parent.typeName}/${method.name}`;
     const context: HandlerContext = {
-      method: spec.method,
-      service: spec.method.parent,
-      signal: controller.signal,
+      method,
+      service: method.parent,
+      get signal() {
+        return signal();
+      },
       timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
       requestMethod: "POST",
       requestHeader,
@@ -264,25 +301,33 @@ export class GrpcJsAdapter {
       responseTrailer: new Headers(),
       protocolName: "grpc",
       values,
-      url: `/${spec.method.parent.typeName}/${spec.method.name}`,
+      url,
     };
     values.set(callStateKey, { spec, context });
     let headerSent = false;
     const inFlight = this.inFlight;
-    const onShutdown = (reason: unknown) => controller.abort(reason);
+    const onShutdown = (why: unknown) => abort.fire(why);
     if (shutdownSignal.aborted) onShutdown(shutdownSignal.reason);
     else inFlight.add(onShutdown);
     const state = {
       canceled: false,
       onCancel: undefined as (() => void) | undefined,
-      request: {
-        service: spec.method.parent,
-        method: spec.method,
-        requestMethod: "POST",
-        url: context.url,
-        signal: controller.signal,
-        header: requestHeader,
-        contextValues: values,
+      abort,
+      /** The request the interceptor chain gets (its signal, too, made when first read). */
+      requestOf(stream: boolean, message: unknown) {
+        return {
+          stream,
+          service: method.parent,
+          method,
+          requestMethod: "POST",
+          url,
+          get signal() {
+            return signal();
+          },
+          header: requestHeader,
+          contextValues: values,
+          message,
+        };
       },
       sendHeader() {
         if (headerSent) return;
@@ -299,15 +344,13 @@ export class GrpcJsAdapter {
       },
       end() {
         inFlight.delete(onShutdown);
-        if (!controller.signal.aborted) controller.abort(CALL_ENDED);
+        abort.fire(CALL_ENDED);
       },
     };
     // grpc-js reports a passed deadline and a client's RST_STREAM alike as "cancelled".
     call.once("cancelled", () => {
       state.canceled = true;
-      if (!controller.signal.aborted) {
-        controller.abort(Date.now() >= deadlineMs ? new ConnectError("the operation timed out", Code.DeadlineExceeded) : CLIENT_CANCELED);
-      }
+      abort.fire(Date.now() >= deadlineMs ? new ConnectError("the operation timed out", Code.DeadlineExceeded) : CLIENT_CANCELED);
       state.onCancel?.();
     });
     return state;
