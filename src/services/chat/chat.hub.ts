@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
@@ -9,6 +9,7 @@ import {
   type PresenceChange,
   type TypingNotice,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
+import type { Clock } from "../../platform/clock.js";
 import type { PubSub, Unsubscribe } from "../../platform/pubsub.js";
 import { Wakeup } from "../../platform/streams.js";
 import { MESSAGES_CHANNEL, type ChatRepository, type MessageAnnouncement, type MessageRow } from "./chat.repository.js";
@@ -43,6 +44,7 @@ export class ChatSession {
     readonly username: string,
     private readonly repo: ChatRepository,
     private readonly maxQueue: number,
+    private readonly clock: Clock,
   ) {}
 
   /** Starts following a conversation: from `after` (catching up) or from its current end. */
@@ -111,7 +113,7 @@ export class ChatSession {
         if (!item) {
           if (this.ended) return;
           const woken = await this.wakeup.wait(heartbeatMs);
-          if (!woken && !signal.aborted) yield create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampNow() } } });
+          if (!woken && !signal.aborted) yield create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampFromDate(this.clock.now()) } } });
           continue;
         }
         if ("event" in item) yield item.event;
@@ -163,8 +165,9 @@ export class ChatSession {
 }
 
 /**
- * Per-instance fan-out. A stored message is announced with NOTIFY
- * (`conversation:sequence[:userA:userB]`); the hub reads it once for the whole
+ * Per-instance fan-out. A stored message is announced with NOTIFY on
+ * MESSAGES_CHANNEL (a JSON MessageAnnouncement: conversation, sequence, the two
+ * users of a direct conversation, the joiner of a JOINED); the hub reads it once for the whole
  * instance and offers it to the streams that follow its conversation. Presence
  * and typing are ephemeral and travel in the NOTIFY payload itself.
  */
