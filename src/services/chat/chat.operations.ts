@@ -1,10 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { ChatResponseSchema, MessageKind, Presence, type Cursor, type Destination, type Outgoing } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { FileService } from "../../../gen/agora/files/v1/files_pb.js";
+import { IdentityService } from "../../../gen/agora/identity/v1/identity_pb.js";
 import type { Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, permissionDenied, resourceExhausted, unavailable } from "../../platform/errors.js";
@@ -27,6 +28,8 @@ export interface ChatDeps {
   log: Logger;
   /** The file service, for attachments. */
   filesUrl: () => string | undefined;
+  /** The identity service, which says whether a user exists. */
+  identityUrl: () => string | undefined;
   repo: ChatRepository;
   presence: PresenceRepository;
   hub: ChatHub;
@@ -88,8 +91,9 @@ const me = (caller: Caller) => ({ id: caller.userId, name: caller.username });
  */
 export class ChatOperations {
   private readonly limiter: SendLimiter;
-  /** One client (and HTTP/2 connection) for the file service, made on first use. */
+  /** One client (and HTTP/2 connection) for each service asked, made on first use. */
   private files: { url: string; client: Client<typeof FileService> } | undefined;
+  private identity: { url: string; client: Client<typeof IdentityService> } | undefined;
 
   constructor(private readonly d: ChatDeps) {
     this.limiter = new SendLimiter(d.settings.messagesPerSecond, d.clock);
@@ -105,23 +109,47 @@ export class ChatOperations {
     await this.d.repo.readableRoom(conversationId, caller.userId);
   }
 
-  /** The conversation a destination names; a direct one is created on first use. */
-  async resolve(caller: Caller, to: Destination | undefined, forWriting: boolean): Promise<Target> {
+  /**
+   * The conversation a destination names, for reading, typing or sending (with
+   * the sender's authorization). A direct conversation is created by the first
+   * message to a user identity knows; reading or typing never creates one
+   * (undefined then: nothing was ever written there).
+   */
+  async resolve(caller: Caller, to: Destination | undefined, use: "read" | "type" | { authorization: string }): Promise<Target | undefined> {
     if (to?.target.case === "roomId") {
       const { room, member } = await this.d.repo.readableRoom(to.target.value, caller.userId);
-      if (forWriting && !member) throw permissionDenied("NOT_A_MEMBER", `join ${room.name} before posting in it`, { room_id: room.id });
+      if (use !== "read" && !member) throw permissionDenied("NOT_A_MEMBER", `join ${room.name} before posting in it`, { room_id: room.id });
       return { conversationId: room.id, room };
     }
     if (to?.target.case === "userId") {
       const peer = to.target.value;
-      if (peer === caller.userId) {
+      if (peer === caller.userId && use !== "read") {
         throw invalidArgument([{ field: "to.user_id", description: "a direct conversation needs two different users", reason: "SELF_CONVERSATION" }]);
       }
-      const conversationId = await this.d.repo.directConversation(caller.userId, peer);
+      let conversationId = await this.d.repo.findDirectConversation(caller.userId, peer);
+      if (!conversationId) {
+        if (typeof use === "string") return undefined;
+        await this.assertUserExists(peer, use.authorization);
+        conversationId = await this.d.repo.directConversation(caller.userId, peer);
+      }
       const participants = (caller.userId < peer ? [caller.userId, peer] : [peer, caller.userId]) as [string, string];
       return { conversationId, participants, recipientId: peer };
     }
     throw invalidArgument([{ field: "to", description: "name a room or a user" }]);
+  }
+
+  /** Asks the identity service (which owns users), as the caller, whether a user exists: NOT_FOUND if not. */
+  private async assertUserExists(userId: string, authorization: string): Promise<void> {
+    const url = this.d.identityUrl();
+    if (!url) throw unavailable("IDENTITY_UNAVAILABLE", "direct messages and invitations need the identity service: run it here or set IDENTITY_URL");
+    if (this.identity?.url !== url) this.identity = { url, client: createClient(IdentityService, createGrpcTransport({ baseUrl: url })) };
+    try {
+      await this.identity.client.getUserProfile({ userId }, { headers: { authorization } });
+    } catch (err) {
+      if (ConnectError.from(err).code === Code.NotFound) throw notFound("user", userId);
+      this.d.log.warn({ err }, "identity lookup failed");
+      throw unavailable("IDENTITY_UNAVAILABLE", "cannot check the user with the identity service: retry later");
+    }
   }
 
   private fileService(url: string): Client<typeof FileService> {
@@ -150,7 +178,7 @@ export class ChatOperations {
    * (`field` names the Outgoing in the request: "message" or "send").
    */
   async send(caller: Caller, out: Outgoing, authorization: string, field: "message" | "send"): Promise<MessageRow> {
-    const target = await this.resolve(caller, out.to, true);
+    const target = (await this.resolve(caller, out.to, { authorization }))!;
     // A resend of a stored message is answered without counting against the rate limit.
     const earlier = await this.d.repo.byClientId(caller.userId, out.clientId);
     if (earlier) return sameMessage(earlier, target, out, field);
@@ -178,8 +206,9 @@ export class ChatOperations {
 
   /** Tells the other participants of a conversation that the caller is typing. */
   async typing(caller: Caller, to: Destination | undefined): Promise<void> {
-    const target = await this.resolve(caller, to, true);
-    await this.d.hub.publishTyping({ conversationId: target.conversationId, userId: caller.userId, username: caller.username });
+    const target = await this.resolve(caller, to, "type");
+    // A direct conversation nobody wrote in has no one following it: nothing to tell, nothing created.
+    if (target) await this.d.hub.publishTyping({ conversationId: target.conversationId, userId: caller.userId, username: caller.username });
   }
 
   /** A stored JOINED or LEFT notice. */
@@ -194,9 +223,10 @@ export class ChatOperations {
   }
 
   /** A member lets another user join a private room. */
-  async invite(caller: Caller, roomId: string, userId: string): Promise<void> {
+  async invite(caller: Caller, roomId: string, userId: string, authorization: string): Promise<void> {
     const { member } = await this.d.repo.readableRoom(roomId, caller.userId);
     if (!member) throw permissionDenied("NOT_A_MEMBER", "only members may invite", { room_id: roomId });
+    await this.assertUserExists(userId, authorization);
     await this.d.repo.invite(roomId, userId, caller.userId, this.d.clock.now());
   }
 

@@ -43,7 +43,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
     },
 
     async inviteToRoom(req, ctx) {
-      await ops.invite(callerOf(ctx), req.roomId, req.userId);
+      await ops.invite(callerOf(ctx), req.roomId, req.userId, authorization(ctx.requestHeader));
       return {};
     },
 
@@ -92,10 +92,10 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
     async getHistory(req, ctx) {
       const caller = callerOf(ctx);
-      const to = req.conversation?.target;
       // Reading a direct conversation that was never written creates none (any user id reads as empty).
-      if (to?.case === "userId" && !(await d.repo.findDirectConversation(caller.userId, to.value))) return { conversationId: "", messages: [], more: false };
-      const { conversationId } = await ops.resolve(caller, req.conversation, false);
+      const target = await ops.resolve(caller, req.conversation, "read");
+      if (!target) return { conversationId: "", messages: [], more: false };
+      const { conversationId } = target;
       const limit = req.pageSize > 0 ? req.pageSize : 50;
       const rows = req.afterSequence > 0n || req.fromStart
         ? await d.repo.after(conversationId, req.afterSequence, limit + 1)

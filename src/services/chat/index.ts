@@ -36,6 +36,7 @@ export const chatModule: ServiceModule = {
       hub,
       clock,
       filesUrl: () => config.chat.filesUrl ?? (config.services.includes("files") ? selfUrl() : undefined),
+      identityUrl: () => config.chat.identityUrl ?? (config.services.includes("identity") ? selfUrl() : undefined),
       settings: { messagesPerSecond: config.chat.messagesPerSecond, maxRoomsPerUser: config.chat.maxRoomsPerUser, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
     });
     // Keeps this instance's sessions fresh and reaps those of instances that stopped beating.
