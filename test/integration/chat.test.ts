@@ -311,6 +311,33 @@ describe("chat service", function () {
     expect(messages.filter((m) => m.clientId === "chat-once")).to.have.length(1);
   });
 
+  it("reads a cursor the same way everywhere: 0 is the whole conversation (join: from now on), past the end is OUT_OF_RANGE", async () => {
+    const user = await newUser(a.url, "cursor");
+    const roomId = await publicRoom(user); // sequence 1: the creator's JOINED
+    for (let n = 1; n <= 3; n++) await chatOf(user).sendMessage({ message: { to: toRoom(roomId), clientId: `c${n}`, text: `c${n}` } });
+
+    const whole = track(subscribe(chatOf(user), [{ conversationId: roomId, afterSequence: 0n }]));
+    await whole.until(() => whole.messages(roomId).length >= 4, "the whole conversation");
+    expect(seqs(whole.messages(roomId))).to.deep.equal([1, 2, 3, 4]);
+
+    const ahead = track(subscribe(chatOf(user, b), [{ conversationId: roomId, afterSequence: 5n }]));
+    await eventually(() => ahead.ended, "the Subscribe with a cursor past the end to fail");
+    expect(ahead.error?.code).to.equal(Code.OutOfRange);
+    expect(ahead.error?.findDetails(ErrorInfoSchema)[0]).to.deep.include({ reason: "CURSOR_AHEAD", metadata: { conversation_id: roomId, last_sequence: "4" } });
+
+    const stream = track(new ChatStream(chatOf(user)));
+    const resumed = await stream.call({ case: "resume", value: { cursors: [{ conversationId: roomId, afterSequence: 99n }] } });
+    expect(resumed.event.case === "error" && resumed.event.value.code).to.equal("out_of_range");
+    await stream.join(roomId); // after_sequence 0: no cursor, nothing old
+    await stream.send(toRoom(roomId), "c4", "c4");
+    await stream.events.until(() => stream.events.texts(roomId).length >= 1, "the live message");
+    expect(stream.events.messages(roomId).map((m) => m.text)).to.deep.equal(["c4"]);
+    const rejoined = track(new ChatStream(chatOf(user, b)));
+    await rejoined.join(roomId, 3n);
+    await rejoined.events.until(() => rejoined.events.texts(roomId).length >= 2, "the messages after the cursor");
+    expect(seqs(rejoined.events.messages(roomId))).to.deep.equal([4, 5]);
+  });
+
   it("follows, on a Subscribe stream, a room the user joins after the stream opened", async () => {
     const [owner, joiner] = [await newUser(a.url, "own"), await newUser(a.url, "late")];
     const roomId = await publicRoom(owner);

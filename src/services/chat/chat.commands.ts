@@ -18,7 +18,8 @@ export async function dispatch(ops: ChatOperations, session: ChatSession, caller
       const room = await ops.joinRoom(caller, c.value.conversationId);
       session.rooms.add(room.id);
       // after_sequence 0: no cursor, follow from now on (see Cursor in chat.proto).
-      await session.follow(room.id, c.value.afterSequence > 0n ? c.value.afterSequence : undefined);
+      if (c.value.afterSequence > 0n) await ops.followAfter(session, room.id, c.value.afterSequence);
+      else await session.follow(room.id);
       session.send(reply(req.ref, { case: "joined", value: toRoom(room) }));
       return;
     }

@@ -8,7 +8,7 @@ import { FileService } from "../../../gen/agora/files/v1/files_pb.js";
 import { IdentityService } from "../../../gen/agora/identity/v1/identity_pb.js";
 import type { Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { invalidArgument, notFound, permissionDenied, resourceExhausted, unavailable } from "../../platform/errors.js";
+import { invalidArgument, notFound, outOfRange, permissionDenied, resourceExhausted, unavailable } from "../../platform/errors.js";
 import type { PageTokens } from "../../platform/paging.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto } from "./chat.mapper.js";
@@ -261,8 +261,24 @@ export class ChatOperations {
   async resume(session: ChatSession, caller: Caller, cursors: Cursor[]): Promise<void> {
     for (const c of cursors) {
       await this.assertReadable(caller, c.conversationId);
-      await session.follow(c.conversationId, c.afterSequence);
+      await this.followAfter(session, c.conversationId, c.afterSequence);
     }
+  }
+
+  /**
+   * Delivers a readable conversation's messages after `after`, then live ones. A
+   * cursor past the last message is OUT_OF_RANGE: followed, it would silently skip
+   * every message up to it.
+   */
+  async followAfter(session: ChatSession, conversationId: string, after: bigint): Promise<void> {
+    const last = await this.d.repo.lastSequence(conversationId);
+    if (after > last) {
+      throw outOfRange("CURSOR_AHEAD", `after_sequence ${after} is past the last message (${last}) of conversation ${conversationId}`, {
+        conversation_id: conversationId,
+        last_sequence: String(last),
+      });
+    }
+    await session.follow(conversationId, after);
   }
 
   /** Opens a stream session: presence ONLINE, the user's direct conversations followed live. */
