@@ -6,6 +6,7 @@ import {
   ChatResponseSchema,
   MessageKind,
   type ChatResponse,
+  type Presence,
   type PresenceChange,
   type TypingNotice,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
@@ -207,7 +208,7 @@ export class ChatHub {
     return [...this.sessions].map((s) => s.id);
   }
 
-  async publishPresence(change: { userId: string; username: string; presence: number; rooms: string[] }): Promise<void> {
+  async publishPresence(change: { userId: string; username: string; presence: Presence; rooms: string[] }): Promise<void> {
     await this.pubsub.publish(PRESENCE_CHANNEL, JSON.stringify(change));
   }
 
@@ -259,7 +260,7 @@ export class ChatHub {
   }
 
   private onPresence(payload: string): void {
-    const change = JSON.parse(payload) as { userId: string; username: string; presence: number; rooms: string[] };
+    const change = JSON.parse(payload) as { userId: string; username: string; presence: Presence; rooms: string[] };
     const event = create(ChatResponseSchema, {
       event: { case: "presence", value: { userId: change.userId, username: change.username, presence: change.presence } satisfies Partial<PresenceChange> },
     });

@@ -27,6 +27,12 @@ export interface MessageRow {
   created_at: Date;
 }
 
+export interface MemberRow {
+  user_id: string;
+  username: string;
+  joined_at: Date;
+}
+
 export interface NewMessage {
   conversationId: string;
   clientId: string;
@@ -159,7 +165,7 @@ export class ChatRepository {
   }
 
   async members(roomId: string) {
-    return this.db.execute<{ user_id: string; username: string; joined_at: Date }[]>(
+    return this.db.execute<MemberRow[]>(
       `SELECT user_id, username, joined_at FROM "chat".members WHERE room_id = ? ORDER BY username`,
       [roomId],
     );

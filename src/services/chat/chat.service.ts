@@ -1,4 +1,3 @@
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ChatService, RoomVisibility } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { callerOf } from "../../platform/auth.js";
@@ -6,7 +5,7 @@ import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import { quotaExceeded } from "../../platform/errors.js";
 import { fingerprint, isKeyset, pageSize } from "../../platform/paging.js";
 import { runCommands } from "./chat.commands.js";
-import { presenceToProto, toMessage, toRoom } from "./chat.mapper.js";
+import { toMember, toMessage, toOnlineUser, toRoom } from "./chat.mapper.js";
 import { ChatOperations, type ChatDeps } from "./chat.operations.js";
 
 export type { ChatDeps, ChatSettings } from "./chat.operations.js";
@@ -51,14 +50,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       await d.repo.readableRoom(req.roomId, callerOf(ctx).userId);
       const members = await d.repo.members(req.roomId);
       const presence = await d.presence.of(members.map((m) => m.user_id), d.clock.now());
-      return {
-        members: members.map((m) => ({
-          userId: m.user_id,
-          username: m.username,
-          presence: presenceToProto(presence.get(m.user_id) ?? "offline"),
-          joinTime: timestampFromDate(new Date(m.joined_at)),
-        })),
-      };
+      return { members: members.map((m) => toMember(m, presence.get(m.user_id) ?? "offline")) };
     },
 
     async *chat(requests, ctx) {
@@ -110,7 +102,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
 
     async listOnlineUsers(req) {
       const rows = await d.presence.online(d.clock.now(), req.pageSize > 0 ? req.pageSize : 100);
-      return { users: rows.map((r) => ({ userId: r.user_id, username: r.username, presence: presenceToProto(r.presence) })) };
+      return { users: rows.map(toOnlineUser) };
     },
   };
 }
