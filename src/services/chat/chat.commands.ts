@@ -1,4 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { ConnectError } from "@connectrpc/connect";
 import { ChatRequestSchema, ChatResponseSchema, type ChatRequest } from "../../../gen/agora/chat/v1/chat_pb.js";
 import type { Caller } from "../../platform/auth.js";
 import { codeName, detailsAsAny, invalidArgument } from "../../platform/errors.js";
@@ -6,7 +7,6 @@ import { assertValid } from "../../platform/validation.js";
 import type { ChatSession } from "./chat.hub.js";
 import { toMessage, toRoom } from "./chat.mapper.js";
 import type { ChatOperations } from "./chat.operations.js";
-import type { ConnectError } from "@connectrpc/connect";
 
 const reply = (ref: string, event: MessageInitShape<typeof ChatResponseSchema>["event"]) => create(ChatResponseSchema, { ref, event });
 

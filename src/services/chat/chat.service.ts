@@ -8,8 +8,6 @@ import { runCommands } from "./chat.commands.js";
 import { toMember, toMessage, toOnlineUser, toRoom } from "./chat.mapper.js";
 import { ChatOperations, type ChatDeps } from "./chat.operations.js";
 
-export type { ChatDeps, ChatSettings } from "./chat.operations.js";
-
 export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
   const ops = new ChatOperations(d);
   const authorization = (headers: Headers) => headers.get("authorization") ?? "";
