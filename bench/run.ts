@@ -15,6 +15,7 @@
  * generators (ghz and the TypeScript harnesses in this process) on CPU 1,
  * when taskset exists and the machine has two CPUs or more.
  */
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -81,6 +82,9 @@ async function main(): Promise<number> {
   const scenarios: Record<string, ScenarioResult> = {};
   const profileDir = args.profile ? path.join(outDir, "tmp", `profiles-${stamp}`) : undefined;
   try {
+    // Agora runs as the container image runs it: compiled, without tsx's per-closure naming helpers.
+    log("building dist/ (npm run build)");
+    execFileSync("npm", ["run", "--silent", "build"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] });
     log("starting the bench's PostgreSQL");
     database = await startEmbeddedPostgres(runDir, 0, pino({ level: "warn" }));
     const postgresPid = Number(fs.readFileSync(path.join(runDir, "postgres", "postmaster.pid"), "utf8").split("\n")[0]);

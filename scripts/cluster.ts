@@ -30,6 +30,8 @@ export interface ClusterOptions {
   gateway?: Partial<GatewayOptions>;
   /** Where process output goes; a file per process under dataDir/logs by default. */
   logDir?: string;
+  /** Node's arguments for each instance (TSX_ENTRY by default). */
+  entry?: string[];
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
@@ -91,6 +93,11 @@ class Managed {
   }
 }
 
+/** How `npm start` runs Agora: the TypeScript sources through tsx. */
+export const TSX_ENTRY = ["--import", "tsx", "src/main.ts"];
+/** How the container image runs it: the compiled `dist/` (`npm run build`). */
+export const DIST_ENTRY = ["--enable-source-maps", "dist/src/main.js"];
+
 /** One Agora server process of the cluster, on a fixed port so it can come back. */
 export class Instance extends Managed {
   constructor(
@@ -98,8 +105,9 @@ export class Instance extends Managed {
     readonly port: number,
     env: NodeJS.ProcessEnv,
     logFile: string,
+    entry: string[] = TSX_ENTRY,
   ) {
-    super(`agora-${index}`, process.execPath, ["--import", "tsx", "src/main.ts"], { ...env, PORT: String(port) }, logFile);
+    super(`agora-${index}`, process.execPath, entry, { ...env, PORT: String(port) }, logFile);
   }
 
   /** Starts (or restarts) it and waits until it answers. */
@@ -232,7 +240,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       SHUTDOWN_DELAY_MS: String(drainDelayMs(o.gateway?.healthCheckIntervalMs ?? COMPOSE_OPTIONS.healthCheckIntervalMs)),
       ...o.env,
     };
-    ports.forEach((port, i) => instances.push(new Instance(i + 1, port, base, path.join(logDir, `agora-${i + 1}.log`))));
+    ports.forEach((port, i) => instances.push(new Instance(i + 1, port, base, path.join(logDir, `agora-${i + 1}.log`), o.entry)));
     // One at a time: the first applies the migrations, the others find them done.
     for (const instance of instances) await instance.up();
 

@@ -224,6 +224,9 @@ function jwtAuthn() {
         from_headers: [{ name: "authorization", value_prefix: "Bearer " }],
         // The services verify the token again and read the caller from it.
         forward: true,
+        // Verified tokens by their text (expiry still checked on every hit): a client's calls do not each pay for
+        // an ES256 verification.
+        jwt_cache_config: { jwt_cache_size: 10000 },
       },
     },
     rules: [...exempt, { match: { prefix: "/" }, requires: { provider_name: "agora" } }],

@@ -1,6 +1,6 @@
 /**
- * Agora under test: one instance (`node --import tsx src/main.ts`, as `npm start`
- * runs it) on a fresh database of the bench's PostgreSQL, optionally behind a
+ * Agora under test: one instance of the compiled build (`node dist/src/main.js`,
+ * as the container image runs it; the bench builds it first) on a fresh database of the bench's PostgreSQL, optionally behind a
  * real Envoy configured by scripts/envoy-config.ts (scripts/cluster.ts), all
  * pinned to the server CPUs. Default settings, except where a scenario says
  * otherwise and the gateway's whole-gateway rate limit, raised so that it is not
@@ -13,7 +13,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 import pg from "pg";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
-import { Instance, REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
+import { DIST_ENTRY, Instance, REPO_ROOT, startCluster, type Cluster } from "../../scripts/cluster.js";
 import { sendIdempotencyKey } from "../../src/platform/idempotency.js";
 import { freePort } from "../../src/platform/ports.js";
 import { bearerInterceptor } from "./clients.js";
@@ -172,6 +172,7 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
       adminPort: 0,
       instances: 1,
       env,
+      entry: DIST_ENTRY,
       gateway: { rateLimitRps: 1_000_000, loginRateLimitRps: 1_000_000 },
     });
     const instance = cluster.instances[0]!;
@@ -184,7 +185,7 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
   } else {
     const port = await freePort();
     const base = { ...process.env, ...env };
-    const instance = new Instance(1, port, base, path.join(dataDir, "agora.log"));
+    const instance = new Instance(1, port, base, path.join(dataDir, "agora.log"), DIST_ENTRY);
     await instance.up();
     url = `http://127.0.0.1:${port}`;
     pid = instance.child!.pid!;

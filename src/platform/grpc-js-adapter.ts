@@ -98,7 +98,11 @@ export class GrpcJsAdapter {
   private readonly server: grpc.Server;
   private readonly streamHandler: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
 
+  /** Aborts the signal of every call in flight; one shutdown listener for all of them, not one per call. */
+  private readonly inFlight = new Set<(reason: unknown) => void>();
+
   constructor(private readonly options: GrpcJsAdapterOptions) {
+    options.shutdownSignal.addEventListener("abort", () => this.inFlight.forEach((abort) => abort(options.shutdownSignal.reason)), { once: true });
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": -1,
@@ -264,9 +268,10 @@ export class GrpcJsAdapter {
     };
     values.set(callStateKey, { spec, context });
     let headerSent = false;
-    const onShutdown = () => controller.abort(shutdownSignal.reason);
-    if (shutdownSignal.aborted) onShutdown();
-    else shutdownSignal.addEventListener("abort", onShutdown);
+    const inFlight = this.inFlight;
+    const onShutdown = (reason: unknown) => controller.abort(reason);
+    if (shutdownSignal.aborted) onShutdown(shutdownSignal.reason);
+    else inFlight.add(onShutdown);
     const state = {
       canceled: false,
       onCancel: undefined as (() => void) | undefined,
@@ -293,7 +298,7 @@ export class GrpcJsAdapter {
         return { code: error.code as number, details: error.rawMessage, metadata: toMetadata(trailer) ?? new grpc.Metadata() };
       },
       end() {
-        shutdownSignal.removeEventListener("abort", onShutdown);
+        inFlight.delete(onShutdown);
         if (!controller.signal.aborted) controller.abort(CALL_ENDED);
       },
     };

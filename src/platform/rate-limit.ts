@@ -50,8 +50,17 @@ export class TokenBuckets {
 const REGISTER = "agora.identity.v1.IdentityService/Register";
 
 /**
- * Rate limits on every method that writes (any not marked NO_SIDE_EFFECTS in
- * its descriptor), per user and per client address, and on Register per
+ * Whether a call may write: Agora's methods unless their descriptor says
+ * NO_SIDE_EFFECTS. The platform's own services (grpc.health, grpc.reflection)
+ * write nothing; their protos cannot say so, and a health check refused for
+ * sharing the gateway's address budget would take a healthy instance out.
+ */
+function writes(req: { service: { typeName: string }; method: { idempotency: MethodOptions_IdempotencyLevel } }): boolean {
+  return req.method.idempotency !== MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS && !req.service.typeName.startsWith("grpc.");
+}
+
+/**
+ * Rate limits on every method that writes (`writes`), per user and per client address, and on Register per
  * address: RESOURCE_EXHAUSTED with RetryInfo. Per instance and in memory
  * (docs/security.md: why). Administrators are not limited.
  */
@@ -61,7 +70,7 @@ export function rateLimitInterceptor(config: RateLimitConfig, now: () => number 
   const address = bucket(config.addressWritesPerSecond, config.addressWritesBurst);
   const register = bucket(config.registrationsPerHour / 3600, config.registrationsPerHour);
   return (next) => async (req) => {
-    if (req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) return next(req);
+    if (!writes(req)) return next(req);
     const caller = req.contextValues.get(callerKey);
     if (caller?.role === "admin") return next(req);
     const peer = req.contextValues.get(peerAddressKey);

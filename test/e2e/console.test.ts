@@ -7,8 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { expect } from "chai";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { ChatRequestSchema, ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
-import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import { ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { FileService } from "../../gen/agora/files/v1/files_pb.js";
 import { MonitoringService } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
@@ -16,7 +15,7 @@ import { Category, InventoryService } from "../../gen/agora/inventory/v1/invento
 import { GameService } from "../../gen/agora/game/v1/game_pb.js";
 import { buildConsole } from "../../scripts/build-console.js";
 import { REPO_ROOT } from "../../scripts/cluster.js";
-import { create, type DescService } from "@bufbuild/protobuf";
+import type { DescService } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ADMIN, client, eventually, login, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
@@ -102,10 +101,6 @@ describe("web console (Chromium)", function () {
   /** A client as the administrator (a fresh token: they live 30 s here). */
   async function asAdmin<S extends DescService>(service: S) {
     return client(service, server.url, "grpc", (await login(server.url, ADMIN.username, ADMIN.password)).accessToken);
-  }
-
-  async function paulId(token: string): Promise<string> {
-    return (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
   }
 
   async function newPage(): Promise<Page> {
@@ -305,8 +300,8 @@ describe("web console (Chromium)", function () {
     expect(await page.getByText("⚠ Low stock").count()).to.equal(0);
   });
 
-  it("chat: two browsers see each other's messages live; tabs, unread counts, presence, typing, scroll-back, resume after a drop", async () => {
-    const paulToken = await signUp(server.url, "paul");
+  it("chat: two browsers see each other's messages live; tabs, unread counts, presence, typing, an attachment, scroll-back, resume after a drop", async () => {
+    await signUp(server.url, "paul");
     const adminPage = await signIn(ADMIN.username, ADMIN.password);
     await adminPage.getByRole("link", { name: "Chat" }).click();
     await adminPage.getByLabel("New room name").fill("general");
@@ -352,20 +347,27 @@ describe("web console (Chromium)", function () {
     await adminPage.getByLabel("Message @ paul").fill("a word in private");
     await adminPage.getByLabel("Message @ paul").press("Enter");
     await paulPage.getByRole("tab", { name: /@ admin.*1 unread/ }).waitFor();
-    await shot(paulPage, "chat");
     await paulPage.getByRole("tab", { name: /@ admin/ }).click();
     await paulPage.getByText("a word in private").waitFor();
     expect(await paulPage.getByText("1 unread").count()).to.equal(0);
 
-    // Typing (sent here through the bidirectional Chat stream, which browsers cannot open).
-    const adminToken = (await login(server.url, ADMIN.username, ADMIN.password)).accessToken;
-    const commands = (async function* () {
-      yield create(ChatRequestSchema, { ref: "t1", command: { case: "typing", value: { target: { case: "userId", value: (await paulId(paulToken)) } } } });
-      await new Promise((r) => setTimeout(r, 1500));
-    })();
-    const stream = client(ChatService, server.url, "grpc", adminToken).chat(commands);
-    await paulPage.getByText("admin is typing…").waitFor();
-    for await (const _ of stream) void _;
+    // Typing: paul's keys send SendTyping (his first in this conversation: not held back by either
+    // throttle); the admin sees the notice until paul's message arrives.
+    await paulPage.getByLabel("Message @ admin").pressSequentially("the notes");
+    await adminPage.getByText("paul is typing…").waitFor();
+
+    // An attachment: uploaded in 256 KiB chunks through the file service, sent with the message,
+    // downloaded by the admin through the file service: the same bytes.
+    const notes = Buffer.from(Array.from({ length: 300 * 1024 }, (_, i) => (i * 7919) % 251));
+    await paulPage.getByLabel("Attach a file").setInputFiles({ name: "notes.bin", mimeType: "application/octet-stream", buffer: notes });
+    await paulPage.getByRole("list", { name: "Attached files" }).getByText("📎 notes.bin").waitFor();
+    await paulPage.getByRole("button", { name: "Send" }).click();
+    await adminPage.getByText("the notes").waitFor();
+    await adminPage.getByText("paul is typing…").waitFor({ state: "detached" });
+    const [download] = await Promise.all([adminPage.waitForEvent("download"), adminPage.getByRole("button", { name: "Download notes.bin" }).click()]);
+    expect(download.suggestedFilename()).to.equal("notes.bin");
+    expect(readFileSync((await download.path())!).equals(notes)).to.equal(true);
+    await shot(adminPage, "chat");
 
     // Paul's connection drops; what is sent meanwhile arrives once, after reconnecting from the cursors.
     relay.cut(true);

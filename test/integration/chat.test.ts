@@ -15,10 +15,13 @@ import {
   type ChatResponse,
   type Message,
 } from "../../gen/agora/chat/v1/chat_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { ManualClock } from "../../src/platform/clock.js";
 import {
   client,
   eventually,
   freshDatabase,
+  PROTOCOLS,
   rpcError,
   signUp,
   startTestServer,
@@ -26,8 +29,6 @@ import {
   type TestServer,
 } from "../support/harness.js";
 import { Outbox } from "../../src/cli/chat.js";
-import { ManualClock } from "../../src/platform/clock.js";
-import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 
 type Chat = Client<typeof ChatService>;
@@ -775,5 +776,93 @@ describe("chat service", function () {
     const newest = await c.getHistory({ conversation: toRoom(roomId), pageSize: 3 });
     expect(seqs(newest.messages)).to.deep.equal([31, 30, 29]);
     expect(newest.more).to.equal(true);
+  });
+});
+
+describe("chat typing notices (SendTyping)", function () {
+  // A clock the test moves: the one-notice-a-second throttle is checked without sleeping.
+  const clock = new ManualClock();
+  let t: TestServer;
+  const streams: { close(): void }[] = [];
+  before(async () => {
+    t = await startTestServer(ENV, undefined, undefined, clock);
+  });
+  afterEach(() => {
+    for (const s of streams.splice(0)) s.close();
+  });
+  after(() => t?.shutdown());
+
+  const chatOf = (u: User, protocol: ProtocolName = "grpc") => client(ChatService, t.url, protocol, u.token);
+  const notices = (events: Events, conversationId: string) =>
+    events.all.flatMap((e) => (e.event.case === "typing" && e.event.value.conversationId === conversationId ? [e.event.value] : []));
+  async function watch(u: User): Promise<Events> {
+    const events = subscribe(chatOf(u));
+    streams.push(events);
+    await events.ready();
+    return events;
+  }
+  async function roomWith(owner: User, members: User[]): Promise<string> {
+    const { room } = await chatOf(owner).createRoom({ name: name("typing"), visibility: RoomVisibility.PUBLIC });
+    for (const m of members) await chatOf(m).joinRoom({ roomId: room!.id });
+    return room!.id;
+  }
+
+  for (const protocol of PROTOCOLS) {
+    it(`passes a notice on to a room and a direct conversation; refuses a non-member, a missing and a self destination with details (${protocol})`, async () => {
+      const [typer, reader, outsider] = [await newUser(t.url, "typer"), await newUser(t.url, "reader"), await newUser(t.url, "outs")];
+      const roomId = await roomWith(typer, [reader]);
+      const { message: dm } = await chatOf(typer).sendMessage({ message: { to: toUser(reader.id), clientId: "dm", text: "hi" } });
+      const events = await watch(reader);
+      const c = chatOf(typer, protocol);
+
+      expect(await c.sendTyping({ to: toRoom(roomId) })).to.include({});
+      await events.until(() => notices(events, roomId).length === 1, "the room notice");
+      expect(notices(events, roomId)[0]).to.include({ userId: typer.id, username: typer.name });
+      await c.sendTyping({ to: toUser(reader.id) });
+      await events.until(() => notices(events, dm!.conversationId).length === 1, "the direct notice");
+
+      const denied = await rpcError(chatOf(outsider, protocol).sendTyping({ to: toRoom(roomId) }));
+      expect(Code[denied.code], denied.message).to.equal(Code[Code.PermissionDenied]);
+      const info = denied.findDetails(ErrorInfoSchema)[0];
+      expect(info?.reason).to.equal("NOT_A_MEMBER");
+      expect(info?.metadata).to.include({ room_id: roomId });
+      const missing = await rpcError(c.sendTyping({}));
+      expect(Code[missing.code]).to.equal(Code[Code.InvalidArgument]);
+      expect(missing.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field))).to.include("to");
+      const self = await rpcError(c.sendTyping({ to: toUser(typer.id) }));
+      expect(self.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => `${v.field} ${v.reason}`))).to.deep.equal(["to.user_id SELF_CONVERSATION"]);
+    });
+  }
+
+  it("passes on at most one notice a second per user and conversation; the rest are accepted and dropped", async () => {
+    const [typer, reader] = [await newUser(t.url, "fast"), await newUser(t.url, "slowr")];
+    const [first, second] = [await roomWith(typer, [reader]), await roomWith(typer, [reader])];
+    const events = await watch(reader);
+    const c = chatOf(typer, "connect");
+    for (let i = 0; i < 5; i++) await c.sendTyping({ to: toRoom(first) });
+    // The other room's notice, published after those five, is the sync point (one NOTIFY connection: in order).
+    await c.sendTyping({ to: toRoom(second) });
+    await events.until(() => notices(events, second).length === 1, "the second room's notice");
+    expect(notices(events, first)).to.have.length(1);
+    clock.advance(1000);
+    await c.sendTyping({ to: toRoom(first) });
+    await events.until(() => notices(events, first).length === 2, "a notice a second later");
+  });
+
+  it("creates no direct conversation for a notice to a user the caller never wrote to, and tells nobody (SendTyping and the Chat stream)", async () => {
+    const [typer, stranger] = [await newUser(t.url, "shy"), await newUser(t.url, "stran")];
+    const roomId = await roomWith(typer, [stranger]);
+    const events = await watch(stranger);
+    expect(await chatOf(typer).sendTyping({ to: toUser(stranger.id) })).to.include({});
+    const stream = new ChatStream(chatOf(typer));
+    streams.push(stream);
+    stream.push({ case: "typing", value: toUser(stranger.id) });
+    // Commands are handled in order: the answered send comes after the typing command.
+    await stream.join(roomId);
+    await chatOf(typer).sendTyping({ to: toRoom(roomId) });
+    await events.until(() => notices(events, roomId).length === 1, "the room notice (sync point)");
+    expect(events.all.filter((e) => e.event.case === "typing")).to.have.length(1);
+    expect((await chatOf(stranger).getHistory({ conversation: toUser(typer.id) })).conversationId).to.equal("");
+    expect((await chatOf(typer).getHistory({ conversation: toUser(stranger.id) })).conversationId).to.equal("");
   });
 });

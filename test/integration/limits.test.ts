@@ -15,6 +15,7 @@ import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files
 import { ErrorInfoSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection, ServerReflectionRequestSchema } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { client, eventually, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 /** Asserts a rate-limit refusal: the code, RetryInfo with a positive delay, and the ErrorInfo reason. */
@@ -74,6 +75,27 @@ describe("rate limits (issue 15)", () => {
     expect(rooms.map((r) => r.name).filter((n) => n.startsWith("too many"))).to.deep.equal([]);
     // Bob is not limited by Alice's calls.
     await client(ChatService, server.url, "connect", bob).createRoom({ name: "bob room", visibility: RoomVisibility.PUBLIC });
+  });
+
+  it("never limits health checks or reflection, which write nothing: a gateway's checks share its address budget", async () => {
+    // One write per second per address: twenty checks in a row would be refused if they counted as writes.
+    const tight = await startTestServer({ SERVICES: "identity", RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "1", RATE_LIMIT_ADDRESS_WRITES_BURST: "1" });
+    try {
+      for (const protocol of PROTOCOLS) {
+        for (let i = 0; i < 5; i++) expect((await client(Health, tight.url, protocol).check({})).status).to.equal(Status.SERVING);
+      }
+      const reflection = client(ServerReflection, tight.url);
+      for (let i = 0; i < 5; i++) {
+        const ask = async function* () {
+          yield create(ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } });
+        };
+        for await (const res of reflection.serverReflectionInfo(ask())) {
+          expect(res.messageResponse.case).to.equal("listServicesResponse");
+        }
+      }
+    } finally {
+      await tight.shutdown();
+    }
   });
 });
 

@@ -383,6 +383,10 @@ const chat: Scenario = {
 
       const texts = (ms: Json[]) => ms.map((m) => m.event?.message?.text).filter((t) => t);
       await subscription.waitFor((ms) => texts(ms).includes("hello ben") && texts(ms).includes("psst"), "both messages");
+      // Typing: passed on to the room's other members; refused to a non-member as a send is.
+      expect(await rpc.ok(C.sendTyping, { to: { room_id: lobby.id } }, ann.token)).to.deep.equal({});
+      await subscription.waitFor((ms) => ms.some((m) => m.event?.typing?.userId === ann.id), "Ann's typing notice");
+      await rpc.fails(C.sendTyping, { to: { room_id: lobby.id } }, cid.token, "PermissionDenied", "join");
       const lobbyMessages = subscription.messages.map((m) => m.event?.message).filter((m) => m?.conversationId === lobby.id);
       expect(lobbyMessages.map((m) => Number(m.sequence))).to.deep.equal(lobbyMessages.map((_, i) => i + 1)); // from 1, no gap
       expect(lobbyMessages.map((m) => m.kind)).to.include("MESSAGE_KIND_JOINED");

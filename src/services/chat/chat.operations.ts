@@ -10,6 +10,7 @@ import type { Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, notFound, outOfRange, permissionDenied, resourceExhausted, unavailable } from "../../platform/errors.js";
 import type { PageTokens } from "../../platform/paging.js";
+import { TokenBuckets } from "../../platform/rate-limit.js";
 import { ChatSession, type ChatHub } from "./chat.hub.js";
 import { presenceToProto } from "./chat.mapper.js";
 import type { ChatRepository, MessageRow, RoomRow } from "./chat.repository.js";
@@ -40,29 +41,6 @@ export interface ChatDeps {
 /** A room, or a direct conversation with its two users (sorted) and the other one. */
 export type Target = { conversationId: string; room?: RoomRow; participants?: [string, string]; recipientId?: string };
 
-/** Messages per second per user, on this instance (a token bucket with a burst of twice the rate). */
-class SendLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  constructor(
-    private readonly perSecond: number,
-    private readonly clock: Clock,
-  ) {}
-
-  take(userId: string): void {
-    const now = this.clock.now().getTime();
-    const b = this.buckets.get(userId) ?? { tokens: this.perSecond * 2, at: now };
-    b.tokens = Math.min(this.perSecond * 2, b.tokens + (Math.max(0, now - b.at) / 1000) * this.perSecond);
-    b.at = now;
-    if (b.tokens < 1) {
-      this.buckets.set(userId, b);
-      throw resourceExhausted("RATE_LIMITED", `at most ${this.perSecond} messages per second`, ((1 - b.tokens) / this.perSecond) * 1000);
-    }
-    b.tokens -= 1;
-    this.buckets.set(userId, b);
-    if (this.buckets.size > 100_000) this.buckets.clear(); // bounded memory; a reset only forgives a little
-  }
-}
-
 const attachmentRows = (out: Outgoing) => out.attachments.map((a) => ({ fileId: a.fileId, version: a.version.toString(), name: a.name }));
 
 /**
@@ -90,13 +68,16 @@ const me = (caller: Caller) => ({ id: caller.userId, name: caller.username });
  * destination, send, join, leave, presence, open and close a stream.
  */
 export class ChatOperations {
-  private readonly limiter: SendLimiter;
+  /** Messages per second per user, on this instance (a token bucket with a burst of twice the rate). */
+  private readonly sends: TokenBuckets;
+  /** At most one typing notice a second per user and conversation. */
+  private readonly typingNotices = new TokenBuckets(1 / 1000, 1);
   /** One client (and HTTP/2 connection) for each service asked, made on first use. */
   private files: { url: string; client: Client<typeof FileService> } | undefined;
   private identity: { url: string; client: Client<typeof IdentityService> } | undefined;
 
   constructor(private readonly d: ChatDeps) {
-    this.limiter = new SendLimiter(d.settings.messagesPerSecond, d.clock);
+    this.sends = new TokenBuckets(d.settings.messagesPerSecond / 1000, d.settings.messagesPerSecond * 2);
   }
 
   /** Who may read a conversation: room members (anyone for public rooms), the two users of a direct one. */
@@ -182,7 +163,7 @@ export class ChatOperations {
     // A resend of a stored message is answered without counting against the rate limit.
     const earlier = await this.d.repo.byClientId(caller.userId, out.clientId);
     if (earlier) return sameMessage(earlier, target, out, field);
-    this.limiter.take(caller.userId);
+    this.takeSendToken(caller.userId);
     await this.shareAttachments(caller, authorization, target, out);
     const now = this.d.clock.now();
     const { message, replayed } = await this.d.repo.append(
@@ -204,11 +185,27 @@ export class ChatOperations {
     return message;
   }
 
-  /** Tells the other participants of a conversation that the caller is typing. */
+  private takeSendToken(userId: string): void {
+    const now = this.d.clock.now().getTime();
+    const waitMs = this.sends.wait(userId, now);
+    if (waitMs > 0) throw resourceExhausted("RATE_LIMITED", `at most ${this.d.settings.messagesPerSecond} messages per second`, waitMs);
+    this.sends.take(userId, now);
+  }
+
+  /**
+   * Tells the other participants of a conversation that the caller is typing
+   * (Chat's command and SendTyping): only where the caller may post, at most one
+   * notice a second per user and conversation (the rest are dropped, not refused).
+   */
   async typing(caller: Caller, to: Destination | undefined): Promise<void> {
     const target = await this.resolve(caller, to, "type");
     // A direct conversation nobody wrote in has no one following it: nothing to tell, nothing created.
-    if (target) await this.d.hub.publishTyping({ conversationId: target.conversationId, userId: caller.userId, username: caller.username });
+    if (!target) return;
+    const key = `${caller.userId}:${target.conversationId}`;
+    const now = this.d.clock.now().getTime();
+    if (this.typingNotices.wait(key, now) > 0) return;
+    this.typingNotices.take(key, now);
+    await this.d.hub.publishTyping({ conversationId: target.conversationId, userId: caller.userId, username: caller.username });
   }
 
   /** A stored JOINED or LEFT notice. */

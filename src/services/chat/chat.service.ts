@@ -69,6 +69,11 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       return { message: toMessage(await ops.send(callerOf(ctx), req.message!, authorization(ctx.requestHeader), "message")) };
     },
 
+    async sendTyping(req, ctx) {
+      await ops.typing(callerOf(ctx), req.to);
+      return {};
+    },
+
     async *subscribe(req, ctx) {
       const caller = callerOf(ctx);
       const session = await ops.openSession(caller, true);

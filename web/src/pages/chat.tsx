@@ -2,7 +2,8 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { client, keepStreaming, session } from "../api";
 import { useSignal, withAbort } from "../state";
-import { ErrorText, Field, useAction } from "../ui";
+import { download, upload } from "../transfer";
+import { ErrorText, Field, formatBytes, useAction } from "../ui";
 import {
   ChatService,
   MessageKind,
@@ -16,6 +17,9 @@ import {
 
 const chat = client(ChatService);
 const PAGE = 30;
+/** While keys are pressed, "typing" is sent at most this often (others show it for TYPING_SHOWN_MS). */
+const TYPING_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 4000;
 
 interface Conversation {
   id: string;
@@ -48,7 +52,7 @@ export function Chat() {
   const [memberOf, setMemberOf] = useState<Set<string>>(new Set());
   const [online, setOnline] = useState<{ userId: string; username: string; presence: Presence }[]>([]);
   const [myPresence, setMyPresence] = useState(Presence.ONLINE);
-  const [typing, setTyping] = useState<Record<string, { username: string; until: number }>>({});
+  const [typing, setTyping] = useState<Record<string, { userId: string; username: string; until: number }>>({});
   const [live, setLive] = useState(false);
   const [, bump] = useState(0);
   // Conversations by id, and the last sequence seen in each (the cursors Subscribe resumes from).
@@ -61,14 +65,21 @@ export function Chat() {
 
   const refresh = () => bump((n) => n + 1);
 
-  /** Adds messages once each (by sequence), in order; counts unread ones outside the open tab. */
-  function take(conv: Conversation, messages: Message[], fromLive: boolean) {
+  /**
+   * Adds messages once each (by sequence), in order; counts unread ones outside the open tab.
+   * The cursor moves to the newest, except for the answer to an own send (`own`), which may
+   * arrive ahead of others' messages still on the stream: it moves only over a gap-free run.
+   */
+  function take(conv: Conversation, messages: Message[], fromLive: boolean, own = false) {
     const seen = new Set(conv.messages.map((m) => m.sequence));
     const fresh = messages.filter((m) => !seen.has(m.sequence));
     if (fresh.length === 0) return;
     conv.messages = [...conv.messages, ...fresh].sort((a, b) => Number(a.sequence - b.sequence));
-    const last = conv.messages[conv.messages.length - 1]!.sequence;
-    if ((cursors.get(conv.id) ?? 0n) < last) cursors.set(conv.id, last);
+    const newest = conv.messages[conv.messages.length - 1]!.sequence;
+    let cursor = cursors.get(conv.id) ?? 0n;
+    if (!own && newest > cursor) cursor = newest;
+    if (own) for (const m of conv.messages) if (m.sequence === cursor + 1n) cursor = m.sequence;
+    if (cursor > 0n) cursors.set(conv.id, cursor);
     if (fromLive && conv.id !== activeRef.current) conv.unread += fresh.filter((m) => m.senderId !== me.id).length;
   }
 
@@ -133,34 +144,40 @@ export function Chat() {
     [],
   );
 
+  /** A message from the stream, or the answer to this page's own send (which may beat a reconnecting stream). */
+  function receive(m: Message, own = false) {
+    let conv = convs.get(m.conversationId);
+    const other = m.senderId === me.id ? m.recipientId : m.senderId;
+    const provisional = m.recipientId ? convs.get(provisionalId(other)) : undefined;
+    if (!conv && provisional) {
+      // The first message of a direct conversation opened before it existed: the tab takes its real id.
+      convs.delete(provisional.id);
+      if (activeRef.current === provisional.id) setActive(m.conversationId);
+      conv = Object.assign(provisional, { id: m.conversationId });
+      convs.set(conv.id, conv);
+    }
+    if (!conv) {
+      if (!m.recipientId) return; // a room this page has not opened yet
+      conv = { id: m.conversationId, title: `@ ${m.senderId === me.id ? other : m.senderName}`, to: { case: "userId", value: other }, messages: [], unread: 0, more: m.sequence > 1n };
+      convs.set(conv.id, conv);
+    }
+    take(conv, [m], true, own);
+    // The message the typing notice announced has arrived.
+    setTyping((all) => (all[m.conversationId]?.userId === m.senderId ? { ...all, [m.conversationId]: { ...all[m.conversationId]!, until: 0 } } : all));
+    refresh();
+  }
+
   function handle(event: ChatResponse) {
     const e = event.event;
     if (e.case === "message") {
-      const m = e.value;
-      let conv = convs.get(m.conversationId);
-      const other = m.senderId === me.id ? m.recipientId : m.senderId;
-      const provisional = m.recipientId ? convs.get(provisionalId(other)) : undefined;
-      if (!conv && provisional) {
-        // The first message of a direct conversation opened before it existed: the tab takes its real id.
-        convs.delete(provisional.id);
-        if (activeRef.current === provisional.id) setActive(m.conversationId);
-        conv = Object.assign(provisional, { id: m.conversationId });
-        convs.set(conv.id, conv);
-      }
-      if (!conv) {
-        if (!m.recipientId) return; // a room this page has not opened yet
-        conv = { id: m.conversationId, title: `@ ${m.senderId === me.id ? other : m.senderName}`, to: { case: "userId", value: other }, messages: [], unread: 0, more: m.sequence > 1n };
-        convs.set(conv.id, conv);
-      }
-      take(conv, [m], true);
-      refresh();
+      receive(e.value);
     } else if (e.case === "presence") {
       const p = e.value;
       setOnline((list) => [...list.filter((u) => u.userId !== p.userId), ...(p.presence === Presence.OFFLINE ? [] : [{ userId: p.userId, username: p.username, presence: p.presence }])]);
     } else if (e.case === "typing" && e.value.userId !== me.id) {
       const t = e.value;
-      setTyping((all) => ({ ...all, [t.conversationId]: { username: t.username, until: Date.now() + 4000 } }));
-      setTimeout(() => setTyping((all) => ({ ...all })), 4100);
+      setTyping((all) => ({ ...all, [t.conversationId]: { userId: t.userId, username: t.username, until: Date.now() + TYPING_SHOWN_MS } }));
+      setTimeout(() => setTyping((all) => ({ ...all })), TYPING_SHOWN_MS + 100);
     }
   }
 
@@ -290,7 +307,7 @@ export function Chat() {
               <p class="muted typing" aria-live="polite">
                 {typingHere ? `${typingHere} is typing…` : " "}
               </p>
-              <Composer conv={conv} />
+              <Composer conv={conv} onSent={(m) => receive(m, true)} />
             </div>
           ) : (
             <p>Join a room or message someone to start.</p>
@@ -303,41 +320,78 @@ export function Chat() {
 
 function Messages(props: { messages: Message[]; me: string }) {
   const end = useRef<HTMLLIElement>(null);
+  const { error, run } = useAction();
   useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [props.messages.length]);
   return (
-    <ol class="messages" aria-label="Messages" aria-live="polite">
-      {props.messages.map((m) => (
-        <li key={String(m.sequence)} class={m.senderId === props.me ? "mine" : ""}>
-          {m.kind === MessageKind.TEXT ? (
-            <>
-              <strong>{m.senderName}</strong> <time class="muted">{m.sendTime ? new Date(timestampMs(m.sendTime)).toLocaleTimeString() : ""}</time>
-              <div class="text">{m.text}</div>
-              {m.attachments.map((a) => (
-                <div class="muted">📎 {a.name}</div>
-              ))}
-            </>
-          ) : (
-            <em class="muted">
-              {m.senderName} {m.kind === MessageKind.JOINED ? "joined" : "left"}
-            </em>
-          )}
-        </li>
-      ))}
-      <li ref={end} class="end" aria-hidden="true" />
-    </ol>
+    <>
+      <ErrorText error={error} />
+      <ol class="messages" aria-label="Messages" aria-live="polite">
+        {props.messages.map((m) => (
+          <li key={String(m.sequence)} class={m.senderId === props.me ? "mine" : ""}>
+            {m.kind === MessageKind.TEXT ? (
+              <>
+                <strong>{m.senderName}</strong> <time class="muted">{m.sendTime ? new Date(timestampMs(m.sendTime)).toLocaleTimeString() : ""}</time>
+                <div class="text">{m.text}</div>
+                {m.attachments.map((a) => (
+                  <div key={a.fileId}>
+                    <button type="button" class="link" aria-label={`Download ${a.name}`} onClick={() => void run(() => download(a.fileId, a.version, a.name))}>
+                      📎 {a.name}
+                    </button>
+                  </div>
+                ))}
+              </>
+            ) : (
+              <em class="muted">
+                {m.senderName} {m.kind === MessageKind.JOINED ? "joined" : "left"}
+              </em>
+            )}
+          </li>
+        ))}
+        <li ref={end} class="end" aria-hidden="true" />
+      </ol>
+    </>
   );
 }
 
-function Composer(props: { conv: Conversation }) {
+function Composer(props: { conv: Conversation; onSent: (m: Message) => void }) {
   const [text, setText] = useState("");
+  const [attached, setAttached] = useState<{ fileId: string; version: bigint; name: string; size: number }[]>([]);
+  const [progress, setProgress] = useState<{ name: string; percent: number } | null>(null);
   const { busy, error, run } = useAction();
+  // When "typing" was last sent, and where: at most one every TYPING_EVERY_MS, never awaited (a lost one does not matter).
+  const typed = useRef({ to: "", at: 0 });
+  const to = { target: props.conv.to };
+  const typing = () => {
+    const now = Date.now();
+    if (typed.current.to === props.conv.id && now - typed.current.at < TYPING_EVERY_MS) return;
+    typed.current = { to: props.conv.id, at: now };
+    void chat.sendTyping({ to }).catch(() => undefined);
+  };
+  const attach = (chosen: globalThis.File) =>
+    void run(async () => {
+      const data = new Uint8Array(await chosen.arrayBuffer());
+      setProgress({ name: chosen.name, percent: 0 });
+      try {
+        // Each attachment in a folder of its own: names never collide, and the name stays the file's.
+        const path = `chat/${crypto.randomUUID().slice(0, 8)}/${chosen.name}`;
+        const file = await upload(data, { target: { case: "path", value: path } }, (sent) =>
+          setProgress({ name: chosen.name, percent: Math.round((sent / Math.max(1, data.length)) * 100) }),
+        );
+        setAttached((list) => [...list, { fileId: file.id, version: file.latestVersion, name: chosen.name, size: data.length }]);
+      } finally {
+        setProgress(null);
+      }
+    });
   const send = () => {
     const body = text.trim();
-    if (!body) return;
+    if (!body && attached.length === 0) return;
     void run(async () => {
       // The client id makes a retried send idempotent.
-      await chat.sendMessage({ message: { to: { target: props.conv.to }, clientId: crypto.randomUUID(), text: body } });
+      const attachments = attached.map(({ fileId, version, name }) => ({ fileId, version, name }));
+      const { message } = await chat.sendMessage({ message: { to, clientId: crypto.randomUUID(), text: body, attachments } });
+      props.onSent(message!);
       setText("");
+      setAttached([]);
     });
   };
   return (
@@ -352,7 +406,10 @@ function Composer(props: { conv: Conversation }) {
         <textarea
           value={text}
           maxLength={4000}
-          onInput={(e) => setText(e.currentTarget.value)}
+          onInput={(e) => {
+            setText(e.currentTarget.value);
+            if (e.currentTarget.value) typing();
+          }}
           onKeyDown={(e) => {
             if (e.key === "Enter" && !e.shiftKey) {
               e.preventDefault();
@@ -361,10 +418,44 @@ function Composer(props: { conv: Conversation }) {
           }}
         />
       </Field>
+      {attached.length > 0 && (
+        <ul class="plain attachments" aria-label="Attached files">
+          {attached.map((a) => (
+            <li key={a.fileId}>
+              <span>
+                📎 {a.name} <span class="muted">({formatBytes(a.size)})</span>
+              </span>
+              <button type="button" aria-label={`Remove ${a.name}`} onClick={() => setAttached((list) => list.filter((x) => x !== a))}>
+                Remove
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {progress && (
+        <label>
+          Uploading {progress.name}: {progress.percent}%
+          <progress max={100} value={progress.percent} />
+        </label>
+      )}
       <ErrorText error={error} />
-      <button type="submit" class="primary" disabled={busy || !text.trim()}>
-        Send
-      </button>
+      <div class="buttons">
+        <label class="attach">
+          <span>Attach a file</span>
+          <input
+            type="file"
+            disabled={busy || attached.length >= 10}
+            onChange={(e) => {
+              const chosen = e.currentTarget.files?.[0];
+              if (chosen) attach(chosen);
+              e.currentTarget.value = "";
+            }}
+          />
+        </label>
+        <button type="submit" class="primary" disabled={busy || (!text.trim() && attached.length === 0)}>
+          Send
+        </button>
+      </div>
     </form>
   );
 }

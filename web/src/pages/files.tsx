@@ -1,12 +1,11 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
-import { client, keepStreaming } from "../api";
+import { keepStreaming } from "../api";
 import { withAbort } from "../state";
+import { download, files, upload as store } from "../transfer";
 import { ErrorText, formatBytes, formatTime, useAction } from "../ui";
-import { FileService, Role, type File as StoredFile, type FileVersion } from "../../../gen/agora/files/v1/files_pb.js";
+import { Role, type File as StoredFile, type FileVersion } from "../../../gen/agora/files/v1/files_pb.js";
 
-const files = client(FileService);
-const CHUNK = 256 * 1024;
 /** Lock tokens of the locks this page took (the server shows a token only to its holder, once). */
 const lockTokens = new Map<string, string>();
 
@@ -56,15 +55,12 @@ export function Files() {
       const data = new Uint8Array(await chosen.arrayBuffer());
       setProgress({ name: chosen.name, sent: 0, total: data.length });
       const target = existing ? { case: "fileId" as const, value: existing.id } : { case: "path" as const, value: path };
-      const { uploadId } = await files.beginUpload({
-        metadata: { target, baseVersion: existing?.latestVersion ?? 0n, lockToken: existing ? (lockTokens.get(existing.id) ?? "") : "" },
-      });
-      for (let offset = 0; offset < data.length; offset += CHUNK) {
-        await files.appendChunk({ uploadId, offset: BigInt(offset), data: data.subarray(offset, offset + CHUNK) });
-        setProgress({ name: chosen.name, sent: Math.min(offset + CHUNK, data.length), total: data.length });
-      }
-      const { file } = await files.commitUpload({ uploadId });
-      setSelected(file!.id);
+      const file = await store(
+        data,
+        { target, baseVersion: existing?.latestVersion ?? 0n, lockToken: existing ? (lockTokens.get(existing.id) ?? "") : "" },
+        (sent) => setProgress({ name: chosen.name, sent, total: data.length }),
+      );
+      setSelected(file.id);
       reload();
     });
 
@@ -175,19 +171,6 @@ function Details(props: { file: StoredFile; onChange: () => void }) {
       props.onChange();
     });
   const name = f.path.split("/").pop()!;
-  const download = (v: FileVersion) =>
-    void run(async () => {
-      const parts: Uint8Array<ArrayBuffer>[] = [];
-      for await (const res of files.download({ fileId: f.id, version: v.version })) {
-        if (res.part.case === "chunk") parts.push(new Uint8Array(res.part.value));
-      }
-      const url = URL.createObjectURL(new Blob(parts));
-      const a = document.createElement("a");
-      a.href = url;
-      a.download = name;
-      a.click();
-      setTimeout(() => URL.revokeObjectURL(url), 10_000);
-    });
   const token = lockTokens.get(f.id);
   const canEdit = f.role === Role.EDITOR || f.role === Role.OWNER;
   return (
@@ -256,7 +239,7 @@ function Details(props: { file: StoredFile; onChange: () => void }) {
               <small class="muted">{v.createTime ? formatTime(timestampMs(v.createTime)) : ""}</small>
             </span>
             <span class="buttons">
-              <button type="button" onClick={() => download(v)} aria-label={`Download v${v.version}`}>
+              <button type="button" onClick={() => void run(() => download(f.id, v.version, name))} aria-label={`Download v${v.version}`}>
                 Download
               </button>
               {canEdit && v.version !== f.latestVersion && !f.deleted && (

@@ -417,6 +417,15 @@ export interface SendMessageResponse {
   message?: Message | undefined;
 }
 
+/** Request for SendTyping. */
+export interface SendTypingRequest {
+  to?: Destination | undefined;
+}
+
+/** Response for SendTyping. */
+export interface SendTypingResponse {
+}
+
 /** Request for Subscribe. */
 export interface SubscribeRequest {
   /**
@@ -3442,6 +3451,125 @@ export const SendMessageResponse: MessageFns<SendMessageResponse> = {
   },
 };
 
+function createBaseSendTypingRequest(): SendTypingRequest {
+  return { to: undefined };
+}
+
+export const SendTypingRequest: MessageFns<SendTypingRequest> = {
+  encode(message: SendTypingRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.to !== undefined) {
+      Destination.encode(message.to, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendTypingRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendTypingRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.to = Destination.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendTypingRequest {
+    return { to: isSet(object.to) ? Destination.fromJSON(object.to) : undefined };
+  },
+
+  toJSON(message: SendTypingRequest): unknown {
+    const obj: any = {};
+    if (message.to !== undefined) {
+      obj.to = Destination.toJSON(message.to);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendTypingRequest>, I>>(base?: I): SendTypingRequest {
+    return SendTypingRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendTypingRequest>, I>>(object: I): SendTypingRequest {
+    const message = createBaseSendTypingRequest();
+    message.to = (object.to !== undefined && object.to !== null) ? Destination.fromPartial(object.to) : undefined;
+    return message;
+  },
+};
+
+function createBaseSendTypingResponse(): SendTypingResponse {
+  return {};
+}
+
+export const SendTypingResponse: MessageFns<SendTypingResponse> = {
+  encode(_: SendTypingResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendTypingResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendTypingResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SendTypingResponse {
+    return {};
+  },
+
+  toJSON(_: SendTypingResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendTypingResponse>, I>>(base?: I): SendTypingResponse {
+    return SendTypingResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendTypingResponse>, I>>(_: I): SendTypingResponse {
+    const message = createBaseSendTypingResponse();
+    return message;
+  },
+};
+
 function createBaseSubscribeRequest(): SubscribeRequest {
   return { cursors: [] };
 }
@@ -4343,6 +4471,24 @@ export const ChatServiceService = {
     responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
   },
+  /**
+   * Tells the other participants of a conversation that the caller is typing:
+   * the unary counterpart of Chat's typing command, for clients that cannot
+   * stream both ways. Nothing is stored. A room needs the caller to be a member
+   * (PERMISSION_DENIED otherwise, as for a send); a user with whom the caller
+   * has no conversation yet gets nothing, and none is created. At most one
+   * notice per user and conversation a second is passed on; the others are
+   * accepted and dropped. Counts against the per-user write rate limit.
+   */
+  sendTyping: {
+    path: "/agora.chat.v1.ChatService/SendTyping" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SendTypingRequest): Buffer => Buffer.from(SendTypingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendTypingRequest => SendTypingRequest.decode(value),
+    responseSerialize: (value: SendTypingResponse): Buffer => Buffer.from(SendTypingResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendTypingResponse => SendTypingResponse.decode(value),
+  },
   /** A conversation's stored messages, paged backwards or forwards by sequence. */
   getHistory: {
     path: "/agora.chat.v1.ChatService/GetHistory" as const,
@@ -4407,6 +4553,16 @@ export interface ChatServiceServer extends UntypedServiceImplementation {
    * first event is a heartbeat: the stream is up and follows everything from here.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
+  /**
+   * Tells the other participants of a conversation that the caller is typing:
+   * the unary counterpart of Chat's typing command, for clients that cannot
+   * stream both ways. Nothing is stored. A room needs the caller to be a member
+   * (PERMISSION_DENIED otherwise, as for a send); a user with whom the caller
+   * has no conversation yet gets nothing, and none is created. At most one
+   * notice per user and conversation a second is passed on; the others are
+   * accepted and dropped. Counts against the per-user write rate limit.
+   */
+  sendTyping: handleUnaryCall<SendTypingRequest, SendTypingResponse>;
   /** A conversation's stored messages, paged backwards or forwards by sequence. */
   getHistory: handleUnaryCall<GetHistoryRequest, GetHistoryResponse>;
   setPresence: handleUnaryCall<SetPresenceRequest, SetPresenceResponse>;
@@ -4550,6 +4706,30 @@ export interface ChatServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeResponse>;
+  /**
+   * Tells the other participants of a conversation that the caller is typing:
+   * the unary counterpart of Chat's typing command, for clients that cannot
+   * stream both ways. Nothing is stored. A room needs the caller to be a member
+   * (PERMISSION_DENIED otherwise, as for a send); a user with whom the caller
+   * has no conversation yet gets nothing, and none is created. At most one
+   * notice per user and conversation a second is passed on; the others are
+   * accepted and dropped. Counts against the per-user write rate limit.
+   */
+  sendTyping(
+    request: SendTypingRequest,
+    callback: (error: ServiceError | null, response: SendTypingResponse) => void,
+  ): ClientUnaryCall;
+  sendTyping(
+    request: SendTypingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SendTypingResponse) => void,
+  ): ClientUnaryCall;
+  sendTyping(
+    request: SendTypingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SendTypingResponse) => void,
+  ): ClientUnaryCall;
   /** A conversation's stored messages, paged backwards or forwards by sequence. */
   getHistory(
     request: GetHistoryRequest,
