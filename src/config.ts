@@ -83,6 +83,8 @@ export interface FilesConfig {
 export interface ChatConfig {
   /** Where the chat service reaches the file service for attachments (unset: this process, when it serves files). */
   filesUrl: string | undefined;
+  /** Where the chat service asks whether a user exists (unset: this process, when it serves identity). */
+  identityUrl: string | undefined;
   messagesPerSecond: number;
   /** Events a stream may have waiting before it is ended as too slow (it resumes from its cursors). */
   streamBuffer: number;
@@ -209,6 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     chat: {
       filesUrl: env.FILES_URL?.trim() || undefined,
+      identityUrl: env.IDENTITY_URL?.trim() || undefined,
       messagesPerSecond: integer(env, "CHAT_MESSAGES_PER_SECOND", 10, 1, 10_000),
       streamBuffer: integer(env, "CHAT_STREAM_BUFFER", 1000, 10, 1_000_000),
       awayAfterSeconds: integer(env, "CHAT_AWAY_AFTER_SECONDS", 300, 1, 86_400),

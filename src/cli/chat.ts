@@ -138,7 +138,7 @@ export class Cursors {
   }
 }
 
-export interface ChatSessionOptions {
+export interface ChatClientSessionOptions {
   server: string;
   username: string;
   password: string;
@@ -149,7 +149,7 @@ export interface ChatSessionOptions {
 }
 
 /** One signed-in user: the Chat stream, the command loop and the printing of events. */
-export class ChatSession {
+export class ChatClientSession {
   private readonly auth: Auth;
   private readonly chat: Client<typeof ChatService>;
   private readonly cursors = new Cursors();
@@ -168,7 +168,7 @@ export class ChatSession {
   private readonly stop = new AbortController();
   private rl: readline.Interface | undefined;
 
-  constructor(private readonly opts: ChatSessionOptions) {
+  constructor(private readonly opts: ChatClientSessionOptions) {
     const makeTransport = opts.transport ?? ((interceptors) => createGrpcTransport({ baseUrl: opts.server, interceptors }));
     this.auth = new Auth(makeTransport, opts.username, opts.password);
     this.chat = createClient(ChatService, this.auth.transport);
@@ -601,7 +601,7 @@ async function main(): Promise<number> {
   const settings = await signInSettings("usage: npm run chat -- --server <url> --username <name> [--password <password>]", HELP);
   if (!settings) return 0;
   const { server, username, password } = settings;
-  const session = new ChatSession({ server, username, password, input: process.stdin, output: process.stdout });
+  const session = new ChatClientSession({ server, username, password, input: process.stdin, output: process.stdout });
   process.once("SIGINT", () => session.quit());
   process.once("SIGTERM", () => session.quit());
   return session.run();

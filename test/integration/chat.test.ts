@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -15,7 +15,7 @@ import {
   type ChatResponse,
   type Message,
 } from "../../gen/agora/chat/v1/chat_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import {
   client,
@@ -28,6 +28,8 @@ import {
   type ProtocolName,
   type TestServer,
 } from "../support/harness.js";
+import { Outbox } from "../../src/cli/chat.js";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
 
 type Chat = Client<typeof ChatService>;
 type Command = MessageInitShape<typeof ChatRequestSchema>["command"];
@@ -58,44 +60,6 @@ async function newUser(url: string, prefix: string): Promise<User> {
 
 const toRoom = (roomId: string) => ({ target: { case: "roomId" as const, value: roomId } });
 const toUser = (userId: string) => ({ target: { case: "userId" as const, value: userId } });
-
-/** A push queue: the request side of a bidi stream, fed by the test. */
-class Queue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private readonly waiters: ((r: IteratorResult<T>) => void)[] = [];
-  private closed = false;
-
-  push(item: T): void {
-    if (this.closed) throw new Error("queue closed");
-    const waiter = this.waiters.shift();
-    if (waiter) waiter({ value: item, done: false });
-    else this.items.push(item);
-  }
-
-  close(): void {
-    this.closed = true;
-    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
-  }
-
-  private next(): Promise<IteratorResult<T>> {
-    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift()!, done: false });
-    if (this.closed) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  // An async generator: the client needs next/return/throw.
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    try {
-      for (;;) {
-        const r = await this.next();
-        if (r.done) return;
-        yield r.value;
-      }
-    } finally {
-      this.closed = true;
-    }
-  }
-}
 
 /** Reads a stream of ChatResponse in the background and keeps everything. */
 class Events {
@@ -175,7 +139,7 @@ function subscribe(c: Chat, cursors: { conversationId: string; afterSequence: bi
 
 /** A bidi Chat stream: commands pushed by the test, events read in the background. */
 class ChatStream {
-  readonly requests = new Queue<ChatRequest>();
+  readonly requests = new Outbox<ChatRequest>();
   readonly events: Events;
   private refs = 0;
 
@@ -346,6 +310,33 @@ describe("chat service", function () {
     const { messages } = await chatOf(reader).getHistory({ conversation: toRoom(roomId), pageSize: 500 });
     expect(messages.filter((m) => m.clientId === "m25")).to.have.length(1);
     expect(messages.filter((m) => m.clientId === "chat-once")).to.have.length(1);
+  });
+
+  it("reads a cursor the same way everywhere: 0 is the whole conversation (join: from now on), past the end is OUT_OF_RANGE", async () => {
+    const user = await newUser(a.url, "cursor");
+    const roomId = await publicRoom(user); // sequence 1: the creator's JOINED
+    for (let n = 1; n <= 3; n++) await chatOf(user).sendMessage({ message: { to: toRoom(roomId), clientId: `c${n}`, text: `c${n}` } });
+
+    const whole = track(subscribe(chatOf(user), [{ conversationId: roomId, afterSequence: 0n }]));
+    await whole.until(() => whole.messages(roomId).length >= 4, "the whole conversation");
+    expect(seqs(whole.messages(roomId))).to.deep.equal([1, 2, 3, 4]);
+
+    const ahead = track(subscribe(chatOf(user, b), [{ conversationId: roomId, afterSequence: 5n }]));
+    await eventually(() => ahead.ended, "the Subscribe with a cursor past the end to fail");
+    expect(ahead.error?.code).to.equal(Code.OutOfRange);
+    expect(ahead.error?.findDetails(ErrorInfoSchema)[0]).to.deep.include({ reason: "CURSOR_AHEAD", metadata: { conversation_id: roomId, last_sequence: "4" } });
+
+    const stream = track(new ChatStream(chatOf(user)));
+    const resumed = await stream.call({ case: "resume", value: { cursors: [{ conversationId: roomId, afterSequence: 99n }] } });
+    expect(resumed.event.case === "error" && resumed.event.value.code).to.equal("out_of_range");
+    await stream.join(roomId); // after_sequence 0: no cursor, nothing old
+    await stream.send(toRoom(roomId), "c4", "c4");
+    await stream.events.until(() => stream.events.texts(roomId).length >= 1, "the live message");
+    expect(stream.events.messages(roomId).map((m) => m.text)).to.deep.equal(["c4"]);
+    const rejoined = track(new ChatStream(chatOf(user, b)));
+    await rejoined.join(roomId, 3n);
+    await rejoined.events.until(() => rejoined.events.texts(roomId).length >= 2, "the messages after the cursor");
+    expect(seqs(rejoined.events.messages(roomId))).to.deep.equal([4, 5]);
   });
 
   it("follows, on a Subscribe stream, a room the user joins after the stream opened", async () => {
@@ -663,35 +654,88 @@ describe("chat service", function () {
     });
 
     describe("rate limit", () => {
+      // The limiter and the heartbeats read the server's injected clock, which only moves when the test moves it.
+      const clock = new ManualClock(new Date("2031-01-01T00:00:00Z"));
       let slow: TestServer;
       before(async () => {
-        slow = await startTestServer({ ...ENV, CHAT_MESSAGES_PER_SECOND: "2" });
+        slow = await startTestServer({ ...ENV, CHAT_MESSAGES_PER_SECOND: "2" }, undefined, undefined, clock);
       });
       after(() => slow?.shutdown());
 
-      it("answers a burst over CHAT_MESSAGES_PER_SECOND with RESOURCE_EXHAUSTED", async () => {
+      it("answers a burst over CHAT_MESSAGES_PER_SECOND with RESOURCE_EXHAUSTED and RetryInfo, on SendMessage and on the Chat stream", async () => {
         const user = await newUser(slow.url, "burst");
         const c = chatOf(user, slow);
         const { room } = await c.createRoom({ name: "burst", visibility: RoomVisibility.PUBLIC });
-        const results = await Promise.allSettled(
-          range(1, 10).map((n) => c.sendMessage({ message: { to: toRoom(room!.id), clientId: `x${n}`, text: `burst ${n}` } })),
-        );
+        const send = (n: number) => c.sendMessage({ message: { to: toRoom(room!.id), clientId: `x${n}`, text: `burst ${n}` } });
+        // The bucket holds twice the rate (4); the clock stands still, so nothing refills.
+        const results = await Promise.allSettled(range(1, 10).map(send));
         const refused = results.filter((r) => r.status === "rejected").map((r) => ConnectError.from((r as PromiseRejectedResult).reason));
-        expect(refused.length, "refused").to.be.at.least(1);
-        expect(refused.length, "refused").to.be.at.most(9);
-        expect(refused.map((e) => e.code)).to.satisfy((codes: Code[]) => codes.every((x) => x === Code.ResourceExhausted));
+        expect(refused.length, "refused").to.equal(6);
+        for (const e of refused) {
+          expect(e.code).to.equal(Code.ResourceExhausted);
+          expect(e.findDetails(RetryInfoSchema)[0]?.retryDelay?.seconds).to.equal(1n);
+          expect(e.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("RATE_LIMITED");
+        }
         const { messages } = await c.getHistory({ conversation: toRoom(room!.id) });
-        expect(messages.filter((m) => m.kind === MessageKind.TEXT)).to.have.length(10 - refused.length);
+        expect(messages.filter((m) => m.kind === MessageKind.TEXT)).to.have.length(4);
 
-        // The same on the Chat stream: a burst gets resource_exhausted error events, and the stream stays.
+        // The Chat stream shares the bucket: refused with an error event carrying the same details; the stream stays.
         const stream = track(new ChatStream(chatOf(user, slow)));
         await stream.join(room!.id);
-        const answers = await Promise.all(range(1, 8).map((n) => stream.call({ case: "send", value: { to: toRoom(room!.id), clientId: `y${n}`, text: `stream burst ${n}` } })));
+        const refusedOnStream = await stream.call({ case: "send", value: { to: toRoom(room!.id), clientId: "y0", text: "still empty" } });
+        expect(refusedOnStream.event.case === "error" && refusedOnStream.event.value.code).to.equal("resource_exhausted");
+        const details = refusedOnStream.event.case === "error" ? refusedOnStream.event.value.details : [];
+        const retry = details.map((d) => anyUnpack(d, RetryInfoSchema)).find((x) => x !== undefined);
+        expect(retry?.retryDelay?.seconds, "RetryInfo on the error event").to.equal(1n);
+
+        // Ten minutes later the bucket is full again, and no fuller than its burst of 4.
+        clock.advance(600_000);
+        const answers = await Promise.all(range(1, 5).map((n) => stream.call({ case: "send", value: { to: toRoom(room!.id), clientId: `y${n}`, text: `stream burst ${n}` } })));
         const codes = answers.map((r) => (r.event.case === "error" ? r.event.value.code : r.event.case));
-        expect(codes, codes.join()).to.include("resource_exhausted");
-        expect(codes.every((x) => x === "sent" || x === "resource_exhausted"), codes.join()).to.equal(true);
+        expect(codes.filter((x) => x === "sent"), codes.join()).to.have.length(4);
+        expect(codes.filter((x) => x === "resource_exhausted"), codes.join()).to.have.length(1);
         expect(stream.events.ended).to.equal(false);
+
+        // Heartbeats tell the server's (injected) time.
+        const beats = () => stream.events.all.flatMap((e) => (e.event.case === "heartbeat" ? [e.event.value.time!] : []));
+        await stream.events.until(() => beats().some((t) => t.seconds === BigInt(clock.now().getTime() / 1000)), "a heartbeat at the moved clock's time");
       });
+    });
+
+    it("refuses a client_id reused for a different message with INVALID_ARGUMENT naming the field (REQUEST_ID_REUSED), and stores nothing", async () => {
+      const [user, peer] = [await newUser(a.url, "reuse"), await newUser(a.url, "peer")];
+      const [roomId, otherRoom] = [await publicRoom(user, [peer]), await publicRoom(user)];
+      const c = chatOf(user);
+      const first = await c.sendMessage({ message: { to: toRoom(roomId), clientId: "k1", text: "hello" } });
+      expect((await c.sendMessage({ message: { to: toRoom(roomId), clientId: "k1", text: "hello" } })).message!.id, "a true resend").to.equal(first.message!.id);
+      const reused = [
+        { to: toRoom(roomId), clientId: "k1", text: "something else" },
+        { to: toRoom(otherRoom), clientId: "k1", text: "hello" },
+        { to: toUser(peer.id), clientId: "k1", text: "hello" },
+        { to: toRoom(roomId), clientId: "k1", text: "hello", attachments: [{ fileId: randomUUID(), name: "x.txt" }] },
+      ];
+      for (const [i, message] of reused.entries()) {
+        for (const protocol of ["grpc", "grpcweb", "connect"] as const) {
+          const err = await rpcError(chatOf(user, i % 2 ? b : a, protocol).sendMessage({ message }));
+          expect(err.code, `${protocol} ${i}: ${err.message}`).to.equal(Code.InvalidArgument);
+          expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => [v.field, v.reason])).to.deep.equal([["message.client_id", "REQUEST_ID_REUSED"]]);
+          expect(err.findDetails(ErrorInfoSchema)[0]).to.include({ reason: "REQUEST_ID_REUSED", domain: "agora.dev" });
+        }
+      }
+      const stream = track(new ChatStream(chatOf(user)));
+      await stream.join(otherRoom);
+      const answer = await stream.call({ case: "send", value: { to: toRoom(otherRoom), clientId: "k1", text: "over the stream" } });
+      expect(answer.event.case === "error" && answer.event.value.code).to.equal("invalid_argument");
+      const details = answer.event.case === "error" ? answer.event.value.details : [];
+      const badRequest = details.map((d) => anyUnpack(d, BadRequestSchema)).find((x) => x !== undefined);
+      expect(badRequest?.fieldViolations.map((v) => [v.field, v.reason])).to.deep.equal([["send.client_id", "REQUEST_ID_REUSED"]]);
+      expect((await stream.send(toRoom(otherRoom), "k2", "a new id works")).text).to.equal("a new id works");
+
+      const texts = async (to: ReturnType<typeof toRoom> | ReturnType<typeof toUser>) =>
+        (await c.getHistory({ conversation: to, pageSize: 100 })).messages.filter((m) => m.kind === MessageKind.TEXT).map((m) => m.text);
+      expect(await texts(toRoom(roomId))).to.deep.equal(["hello"]);
+      expect(await texts(toRoom(otherRoom))).to.deep.equal(["a new id works"]);
+      expect(await texts(toUser(peer.id))).to.deep.equal([]);
     });
   });
 

@@ -2,7 +2,8 @@
 // every protocol: RESOURCE_EXHAUSTED with RetryInfo and ErrorInfo, nothing created, the server healthy.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
-import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
+import { ChatRequestSchema, ChatService, RoomVisibility, type ChatRequest, type ChatResponse } from "../../gen/agora/chat/v1/chat_pb.js";
+import { Outbox } from "../../src/cli/chat.js";
 import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import http2 from "node:http2";
@@ -11,7 +12,7 @@ import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
-import { ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { ErrorInfoSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection, ServerReflectionRequestSchema } from "../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -169,6 +170,49 @@ describe("quotas (issue 15)", () => {
       expect(res.messages).to.deep.equal([]);
     }
     expect(await count(`SELECT count(*)::int AS n FROM "chat".conversations`)).to.equal(before);
+  });
+
+  it("refuses a direct message or an invitation to a user that does not exist (NOT_FOUND naming the user), and creates nothing; typing to one creates nothing", async () => {
+    const token = await signUp(server.url, "quota-dm");
+    const peer = (await client(IdentityService, server.url, "grpc", await signUp(server.url, "quota-dm-peer")).getMe({})).user!.id;
+    const { room } = await client(ChatService, server.url, "grpc", token).createRoom({ name: "dm quota room", visibility: RoomVisibility.PRIVATE });
+    const rows = async () =>
+      [
+        await count(`SELECT count(*)::int AS n FROM "chat".conversations`),
+        await count(`SELECT count(*)::int AS n FROM "chat".messages`),
+        await count(`SELECT count(*)::int AS n FROM "chat".invitations`),
+      ].join();
+    const before = await rows();
+    const expectUnknownUser = (err: ConnectError, id: string) => {
+      expect(err.code, err.message).to.equal(Code.NotFound);
+      expect(err.findDetails(ResourceInfoSchema)[0]).to.include({ resourceType: "user", resourceName: id });
+      expect(err.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("NOT_FOUND");
+    };
+    for (const protocol of PROTOCOLS) {
+      const chat = client(ChatService, server.url, protocol, token);
+      const nobody = randomUUID();
+      expectUnknownUser(await rpcError(chat.sendMessage({ message: { to: { target: { case: "userId", value: nobody } }, clientId: `dm-${protocol}`, text: "hello?" } })), nobody);
+      expectUnknownUser(await rpcError(chat.inviteToRoom({ roomId: room!.id, userId: nobody })), nobody);
+    }
+    // On the Chat stream: typing to a random user is silently nothing; a send is an error event with the same details.
+    const requests = new Outbox<ChatRequest>();
+    const nobody = randomUUID();
+    requests.push(create(ChatRequestSchema, { ref: "t", command: { case: "typing", value: { target: { case: "userId", value: nobody } } } }));
+    requests.push(create(ChatRequestSchema, { ref: "s", command: { case: "send", value: { to: { target: { case: "userId", value: nobody } }, clientId: "dm-stream", text: "hello?" } } }));
+    const answers: ChatResponse[] = [];
+    for await (const res of client(ChatService, server.url, "grpc", token).chat(requests)) {
+      if (res.ref) answers.push(res);
+      if (res.ref === "s") requests.close();
+    }
+    expect(answers.map((a) => [a.ref, a.event.case === "error" ? a.event.value.code : a.event.case])).to.deep.equal([["s", "not_found"]]);
+    expect(await rows()).to.equal(before);
+
+    // A user who exists: the first message creates the conversation, the invitation is stored.
+    const chat = client(ChatService, server.url, "connect", token);
+    await chat.sendMessage({ message: { to: { target: { case: "userId", value: peer } }, clientId: "dm-real", text: "hello" } });
+    await chat.inviteToRoom({ roomId: room!.id, userId: peer });
+    const [conversations, messages, invitations] = before.split(",").map(Number);
+    expect(await rows()).to.equal([conversations! + 1, messages! + 1, invitations! + 1].join());
   });
 
   it("removes a streaming upload's bytes as soon as the client resets the stream", async () => {

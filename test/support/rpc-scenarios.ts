@@ -119,6 +119,8 @@ const identity: Scenario = {
     await rpc.fails(I.login, { username, password: "not the password at all" }, undefined, "Unauthenticated", "invalid username or password");
 
     expect((await rpc.ok(I.getMe, {}, token)).user).to.include({ id: registered.user.id, username });
+    expect((await rpc.ok(I.getUserProfile, { user_id: registered.user.id }, adminToken)).profile).to.deep.equal({ id: registered.user.id, username, displayName: "Ida" });
+    await rpc.fails(I.getUserProfile, { user_id: UNKNOWN_ID }, token, "NotFound", `user ${UNKNOWN_ID} not found`);
     // Stopped by the gateway's jwt_authn before any instance sees it.
     await rpc.fails(I.getMe, {}, undefined, "Unauthenticated", undefined, { from: "gateway" });
 
@@ -371,9 +373,11 @@ const chat: Scenario = {
       const sent = (await rpc.ok(C.sendMessage, hello, ann.token)).message;
       expect(sent).to.include({ conversationId: lobby.id, senderId: ann.id, kind: "MESSAGE_KIND_TEXT", text: "hello ben" });
       expect((await rpc.ok(C.sendMessage, hello, ann.token)).message).to.deep.equal(sent); // a resend is harmless
+      await rpc.fails(C.sendMessage, { message: { ...hello.message, text: "another text" } }, ann.token, "InvalidArgument", "client_id was already used");
       await rpc.fails(C.sendMessage, { message: { to: { room_id: lobby.id }, client_id: `${tag}-c1`, text: "hi" } }, cid.token, "PermissionDenied", "join");
       await rpc.fails(C.sendMessage, { message: { to: { room_id: lobby.id }, client_id: `${tag}-m0` } }, ann.token, "InvalidArgument", "needs text or attachments");
       await rpc.fails(C.sendMessage, { message: { to: { user_id: ann.id }, client_id: `${tag}-me`, text: "me" } }, ann.token, "InvalidArgument", "two different users");
+      await rpc.fails(C.sendMessage, { message: { to: { user_id: UNKNOWN_ID }, client_id: `${tag}-d0`, text: "anyone?" } }, ann.token, "NotFound", `user ${UNKNOWN_ID} not found`);
       const direct = (await rpc.ok(C.sendMessage, { message: { to: { user_id: ben.id }, client_id: `${tag}-d1`, text: "psst" } }, ann.token)).message;
       expect(direct).to.include({ recipientId: ben.id, sequence: "1" });
 

@@ -1,14 +1,16 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
   ChatResponseSchema,
   MessageKind,
   type ChatResponse,
+  type Presence,
   type PresenceChange,
   type TypingNotice,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
+import type { Clock } from "../../platform/clock.js";
 import type { PubSub, Unsubscribe } from "../../platform/pubsub.js";
 import { Wakeup } from "../../platform/streams.js";
 import { MESSAGES_CHANNEL, type ChatRepository, type MessageAnnouncement, type MessageRow } from "./chat.repository.js";
@@ -43,6 +45,7 @@ export class ChatSession {
     readonly username: string,
     private readonly repo: ChatRepository,
     private readonly maxQueue: number,
+    private readonly clock: Clock,
   ) {}
 
   /** Starts following a conversation: from `after` (catching up) or from its current end. */
@@ -111,7 +114,7 @@ export class ChatSession {
         if (!item) {
           if (this.ended) return;
           const woken = await this.wakeup.wait(heartbeatMs);
-          if (!woken && !signal.aborted) yield create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampNow() } } });
+          if (!woken && !signal.aborted) yield create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampFromDate(this.clock.now()) } } });
           continue;
         }
         if ("event" in item) yield item.event;
@@ -163,8 +166,9 @@ export class ChatSession {
 }
 
 /**
- * Per-instance fan-out. A stored message is announced with NOTIFY
- * (`conversation:sequence[:userA:userB]`); the hub reads it once for the whole
+ * Per-instance fan-out. A stored message is announced with NOTIFY on
+ * MESSAGES_CHANNEL (a JSON MessageAnnouncement: conversation, sequence, the two
+ * users of a direct conversation, the joiner of a JOINED); the hub reads it once for the whole
  * instance and offers it to the streams that follow its conversation. Presence
  * and typing are ephemeral and travel in the NOTIFY payload itself.
  */
@@ -204,7 +208,7 @@ export class ChatHub {
     return [...this.sessions].map((s) => s.id);
   }
 
-  async publishPresence(change: { userId: string; username: string; presence: number; rooms: string[] }): Promise<void> {
+  async publishPresence(change: { userId: string; username: string; presence: Presence; rooms: string[] }): Promise<void> {
     await this.pubsub.publish(PRESENCE_CHANNEL, JSON.stringify(change));
   }
 
@@ -256,7 +260,7 @@ export class ChatHub {
   }
 
   private onPresence(payload: string): void {
-    const change = JSON.parse(payload) as { userId: string; username: string; presence: number; rooms: string[] };
+    const change = JSON.parse(payload) as { userId: string; username: string; presence: Presence; rooms: string[] };
     const event = create(ChatResponseSchema, {
       event: { case: "presence", value: { userId: change.userId, username: change.username, presence: change.presence } satisfies Partial<PresenceChange> },
     });

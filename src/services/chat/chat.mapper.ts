@@ -1,15 +1,19 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  MemberSchema,
   MessageSchema,
+  OnlineUserSchema,
   Presence,
   RoomSchema,
   RoomVisibility,
+  type Member,
   type Message,
+  type OnlineUser,
   type Room,
 } from "../../../gen/agora/chat/v1/chat_pb.js";
-import type { MessageRow, RoomRow } from "./chat.repository.js";
-import type { PresenceName } from "./presence.repository.js";
+import type { MemberRow, MessageRow, RoomRow } from "./chat.repository.js";
+import type { PresenceName, PresenceRow } from "./presence.repository.js";
 
 const PRESENCE: Record<PresenceName, Presence> = {
   online: Presence.ONLINE,
@@ -46,4 +50,12 @@ export function toMessage(m: MessageRow): Message {
     sendTime: timestampFromDate(new Date(m.created_at)),
     recipientId: m.recipient_id ?? "",
   });
+}
+
+export function toMember(m: MemberRow, presence: PresenceName): Member {
+  return create(MemberSchema, { userId: m.user_id, username: m.username, presence: presenceToProto(presence), joinTime: timestampFromDate(new Date(m.joined_at)) });
+}
+
+export function toOnlineUser(r: PresenceRow): OnlineUser {
+  return create(OnlineUserSchema, { userId: r.user_id, username: r.username, presence: presenceToProto(r.presence) });
 }

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { isUniqueViolation } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -26,6 +25,12 @@ export interface MessageRow {
   attachments: { fileId: string; version: string; name: string }[];
   recipient_id: string | null;
   created_at: Date;
+}
+
+export interface MemberRow {
+  user_id: string;
+  username: string;
+  joined_at: Date;
 }
 
 export interface NewMessage {
@@ -53,6 +58,8 @@ export interface MessageAnnouncement {
   j?: string;
 }
 
+
+const CLIENT_ID_QUERY = `SELECT * FROM "chat".messages WHERE sender_id = ? AND client_id = ? ORDER BY created_at LIMIT 1`;
 
 /** Owns every query on rooms, members, conversations and messages. */
 export class ChatRepository {
@@ -158,7 +165,7 @@ export class ChatRepository {
   }
 
   async members(roomId: string) {
-    return this.db.execute<{ user_id: string; username: string; joined_at: Date }[]>(
+    return this.db.execute<MemberRow[]>(
       `SELECT user_id, username, joined_at FROM "chat".members WHERE room_id = ? ORDER BY username`,
       [roomId],
     );
@@ -194,49 +201,40 @@ export class ChatRepository {
   /**
    * Stores a message with the conversation's next sequence. The conversation
    * row stays locked until commit, so sequences become visible in order, and
-   * the NOTIFY goes out with the commit. A resend of a client id returns the
-   * stored message.
+   * the NOTIFY goes out with the commit. A message whose client id the sender
+   * already used is not stored: the earlier one is returned (`replayed`), whatever
+   * its conversation; concurrent sends of one client id take turns.
    */
   async append(m: NewMessage, now: Date, participants?: [string, string]): Promise<{ message: MessageRow; replayed: boolean }> {
-    if (m.clientId) {
-      const earlier = await this.byClientId(m.conversationId, m.senderId, m.clientId);
-      if (earlier) return { message: earlier, replayed: true };
-    }
-    try {
-      const message = await this.db.transactional(async (tx) => {
-        const [conv] = await tx.execute<{ last_sequence: string }[]>(
-          `UPDATE "chat".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence`,
-          [m.conversationId],
-        );
-        if (!conv) throw notFound("conversation", m.conversationId);
-        const [row] = await tx.execute<MessageRow[]>(
-          `INSERT INTO "chat".messages
-             (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?) RETURNING *`,
-          [m.conversationId, conv.last_sequence, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text,
-            JSON.stringify(m.attachments), m.recipientId ?? null, now],
-        );
-        const announcement: MessageAnnouncement = { c: m.conversationId, s: conv.last_sequence };
-        if (participants) announcement.u = participants;
-        if (m.kind === MessageKind.JOINED) announcement.j = m.senderId;
-        await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, JSON.stringify(announcement)]);
-        return row!;
-      });
-      return { message, replayed: false };
-    } catch (err) {
-      if (m.clientId && isUniqueViolation(err)) {
-        const earlier = await this.byClientId(m.conversationId, m.senderId, m.clientId);
+    return this.db.transactional(async (tx) => {
+      if (m.clientId) {
+        await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`chat.client.${m.senderId}.${m.clientId}`]);
+        const [earlier] = await tx.execute<MessageRow[]>(CLIENT_ID_QUERY, [m.senderId, m.clientId]);
         if (earlier) return { message: earlier, replayed: true };
       }
-      throw err;
-    }
+      const [conv] = await tx.execute<{ last_sequence: string }[]>(
+        `UPDATE "chat".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence`,
+        [m.conversationId],
+      );
+      if (!conv) throw notFound("conversation", m.conversationId);
+      const [row] = await tx.execute<MessageRow[]>(
+        `INSERT INTO "chat".messages
+           (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?) RETURNING *`,
+        [m.conversationId, conv.last_sequence, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text,
+          JSON.stringify(m.attachments), m.recipientId ?? null, now],
+      );
+      const announcement: MessageAnnouncement = { c: m.conversationId, s: conv.last_sequence };
+      if (participants) announcement.u = participants;
+      if (m.kind === MessageKind.JOINED) announcement.j = m.senderId;
+      await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, JSON.stringify(announcement)]);
+      return { message: row!, replayed: false };
+    });
   }
 
-  async byClientId(conversationId: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {
-    const [row] = await this.db.execute<MessageRow[]>(
-      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND sender_id = ? AND client_id = ?`,
-      [conversationId, senderId, clientId],
-    );
+  /** The message the sender stored under this client id, in any conversation. */
+  async byClientId(senderId: string, clientId: string): Promise<MessageRow | undefined> {
+    const [row] = await this.db.execute<MessageRow[]>(CLIENT_ID_QUERY, [senderId, clientId]);
     return row;
   }
 

@@ -7,6 +7,7 @@ import { ChatHub } from "./chat.hub.js";
 import { ChatRepository } from "./chat.repository.js";
 import { chatHandlers } from "./chat.service.js";
 import { Migration20261121300000 } from "./migrations/Migration20261121300000.js";
+import { Migration20261125170000 } from "./migrations/Migration20261125170000.js";
 import { PresenceRepository } from "./presence.repository.js";
 
 export const chatModule: ServiceModule = {
@@ -18,7 +19,7 @@ export const chatModule: ServiceModule = {
       url: databaseUrl,
       schema: "chat",
       entities: [],
-      migrations: [Migration20261121300000],
+      migrations: [Migration20261121300000, Migration20261125170000],
       poolSize: config.dbPoolSize,
       log,
     });
@@ -35,6 +36,7 @@ export const chatModule: ServiceModule = {
       hub,
       clock,
       filesUrl: () => config.chat.filesUrl ?? (config.services.includes("files") ? selfUrl() : undefined),
+      identityUrl: () => config.chat.identityUrl ?? (config.services.includes("identity") ? selfUrl() : undefined),
       settings: { messagesPerSecond: config.chat.messagesPerSecond, maxRoomsPerUser: config.chat.maxRoomsPerUser, streamBuffer: config.chat.streamBuffer, heartbeatMs: config.heartbeatIntervalMs },
     });
     // Keeps this instance's sessions fresh and reaps those of instances that stopped beating.

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Role, UserSchema as UserMessageSchema, type User } from "../../../gen/agora/identity/v1/identity_pb.js";
+import { Role, UserProfileSchema, UserSchema as UserMessageSchema, type User, type UserProfile } from "../../../gen/agora/identity/v1/identity_pb.js";
 import type { RoleName } from "../../platform/auth.js";
 import type { UserEntity } from "./user.entity.js";
 
@@ -17,4 +17,8 @@ export function toUser(u: UserEntity): User {
     disabled: u.disabled,
     createTime: timestampFromDate(u.createdAt),
   });
+}
+
+export function toUserProfile(u: UserEntity): UserProfile {
+  return create(UserProfileSchema, { id: u.id, username: u.username, displayName: u.displayName });
 }

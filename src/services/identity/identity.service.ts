@@ -8,7 +8,7 @@ import { callerOf, peerAddressKey } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { invalidArgument, resourceExhausted, unauthenticated } from "../../platform/errors.js";
 import { fingerprint, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
-import { roleFromProto, toUser } from "./identity.mapper.js";
+import { roleFromProto, toUser, toUserProfile } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
 import type { SessionRepository } from "./session.repository.js";
 import type { AccessTokenIssuer, TokenSubject } from "./tokens.js";
@@ -100,6 +100,10 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
 
     async getMe(_req, ctx) {
       return { user: toUser(await d.users.get(callerOf(ctx).userId)) };
+    },
+
+    async getUserProfile(req) {
+      return { profile: toUserProfile(await d.users.get(req.userId)) };
     },
 
     async listUsers(req) {

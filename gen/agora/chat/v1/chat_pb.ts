@@ -204,7 +204,16 @@ export const DestinationSchema: GenMessage<Destination> = /*@__PURE__*/
   messageDesc(file_agora_chat_v1_chat, 3);
 
 /**
- * The last sequence a client saw in a conversation.
+ * The last sequence a client saw in a conversation: its messages after it are
+ * delivered in order, then live ones. Sequences start at 1, so after_sequence = 0
+ * means "saw nothing" and delivers the whole conversation; a value past the
+ * conversation's last sequence is OUT_OF_RANGE (ErrorInfo CURSOR_AHEAD).
+ * Where a cursor is taken:
+ * - Subscribe's cursors and Chat's resume command: as above, 0 included.
+ * - Chat's join command: 0 means no cursor (proto3 cannot tell it from unset):
+ *   the room's messages from the join on; earlier ones through GetHistory.
+ * - GetHistory has its own after_sequence: 0 is unset (page backwards from
+ *   before_sequence) unless from_start is set.
  *
  * @generated from message agora.chat.v1.Cursor
  */
@@ -520,7 +529,9 @@ export type Outgoing = Message$1<"agora.chat.v1.Outgoing"> & {
   to?: Destination | undefined;
 
   /**
-   * Client-chosen, unique per sender: a resend returns the stored message.
+   * Client-chosen, unique per sender: a resend returns the stored message; the
+   * same client_id with another destination, text or attachments is
+   * INVALID_ARGUMENT (field <message or send>.client_id, reason REQUEST_ID_REUSED).
    *
    * @generated from field: string client_id = 2;
    */
@@ -564,7 +575,8 @@ export type ChatRequest = Message$1<"agora.chat.v1.ChatRequest"> & {
    */
   command: {
     /**
-     * Join a room and receive its messages (after after_sequence when given).
+     * Join a room and receive its messages from now on, or after a positive
+     * after_sequence (see Cursor).
      *
      * @generated from field: agora.chat.v1.Cursor join = 2;
      */
@@ -602,7 +614,7 @@ export type ChatRequest = Message$1<"agora.chat.v1.ChatRequest"> & {
     case: "setPresence";
   } | {
     /**
-     * Resume: everything after these cursors, then live.
+     * Resume: everything after these cursors, then live (see Cursor).
      *
      * @generated from field: agora.chat.v1.ResumeCommand resume = 7;
      */
@@ -913,8 +925,8 @@ export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PUR
  */
 export type SubscribeRequest = Message$1<"agora.chat.v1.SubscribeRequest"> & {
   /**
-   * Conversations to resume after a given sequence; the caller's other
-   * conversations are followed from now on.
+   * Conversations to resume after a given sequence (see Cursor); the caller's
+   * other conversations are followed from now on.
    *
    * @generated from field: repeated agora.chat.v1.Cursor cursors = 1;
    */
@@ -966,7 +978,8 @@ export type GetHistoryRequest = Message$1<"agora.chat.v1.GetHistoryRequest"> & {
   beforeSequence: bigint;
 
   /**
-   * Messages with a larger sequence, oldest first; wins over before_sequence when set.
+   * Messages with a larger sequence, oldest first; wins over before_sequence when
+   * set. Unlike a Cursor's, 0 here is unset (see from_start).
    *
    * @generated from field: int64 after_sequence = 3;
    */
@@ -1242,9 +1255,17 @@ export const MessageKindSchema: GenEnum<MessageKind> = /*@__PURE__*/
  *
  * Every message is stored before it is delivered and gets a sequence number
  * within its conversation (a room or a direct conversation between two users).
- * A client that remembers the last sequence it saw per conversation can always
- * resume without a gap or a duplicate. A client-chosen client_id makes a resend
- * harmless: the first stored message is returned again.
+ * A client that remembers the last sequence it saw per conversation (a Cursor)
+ * can always resume without a gap or a duplicate. A client-chosen client_id makes
+ * a resend harmless: the first stored message is returned again; the same
+ * client_id with a different message is refused (INVALID_ARGUMENT, ErrorInfo
+ * reason REQUEST_ID_REUSED), as an idempotency key names one request.
+ *
+ * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
+ * (default 10, bursts of twice that) on each server instance, SendMessage and
+ * Chat's send commands together. Beyond it a send fails with RESOURCE_EXHAUSTED
+ * and a google.rpc.RetryInfo saying when to try again (on the Chat stream: an
+ * error event with the same details). A resend of a stored message is not counted.
  *
  * Chat is the bidirectional stream; SendMessage + Subscribe give the same
  * abilities to clients that cannot stream both ways (browsers over gRPC-Web).
@@ -1311,8 +1332,8 @@ export const ChatService: GenService<{
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
    * command gets an error event (with the google.rpc details a unary call would
-   * carry); the stream stays open. Sends count against the same per-user rate
-   * limit as SendMessage.
+   * carry); the stream stays open. Sends count against the per-user rate limit
+   * (see above). The first event is a heartbeat: the stream is up.
    *
    * @generated from rpc agora.chat.v1.ChatService.Chat
    */
@@ -1324,10 +1345,9 @@ export const ChatService: GenService<{
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
-   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
-   * (default 10, bursts of twice that) on each server instance; beyond it the
-   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
-   * to try again (on the Chat stream: an error event with the same details).
+   * Rate limited per user (CHAT_MESSAGES_PER_SECOND, see above). The first
+   * message to a user creates the direct conversation; a user that does not
+   * exist is NOT_FOUND.
    *
    * @generated from rpc agora.chat.v1.ChatService.SendMessage
    */
@@ -1338,7 +1358,8 @@ export const ChatService: GenService<{
   },
   /**
    * Everything Chat delivers, as a server stream: messages of every conversation
-   * of the caller (resuming after the given cursors), presence and typing.
+   * of the caller (resuming after the given cursors), presence and typing. The
+   * first event is a heartbeat: the stream is up and follows everything from here.
    *
    * @generated from rpc agora.chat.v1.ChatService.Subscribe
    */

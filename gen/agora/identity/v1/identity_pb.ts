@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agora/identity/v1/identity.proto.
  */
 export const file_agora_identity_v1_identity: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ29yYS9pZGVudGl0eS92MS9pZGVudGl0eS5wcm90bxIRYWdvcmEuaWRlbnRpdHkudjEiswEKBFVzZXISCgoCaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEg0KBWVtYWlsGAQgASgJEiUKBHJvbGUYBSABKA4yFy5hZ29yYS5pZGVudGl0eS52MS5Sb2xlEhAKCGRpc2FibGVkGAYgASgIEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAQoPUmVnaXN0ZXJSZXF1ZXN0EjoKCHVzZXJuYW1lGAEgASgJQii6SCVyIzIhXltBLVphLXowLTldW0EtWmEtejAtOV8uLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAMGIABEh8KDGRpc3BsYXlfbmFtZRgDIAEoCUIJukgGcgQQARhkEhkKBWVtYWlsGAQgASgJQgq6SAdyBRj+AWABIjkKEFJlZ2lzdGVyUmVzcG9uc2USJQoEdXNlchgBIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIixgEKBlRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiSQoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGCASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFEAEYgAEiYQoNTG9naW5SZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5hZ29yYS5pZGVudGl0eS52MS5Ub2tlbnMSJQoEdXNlchgCIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIiMwoOUmVmcmVzaFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIKukgHcgUQARjIASI8Cg9SZWZyZXNoUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuYWdvcmEuaWRlbnRpdHkudjEuVG9rZW5zIkYKDUxvZ291dFJlcXVlc3QSHwoNcmVmcmVzaF90b2tlbhgBIAEoCUIIukgFcgMYyAESFAoMYWxsX3Nlc3Npb25zGAIgASgIIhAKDkxvZ291dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCI2Cg1HZXRNZVJlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5hZ29yYS5pZGVudGl0eS52MS5Vc2VyIk8KEExpc3RVc2Vyc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAIIlQKEUxpc3RVc2Vyc1Jlc3BvbnNlEiYKBXVzZXJzGAEgAygLMhcuYWdvcmEuaWRlbnRpdHkudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiYgoSU2V0VXNlclJvbGVSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBEjEKBHJvbGUYAiABKA4yFy5hZ29yYS5pZGVudGl0eS52MS5Sb2xlQgq6SAeCAQQQASAAIjwKE1NldFVzZXJSb2xlUmVzcG9uc2USJQoEdXNlchgBIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIiLwoSRGlzYWJsZVVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIjwKE0Rpc2FibGVVc2VyUmVzcG9uc2USJQoEdXNlchgBIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIqOwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESDgoKUk9MRV9BRE1JThACMr0FCg9JZGVudGl0eVNlcnZpY2USUwoIUmVnaXN0ZXISIi5hZ29yYS5pZGVudGl0eS52MS5SZWdpc3RlclJlcXVlc3QaIy5hZ29yYS5pZGVudGl0eS52MS5SZWdpc3RlclJlc3BvbnNlEkoKBUxvZ2luEh8uYWdvcmEuaWRlbnRpdHkudjEuTG9naW5SZXF1ZXN0GiAuYWdvcmEuaWRlbnRpdHkudjEuTG9naW5SZXNwb25zZRJQCgdSZWZyZXNoEiEuYWdvcmEuaWRlbnRpdHkudjEuUmVmcmVzaFJlcXVlc3QaIi5hZ29yYS5pZGVudGl0eS52MS5SZWZyZXNoUmVzcG9uc2USTQoGTG9nb3V0EiAuYWdvcmEuaWRlbnRpdHkudjEuTG9nb3V0UmVxdWVzdBohLmFnb3JhLmlkZW50aXR5LnYxLkxvZ291dFJlc3BvbnNlEk8KBUdldE1lEh8uYWdvcmEuaWRlbnRpdHkudjEuR2V0TWVSZXF1ZXN0GiAuYWdvcmEuaWRlbnRpdHkudjEuR2V0TWVSZXNwb25zZSIDkAIBElsKCUxpc3RVc2VycxIjLmFnb3JhLmlkZW50aXR5LnYxLkxpc3RVc2Vyc1JlcXVlc3QaJC5hZ29yYS5pZGVudGl0eS52MS5MaXN0VXNlcnNSZXNwb25zZSIDkAIBElwKC1NldFVzZXJSb2xlEiUuYWdvcmEuaWRlbnRpdHkudjEuU2V0VXNlclJvbGVSZXF1ZXN0GiYuYWdvcmEuaWRlbnRpdHkudjEuU2V0VXNlclJvbGVSZXNwb25zZRJcCgtEaXNhYmxlVXNlchIlLmFnb3JhLmlkZW50aXR5LnYxLkRpc2FibGVVc2VyUmVxdWVzdBomLmFnb3JhLmlkZW50aXR5LnYxLkRpc2FibGVVc2VyUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ29yYS9pZGVudGl0eS92MS9pZGVudGl0eS5wcm90bxIRYWdvcmEuaWRlbnRpdHkudjEiswEKBFVzZXISCgoCaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEg0KBWVtYWlsGAQgASgJEiUKBHJvbGUYBSABKA4yFy5hZ29yYS5pZGVudGl0eS52MS5Sb2xlEhAKCGRpc2FibGVkGAYgASgIEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAQoPUmVnaXN0ZXJSZXF1ZXN0EjoKCHVzZXJuYW1lGAEgASgJQii6SCVyIzIhXltBLVphLXowLTldW0EtWmEtejAtOV8uLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAMGIABEh8KDGRpc3BsYXlfbmFtZRgDIAEoCUIJukgGcgQQARhkEhkKBWVtYWlsGAQgASgJQgq6SAdyBRj+AWABIjkKEFJlZ2lzdGVyUmVzcG9uc2USJQoEdXNlchgBIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIixgEKBlRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiSQoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGCASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFEAEYgAEiYQoNTG9naW5SZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5hZ29yYS5pZGVudGl0eS52MS5Ub2tlbnMSJQoEdXNlchgCIAEoCzIXLmFnb3JhLmlkZW50aXR5LnYxLlVzZXIiMwoOUmVmcmVzaFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIKukgHcgUQARjIASI8Cg9SZWZyZXNoUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuYWdvcmEuaWRlbnRpdHkudjEuVG9rZW5zIkYKDUxvZ291dFJlcXVlc3QSHwoNcmVmcmVzaF90b2tlbhgBIAEoCUIIukgFcgMYyAESFAoMYWxsX3Nlc3Npb25zGAIgASgIIhAKDkxvZ291dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCI2Cg1HZXRNZVJlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5hZ29yYS5pZGVudGl0eS52MS5Vc2VyIkEKC1VzZXJQcm9maWxlEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSIyChVHZXRVc2VyUHJvZmlsZVJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQEiSQoWR2V0VXNlclByb2ZpbGVSZXNwb25zZRIvCgdwcm9maWxlGAEgASgLMh4uYWdvcmEuaWRlbnRpdHkudjEuVXNlclByb2ZpbGUiTwoQTGlzdFVzZXJzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAgiVAoRTGlzdFVzZXJzUmVzcG9uc2USJgoFdXNlcnMYASADKAsyFy5hZ29yYS5pZGVudGl0eS52MS5Vc2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJiChJTZXRVc2VyUm9sZVJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESMQoEcm9sZRgCIAEoDjIXLmFnb3JhLmlkZW50aXR5LnYxLlJvbGVCCrpIB4IBBBABIAAiPAoTU2V0VXNlclJvbGVSZXNwb25zZRIlCgR1c2VyGAEgASgLMhcuYWdvcmEuaWRlbnRpdHkudjEuVXNlciIvChJEaXNhYmxlVXNlclJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQEiPAoTRGlzYWJsZVVzZXJSZXNwb25zZRIlCgR1c2VyGAEgASgLMhcuYWdvcmEuaWRlbnRpdHkudjEuVXNlcio7CgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARIOCgpST0xFX0FETUlOEAIyqQYKD0lkZW50aXR5U2VydmljZRJTCghSZWdpc3RlchIiLmFnb3JhLmlkZW50aXR5LnYxLlJlZ2lzdGVyUmVxdWVzdBojLmFnb3JhLmlkZW50aXR5LnYxLlJlZ2lzdGVyUmVzcG9uc2USSgoFTG9naW4SHy5hZ29yYS5pZGVudGl0eS52MS5Mb2dpblJlcXVlc3QaIC5hZ29yYS5pZGVudGl0eS52MS5Mb2dpblJlc3BvbnNlElAKB1JlZnJlc2gSIS5hZ29yYS5pZGVudGl0eS52MS5SZWZyZXNoUmVxdWVzdBoiLmFnb3JhLmlkZW50aXR5LnYxLlJlZnJlc2hSZXNwb25zZRJNCgZMb2dvdXQSIC5hZ29yYS5pZGVudGl0eS52MS5Mb2dvdXRSZXF1ZXN0GiEuYWdvcmEuaWRlbnRpdHkudjEuTG9nb3V0UmVzcG9uc2USTwoFR2V0TWUSHy5hZ29yYS5pZGVudGl0eS52MS5HZXRNZVJlcXVlc3QaIC5hZ29yYS5pZGVudGl0eS52MS5HZXRNZVJlc3BvbnNlIgOQAgESagoOR2V0VXNlclByb2ZpbGUSKC5hZ29yYS5pZGVudGl0eS52MS5HZXRVc2VyUHJvZmlsZVJlcXVlc3QaKS5hZ29yYS5pZGVudGl0eS52MS5HZXRVc2VyUHJvZmlsZVJlc3BvbnNlIgOQAgESWwoJTGlzdFVzZXJzEiMuYWdvcmEuaWRlbnRpdHkudjEuTGlzdFVzZXJzUmVxdWVzdBokLmFnb3JhLmlkZW50aXR5LnYxLkxpc3RVc2Vyc1Jlc3BvbnNlIgOQAgESXAoLU2V0VXNlclJvbGUSJS5hZ29yYS5pZGVudGl0eS52MS5TZXRVc2VyUm9sZVJlcXVlc3QaJi5hZ29yYS5pZGVudGl0eS52MS5TZXRVc2VyUm9sZVJlc3BvbnNlElwKC0Rpc2FibGVVc2VyEiUuYWdvcmEuaWRlbnRpdHkudjEuRGlzYWJsZVVzZXJSZXF1ZXN0GiYuYWdvcmEuaWRlbnRpdHkudjEuRGlzYWJsZVVzZXJSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * A user account. The password never leaves the service.
@@ -333,6 +333,73 @@ export const GetMeResponseSchema: GenMessage<GetMeResponse> = /*@__PURE__*/
   messageDesc(file_agora_identity_v1_identity, 11);
 
 /**
+ * What any signed-in user may know of another.
+ *
+ * @generated from message agora.identity.v1.UserProfile
+ */
+export type UserProfile = Message<"agora.identity.v1.UserProfile"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+};
+
+/**
+ * Describes the message agora.identity.v1.UserProfile.
+ * Use `create(UserProfileSchema)` to create a new message.
+ */
+export const UserProfileSchema: GenMessage<UserProfile> = /*@__PURE__*/
+  messageDesc(file_agora_identity_v1_identity, 12);
+
+/**
+ * Request for GetUserProfile.
+ *
+ * @generated from message agora.identity.v1.GetUserProfileRequest
+ */
+export type GetUserProfileRequest = Message<"agora.identity.v1.GetUserProfileRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message agora.identity.v1.GetUserProfileRequest.
+ * Use `create(GetUserProfileRequestSchema)` to create a new message.
+ */
+export const GetUserProfileRequestSchema: GenMessage<GetUserProfileRequest> = /*@__PURE__*/
+  messageDesc(file_agora_identity_v1_identity, 13);
+
+/**
+ * Response for GetUserProfile.
+ *
+ * @generated from message agora.identity.v1.GetUserProfileResponse
+ */
+export type GetUserProfileResponse = Message<"agora.identity.v1.GetUserProfileResponse"> & {
+  /**
+   * @generated from field: agora.identity.v1.UserProfile profile = 1;
+   */
+  profile?: UserProfile | undefined;
+};
+
+/**
+ * Describes the message agora.identity.v1.GetUserProfileResponse.
+ * Use `create(GetUserProfileResponseSchema)` to create a new message.
+ */
+export const GetUserProfileResponseSchema: GenMessage<GetUserProfileResponse> = /*@__PURE__*/
+  messageDesc(file_agora_identity_v1_identity, 14);
+
+/**
  * Request for ListUsers.
  *
  * @generated from message agora.identity.v1.ListUsersRequest
@@ -356,7 +423,7 @@ export type ListUsersRequest = Message<"agora.identity.v1.ListUsersRequest"> & {
  * Use `create(ListUsersRequestSchema)` to create a new message.
  */
 export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 12);
+  messageDesc(file_agora_identity_v1_identity, 15);
 
 /**
  * Response for ListUsers.
@@ -380,7 +447,7 @@ export type ListUsersResponse = Message<"agora.identity.v1.ListUsersResponse"> &
  * Use `create(ListUsersResponseSchema)` to create a new message.
  */
 export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 13);
+  messageDesc(file_agora_identity_v1_identity, 16);
 
 /**
  * Request for SetUserRole.
@@ -404,7 +471,7 @@ export type SetUserRoleRequest = Message<"agora.identity.v1.SetUserRoleRequest">
  * Use `create(SetUserRoleRequestSchema)` to create a new message.
  */
 export const SetUserRoleRequestSchema: GenMessage<SetUserRoleRequest> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 14);
+  messageDesc(file_agora_identity_v1_identity, 17);
 
 /**
  * Response for SetUserRole.
@@ -423,7 +490,7 @@ export type SetUserRoleResponse = Message<"agora.identity.v1.SetUserRoleResponse
  * Use `create(SetUserRoleResponseSchema)` to create a new message.
  */
 export const SetUserRoleResponseSchema: GenMessage<SetUserRoleResponse> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 15);
+  messageDesc(file_agora_identity_v1_identity, 18);
 
 /**
  * Request for DisableUser.
@@ -442,7 +509,7 @@ export type DisableUserRequest = Message<"agora.identity.v1.DisableUserRequest">
  * Use `create(DisableUserRequestSchema)` to create a new message.
  */
 export const DisableUserRequestSchema: GenMessage<DisableUserRequest> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 16);
+  messageDesc(file_agora_identity_v1_identity, 19);
 
 /**
  * Response for DisableUser.
@@ -461,7 +528,7 @@ export type DisableUserResponse = Message<"agora.identity.v1.DisableUserResponse
  * Use `create(DisableUserResponseSchema)` to create a new message.
  */
 export const DisableUserResponseSchema: GenMessage<DisableUserResponse> = /*@__PURE__*/
-  messageDesc(file_agora_identity_v1_identity, 17);
+  messageDesc(file_agora_identity_v1_identity, 20);
 
 /**
  * What a user may do.
@@ -558,6 +625,18 @@ export const IdentityService: GenService<{
     methodKind: "unary";
     input: typeof GetMeRequestSchema;
     output: typeof GetMeResponseSchema;
+  },
+  /**
+   * Any signed-in user: the public profile of one user (no email or role);
+   * NOT_FOUND for an id no user has. Other services ask it before acting on a
+   * user id from a request (chat refuses messages to users that do not exist).
+   *
+   * @generated from rpc agora.identity.v1.IdentityService.GetUserProfile
+   */
+  getUserProfile: {
+    methodKind: "unary";
+    input: typeof GetUserProfileRequestSchema;
+    output: typeof GetUserProfileResponseSchema;
   },
   /**
    * Admin only: lists users by username.

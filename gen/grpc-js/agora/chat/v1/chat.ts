@@ -216,7 +216,18 @@ export interface Destination {
   { $case: "userId"; value: string } | undefined;
 }
 
-/** The last sequence a client saw in a conversation. */
+/**
+ * The last sequence a client saw in a conversation: its messages after it are
+ * delivered in order, then live ones. Sequences start at 1, so after_sequence = 0
+ * means "saw nothing" and delivers the whole conversation; a value past the
+ * conversation's last sequence is OUT_OF_RANGE (ErrorInfo CURSOR_AHEAD).
+ * Where a cursor is taken:
+ * - Subscribe's cursors and Chat's resume command: as above, 0 included.
+ * - Chat's join command: 0 means no cursor (proto3 cannot tell it from unset):
+ *   the room's messages from the join on; earlier ones through GetHistory.
+ * - GetHistory has its own after_sequence: 0 is unset (page backwards from
+ *   before_sequence) unless from_start is set.
+ */
 export interface Cursor {
   conversationId: string;
   afterSequence: string;
@@ -299,7 +310,11 @@ export interface Outgoing {
   to?:
     | Destination
     | undefined;
-  /** Client-chosen, unique per sender: a resend returns the stored message. */
+  /**
+   * Client-chosen, unique per sender: a resend returns the stored message; the
+   * same client_id with another destination, text or attachments is
+   * INVALID_ARGUMENT (field <message or send>.client_id, reason REQUEST_ID_REUSED).
+   */
   clientId: string;
   /** 1 to 4000 characters (or empty with attachments). */
   text: string;
@@ -312,7 +327,10 @@ export interface ChatRequest {
   ref: string;
   command?:
     | //
-    /** Join a room and receive its messages (after after_sequence when given). */
+    /**
+     * Join a room and receive its messages from now on, or after a positive
+     * after_sequence (see Cursor).
+     */
     { $case: "join"; value: Cursor }
     | //
     /** Leave a room. */
@@ -325,7 +343,7 @@ export interface ChatRequest {
     { $case: "typing"; value: Destination }
     | { $case: "setPresence"; value: Presence }
     | //
-    /** Resume: everything after these cursors, then live. */
+    /** Resume: everything after these cursors, then live (see Cursor). */
     { $case: "resume"; value: ResumeCommand }
     | //
     /** The client has shown messages up to this point (kept as its read marker). */
@@ -411,8 +429,8 @@ export interface SendTypingResponse {
 /** Request for Subscribe. */
 export interface SubscribeRequest {
   /**
-   * Conversations to resume after a given sequence; the caller's other
-   * conversations are followed from now on.
+   * Conversations to resume after a given sequence (see Cursor); the caller's
+   * other conversations are followed from now on.
    */
   cursors: Cursor[];
 }
@@ -429,7 +447,10 @@ export interface GetHistoryRequest {
     | undefined;
   /** Messages with a smaller sequence, newest first (0: from the newest). */
   beforeSequence: string;
-  /** Messages with a larger sequence, oldest first; wins over before_sequence when set. */
+  /**
+   * Messages with a larger sequence, oldest first; wins over before_sequence when
+   * set. Unlike a Cursor's, 0 here is unset (see from_start).
+   */
   afterSequence: string;
   /** 0 means 50; at most 500. */
   pageSize: number;
@@ -4329,9 +4350,17 @@ export const ListOnlineUsersResponse: MessageFns<ListOnlineUsersResponse> = {
  *
  * Every message is stored before it is delivered and gets a sequence number
  * within its conversation (a room or a direct conversation between two users).
- * A client that remembers the last sequence it saw per conversation can always
- * resume without a gap or a duplicate. A client-chosen client_id makes a resend
- * harmless: the first stored message is returned again.
+ * A client that remembers the last sequence it saw per conversation (a Cursor)
+ * can always resume without a gap or a duplicate. A client-chosen client_id makes
+ * a resend harmless: the first stored message is returned again; the same
+ * client_id with a different message is refused (INVALID_ARGUMENT, ErrorInfo
+ * reason REQUEST_ID_REUSED), as an idempotency key names one request.
+ *
+ * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
+ * (default 10, bursts of twice that) on each server instance, SendMessage and
+ * Chat's send commands together. Beyond it a send fails with RESOURCE_EXHAUSTED
+ * and a google.rpc.RetryInfo saying when to try again (on the Chat stream: an
+ * error event with the same details). A resend of a stored message is not counted.
  *
  * Chat is the bidirectional stream; SendMessage + Subscribe give the same
  * abilities to clients that cannot stream both ways (browsers over gRPC-Web).
@@ -4400,8 +4429,8 @@ export const ChatServiceService = {
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
    * command gets an error event (with the google.rpc details a unary call would
-   * carry); the stream stays open. Sends count against the same per-user rate
-   * limit as SendMessage.
+   * carry); the stream stays open. Sends count against the per-user rate limit
+   * (see above). The first event is a heartbeat: the stream is up.
    */
   chat: {
     path: "/agora.chat.v1.ChatService/Chat" as const,
@@ -4415,10 +4444,9 @@ export const ChatServiceService = {
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
-   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
-   * (default 10, bursts of twice that) on each server instance; beyond it the
-   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
-   * to try again (on the Chat stream: an error event with the same details).
+   * Rate limited per user (CHAT_MESSAGES_PER_SECOND, see above). The first
+   * message to a user creates the direct conversation; a user that does not
+   * exist is NOT_FOUND.
    */
   sendMessage: {
     path: "/agora.chat.v1.ChatService/SendMessage" as const,
@@ -4431,7 +4459,8 @@ export const ChatServiceService = {
   },
   /**
    * Everything Chat delivers, as a server stream: messages of every conversation
-   * of the caller (resuming after the given cursors), presence and typing.
+   * of the caller (resuming after the given cursors), presence and typing. The
+   * first event is a heartbeat: the stream is up and follows everything from here.
    */
   subscribe: {
     path: "/agora.chat.v1.ChatService/Subscribe" as const,
@@ -4506,22 +4535,22 @@ export interface ChatServiceServer extends UntypedServiceImplementation {
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
    * command gets an error event (with the google.rpc details a unary call would
-   * carry); the stream stays open. Sends count against the same per-user rate
-   * limit as SendMessage.
+   * carry); the stream stays open. Sends count against the per-user rate limit
+   * (see above). The first event is a heartbeat: the stream is up.
    */
   chat: handleBidiStreamingCall<ChatRequest, ChatResponse>;
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
-   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
-   * (default 10, bursts of twice that) on each server instance; beyond it the
-   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
-   * to try again (on the Chat stream: an error event with the same details).
+   * Rate limited per user (CHAT_MESSAGES_PER_SECOND, see above). The first
+   * message to a user creates the direct conversation; a user that does not
+   * exist is NOT_FOUND.
    */
   sendMessage: handleUnaryCall<SendMessageRequest, SendMessageResponse>;
   /**
    * Everything Chat delivers, as a server stream: messages of every conversation
-   * of the caller (resuming after the given cursors), presence and typing.
+   * of the caller (resuming after the given cursors), presence and typing. The
+   * first event is a heartbeat: the stream is up and follows everything from here.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
   /**
@@ -4638,8 +4667,8 @@ export interface ChatServiceClient extends Client {
   /**
    * The conversation as a bidirectional stream: commands in, events out. A bad
    * command gets an error event (with the google.rpc details a unary call would
-   * carry); the stream stays open. Sends count against the same per-user rate
-   * limit as SendMessage.
+   * carry); the stream stays open. Sends count against the per-user rate limit
+   * (see above). The first event is a heartbeat: the stream is up.
    */
   chat(): ClientDuplexStream<ChatRequest, ChatResponse>;
   chat(options: Partial<CallOptions>): ClientDuplexStream<ChatRequest, ChatResponse>;
@@ -4647,10 +4676,9 @@ export interface ChatServiceClient extends Client {
   /**
    * Sends one message (the unary counterpart of Chat's send commands).
    * Idempotent through the required client_id: a retry returns the stored message.
-   * Rate limit: each user may send CHAT_MESSAGES_PER_SECOND messages a second
-   * (default 10, bursts of twice that) on each server instance; beyond it the
-   * call fails with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo saying when
-   * to try again (on the Chat stream: an error event with the same details).
+   * Rate limited per user (CHAT_MESSAGES_PER_SECOND, see above). The first
+   * message to a user creates the direct conversation; a user that does not
+   * exist is NOT_FOUND.
    */
   sendMessage(
     request: SendMessageRequest,
@@ -4669,7 +4697,8 @@ export interface ChatServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Everything Chat delivers, as a server stream: messages of every conversation
-   * of the caller (resuming after the given cursors), presence and typing.
+   * of the caller (resuming after the given cursors), presence and typing. The
+   * first event is a heartbeat: the stream is up and follows everything from here.
    */
   subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
   subscribe(

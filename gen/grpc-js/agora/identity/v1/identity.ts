@@ -153,6 +153,23 @@ export interface GetMeResponse {
   user?: User | undefined;
 }
 
+/** What any signed-in user may know of another. */
+export interface UserProfile {
+  id: string;
+  username: string;
+  displayName: string;
+}
+
+/** Request for GetUserProfile. */
+export interface GetUserProfileRequest {
+  userId: string;
+}
+
+/** Response for GetUserProfile. */
+export interface GetUserProfileResponse {
+  profile?: UserProfile | undefined;
+}
+
 /** Request for ListUsers. */
 export interface ListUsersRequest {
   /** 0 means 50; at most 1000. */
@@ -1285,6 +1302,253 @@ export const GetMeResponse: MessageFns<GetMeResponse> = {
   },
 };
 
+function createBaseUserProfile(): UserProfile {
+  return { id: "", username: "", displayName: "" };
+}
+
+export const UserProfile: MessageFns<UserProfile> = {
+  encode(message: UserProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.username !== "") {
+      writer.uint32(18).string(message.username);
+    }
+    if (message.displayName !== "") {
+      writer.uint32(26).string(message.displayName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.username = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.displayName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UserProfile {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      displayName: isSet(object.displayName)
+        ? globalThis.String(object.displayName)
+        : isSet(object.display_name)
+        ? globalThis.String(object.display_name)
+        : "",
+    };
+  },
+
+  toJSON(message: UserProfile): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.username !== "") {
+      obj.username = message.username;
+    }
+    if (message.displayName !== "") {
+      obj.displayName = message.displayName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UserProfile>, I>>(base?: I): UserProfile {
+    return UserProfile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UserProfile>, I>>(object: I): UserProfile {
+    const message = createBaseUserProfile();
+    message.id = object.id ?? "";
+    message.username = object.username ?? "";
+    message.displayName = object.displayName ?? "";
+    return message;
+  },
+};
+
+function createBaseGetUserProfileRequest(): GetUserProfileRequest {
+  return { userId: "" };
+}
+
+export const GetUserProfileRequest: MessageFns<GetUserProfileRequest> = {
+  encode(message: GetUserProfileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUserProfileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUserProfileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUserProfileRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetUserProfileRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUserProfileRequest>, I>>(base?: I): GetUserProfileRequest {
+    return GetUserProfileRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUserProfileRequest>, I>>(object: I): GetUserProfileRequest {
+    const message = createBaseGetUserProfileRequest();
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetUserProfileResponse(): GetUserProfileResponse {
+  return { profile: undefined };
+}
+
+export const GetUserProfileResponse: MessageFns<GetUserProfileResponse> = {
+  encode(message: GetUserProfileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.profile !== undefined) {
+      UserProfile.encode(message.profile, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUserProfileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUserProfileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.profile = UserProfile.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUserProfileResponse {
+    return { profile: isSet(object.profile) ? UserProfile.fromJSON(object.profile) : undefined };
+  },
+
+  toJSON(message: GetUserProfileResponse): unknown {
+    const obj: any = {};
+    if (message.profile !== undefined) {
+      obj.profile = UserProfile.toJSON(message.profile);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUserProfileResponse>, I>>(base?: I): GetUserProfileResponse {
+    return GetUserProfileResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUserProfileResponse>, I>>(object: I): GetUserProfileResponse {
+    const message = createBaseGetUserProfileResponse();
+    message.profile = (object.profile !== undefined && object.profile !== null)
+      ? UserProfile.fromPartial(object.profile)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseListUsersRequest(): ListUsersRequest {
   return { pageSize: 0, pageToken: "" };
 }
@@ -1832,6 +2096,22 @@ export const IdentityServiceService = {
     responseSerialize: (value: GetMeResponse): Buffer => Buffer.from(GetMeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetMeResponse => GetMeResponse.decode(value),
   },
+  /**
+   * Any signed-in user: the public profile of one user (no email or role);
+   * NOT_FOUND for an id no user has. Other services ask it before acting on a
+   * user id from a request (chat refuses messages to users that do not exist).
+   */
+  getUserProfile: {
+    path: "/agora.identity.v1.IdentityService/GetUserProfile" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetUserProfileRequest): Buffer =>
+      Buffer.from(GetUserProfileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetUserProfileRequest => GetUserProfileRequest.decode(value),
+    responseSerialize: (value: GetUserProfileResponse): Buffer =>
+      Buffer.from(GetUserProfileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetUserProfileResponse => GetUserProfileResponse.decode(value),
+  },
   /** Admin only: lists users by username. */
   listUsers: {
     path: "/agora.identity.v1.IdentityService/ListUsers" as const,
@@ -1883,6 +2163,12 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
   logout: handleUnaryCall<LogoutRequest, LogoutResponse>;
   /** Returns the signed-in user. */
   getMe: handleUnaryCall<GetMeRequest, GetMeResponse>;
+  /**
+   * Any signed-in user: the public profile of one user (no email or role);
+   * NOT_FOUND for an id no user has. Other services ask it before acting on a
+   * user id from a request (chat refuses messages to users that do not exist).
+   */
+  getUserProfile: handleUnaryCall<GetUserProfileRequest, GetUserProfileResponse>;
   /** Admin only: lists users by username. */
   listUsers: handleUnaryCall<ListUsersRequest, ListUsersResponse>;
   /** Admin only: changes a user's role. The last active admin cannot be demoted. */
@@ -1979,6 +2265,26 @@ export interface IdentityServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetMeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Any signed-in user: the public profile of one user (no email or role);
+   * NOT_FOUND for an id no user has. Other services ask it before acting on a
+   * user id from a request (chat refuses messages to users that do not exist).
+   */
+  getUserProfile(
+    request: GetUserProfileRequest,
+    callback: (error: ServiceError | null, response: GetUserProfileResponse) => void,
+  ): ClientUnaryCall;
+  getUserProfile(
+    request: GetUserProfileRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetUserProfileResponse) => void,
+  ): ClientUnaryCall;
+  getUserProfile(
+    request: GetUserProfileRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetUserProfileResponse) => void,
   ): ClientUnaryCall;
   /** Admin only: lists users by username. */
   listUsers(
