@@ -11,7 +11,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { isUniqueViolation, sqlState } from "./db.js";
 import { callAbortKey, callAbortOf } from "./deadline.js";
-import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, invalidArgument, notFound, unavailable } from "./errors.js";
+import { aborted, alreadyExists, canceled, deadlineExceeded, failedPrecondition, internalError, invalidArgument, notFound, unavailable, withDetails } from "./errors.js";
 import { watchIterable } from "./streams.js";
 
 /** Request header clients may set (and response header the server echoes) to correlate logs. */
@@ -24,7 +24,11 @@ export const REQUEST_ID_HEADER = "x-request-id";
  */
 export function toConnectError(err: unknown, requestId: string, log: Logger): ConnectError {
   if (err instanceof ConnectError) {
-    if (err.code !== Code.Unknown && err.code !== Code.Internal) return err;
+    if (err.code !== Code.Unknown && err.code !== Code.Internal) {
+      if (err.details.length > 0) return err;
+      log.warn({ requestId, code: Code[err.code], message: err.rawMessage }, "an error without google.rpc details: one is added");
+      return withDetails(err);
+    }
     // Connect's own protocol errors (bad framing, unparsable bodies) reach us as
     // ConnectErrors too; those with a proper code were returned above.
     log.error({ err, requestId }, "internal error");
