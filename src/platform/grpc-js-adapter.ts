@@ -37,6 +37,7 @@ import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { callAbortKey, type CallAbort } from "./deadline.js";
+import { canceled, deadlineExceeded, unimplemented } from "./errors.js";
 
 type Fn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
 
@@ -92,8 +93,8 @@ const GRPC_PROTO = /^application\/grpc(\+proto)?(;|$)/i;
 const RESERVED = new Set(["content-type", "grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding"]);
 /** Request encodings grpc-js decodes (it never compresses what it sends here). */
 const GRPC_JS_ENCODINGS = ["identity", "gzip", "deflate"];
-const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
-const CLIENT_CANCELED = new ConnectError("the client canceled the call", Code.Canceled);
+const CALL_ENDED = canceled("CALL_ENDED", "the call ended");
+const CLIENT_CANCELED = canceled("CLIENT_GONE", "the client canceled the call");
 
 export class GrpcJsAdapter {
   private readonly server: grpc.Server;
@@ -139,16 +140,19 @@ export class GrpcJsAdapter {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const method of service.methods) {
       const m = spec.methods[method.localName]!;
+      const responseStream = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+      const encode = (message: unknown) => {
+        const bytes = toBinary(method.output, message as never);
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      };
       definition[method.localName] = {
         path: `/${service.typeName}/${method.name}`,
         requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
-        responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+        responseStream,
         requestSerialize: (message: unknown) => Buffer.from(toBinary(method.input, message as never)),
         requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
-        responseSerialize: (message: unknown) => {
-          const bytes = toBinary(method.output, message as never);
-          return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        },
+        // A streamed message object that several streams send (a chat message fanned out) is encoded once.
+        responseSerialize: responseStream ? encodeOnce(encode) : encode,
         responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
         originalName: method.localName,
       };
@@ -350,11 +354,24 @@ export class GrpcJsAdapter {
     // grpc-js reports a passed deadline and a client's RST_STREAM alike as "cancelled".
     call.once("cancelled", () => {
       state.canceled = true;
-      abort.fire(Date.now() >= deadlineMs ? new ConnectError("the operation timed out", Code.DeadlineExceeded) : CLIENT_CANCELED);
+      abort.fire(Date.now() >= deadlineMs ? deadlineExceeded("the operation timed out") : CLIENT_CANCELED);
       state.onCancel?.();
     });
     return state;
   }
+}
+
+/**
+ * Encodes each message object once, however many streams send it (grpc-js copies
+ * the bytes into each frame). Streamed messages are not changed once yielded.
+ */
+function encodeOnce(encode: (message: unknown) => Buffer): (message: unknown) => Buffer {
+  const encoded = new WeakMap<object, Buffer>();
+  return (message) => {
+    let bytes = encoded.get(message as object);
+    if (!bytes) encoded.set(message as object, (bytes = encode(message)));
+    return bytes;
+  };
 }
 
 /** Connect headers as grpc-js metadata (binary values decoded), without the protocol's own fields; undefined when empty. */
@@ -388,5 +405,5 @@ async function* once<T>(value: T) {
 
 async function single<T>(source: AsyncIterable<T>): Promise<T> {
   for await (const m of source) return m;
-  throw new ConnectError("protocol error: missing input message", Code.Unimplemented);
+  throw unimplemented("MISSING_MESSAGE", "protocol error: missing input message");
 }

@@ -160,9 +160,21 @@ export class ChatSession {
     this.last.set(m.conversation_id, BigInt(m.sequence));
     // Joining or leaving through another stream or call changes what this stream follows.
     if (m.sender_id === this.userId && m.kind === MessageKind.LEFT) this.rooms.delete(m.conversation_id);
-    yield create(ChatResponseSchema, { event: { case: "message", value: toMessage(m) } });
+    yield messageEvent(m);
     if (m.sender_id === this.userId && m.kind === MessageKind.LEFT) this.unfollow(m.conversation_id);
   }
+}
+
+/**
+ * The event of a stored message, made once per row: the hub offers the same row
+ * to every stream that follows its conversation, so they all send the same
+ * (immutable) event object, which the gRPC path encodes once (grpc-js-adapter.ts).
+ */
+const messageEvents = new WeakMap<MessageRow, ChatResponse>();
+function messageEvent(m: MessageRow): ChatResponse {
+  let event = messageEvents.get(m);
+  if (!event) messageEvents.set(m, (event = create(ChatResponseSchema, { event: { case: "message", value: toMessage(m) } })));
+  return event;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ChatService, RoomVisibility } from "../../../gen/agora/chat/v1/chat_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { ChatService, RoomVisibility, SubscribeResponseSchema, type ChatResponse, type SubscribeResponse } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { callerOf } from "../../platform/auth.js";
 import { requestIdOf, toConnectError } from "../../platform/error-mapping.js";
 import { quotaExceeded } from "../../platform/errors.js";
@@ -79,7 +80,7 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       const session = await ops.openSession(caller, true);
       try {
         await ops.resume(session, caller, req.cursors);
-        for await (const event of session.events(ctx.signal, d.settings.heartbeatMs)) yield { event };
+        for await (const event of session.events(ctx.signal, d.settings.heartbeatMs)) yield subscribeResponse(event);
       } finally {
         await ops.closeSession(caller, session);
       }
@@ -108,4 +109,12 @@ export function chatHandlers(d: ChatDeps): ServiceImpl<typeof ChatService> {
       return { users: rows.map(toOnlineUser) };
     },
   };
+}
+
+/** One response per event, shared by every Subscribe stream that sends it (encoded once on the gRPC path). */
+const subscribeResponses = new WeakMap<ChatResponse, SubscribeResponse>();
+function subscribeResponse(event: ChatResponse): SubscribeResponse {
+  let res = subscribeResponses.get(event);
+  if (!res) subscribeResponses.set(event, (res = create(SubscribeResponseSchema, { event })));
+  return res;
 }

@@ -19,7 +19,7 @@ import type { GameConfig } from "../../config.js";
 import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { toConnectError, requestIdOf } from "../../platform/error-mapping.js";
-import { failedPrecondition, invalidArgument, notFound } from "../../platform/errors.js";
+import { failedPrecondition, invalidArgument, notFound, outOfRange } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
@@ -64,7 +64,7 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
     const from = d.events.position;
     let state = await d.repo.get(gameId);
     if (afterMove > state.moves.length) {
-      throw new ConnectError(`after_move_number ${afterMove} is ahead of the game (${state.moves.length} moves)`, Code.OutOfRange);
+      throw outOfRange("CURSOR_AHEAD", `after_move_number ${afterMove} is ahead of the game (${state.moves.length} moves)`, { moves: String(state.moves.length) });
     }
     let sent = afterMove;
     const update = (kind: UpdateKind) => {
