@@ -165,8 +165,8 @@ class ChatStream {
     expect(answer.event.case, show(answer.event.value)).to.equal("joined");
   }
 
-  async send(to: ReturnType<typeof toRoom> | ReturnType<typeof toUser>, clientId: string, text: string): Promise<Message> {
-    const answer = await this.call({ case: "send", value: { to, clientId, text } });
+  async send(to: ReturnType<typeof toRoom> | ReturnType<typeof toUser>, clientId: string, text: string, timeoutMs?: number): Promise<Message> {
+    const answer = await this.call({ case: "send", value: { to, clientId, text } }, timeoutMs);
     if (answer.event.case !== "sent") throw new Error(`send failed: ${show(answer.event.value)}`);
     return answer.event.value;
   }
@@ -232,7 +232,9 @@ describe("chat service", function () {
         return { events, send: async (clientId: string, text: string) => (await c.sendMessage({ message: { to: toRoom(roomId), clientId, text } })).message!, ready: () => events.ready() };
       }
       const stream = track(new ChatStream(c));
-      return { events: stream.events, send: (clientId: string, text: string) => stream.send(toRoom(roomId), clientId, text), ready: () => stream.join(roomId) };
+      // This test's own timeout bounds it: how long one send waits here depends on the machine, not on correctness.
+      const send = (clientId: string, text: string) => stream.send(toRoom(roomId), clientId, text, 80_000);
+      return { events: stream.events, send, ready: () => stream.join(roomId) };
     });
     await Promise.all(clients.map((c) => c.ready()));
 
