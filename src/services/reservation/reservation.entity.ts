@@ -16,6 +16,12 @@ export class ResourceEntity {
   updatedAt!: Date;
 }
 
+/** What an admin sets on a resource (the rest is identity and bookkeeping). */
+export type ResourceFields = Pick<
+  ResourceEntity,
+  "name" | "type" | "capacity" | "location" | "description" | "active" | "slotMinutes" | "requiresApproval"
+>;
+
 export const ResourceSchema = new EntitySchema<ResourceEntity>({
   class: ResourceEntity,
   tableName: "resources",

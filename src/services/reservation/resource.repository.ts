@@ -1,14 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
-import { ResourceSchema, type ResourceEntity } from "./reservation.entity.js";
+import { ResourceSchema, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
 import { isUniqueViolation } from "../../platform/db.js";
-
-export type ResourceFields = Pick<
-  ResourceEntity,
-  "name" | "type" | "capacity" | "location" | "description" | "active" | "slotMinutes" | "requiresApproval"
->;
 
 export interface ResourceQuery {
   type: string;
