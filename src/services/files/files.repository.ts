@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { isUniqueViolation } from "../../platform/db.js";
-import { aborted, failedPrecondition, notFound } from "../../platform/errors.js";
+import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
+import { aborted, failedPrecondition, notFound, quotaExceeded } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import type { FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
 
@@ -44,6 +44,15 @@ export interface NewVersion {
   authorName: string;
   comment: string;
   restoredFrom?: bigint;
+}
+
+/** A user's files would take more than `max` bytes. */
+export function storageQuotaExceeded(ownerId: string, max: number) {
+  return quotaExceeded(
+    `user:${ownerId}`,
+    `the owner's files may take at most ${max} bytes (each distinct content of every version counts, deleted files until they are purged): delete files to make room`,
+    max,
+  );
 }
 
 const ROLE_RANK: Record<RoleName, number> = { reader: 1, editor: 2, owner: 3 };
@@ -98,9 +107,17 @@ export class FilesRepository {
   }
 
   /** Creates a file with its first version; a live file already at that path means the caller is behind: ABORTED. */
-  async create(ownerId: string, path: string, v: NewVersion, now: Date, event: (f: FileRow, v: VersionRow) => FileEvent): Promise<{ file: FileRow; version: VersionRow }> {
+  async create(
+    ownerId: string,
+    path: string,
+    v: NewVersion,
+    now: Date,
+    maxStoredBytes: number,
+    event: (f: FileRow, v: VersionRow) => FileEvent,
+  ): Promise<{ file: FileRow; version: VersionRow }> {
     try {
       return await this.db.transactional(async (tx) => {
+        await this.lockStorage(tx, ownerId);
         const id = randomUUID();
         const [file] = await tx.execute<FileRow[]>(
           `INSERT INTO "files".files (id, owner_id, path, latest_version, size, sha256, created_at, updated_at)
@@ -108,6 +125,7 @@ export class FilesRepository {
           [id, ownerId, path, v.size, v.sha256, now, now],
         );
         const version = await this.insertVersion(tx, id, 1n, v, now);
+        await this.checkStorage(tx, ownerId, maxStoredBytes);
         await this.events.append(tx, [event(file!, version)]);
         return { file: file!, version };
       });
@@ -126,7 +144,8 @@ export class FilesRepository {
   /**
    * Adds a version on top of `baseVersion`, atomically: if someone else's version
    * got there first, nothing changes and the caller gets ABORTED. A lock held by
-   * another user refuses it too.
+   * another user refuses it too, and so does a new content that would take the
+   * owner past `maxStoredBytes` (RESOURCE_EXHAUSTED).
    */
   async addVersion(
     fileId: string,
@@ -134,6 +153,7 @@ export class FilesRepository {
     v: NewVersion,
     now: Date,
     lockToken: string,
+    maxStoredBytes: number,
     event: (f: FileRow, v: VersionRow) => FileEvent,
   ): Promise<{ file: FileRow; version: VersionRow }> {
     return this.db.transactional(async (tx) => {
@@ -145,15 +165,43 @@ export class FilesRepository {
           latest_version: current.latest_version,
         });
       }
+      await this.lockStorage(tx, current.owner_id);
       const next = baseVersion + 1n;
       const [file] = await tx.execute<FileRow[]>(
         `UPDATE "files".files SET latest_version = ?, size = ?, sha256 = ?, updated_at = ? WHERE id = ? RETURNING *`,
         [next.toString(), v.size, v.sha256, now, fileId],
       );
       const version = await this.insertVersion(tx, fileId, next, v, now);
+      await this.checkStorage(tx, current.owner_id, maxStoredBytes);
       await this.events.append(tx, [event(file!, version)]);
       return { file: file!, version };
     });
+  }
+
+  /**
+   * Bytes a user's files take: each distinct content (SHA-256) among all versions
+   * of the files they own, deleted files included until they are purged (they can
+   * be undeleted, so their bytes are still kept). Restoring a version or storing
+   * content the user already has adds nothing.
+   */
+  async storedBytes(ownerId: string, em: EntityManager = this.db): Promise<number> {
+    const [row] = await em.execute<{ n: string }[]>(
+      `SELECT coalesce(sum(size), 0) AS n FROM (
+         SELECT DISTINCT ON (v.sha256) v.size FROM "files".versions v JOIN "files".files f ON f.id = v.file_id WHERE f.owner_id = ?
+       ) contents`,
+      [ownerId],
+    );
+    return Number(row?.n ?? 0);
+  }
+
+  /** One user's new versions are recorded one at a time, so parallel uploads cannot pass the storage quota together. */
+  private lockStorage(tx: EntityManager, ownerId: string) {
+    return lockForTransaction(tx, `files.storage.${ownerId}`);
+  }
+
+  /** After the version is inserted, under lockStorage: over the quota rolls the whole transaction back. */
+  private async checkStorage(tx: EntityManager, ownerId: string, max: number) {
+    if ((await this.storedBytes(ownerId, tx)) > max) throw storageQuotaExceeded(ownerId, max);
   }
 
   private async insertVersion(tx: EntityManager, fileId: string, version: bigint, v: NewVersion, now: Date): Promise<VersionRow> {
@@ -287,7 +335,7 @@ export class FilesRepository {
   async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date, maxOpen: number): Promise<boolean> {
     return this.db.transactional(async (tx) => {
       // One user's uploads begin one at a time, so concurrent calls cannot pass the quota together.
-      await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`files.uploads.${user.id}`]);
+      await lockForTransaction(tx, `files.uploads.${user.id}`);
       const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = ? AND expires_at > ?`, [user.id, now]);
       if (n! >= maxOpen) return false;
       await tx.execute(

@@ -10,6 +10,7 @@ import { KeyedLock } from "./keyed-lock.js";
 import { FilesRepository } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 
 export const filesModule: ServiceModule = {
   name: "files",
@@ -19,7 +20,7 @@ export const filesModule: ServiceModule = {
       url: databaseUrl,
       schema: "files",
       entities: [],
-      migrations: [Migration20261121400000],
+      migrations: [Migration20261121400000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
@@ -36,7 +37,12 @@ export const filesModule: ServiceModule = {
       blobs,
       events,
       clock,
-      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes, maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser },
+      settings: {
+        maxBytes: config.files.maxBytes,
+        uploadTtlMinutes: config.files.uploadTtlMinutes,
+        maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser,
+        maxBytesPerUser: config.files.maxBytesPerUser,
+      },
       inUse,
       blobLocks,
     });

@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { retryTransaction } from "../../platform/db.js";
+import { lockForTransaction, retryTransaction } from "../../platform/db.js";
+import { quotaExceeded } from "../../platform/errors.js";
 
 export type Labels = Record<string, string>;
 
@@ -124,6 +125,45 @@ export class MetricsRepository {
       }),
     );
     return { inserted, keys };
+  }
+
+  /**
+   * Creates a report's new series, unless that would give its host more than
+   * `max`: then none is created and the report is refused whole (QuotaFailure,
+   * subject `host:<name>`), so an answered report is a stored one. Series this
+   * instance already knows cost nothing: the database is asked only when the
+   * report names a series missing from the cache, under the host's lock, so
+   * parallel reports cannot pass the limit together.
+   */
+  async admitSeries(host: string, samples: IncomingSample[], max: number): Promise<void> {
+    const unknown = new Map<string, { host: string; metric: string; labels: Labels }>();
+    for (const s of samples) {
+      const key = seriesKey(s.host, s.metric, s.labels);
+      if (!this.seriesIds.has(key)) unknown.set(key, { host: s.host, metric: s.metric, labels: s.labels });
+    }
+    if (unknown.size === 0) return;
+    await this.db.transactional(async (tx) => {
+      await lockForTransaction(tx, `monitoring.series.${host}`);
+      // One snapshot: "existing" does not see the rows this statement inserts.
+      const [row] = await tx.execute<{ created: number; existing: number }[]>(
+        `WITH ins AS (
+           INSERT INTO "monitoring".series (host, metric, labels)
+           SELECT host, metric, labels FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)
+           ORDER BY host, metric, labels::text
+           ON CONFLICT DO NOTHING RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM ins)::int AS created, (SELECT count(*) FROM "monitoring".series WHERE host = ?)::int AS existing`,
+        [JSON.stringify([...unknown.values()]), host],
+      );
+      const { created, existing } = row!;
+      if (created > 0 && existing + created > max) {
+        throw quotaExceeded(
+          `host:${host}`,
+          `this report would give host ${host} ${existing + created} metric series, more than the ${max} one host may have (it has ${existing}): nothing of it was stored; report fewer distinct metric and label sets`,
+          max,
+        );
+      }
+    });
   }
 
   /** Ids of the samples' series, creating the new ones. */

@@ -99,6 +99,13 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
   /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
+  /** Checks a report, admits its new series (the per-host quota) and stores it with the reports arriving meanwhile. */
+  async function ingest(host: string, samples: Sample[]): Promise<IngestResult> {
+    const rows = incoming(host, samples);
+    await d.metrics.admitSeries(host, rows, d.config.maxSeriesPerHost);
+    return d.ingestor.submit(rows);
+  }
+
   function incoming(host: string, samples: Sample[]): IncomingSample[] {
     const latest = d.clock.now().getTime() + d.config.maxFutureSeconds * 1000;
     const violations: FieldViolation[] = [];
@@ -124,7 +131,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       let messages = 0n;
       const sum: IngestResult = { accepted: 0, duplicates: 0 };
       for await (const req of requests) {
-        const result = await d.ingestor.submit(incoming(req.host, req.samples));
+        const result = await ingest(req.host, req.samples);
         sum.accepted += result.accepted;
         sum.duplicates += result.duplicates;
         messages++;
@@ -133,7 +140,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     },
 
     async reportMetricsBatch(req) {
-      return totals(await d.ingestor.submit(incoming(req.host, req.samples)));
+      return totals(await ingest(req.host, req.samples));
     },
 
     async listHosts(req) {

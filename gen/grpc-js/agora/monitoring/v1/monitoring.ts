@@ -5747,6 +5747,9 @@ export const MonitoringServiceService = {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics: {
     path: "/agora.monitoring.v1.MonitoringService/ReportMetrics" as const,
@@ -5933,6 +5936,9 @@ export interface MonitoringServiceServer extends UntypedServiceImplementation {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics: handleClientStreamingCall<ReportMetricsRequest, ReportMetricsResponse>;
   /**
@@ -5983,6 +5989,9 @@ export interface MonitoringServiceClient extends Client {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics(
     callback: (error: ServiceError | null, response: ReportMetricsResponse) => void,
