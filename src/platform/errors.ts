@@ -24,7 +24,8 @@ function errorInfo(reason: string, metadata: Record<string, string> = {}) {
   return { desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata }) };
 }
 
-export function invalidArgument(violations: FieldViolation[], message?: string): ConnectError {
+/** Bad input: BadRequest names each field; ErrorInfo's reason is INVALID_ARGUMENT unless a more precise one helps clients. */
+export function invalidArgument(violations: FieldViolation[], message?: string, reason = "INVALID_ARGUMENT"): ConnectError {
   const text = message ?? violations.map((v) => `${v.field}: ${v.description}`).join("; ");
   return new ConnectError(text, Code.InvalidArgument, undefined, [
     {
@@ -33,7 +34,7 @@ export function invalidArgument(violations: FieldViolation[], message?: string):
         fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: v.reason ?? "" })),
       }),
     },
-    errorInfo("INVALID_ARGUMENT"),
+    errorInfo(reason),
   ]);
 }
 

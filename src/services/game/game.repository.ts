@@ -3,6 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { retryTransaction } from "../../platform/db.js";
 import { alreadyExists, notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 import { NEW_PLAYER, type Rating } from "./rating.js";
 
 export type GameStatus = "challenge" | "active" | "finished" | "aborted" | "declined";
@@ -137,17 +138,20 @@ export class GameRepository {
     return db.execute<MoveRow[]>(`SELECT * FROM "game".moves WHERE game_id = ? ORDER BY number`, [id]);
   }
 
-  /** A challenge or a matched game; with request_id, a repeat returns the first game. */
-  async create(game: NewGame): Promise<GameState> {
+  /**
+   * A challenge or a matched game; with request_id, a repeat of the same request
+   * returns the first game (INVALID_ARGUMENT when `fingerprint` differs from its).
+   */
+  async create(game: NewGame, fingerprint: string | null = null): Promise<GameState> {
     if (game.request_id !== "" && game.challenger_id) {
-      const earlier = await this.byRequest(game.challenger_id, game.request_id);
+      const earlier = await this.byRequest(game.challenger_id, game.request_id, fingerprint);
       if (earlier) return earlier;
     }
     try {
-      return await this.db.transactional(async (tx) => this.insertGame(tx, game));
+      return await this.db.transactional(async (tx) => this.insertGame(tx, game, fingerprint));
     } catch (err) {
       if ((err as { code?: string }).code === UNIQUE_VIOLATION && game.challenger_id) {
-        const earlier = await this.byRequest(game.challenger_id, game.request_id);
+        const earlier = await this.byRequest(game.challenger_id, game.request_id, fingerprint);
         if (earlier) return earlier;
         throw alreadyExists("game", "a game with this request_id exists");
       }
@@ -156,20 +160,24 @@ export class GameRepository {
   }
 
   /** Inserts a game inside the caller's transaction, with its event. */
-  async insertGame(tx: EntityManager, game: NewGame): Promise<GameState> {
+  async insertGame(tx: EntityManager, game: NewGame, fingerprint: string | null = null): Promise<GameState> {
     const id = randomUUID();
     const [row] = await tx.execute<GameRow[]>(
-      `INSERT INTO "game".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      `INSERT INTO "game".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, request_fingerprint, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
       [id, game.status, game.x_id, game.x_name, game.o_id, game.o_name, game.challenger_id, game.x_rating, game.o_rating, game.turn_seconds,
-        game.turn_deadline, game.rated, game.request_id, game.created_at, game.created_at],
+        game.turn_deadline, game.rated, game.request_id, game.request_id ? fingerprint : null, game.created_at, game.created_at],
     );
     await this.events.append(tx, [{ game: id, version: "1" }]);
     return { game: numbers(row!), moves: [] };
   }
 
-  private async byRequest(challengerId: string, requestId: string): Promise<GameState | undefined> {
-    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "game".games WHERE challenger_id = ? AND request_id = ?`, [challengerId, requestId]);
+  private async byRequest(challengerId: string, requestId: string, fingerprint: string | null): Promise<GameState | undefined> {
+    const [row] = await this.db.execute<{ id: string; request_fingerprint: string | null }[]>(
+      `SELECT id, request_fingerprint FROM "game".games WHERE challenger_id = ? AND request_id = ?`,
+      [challengerId, requestId],
+    );
+    if (row && fingerprint) assertSameRequest(row.request_fingerprint, fingerprint);
     return row ? this.get(row.id) : undefined;
   }
 

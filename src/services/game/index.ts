@@ -8,6 +8,7 @@ import { gameHandlers } from "./game.service.js";
 import { timeoutIfDue } from "./game.logic.js";
 import { pairTickets } from "./matchmaking.js";
 import { Migration20261125000000 } from "./migrations/Migration20261125000000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 
 // Events only say which game or tickets changed (readers load the state): JSON is enough.
 const eventCodec = {
@@ -24,7 +25,7 @@ export const gameModule: ServiceModule = {
       url: databaseUrl,
       schema: "game",
       entities: [],
-      migrations: [Migration20261125000000],
+      migrations: [Migration20261125000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });

@@ -4,6 +4,7 @@ import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { ProductSchema, StockMovementSchema } from "./product.entity.js";
 import { ProductRepository } from "./product.repository.js";
 
@@ -16,7 +17,7 @@ export const inventoryModule: ServiceModule = {
       url: databaseUrl,
       schema: "inventory",
       entities: [ProductSchema, StockMovementSchema],
-      migrations: [Migration20261121000000],
+      migrations: [Migration20261121000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });

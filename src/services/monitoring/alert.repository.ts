@@ -5,6 +5,7 @@ import { notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { withDates, type Labels } from "./metrics.repository.js";
 import { assertEtag } from "../../platform/etag.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface RuleFields {
   name: string;
@@ -116,17 +117,22 @@ export class AlertRepository {
 
   // Rules
 
-  async createRule(fields: RuleFields, requestId: string, now: Date): Promise<RuleRow> {
+  /** Creates a rule, or returns the one an earlier call with this request id (and the same request) created. */
+  async createRule(fields: RuleFields, requestId: string, fingerprint: string, now: Date): Promise<RuleRow> {
     const [row] = await this.db.execute<RuleRow[]>(
       `INSERT INTO "monitoring".alert_rules
-         (id, name, metric, label_selector, comparison, threshold, for_ms, severity, clear_threshold, description, request_id, created_at, updated_at)
-       VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         (id, name, metric, label_selector, comparison, threshold, for_ms, severity, clear_threshold, description, request_id, request_fingerprint, created_at, updated_at)
+       VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (request_id) DO NOTHING RETURNING *`,
-      [randomUUID(), ...ruleValues(fields), requestId || null, now, now],
+      [randomUUID(), ...ruleValues(fields), requestId || null, requestId ? fingerprint : null, now, now],
     );
     if (row) return row;
-    const [first] = await this.db.execute<RuleRow[]>(`SELECT * FROM "monitoring".alert_rules WHERE request_id = ?`, [requestId]);
+    const [first] = await this.db.execute<(RuleRow & { request_fingerprint: string | null })[]>(
+      `SELECT * FROM "monitoring".alert_rules WHERE request_id = ?`,
+      [requestId],
+    );
     if (!first) throw new Error(`alert rule with request_id ${requestId} vanished`);
+    assertSameRequest(first.request_fingerprint, fingerprint);
     return first;
   }
 

@@ -8,6 +8,7 @@ import { AlertRepository } from "./alert.repository.js";
 import { Ingestor } from "./ingest.js";
 import { MetricsRepository } from "./metrics.repository.js";
 import { Migration20261122000000 } from "./migrations/Migration20261122000000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { toAlertEvent } from "./monitoring.mapper.js";
 import { monitoringHandlers } from "./monitoring.service.js";
 
@@ -23,7 +24,7 @@ export const monitoringModule: ServiceModule = {
       url: databaseUrl,
       schema: "monitoring",
       entities: [],
-      migrations: [Migration20261122000000],
+      migrations: [Migration20261122000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });

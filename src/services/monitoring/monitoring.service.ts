@@ -3,6 +3,7 @@ import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AlertRuleSchema,
+  CreateAlertRuleRequestSchema,
   HostStatus,
   MonitoringService,
   PointSchema,
@@ -21,6 +22,7 @@ import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
+import { requestFingerprint } from "../../platform/idempotency.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
 import { HOUR, MINUTE, RAW, type IncomingSample, type MetricsRepository, type Resolution } from "./metrics.repository.js";
@@ -208,7 +210,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     },
 
     async createAlertRule(req) {
-      return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, d.clock.now())) };
+      return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, requestFingerprint(CreateAlertRuleRequestSchema, req), d.clock.now())) };
     },
 
     async getAlertRule(req) {

@@ -4,6 +4,7 @@ import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { NotificationRepository } from "./notification.repository.js";
 import { NotificationSchema, ReservationSchema, ResourceSchema } from "./reservation.entity.js";
 import { ReservationRepository } from "./reservation.repository.js";
@@ -19,7 +20,7 @@ export const reservationModule: ServiceModule = {
       url: databaseUrl,
       schema: "reservation",
       entities: [ResourceSchema, ReservationSchema, NotificationSchema],
-      migrations: [Migration20261121200000],
+      migrations: [Migration20261121200000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });

@@ -12,6 +12,8 @@ export class ResourceEntity {
   requiresApproval!: boolean;
   version!: number;
   requestId?: string | null;
+  /** What a repeat of requestId must match (platform/idempotency.ts); null for rows older than fingerprints. */
+  requestFingerprint?: string | null;
   createdAt!: Date;
   updatedAt!: Date;
 }
@@ -37,6 +39,7 @@ export const ResourceSchema = new EntitySchema<ResourceEntity>({
     requiresApproval: { type: "boolean", fieldName: "requires_approval" },
     version: { type: "integer", version: true },
     requestId: { type: "text", fieldName: "request_id", nullable: true },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     createdAt: { type: "Date", fieldName: "created_at" },
     updatedAt: { type: "Date", fieldName: "updated_at" },
   },
@@ -55,6 +58,7 @@ export class ReservationEntity {
   notes!: string;
   status!: StatusName;
   requestId!: string;
+  requestFingerprint?: string | null;
   holdExpiresAt?: Date | null;
   reminderSentAt?: Date | null;
   version!: number;
@@ -75,6 +79,7 @@ export const ReservationSchema = new EntitySchema<ReservationEntity>({
     notes: { type: "text" },
     status: { type: "text" },
     requestId: { type: "text", fieldName: "request_id" },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     holdExpiresAt: { type: "Date", fieldName: "hold_expires_at", nullable: true },
     reminderSentAt: { type: "Date", fieldName: "reminder_sent_at", nullable: true },
     version: { type: "integer" },

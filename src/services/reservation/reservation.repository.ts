@@ -6,6 +6,7 @@ import { alreadyExists, failedPrecondition, notFound } from "../../platform/erro
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { ACTIVE, ReservationSchema, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 
 
@@ -17,6 +18,7 @@ export interface NewReservation {
   partySize: number;
   notes: string;
   requestId: string;
+  requestFingerprint: string;
 }
 
 export interface ReservationQuery {
@@ -52,9 +54,11 @@ export class ReservationRepository {
     return r;
   }
 
-  /** The reservation an earlier request with this id made, if any. */
-  async byRequest(userId: string, requestId: string): Promise<ReservationEntity | null> {
-    return this.em.fork().findOne(ReservationSchema, { userId, requestId });
+  /** The reservation an earlier request with this id made, if any; INVALID_ARGUMENT when that request was another one. */
+  async byRequest(userId: string, requestId: string, fingerprint: string): Promise<ReservationEntity | null> {
+    const earlier = await this.em.fork().findOne(ReservationSchema, { userId, requestId });
+    if (earlier) assertSameRequest(earlier.requestFingerprint, fingerprint);
+    return earlier;
   }
 
   async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
@@ -66,11 +70,11 @@ export class ReservationRepository {
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await tx.execute(
             `INSERT INTO "reservation".reservations
-               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, hold_expires_at, version, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
+               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
             [
               randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
-              pending ? "pending" : "confirmed", n.requestId,
+              pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
               pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now, now,
             ],
           );
@@ -84,7 +88,7 @@ export class ReservationRepository {
         }));
       } catch (err) {
         if (isUniqueViolation(err)) {
-          const winner = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
+          const winner = await this.byRequest(n.userId, n.requestId, n.requestFingerprint);
           if (winner) return winner; // a concurrent retry of the same request
         }
         if (!isExclusionViolation(err)) throw err;

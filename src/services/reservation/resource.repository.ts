@@ -4,6 +4,7 @@ import { notFound } from "../../platform/errors.js";
 import { ResourceSchema, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
 import { isUniqueViolation } from "../../platform/db.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface ResourceQuery {
   type: string;
@@ -24,19 +25,31 @@ export class ResourceRepository {
     return resource;
   }
 
-  async create(fields: ResourceFields, requestId: string, now: Date): Promise<ResourceEntity> {
+  /** Creates a resource, or returns the one an earlier call with this request id (and the same request) created. */
+  async create(fields: ResourceFields, requestId: string, fingerprint: string, now: Date): Promise<ResourceEntity> {
     const em = this.em.fork();
-    if (requestId) {
-      const earlier = await em.findOne(ResourceSchema, { requestId });
-      if (earlier) return earlier;
-    }
-    const resource = em.create(ResourceSchema, { ...fields, id: randomUUID(), version: 1, requestId: requestId || null, createdAt: now, updatedAt: now });
+    const earlier = async () => {
+      const resource = requestId ? await this.em.fork().findOne(ResourceSchema, { requestId }) : null;
+      if (resource) assertSameRequest(resource.requestFingerprint, fingerprint);
+      return resource;
+    };
+    const first = await earlier();
+    if (first) return first;
+    const resource = em.create(ResourceSchema, {
+      ...fields,
+      id: randomUUID(),
+      version: 1,
+      requestId: requestId || null,
+      requestFingerprint: requestId ? fingerprint : null,
+      createdAt: now,
+      updatedAt: now,
+    });
     try {
       await em.flush();
     } catch (err) {
       // A concurrent retry with the same request id won the race.
-      if (requestId && isUniqueViolation(err)) {
-        const winner = await this.em.fork().findOne(ResourceSchema, { requestId });
+      if (isUniqueViolation(err)) {
+        const winner = await earlier();
         if (winner) return winner;
       }
       throw err;

@@ -1620,6 +1620,7 @@ export const MonitoringService: GenService<{
   },
   /**
    * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from rpc agora.monitoring.v1.MonitoringService.CreateAlertRule
    */

@@ -5813,7 +5813,10 @@ export const MonitoringServiceService = {
       Buffer.from(QueryMetricsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): QueryMetricsResponse => QueryMetricsResponse.decode(value),
   },
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule: {
     path: "/agora.monitoring.v1.MonitoringService/CreateAlertRule" as const,
     requestStream: false as const,
@@ -5958,7 +5961,10 @@ export interface MonitoringServiceServer extends UntypedServiceImplementation {
    * matches the labels: min, average and max of the samples in the step.
    */
   queryMetrics: handleUnaryCall<QueryMetricsRequest, QueryMetricsResponse>;
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule: handleUnaryCall<CreateAlertRuleRequest, CreateAlertRuleResponse>;
   getAlertRule: handleUnaryCall<GetAlertRuleRequest, GetAlertRuleResponse>;
   listAlertRules: handleUnaryCall<ListAlertRulesRequest, ListAlertRulesResponse>;
@@ -6082,7 +6088,10 @@ export interface MonitoringServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: QueryMetricsResponse) => void,
   ): ClientUnaryCall;
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule(
     request: CreateAlertRuleRequest,
     callback: (error: ServiceError | null, response: CreateAlertRuleResponse) => void,
