@@ -1,5 +1,8 @@
 import { BigIntType, EntitySchema } from "@mikro-orm/core";
 
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "inventory";
+
 export class ProductEntity {
   id!: string;
   name!: string;

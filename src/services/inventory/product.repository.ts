@@ -17,13 +17,13 @@ import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
 import { isLowStock, toProduct, toStockMovement } from "./inventory.mapper.js";
-import { ProductEntity, ProductSchema, StockMovementEntity, StockMovementSchema, type ProductFields } from "./product.entity.js";
+import { ProductEntity, ProductSchema, SCHEMA, StockMovementEntity, StockMovementSchema, type ProductFields } from "./product.entity.js";
 
 const INT32_MAX = 2_147_483_647;
 
 const GET_PRODUCT_SQL =
   "SELECT id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, request_id, created_at, updated_at " +
-  'FROM "inventory".products WHERE id = $1';
+  `FROM "${SCHEMA}".products WHERE id = $1`;
 
 interface ProductRow {
   id: string;
@@ -164,7 +164,7 @@ export class ProductRepository {
     const tsquery = words.map((w) => `${w}:*`).join(" & ");
     const rows = await this.em.fork().execute<Record<string, unknown>[]>(
       `SELECT p.*, ts_rank_cd(p.search, q.ts) + public.similarity(p.name, ?) AS score
-         FROM "inventory".products p, to_tsquery('english', ?) AS q(ts)
+         FROM "${SCHEMA}".products p, to_tsquery('english', ?) AS q(ts)
         WHERE (p.search @@ q.ts OR public.similarity(p.name, ?) > 0.3)
           AND (?::smallint = 0 OR p.category = ?::smallint)
         ORDER BY score DESC, p.name, p.id

@@ -2,6 +2,9 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { lockForTransaction, retryTransaction } from "../../platform/db.js";
 import { quotaExceeded } from "../../platform/errors.js";
 
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "monitoring";
+
 export type Labels = Record<string, string>;
 
 /** A sample ready to store: its series named in full. */
@@ -101,14 +104,14 @@ export class MetricsRepository {
              FROM jsonb_to_recordset(?::jsonb) AS t(series_id bigint, time timestamptz, value float8)
              ORDER BY series_id, time
            ), ins AS (
-             INSERT INTO "monitoring".samples (series_id, time, value) SELECT series_id, time, value FROM input
+             INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
              ON CONFLICT DO NOTHING RETURNING series_id, time, value
            ), minute AS (
              ${rollupUpsert("rollups_minute", "minute")}
            ), hour AS (
              ${rollupUpsert("rollups_hour", "hour")}
            ), latest AS (
-             UPDATE "monitoring".series s SET last_time = l.time, last_value = l.value
+             UPDATE "${SCHEMA}".series s SET last_time = l.time, last_value = l.value
              FROM (SELECT DISTINCT ON (series_id) series_id, time, value FROM ins ORDER BY series_id, time DESC) l
              WHERE s.id = l.series_id AND (s.last_time IS NULL OR s.last_time <= l.time)
            )
@@ -116,9 +119,9 @@ export class MetricsRepository {
           [JSON.stringify(rows)],
         );
         await tx.execute(
-          `INSERT INTO "monitoring".hosts (name, first_report_at, last_report_at)
+          `INSERT INTO "${SCHEMA}".hosts (name, first_report_at, last_report_at)
            SELECT h, ?, ? FROM jsonb_array_elements_text(?::jsonb) AS h ORDER BY h
-           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("monitoring".hosts.last_report_at, excluded.last_report_at)`,
+           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)`,
           [now, now, JSON.stringify(hosts)],
         );
         return new Set(stored.map((r) => `${r.series_id}:${r.ms}`));
@@ -147,12 +150,12 @@ export class MetricsRepository {
       // One snapshot: "existing" does not see the rows this statement inserts.
       const [row] = await tx.execute<{ created: number; existing: number }[]>(
         `WITH ins AS (
-           INSERT INTO "monitoring".series (host, metric, labels)
+           INSERT INTO "${SCHEMA}".series (host, metric, labels)
            SELECT host, metric, labels FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)
            ORDER BY host, metric, labels::text
            ON CONFLICT DO NOTHING RETURNING 1
          )
-         SELECT (SELECT count(*) FROM ins)::int AS created, (SELECT count(*) FROM "monitoring".series WHERE host = ?)::int AS existing`,
+         SELECT (SELECT count(*) FROM ins)::int AS created, (SELECT count(*) FROM "${SCHEMA}".series WHERE host = ?)::int AS existing`,
         [JSON.stringify([...unknown.values()]), host],
       );
       const { created, existing } = row!;
@@ -183,13 +186,13 @@ export class MetricsRepository {
       const found = await this.db.execute<{ id: string; host: string; metric: string; labels: Labels }[]>(
         `WITH input AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)),
          ins AS (
-           INSERT INTO "monitoring".series (host, metric, labels)
+           INSERT INTO "${SCHEMA}".series (host, metric, labels)
            SELECT host, metric, labels FROM input ORDER BY host, metric, labels::text
            ON CONFLICT DO NOTHING RETURNING id, host, metric, labels
          )
          SELECT id, host, metric, labels FROM ins
          UNION ALL
-         SELECT s.id, s.host, s.metric, s.labels FROM "monitoring".series s
+         SELECT s.id, s.host, s.metric, s.labels FROM "${SCHEMA}".series s
          JOIN input i ON s.host = i.host AND s.metric = i.metric AND s.labels = i.labels`,
         [JSON.stringify([...missing.values()])],
       );
@@ -208,7 +211,7 @@ export class MetricsRepository {
   async matchSeries(metric: string, selector: Labels, limit: number, em: EntityManager = this.db): Promise<SeriesRow[]> {
     const { host, ...labels } = selector;
     const rows = await em.execute<SeriesRow[]>(
-      `SELECT id, host, metric, labels, last_time, last_value FROM "monitoring".series
+      `SELECT id, host, metric, labels, last_time, last_value FROM "${SCHEMA}".series
        WHERE metric = ? AND (?::text IS NULL OR host = ?) AND labels @> ?::jsonb
        ORDER BY host, labels::text LIMIT ?`,
       [metric, host ?? null, host ?? null, JSON.stringify(labels), limit],
@@ -227,7 +230,7 @@ export class MetricsRepository {
     return this.db.execute<StepRow[]>(
       `SELECT series_id, floor((extract(epoch FROM ${time}) * 1000 - ?) / ?)::bigint AS step,
               ${count} AS count, ${min} AS min, ${max} AS max, ${sum} AS sum
-       FROM "monitoring".${resolution.table}
+       FROM "${SCHEMA}".${resolution.table}
        WHERE series_id = ANY(?::bigint[]) AND ${time} >= ? AND ${time} < ?
        GROUP BY 1, 2`,
       [startMs, stepMs, `{${seriesIds.join(",")}}`, new Date(startMs), new Date(endMs)],
@@ -238,8 +241,8 @@ export class MetricsRepository {
     const statusFilter = status === "up" ? "AND h.last_report_at >= ?" : status === "down" ? "AND h.last_report_at < ?" : "";
     const rows = await this.db.execute<HostRow[]>(
       `SELECT h.name, h.first_report_at, h.last_report_at,
-              (SELECT count(*) FROM "monitoring".series s WHERE s.host = h.name) AS series_count
-       FROM "monitoring".hosts h
+              (SELECT count(*) FROM "${SCHEMA}".series s WHERE s.host = h.name) AS series_count
+       FROM "${SCHEMA}".hosts h
        WHERE h.name > ? ${statusFilter}
        ORDER BY h.name LIMIT ?`,
       [after ?? "", ...(status ? [downBefore] : []), limit],
@@ -248,7 +251,7 @@ export class MetricsRepository {
   }
 
   async allHosts(em: EntityManager = this.db): Promise<{ name: string; last_report_at: Date }[]> {
-    const rows = await em.execute<{ name: string; last_report_at: Date }[]>(`SELECT name, last_report_at FROM "monitoring".hosts ORDER BY name`);
+    const rows = await em.execute<{ name: string; last_report_at: Date }[]>(`SELECT name, last_report_at FROM "${SCHEMA}".hosts ORDER BY name`);
     return withDates(rows, "last_report_at");
   }
 
@@ -263,7 +266,7 @@ export class MetricsRepository {
       for (;;) {
         const [row] = await this.db.execute<{ n: number }[]>(
           `WITH gone AS (
-             DELETE FROM "monitoring".${table} WHERE ctid IN (SELECT ctid FROM "monitoring".${table} WHERE ${column} < ? LIMIT 50000)
+             DELETE FROM "${SCHEMA}".${table} WHERE ctid IN (SELECT ctid FROM "${SCHEMA}".${table} WHERE ${column} < ? LIMIT 50000)
              RETURNING 1
            ) SELECT count(*)::int AS n FROM gone`,
           [before],
@@ -278,7 +281,7 @@ export class MetricsRepository {
 
 /** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
 function rollupUpsert(table: string, unit: "minute" | "hour"): string {
-  return `INSERT INTO "monitoring".${table} AS r (series_id, bucket, count, sum, min, max)
+  return `INSERT INTO "${SCHEMA}".${table} AS r (series_id, bucket, count, sum, min, max)
           SELECT series_id, date_trunc('${unit}', time, 'UTC'), count(*), sum(value), min(value), max(value)
           FROM ins GROUP BY 1, 2 ORDER BY 1, 2
           ON CONFLICT (series_id, bucket) DO UPDATE SET

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
-import { ResourceSchema, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
+import { ResourceSchema, SCHEMA, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
 import { isUniqueViolation } from "../../platform/db.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
@@ -81,10 +81,10 @@ export class ResourceRepository {
   async available(type: string, partySize: number, start: Date, end: Date, now: Date, after: [string, string] | undefined, limit: number) {
     const em = this.em.fork();
     const rows = await em.execute(
-      `SELECT r.* FROM "reservation".resources r
+      `SELECT r.* FROM "${SCHEMA}".resources r
         WHERE r.active AND r.type = ? AND r.capacity >= ?
           AND NOT EXISTS (
-            SELECT 1 FROM "reservation".reservations x
+            SELECT 1 FROM "${SCHEMA}".reservations x
              WHERE x.resource_id = r.id
                AND (x.status = 'confirmed' OR (x.status = 'pending' AND x.hold_expires_at > ?))
                AND x.during && tstzrange(?, ?, '[)'))
