@@ -11,7 +11,7 @@ import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
-import { ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { MonitoringService, ReportMetricsRequestSchema } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -168,6 +168,10 @@ describe("quotas (issue 15)", () => {
     }
     expect(await count(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = '${me}'`)).to.equal(0);
     expectQuota(await rpcError(files.upload(parts("declared.bin", new Uint8Array(0), BigInt(2 * MiB)))), `user:${me}`);
+
+    // A declared size is a promise: content of another size is refused and stores nothing.
+    const short = await rpcError(files.upload(parts("short.bin", randomBytes(5), 10n)));
+    expect([short.code, short.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.reason]).to.deep.equal([Code.InvalidArgument, "SIZE_MISMATCH"]);
 
     // Undeclared: refused when its bytes pass what is left; the temp file goes with it.
     expectQuota(await rpcError(files.upload(parts("b.bin", randomBytes(2 * MiB)))), `user:${me}`);

@@ -147,10 +147,6 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
 
   /** Commits a writer's bytes as a blob, keeping its hash safe from the collector until the version row exists. */
   async function store(writer: BlobWriter, meta: UploadMetadata, caller: Caller, signal: AbortSignal) {
-    if (meta.size !== undefined && BigInt(writer.size) !== meta.size) {
-      await writer.abort();
-      throw invalidArgument([{ field: "metadata.size", description: `declared ${meta.size} bytes, received ${writer.size}`, reason: "SIZE_MISMATCH" }]);
-    }
     let sha256: string;
     try {
       sha256 = await writer.seal(meta.expectedSha256 || undefined);
@@ -180,6 +176,13 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
   function cancelled(signal: AbortSignal): ConnectError {
     if (signal.reason instanceof ConnectError) return signal.reason;
     return canceled("UPLOAD_CANCELLED", "the upload was cancelled: nothing was stored");
+  }
+
+  /** Content of another size than UploadMetadata.size declared is refused before it is stored. */
+  function checkDeclaredSize(meta: UploadMetadata, received: number) {
+    if (meta.size !== undefined && BigInt(received) !== meta.size) {
+      throw invalidArgument([{ field: "metadata.size", description: `declared ${meta.size} bytes, received ${received}`, reason: "SIZE_MISMATCH" }]);
+    }
   }
 
   function readersCannotUpload(role: string): ConnectError {
@@ -217,6 +220,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
         // A client that resets its stream (RST_STREAM) looks like a normal end of input here: it is not.
         if (ctx.signal.aborted) throw cancelled(ctx.signal);
         if (!meta || !writer) throw invalidArgument([{ field: "metadata", description: "an upload starts with its metadata" }]);
+        checkDeclaredSize(meta, writer.size);
         const result = await store(writer, meta, caller, ctx.signal);
         writer = undefined;
         return result;
@@ -273,6 +277,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const caller = callerOf(ctx);
       const upload = await repo.upload(req.uploadId, caller.userId, clock.now());
       const meta = fromBinary(UploadMetadataSchema, upload.metadata);
+      checkDeclaredSize(meta, Number(upload.received)); // the upload stays open: the client may send the rest
       const writer = await d.blobs.staged(req.uploadId, Number(upload.received));
       const result = await store(writer, meta, caller, ctx.signal);
       await repo.endUpload(req.uploadId);
