@@ -143,7 +143,7 @@ export class GameRepository {
 
   /**
    * A challenge or a matched game; with request_id, a repeat of the same request
-   * returns the first game (INVALID_ARGUMENT when `fingerprint` differs from its).
+   * returns the first game (INVALID_ARGUMENT when `fingerprint` differs from the first request's).
    */
   async create(game: NewGame, fingerprint: string | null = null): Promise<GameState> {
     if (game.request_id !== "" && game.challenger_id) {
