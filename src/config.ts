@@ -69,6 +69,8 @@ export interface MonitoringConfig {
   evaluateIntervalMs: number;
   /** How far ahead of the server's clock a sample's time may be. */
   maxFutureSeconds: number;
+  /** Metric series (metric and label set) one host may have. */
+  maxSeriesPerHost: number;
 }
 
 export interface FilesConfig {
@@ -78,6 +80,7 @@ export interface FilesConfig {
   sweepIntervalMs: number;
   uploadTtlMinutes: number;
   maxOpenUploadsPerUser: number;
+  maxBytesPerUser: number;
 }
 
 export interface ChatConfig {
@@ -224,6 +227,7 @@ export function loadConfig(env: Env = process.env): Config {
       sweepIntervalMs: integer(env, "FILES_SWEEP_INTERVAL_MS", 60_000, 10, 86_400_000),
       uploadTtlMinutes: integer(env, "FILES_UPLOAD_TTL_MINUTES", 60, 1, 7 * 24 * 60),
       maxOpenUploadsPerUser: integer(env, "FILES_MAX_OPEN_UPLOADS_PER_USER", 20, 1, 100_000),
+      maxBytesPerUser: integer(env, "FILES_MAX_BYTES_PER_USER", 10 * 1024 ** 3, 0, 1024 ** 5),
     },
     monitoring: {
       rawRetentionHours: integer(env, "MONITORING_RAW_RETENTION_HOURS", 48, 1, 24 * 365),
@@ -232,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
       hostDownSeconds: integer(env, "MONITORING_HOST_DOWN_SECONDS", 60, 1, 86_400),
       evaluateIntervalMs: integer(env, "MONITORING_EVALUATE_INTERVAL_MS", 5000, 10, 3_600_000),
       maxFutureSeconds: integer(env, "MONITORING_MAX_FUTURE_SECONDS", 300, 0, 86_400),
+      maxSeriesPerHost: integer(env, "MONITORING_MAX_SERIES_PER_HOST", 10_000, 1, 10_000_000),
     },
     game: {
       turnSeconds: integer(env, "GAME_TURN_SECONDS", 30, 1, 3600),

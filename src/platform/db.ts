@@ -348,3 +348,12 @@ export const isUniqueViolation = (err: unknown): boolean => sqlState(err) === "2
 
 /** An exclusion constraint refused the row (SQLSTATE 23P01): reservations' no-overlap rule. */
 export const isExclusionViolation = (err: unknown): boolean => sqlState(err) === "23P01";
+
+/**
+ * Serialises, until the transaction ends, every transaction that takes the same
+ * key: the way a quota is checked where rows are created (count, then insert)
+ * without two parallel calls both passing. Keys are "<schema>.<what>.<owner>".
+ */
+export async function lockForTransaction(tx: EntityManager, key: string): Promise<void> {
+  await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [key]);
+}

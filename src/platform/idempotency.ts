@@ -1,4 +1,5 @@
-import type { DescMethod } from "@bufbuild/protobuf";
+import { createHash } from "node:crypto";
+import { clone, toBinary, type DescMessage, type DescMethod, type MessageShape } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { invalidArgument } from "./errors.js";
 
@@ -52,4 +53,34 @@ export function checkIdempotencyKey(): Interceptor {
     }
     return next(req);
   };
+}
+
+/** The ErrorInfo reason of a request_id sent again with another request (the chat service uses it too). */
+export const REQUEST_ID_REUSED = "REQUEST_ID_REUSED";
+
+/**
+ * What a repeat of a request_id must match: the SHA-256 (hex) of the request's
+ * binary encoding with request_id cleared. Stored next to the request_id when
+ * the request first changes something.
+ */
+export function requestFingerprint<Desc extends DescMessage>(schema: Desc, request: MessageShape<Desc>): string {
+  const copy = clone(schema, request) as MessageShape<Desc> & { requestId?: string };
+  copy.requestId = "";
+  return createHash("sha256").update(toBinary(schema, copy)).digest("hex");
+}
+
+/**
+ * A request_id answers with its first result only for the same request (the rule
+ * Stripe applies to idempotency keys): the same id with another body is a client
+ * bug that silently returning the first result would hide. Rows stored before
+ * fingerprints existed (null) are not compared.
+ */
+export function assertSameRequest(stored: string | null | undefined, fingerprint: string): void {
+  if (stored && stored !== fingerprint) {
+    throw invalidArgument(
+      [{ field: "request_id", description: "was already used for a different request: use a new request_id for each new request", reason: REQUEST_ID_REUSED }],
+      undefined,
+      REQUEST_ID_REUSED,
+    );
+  }
 }

@@ -11,12 +11,12 @@ import {
   Category,
   InventoryService,
   ProductEventType,
-  type ProductEvent,
   type WatchProductsRequestSchema,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { IdentityService, Role } from "../../gen/agora/identity/v1/identity_pb.js";
 import { client, eventually, freshDatabase, login } from "../support/harness.js";
+import { StreamRecorder } from "../support/stream-recorder.js";
 import {
   adminToken,
   cleanupProcesses,
@@ -44,40 +44,9 @@ function newProduct(name: string, quantity = 10) {
 }
 
 /** Reads a WatchProducts stream in the background and keeps what arrived. */
-class ProductWatcher {
-  readonly events: ProductEvent[] = [];
-  heartbeats = 0;
-  error: unknown;
-  ended = false;
-  private readonly ac = new AbortController();
-  readonly done: Promise<void>;
-
-  constructor(inventory: Client<typeof InventoryService>, req: MessageInitShape<typeof WatchProductsRequestSchema> = {}) {
-    this.done = (async () => {
-      try {
-        for await (const res of inventory.watchProducts(req, { signal: this.ac.signal })) {
-          if (res.kind.case === "event") this.events.push(res.kind.value);
-          else if (res.kind.case === "heartbeat") this.heartbeats++;
-        }
-      } catch (err) {
-        this.error = err;
-      } finally {
-        this.ended = true;
-      }
-    })();
-  }
-
-  /** A heartbeat proves the server-side subscription is live (events from now on reach us). */
-  async ready(): Promise<void> {
-    await eventually(() => this.heartbeats > 0 || this.ended, "a first heartbeat on WatchProducts", 15_000);
-    if (this.ended) throw new Error(`WatchProducts ended before its first heartbeat: ${String(this.error)}`);
-  }
-
-  close(): Promise<void> {
-    this.ac.abort();
-    return this.done;
-  }
-}
+const watchProducts = (inventory: Client<typeof InventoryService>, req: MessageInitShape<typeof WatchProductsRequestSchema> = {}) =>
+  new StreamRecorder((signal) => inventory.watchProducts(req, { signal }));
+type ProductWatcher = ReturnType<typeof watchProducts>;
 
 describe("e2e: server processes", function () {
   this.timeout(180_000);
@@ -241,32 +210,32 @@ describe("e2e: server processes", function () {
       const token = await adminToken(b.url);
       const onA = client(InventoryService, a.url, "grpc", token);
       const onB = client(InventoryService, b.url, "grpc", token);
-      const live = new ProductWatcher(onA);
+      const live = watchProducts(onA);
       watchers.push(live);
-      await live.ready();
+      await live.ready(15_000);
 
       const created = (await onB.createProduct(newProduct("Shared widget", 10))).product!;
       const adjusted = await onB.adjustStock({ productId: created.id, delta: 5, reason: "delivery", requestId: "adj-1" });
       expect(adjusted.product?.quantity).to.equal(15);
 
-      await eventually(() => live.events.length >= 2 || live.ended, "two events on A's watcher", 15_000);
+      await eventually(() => live.items.length >= 2 || live.ended, "two events on A's watcher", 15_000);
       expect(live.error, "watcher error").to.equal(undefined);
-      const [first, second] = live.events;
-      expect(live.events.map((e) => ProductEventType[e.type])).to.deep.equal(["CREATED", "STOCK_ADJUSTED"]);
+      const [first, second] = live.items;
+      expect(live.items.map((e) => ProductEventType[e.type])).to.deep.equal(["CREATED", "STOCK_ADJUSTED"]);
       expect(first!.product?.id).to.equal(created.id);
       expect(second!.product?.id).to.equal(created.id);
       expect(second!.product?.quantity).to.equal(15);
       expect(second!.movement?.delta).to.equal(5);
       expect(BigInt(second!.cursor) > BigInt(first!.cursor), `cursors ${first!.cursor} < ${second!.cursor}`).to.equal(true);
 
-      const resumed = new ProductWatcher(onA, { afterCursor: first!.cursor });
+      const resumed = watchProducts(onA, { afterCursor: first!.cursor });
       watchers.push(resumed);
-      await eventually(() => resumed.events.some((e) => e.cursor === second!.cursor) || resumed.ended, "the resumed event");
+      await eventually(() => resumed.items.some((e) => e.cursor === second!.cursor) || resumed.ended, "the resumed event");
       // A heartbeat after the catch-up means the backlog is exhausted and the stream is quiet.
       const heartbeatsAfter = resumed.heartbeats;
       await eventually(() => resumed.heartbeats > heartbeatsAfter || resumed.ended, "a heartbeat after the catch-up");
       expect(resumed.error, "resumed watcher error").to.equal(undefined);
-      expect(resumed.events.map((e) => [ProductEventType[e.type], e.cursor, e.product?.id])).to.deep.equal([
+      expect(resumed.items.map((e) => [ProductEventType[e.type], e.cursor, e.product?.id])).to.deep.equal([
         ["STOCK_ADJUSTED", second!.cursor, created.id],
       ]);
     });
@@ -288,8 +257,8 @@ describe("e2e: server processes", function () {
     it("SIGTERM: the health Watch turns NOT_SERVING, WatchProducts ends UNAVAILABLE, the process exits 0", async () => {
       const health = client(Health, server.url, "grpc");
       const inventory = client(InventoryService, server.url, "grpc", await adminToken(server.url));
-      watcher = new ProductWatcher(inventory);
-      await watcher.ready();
+      watcher = watchProducts(inventory);
+      await watcher.ready(15_000);
 
       const statuses: ServingStatus[] = [];
       let healthError: unknown;

@@ -33,6 +33,7 @@ import {
   type ProtocolName,
   type TestServer,
 } from "../support/harness.js";
+import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Files = Client<typeof FileService>;
 type Meta = Omit<MessageInitShape<typeof UploadMetadataSchema>, "$typeName">;
@@ -281,49 +282,9 @@ class LiveClock extends ManualClock {
 }
 
 /** Reads a WatchFiles stream in the background. */
-class Watcher {
-  readonly events: FileEvent[] = [];
-  heartbeats = 0;
-  error: ConnectError | undefined;
-  ended = false;
-  private readonly abort = new AbortController();
-
-  constructor(c: Files, afterCursor = "") {
-    void this.run(c, afterCursor);
-  }
-
-  private async run(c: Files, afterCursor: string): Promise<void> {
-    try {
-      for await (const msg of c.watchFiles({ afterCursor }, { signal: this.abort.signal })) {
-        if (msg.kind.case === "event") this.events.push(msg.kind.value);
-        else if (msg.kind.case === "heartbeat") this.heartbeats++;
-      }
-    } catch (err) {
-      if (!this.abort.signal.aborted) this.error = ConnectError.from(err);
-    } finally {
-      this.ended = true;
-    }
-  }
-
-  async ready(): Promise<void> {
-    await eventually(() => this.heartbeats > 0 || this.events.length > 0 || this.ended, "the stream's first message");
-    if (this.error) throw this.error;
-  }
-
-  async waitFor(check: (events: FileEvent[]) => boolean, what: string): Promise<void> {
-    await eventually(() => check(this.events) || this.ended, what);
-    if (this.error) throw this.error;
-    expect(check(this.events), `${what}; got ${JSON.stringify(this.summary())}`).to.equal(true);
-  }
-
-  summary(): string[] {
-    return this.events.map((e) => `${FileEventType[e.type]} ${e.path} v${e.version?.version ?? ""}`);
-  }
-
-  close(): void {
-    this.abort.abort();
-  }
-}
+const watch = (c: Files, afterCursor = "") => new StreamRecorder((signal) => c.watchFiles({ afterCursor }, { signal }));
+const line = (e: FileEvent) => `${FileEventType[e.type]} ${e.path} v${e.version?.version ?? ""}`;
+const summary = (events: FileEvent[]) => events.map(line);
 
 // ---------------------------------------------------------------------------------------------
 
@@ -991,8 +952,8 @@ describe("files service", function () {
       await alice.files.shareFile({ fileId: shared.id, userId: dave.id, role: Role.EDITOR });
 
       const carolOnB = client(FileService, b.url, "grpc", carol.token);
-      const watcher = new Watcher(carolOnB);
-      const owner = new Watcher(client(FileService, b.url, "connect", alice.token));
+      const watcher = watch(carolOnB);
+      const owner = watch(client(FileService, b.url, "connect", alice.token));
       try {
         await watcher.ready();
         await owner.ready();
@@ -1009,30 +970,30 @@ describe("files service", function () {
           FileEventType.DELETED,
           FileEventType.UNDELETED,
         ];
-        await watcher.waitFor((es) => es.length >= types.length, "carol's five events");
-        await owner.waitFor((es) => es.filter((e) => e.fileId === secret.id).length >= 1 && es.length >= 6, "alice's six events");
+        await watcher.waitFor((es) => es.length >= types.length, "carol's five events", line);
+        await owner.waitFor((es) => es.filter((e) => e.fileId === secret.id).length >= 1 && es.length >= 6, "alice's six events", line);
         await sleep(300);
-        expect(watcher.events.map((e) => e.fileId), watcher.summary().join(", ")).to.deep.equal(types.map(() => shared.id));
-        expect(watcher.events.map((e) => e.type)).to.deep.equal(types);
-        const created = watcher.events[0]!;
+        expect(watcher.items.map((e) => e.fileId), summary(watcher.items).join(", ")).to.deep.equal(types.map(() => shared.id));
+        expect(watcher.items.map((e) => e.type)).to.deep.equal(types);
+        const created = watcher.items[0]!;
         expect(created.path).to.equal("watch/shared.txt");
         expect(created.version?.version).to.equal(2n);
         expect(created.version?.sha256).to.equal(v2.version!.sha256);
         expect(created.version?.comment).to.equal("for carol");
         expect(created.eventTime).to.not.equal(undefined);
-        for (const e of [...watcher.events, ...owner.events]) expect(e.audience, "audience is not sent to clients").to.deep.equal([]);
-        const cursors = watcher.events.map((e) => BigInt(e.cursor));
+        for (const e of [...watcher.items, ...owner.items]) expect(e.audience, "audience is not sent to clients").to.deep.equal([]);
+        const cursors = watcher.items.map((e) => BigInt(e.cursor));
         for (let i = 1; i < cursors.length; i++) expect(cursors[i]! > cursors[i - 1]!, "cursors increase").to.equal(true);
-        expect(owner.events.map((e) => e.fileId)).to.include(secret.id);
+        expect(owner.items.map((e) => e.fileId)).to.include(secret.id);
 
         // Resume after the second event: exactly the rest.
-        const resumed = new Watcher(carolOnB, watcher.events[1]!.cursor);
+        const resumed = watch(carolOnB, watcher.items[1]!.cursor);
         try {
-          await resumed.waitFor((es) => es.length >= 3, "the resumed events");
+          await resumed.waitFor((es) => es.length >= 3, "the resumed events", line);
           await sleep(300);
-          expect(resumed.events.map((e) => e.cursor)).to.deep.equal(watcher.events.slice(2).map((e) => e.cursor));
+          expect(resumed.items.map((e) => e.cursor)).to.deep.equal(watcher.items.slice(2).map((e) => e.cursor));
         } finally {
-          resumed.close();
+          await resumed.close();
         }
 
         // After unsharing, carol no longer hears about the file; after sharing the other one, she does.
@@ -1040,12 +1001,11 @@ describe("files service", function () {
         await upload(alice.files, byId(shared.id, 2n), Buffer.from("s3"));
         await alice.files.shareFile({ fileId: secret.id, userId: carol.id, role: Role.READER });
         await upload(alice.files, byId(secret.id, 2n), Buffer.from("x3"));
-        await watcher.waitFor((es) => es.some((e) => e.fileId === secret.id), "the event of the newly shared file");
+        await watcher.waitFor((es) => es.some((e) => e.fileId === secret.id), "the event of the newly shared file", line);
         await sleep(200);
-        expect(watcher.summary().slice(types.length)).to.deep.equal(["VERSION_CREATED watch/secret.txt v3"]);
+        expect(summary(watcher.items).slice(types.length)).to.deep.equal(["VERSION_CREATED watch/secret.txt v3"]);
       } finally {
-        watcher.close();
-        owner.close();
+        await Promise.all([watcher.close(), owner.close()]);
       }
     });
   });

@@ -12,8 +12,10 @@ import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { FileService, UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
-import { ErrorInfoSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
+import { MonitoringService, ReportMetricsRequestSchema } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection, ServerReflectionRequestSchema } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { client, eventually, login, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
@@ -99,6 +101,14 @@ describe("rate limits (issue 15)", () => {
   });
 });
 
+const MiB = 1024 * 1024;
+
+/** A streaming upload's messages: metadata (with a declared size when given), then chunks of 256 KiB. */
+async function* parts(name: string, data: Uint8Array, size?: bigint) {
+  yield create(UploadRequestSchema, { part: { case: "metadata", value: { target: { case: "path", value: name }, baseVersion: 0n, size } } });
+  for (let o = 0; o < data.length; o += 256 * 1024) yield create(UploadRequestSchema, { part: { case: "chunk", value: data.subarray(o, o + 256 * 1024) } });
+}
+
 /** Asserts a quota refusal: RESOURCE_EXHAUSTED with QuotaFailure naming the caller, and no RetryInfo (waiting will not help). */
 function expectQuota(err: ConnectError, subject: string): void {
   expect(err.code, err.message).to.equal(Code.ResourceExhausted);
@@ -113,10 +123,12 @@ describe("quotas (issue 15)", () => {
   before(async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "agora-quotas-"));
     server = await startTestServer({
-      SERVICES: "identity,chat,files",
+      SERVICES: "identity,chat,files,monitoring",
       DATA_DIR: dataDir,
       CHAT_MAX_ROOMS_PER_USER: "2",
       FILES_MAX_OPEN_UPLOADS_PER_USER: "2",
+      FILES_MAX_BYTES_PER_USER: String(4 * MiB),
+      MONITORING_MAX_SERIES_PER_HOST: "3",
     });
   });
   after(async () => {
@@ -160,6 +172,54 @@ describe("quotas (issue 15)", () => {
     await begin("grpc", "b.bin");
     for (const protocol of PROTOCOLS) expectQuota(await rpcError(begin(protocol, `c-${protocol}.bin`)), `user:${me}`);
     expect(await count(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = '${me}'`)).to.equal(2);
+  });
+
+  it("refuses an upload that would take its owner past the storage quota, as early as it can tell, and stores nothing", async () => {
+    const token = await signUp(server.url, "quota-bytes");
+    const me = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
+    const files = client(FileService, server.url, "grpc", token);
+    const versions = () => count(`SELECT count(*)::int AS n FROM "files".versions v JOIN "files".files f ON f.id = v.file_id WHERE f.owner_id = '${me}'`);
+    const { file: a } = await files.upload(parts("a.bin", randomBytes(3 * MiB)));
+
+    // Declared too big: refused at BeginUpload on every protocol, and on the stream before any chunk
+    // (without the early check this stream would end as INVALID_ARGUMENT, size mismatch).
+    for (const protocol of PROTOCOLS) {
+      const err = await rpcError(
+        client(FileService, server.url, protocol, token).beginUpload({ metadata: { target: { case: "path", value: `big-${protocol}.bin` }, baseVersion: 0n, size: BigInt(2 * MiB) } }),
+      );
+      expectQuota(err, `user:${me}`);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = '${me}'`)).to.equal(0);
+    expectQuota(await rpcError(files.upload(parts("declared.bin", new Uint8Array(0), BigInt(2 * MiB)))), `user:${me}`);
+
+    // A declared size is a promise: content of another size is refused and stores nothing.
+    const short = await rpcError(files.upload(parts("short.bin", randomBytes(5), 10n)));
+    expect([short.code, short.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.reason]).to.deep.equal([Code.InvalidArgument, "SIZE_MISMATCH"]);
+
+    // Undeclared: refused when its bytes pass what is left; the temp file goes with it.
+    expectQuota(await rpcError(files.upload(parts("b.bin", randomBytes(2 * MiB)))), `user:${me}`);
+    const streamTemp = fs.readdirSync(path.join(dataDir, "blobs", "tmp")).filter((f) => !f.startsWith("upload-")); // not unary uploads' staging
+    expect(streamTemp, "streaming uploads' temp files").to.deep.equal([]);
+
+    // Content the user already stores takes no more room: restoring a version always fits.
+    await files.restoreVersion({ fileId: a!.id, version: 1n, baseVersion: 1n });
+
+    // Two uploads that each fit but not together: the commit's check under the owner's lock lets one through.
+    const results = await Promise.allSettled([0, 1].map((i) => files.upload(parts(`par-${i}.bin`, randomBytes(600 * 1024)))));
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(refused, "parallel uploads refused").to.have.length(1);
+    expectQuota(ConnectError.from(refused[0]!.reason), `user:${me}`);
+
+    // Unary: the chunk that would pass the quota is refused; the upload stays open at what it had.
+    const { uploadId } = await files.beginUpload({ metadata: { target: { case: "path", value: "unary.bin" }, baseVersion: 0n } });
+    await files.appendChunk({ uploadId, offset: 0n, data: randomBytes(400 * 1024) });
+    expectQuota(await rpcError(files.appendChunk({ uploadId, offset: BigInt(400 * 1024), data: randomBytes(100 * 1024) })), `user:${me}`);
+    expect((await files.getUpload({ uploadId })).received).to.equal(BigInt(400 * 1024));
+
+    expect(await versions(), "versions stored").to.equal(3);
+    expect(await count(`SELECT count(*)::int AS n FROM "files".files WHERE owner_id = '${me}'`), "files").to.equal(2);
+    const { files: listed } = await files.listFiles({});
+    expect(listed.map((f) => f.path).sort()).to.deep.equal(["a.bin", results[0]!.status === "fulfilled" ? "par-0.bin" : "par-1.bin"]);
   });
 
   it("reads the history with a user id nobody wrote to as empty, and creates nothing", async () => {
@@ -225,18 +285,65 @@ describe("quotas (issue 15)", () => {
       Buffer.from(body).copy(out, 5);
       return out;
     };
+    const earlier = new Set(fs.readdirSync(tmp));
     const session = http2.connect(server.url);
     session.on("error", () => undefined);
     const stream = session.request({ ":method": "POST", ":path": "/agora.files.v1.FileService/Upload", "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` });
     stream.on("error", () => undefined);
     stream.write(frame({ part: { case: "metadata", value: { target: { case: "path", value: "reset.bin" }, baseVersion: 0n } } }));
     for (let i = 0; i < 8; i++) stream.write(frame({ part: { case: "chunk", value: randomBytes(128 * 1024) } }));
-    const staged = () => (fs.existsSync(tmp) ? fs.readdirSync(tmp).reduce((n, f) => n + fs.statSync(path.join(tmp, f)).size, 0) : 0);
+    // This upload's temp file: other tests' unfinished unary uploads keep theirs.
+    const staged = () => fs.readdirSync(tmp).filter((f) => !earlier.has(f)).reduce((n, f) => n + fs.statSync(path.join(tmp, f)).size, 0);
     await eventually(() => staged() >= 1024 * 1024, "the upload's bytes to be staged");
     console.log(`      ${staged()} bytes staged before the reset`);
     stream.close(http2.constants.NGHTTP2_CANCEL);
     await eventually(() => staged() === 0, "the staged bytes to be removed", 5000);
     session.close();
     expect((await client(FileService, server.url, "grpc", token).listFiles({})).files).to.deep.equal([]);
+  });
+
+  const stored = async (host: string) => ({
+    series: await count(`SELECT count(*)::int AS n FROM "monitoring".series WHERE host = '${host}'`),
+    samples: await count(`SELECT count(*)::int AS n FROM "monitoring".samples JOIN "monitoring".series s ON s.id = series_id WHERE s.host = '${host}'`),
+  });
+  let t = Date.now() - 60_000;
+  const samples = (...metrics: string[]) => metrics.map((metric) => ({ metric, value: 1, time: timestampFromMs(t++) }));
+
+  it("refuses a report that would create series past the host's limit, whole, on every protocol; known series cost nothing", async () => {
+    const token = await signUp(server.url, "series-quota");
+    const mon = (protocol: (typeof PROTOCOLS)[number] = "grpc") => client(MonitoringService, server.url, protocol, token);
+    expect((await mon().reportMetricsBatch({ host: "q-1", samples: samples("a", "b") })).acceptedSamples).to.equal(2n);
+    for (const protocol of PROTOCOLS) {
+      const err = await rpcError(mon(protocol).reportMetricsBatch({ host: "q-1", samples: samples("a", "c", "d") }));
+      expectQuota(err, "host:q-1");
+      expect(await stored("q-1"), `after the refusal on ${protocol}`).to.deep.equal({ series: 2, samples: 2 });
+    }
+    // Up to the limit, and the known series go on being reported.
+    expect((await mon("connect").reportMetricsBatch({ host: "q-1", samples: samples("a", "b", "c") })).acceptedSamples).to.equal(3n);
+    expect((await mon("grpcweb").reportMetricsBatch({ host: "q-1", samples: samples("a", "b", "c") })).acceptedSamples).to.equal(3n);
+    // Another host has its own limit.
+    expect((await mon().reportMetricsBatch({ host: "q-2", samples: samples("a", "b", "c") })).acceptedSamples).to.equal(3n);
+    expect(await stored("q-1")).to.deep.equal({ series: 3, samples: 8 });
+  });
+
+  it("ends a stream at the message that would pass the limit, storing none of that message", async () => {
+    const token = await signUp(server.url, "series-stream");
+    async function* messages() {
+      yield create(ReportMetricsRequestSchema, { host: "q-3", samples: samples("a", "b") });
+      yield create(ReportMetricsRequestSchema, { host: "q-3", samples: samples("a", "c", "d") });
+    }
+    expectQuota(await rpcError(client(MonitoringService, server.url, "grpc", token).reportMetrics(messages())), "host:q-3");
+    // The first message was stored as it arrived; the second not at all.
+    expect(await stored("q-3")).to.deep.equal({ series: 2, samples: 2 });
+  });
+
+  it("lets parallel reports of new series pass the limit only up to it", async () => {
+    const token = await signUp(server.url, "series-parallel");
+    const results = await Promise.allSettled(
+      ["w", "x", "y", "z", "v"].map((m) => client(MonitoringService, server.url, "grpc", token).reportMetricsBatch({ host: "q-4", samples: samples(m) })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).to.have.length(3);
+    for (const r of results) if (r.status === "rejected") expectQuota(ConnectError.from(r.reason), "host:q-4");
+    expect(await stored("q-4")).to.deep.equal({ series: 3, samples: 3 });
   });
 });

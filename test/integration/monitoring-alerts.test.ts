@@ -3,7 +3,7 @@
 // and WatchAlerts resuming from a cursor without missing a transition.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, type Client } from "@connectrpc/connect";
 import { expect } from "chai";
 import {
   AlertKind,
@@ -21,6 +21,7 @@ import {
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { client, eventually, quietLog, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Monitoring = Client<typeof MonitoringService>;
 
@@ -33,40 +34,12 @@ const ENV = {
   ACCESS_TOKEN_TTL_SECONDS: "86400",
 };
 
-/** A WatchAlerts stream collecting events until stopped. */
-class Watcher {
-  readonly events: AlertEvent[] = [];
-  error: ConnectError | undefined;
-  private readonly abort = new AbortController();
-  private live = false;
+/** A WatchAlerts stream collecting events until closed. */
+const watch = (mon: Monitoring, afterCursor = "", includeSilenced = false) =>
+  new StreamRecorder((signal) => mon.watchAlerts({ afterCursor, includeSilenced }, { signal }));
 
-  constructor(mon: Monitoring, afterCursor = "", includeSilenced = false) {
-    void (async () => {
-      try {
-        for await (const msg of mon.watchAlerts({ afterCursor, includeSilenced }, { signal: this.abort.signal })) {
-          this.live = true;
-          if (msg.kind.case === "event") this.events.push(msg.kind.value);
-        }
-      } catch (err) {
-        if (!this.abort.signal.aborted) this.error = ConnectError.from(err);
-      }
-    })();
-  }
-
-  async ready(): Promise<this> {
-    await eventually(() => this.live || this.error !== undefined, "the watch stream's first message");
-    if (this.error) throw this.error;
-    return this;
-  }
-
-  of(ruleOrHost: string): AlertEvent[] {
-    return this.events.filter((e) => e.alert!.ruleId === ruleOrHost || (e.alert!.ruleId === "" && e.alert!.host === ruleOrHost));
-  }
-
-  stop(): void {
-    this.abort.abort();
-  }
-}
+/** The events of one rule (or of one host's host-down alert). */
+const of = (events: AlertEvent[], ruleOrHost: string) => events.filter((e) => e.alert!.ruleId === ruleOrHost || (e.alert!.ruleId === "" && e.alert!.host === ruleOrHost));
 
 const transitions = (events: AlertEvent[]) => events.map((e) => `${AlertState[e.previousState]}->${AlertState[e.alert!.state]}`);
 
@@ -76,7 +49,7 @@ describe("monitoring: alerts", () => {
   let second: TestServer;
   let admin: Monitoring;
   let reporter: Monitoring;
-  let all: Watcher;
+  let all: ReturnType<typeof watch>;
 
   before(async () => {
     server = await startTestServer(ENV, undefined, quietLog, clock);
@@ -84,10 +57,10 @@ describe("monitoring: alerts", () => {
     second = await startTestServer(ENV, server.databaseUrl, quietLog, clock);
     admin = client(MonitoringService, server.url, "grpc", server.adminToken);
     reporter = client(MonitoringService, second.url, "grpc", await signUp(server.url, "agent-1"));
-    all = await new Watcher(admin, "", true).ready();
+    all = await watch(admin, "", true).ready();
   });
   after(async () => {
-    all?.stop();
+    await all?.close();
     await Promise.all([server?.shutdown(), second?.shutdown()]);
   });
 
@@ -158,8 +131,8 @@ describe("monitoring: alerts", () => {
     const alerts = await alertsOf(rule.id);
     expect(alerts, "one alert, only for the selected host").to.have.length(1);
     expect(alerts[0]!.host).to.equal("web-1");
-    await eventually(() => all.of(rule.id).length >= 3, "three events");
-    expect(transitions(all.of(rule.id))).to.deep.equal(["UNSPECIFIED->PENDING", "PENDING->FIRING", "FIRING->RESOLVED"]);
+    await eventually(() => of(all.items, rule.id).length >= 3, "three events");
+    expect(transitions(of(all.items, rule.id))).to.deep.equal(["UNSPECIFIED->PENDING", "PENDING->FIRING", "FIRING->RESOLVED"]);
   });
 
   it("resolves a pending alert that clears before its for-duration without ever firing", async () => {
@@ -173,7 +146,7 @@ describe("monitoring: alerts", () => {
   });
 
   it("marks silenced alerts and leaves them out of WatchAlerts unless asked", async () => {
-    const quiet = await new Watcher(admin).ready();
+    const quiet = await watch(admin).ready();
     const silence = (
       await admin.createSilence({
         silence: { host: "db-1", comment: "maintenance", expireTime: timestampFromMs(clock.now().getTime() + 3_600_000) },
@@ -194,11 +167,11 @@ describe("monitoring: alerts", () => {
     await report("db-1", "mem.usage", 40);
     await until(rule.id, "resolved", (a) => a.state === AlertState.RESOLVED);
 
-    await eventually(() => all.of(rule.id).length >= 2, "both changes on the watch that includes silenced alerts");
-    expect(all.of(rule.id).map((e) => e.alert!.silenced)).to.deep.equal([true, false]);
-    await eventually(() => quiet.of(rule.id).length >= 1, "the resolution on the default watch");
-    expect(transitions(quiet.of(rule.id)), "the silenced firing was left out").to.deep.equal(["FIRING->RESOLVED"]);
-    quiet.stop();
+    await eventually(() => of(all.items, rule.id).length >= 2, "both changes on the watch that includes silenced alerts");
+    expect(of(all.items, rule.id).map((e) => e.alert!.silenced)).to.deep.equal([true, false]);
+    await eventually(() => of(quiet.items, rule.id).length >= 1, "the resolution on the default watch");
+    expect(transitions(of(quiet.items, rule.id)), "the silenced firing was left out").to.deep.equal(["FIRING->RESOLVED"]);
+    await quiet.close();
   });
 
   it("raises a host-down alert when a host stops reporting and resolves it when it returns", async () => {
@@ -219,7 +192,7 @@ describe("monitoring: alerts", () => {
       const alerts = (await admin.listAlerts({ host: "edge-1" })).alerts.filter((a) => a.kind === AlertKind.HOST_DOWN);
       return alerts.length === 1 && alerts[0]!.state === AlertState.RESOLVED;
     }, "host-down resolved");
-    expect(transitions(all.of("edge-1"))).to.deep.equal(["UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
+    expect(transitions(of(all.items, "edge-1"))).to.deep.equal(["UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
   });
 
   it("gives one alert and one event per transition though two instances evaluate", async () => {
@@ -234,16 +207,16 @@ describe("monitoring: alerts", () => {
     await report("nas-1", "disk.usage_percent", 93);
     await until(rule.id, "the latest value", (a) => a.value === 93);
     expect(await alertsOf(rule.id)).to.have.length(1);
-    expect(transitions(all.of(rule.id))).to.deep.equal(["UNSPECIFIED->PENDING", "PENDING->FIRING"]);
+    expect(transitions(of(all.items, rule.id))).to.deep.equal(["UNSPECIFIED->PENDING", "PENDING->FIRING"]);
   });
 
   it("lets a WatchAlerts client that reconnects with its cursor miss no transition", async () => {
     const rule = await createRule({ metric: "flappy", labelSelector: { host: "f-1" }, threshold: 0 });
-    const first = await new Watcher(admin).ready();
+    const first = await watch(admin).ready();
     await report("f-1", "flappy", 1);
-    await eventually(() => first.of(rule.id).length === 1, "the first event");
-    first.stop();
-    const cursor = first.of(rule.id)[0]!.cursor;
+    await eventually(() => of(first.items, rule.id).length === 1, "the first event");
+    await first.close();
+    const cursor = of(first.items, rule.id)[0]!.cursor;
 
     // While disconnected: resolve, fire again, resolve again.
     for (const value of [-1, 1, -1]) {
@@ -252,15 +225,15 @@ describe("monitoring: alerts", () => {
       const expected = value > 0 ? AlertState.FIRING : AlertState.RESOLVED;
       await until(rule.id, AlertState[expected], (a) => a.state === expected);
     }
-    const resumed = await new Watcher(admin, cursor).ready();
-    await eventually(() => resumed.of(rule.id).length >= 3, "the missed events");
-    expect(transitions(resumed.of(rule.id))).to.deep.equal(["FIRING->RESOLVED", "UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
+    const resumed = await watch(admin, cursor).ready();
+    await eventually(() => of(resumed.items, rule.id).length >= 3, "the missed events");
+    expect(transitions(of(resumed.items, rule.id))).to.deep.equal(["FIRING->RESOLVED", "UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
     // Exactly what an uninterrupted watcher saw after that cursor.
-    const uninterrupted = all.events.filter((e) => BigInt(e.cursor) > BigInt(cursor));
-    expect(resumed.events.map((e) => e.cursor)).to.deep.equal(uninterrupted.map((e) => e.cursor).slice(0, resumed.events.length));
-    resumed.stop();
+    const uninterrupted = all.items.filter((e) => BigInt(e.cursor) > BigInt(cursor));
+    expect(resumed.items.map((e) => e.cursor)).to.deep.equal(uninterrupted.map((e) => e.cursor).slice(0, resumed.items.length));
+    await resumed.close();
 
-    const future = new Watcher(admin, "999999999");
+    const future = watch(admin, "999999999");
     await eventually(() => future.error !== undefined, "a refused cursor");
     expect(future.error!.code).to.equal(Code.OutOfRange);
   });

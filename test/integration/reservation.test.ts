@@ -16,6 +16,7 @@ import {
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { client, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Reservations = Client<typeof ReservationService>;
 
@@ -143,46 +144,8 @@ async function allReservations(c: Reservations, query: Parameters<Reservations["
 }
 
 /** Reads a WatchNotifications stream in the background. */
-class Watcher {
-  readonly notifications: Notification[] = [];
-  heartbeats = 0;
-  error: ConnectError | undefined;
-  ended = false;
-  private readonly abort = new AbortController();
-
-  constructor(c: Reservations, afterCursor = "") {
-    void this.run(c, afterCursor);
-  }
-
-  private async run(c: Reservations, afterCursor: string): Promise<void> {
-    try {
-      for await (const msg of c.watchNotifications({ afterCursor }, { signal: this.abort.signal })) {
-        if (msg.kind.case === "notification") this.notifications.push(msg.kind.value);
-        else if (msg.kind.case === "heartbeat") this.heartbeats++;
-      }
-    } catch (err) {
-      if (!this.abort.signal.aborted) this.error = ConnectError.from(err);
-    } finally {
-      this.ended = true;
-    }
-  }
-
-  /** Resolves once the server has sent something (a heartbeat at the latest): the subscription is live. */
-  async ready(): Promise<void> {
-    await eventually(() => this.heartbeats > 0 || this.notifications.length > 0 || this.ended, "the stream's first message");
-    if (this.error) throw this.error;
-  }
-
-  async waitFor(count: number, what: string): Promise<void> {
-    await eventually(() => this.notifications.length >= count || this.ended, what);
-    if (this.error) throw this.error;
-    expect(this.notifications.length, what).to.be.at.least(count);
-  }
-
-  close(): void {
-    this.abort.abort();
-  }
-}
+const watch = (c: Reservations, afterCursor = "") => new StreamRecorder((signal) => c.watchNotifications({ afterCursor }, { signal }));
+type Watcher = ReturnType<typeof watch>;
 
 /** Two instances over one database and one clock. */
 async function startPair(clock: ManualClock, env: Record<string, string> = {}): Promise<[TestServer, TestServer]> {
@@ -1187,7 +1150,7 @@ describe("reservation service", function () {
       [a, b] = await startPair(clock);
     });
     afterEach(() => {
-      for (const w of watchers.splice(0)) w.close();
+      for (const w of watchers.splice(0)) void w.close();
     });
     after(async () => {
       await Promise.all([a?.shutdown(), b?.shutdown()]);
@@ -1204,12 +1167,12 @@ describe("reservation service", function () {
       const book = (c: Reservations, hour: number, requestId: string) =>
         c.createReservation({ resourceId: room!.id, startTime: ts(at(20, hour)), endTime: ts(at(20, hour + 1)), partySize: 1, requestId });
 
-      const live = new Watcher(danaA);
+      const live = watch(danaA);
       watchers.push(live);
       await live.ready();
       const { reservation: first } = await book(danaB, 8, "watch-1");
-      await live.waitFor(1, "the CONFIRMED notification on A");
-      const [n] = live.notifications;
+      await live.waitFor((n) => n.length >= 1, "the CONFIRMED notification on A");
+      const [n] = live.items;
       expect(n!.type).to.equal(NotificationType.CONFIRMED);
       expect(n!.reservationId).to.equal(first!.id);
       expect(n!.resourceId).to.equal(room!.id);
@@ -1222,8 +1185,8 @@ describe("reservation service", function () {
       await book(eveB, 9, "watch-eve-1");
       const quietFrom = live.heartbeats;
       await eventually(() => live.heartbeats >= quietFrom + 2 || live.ended, "two heartbeats after Eve's booking");
-      expect(live.notifications.map((x) => x.id)).to.deep.equal([n!.id]);
-      live.close();
+      expect(live.items.map((x) => x.id)).to.deep.equal([n!.id]);
+      void live.close();
 
       const { reservation: second } = await book(danaB, 10, "watch-2");
       await book(eveB, 11, "watch-eve-2");
@@ -1231,13 +1194,13 @@ describe("reservation service", function () {
       await danaB.cancelReservation({ id: second!.id });
       const missedIds = new Set([second!.id, third!.id]);
 
-      const resumed = new Watcher(danaB, n!.cursor);
+      const resumed = watch(danaB, n!.cursor);
       watchers.push(resumed);
-      await resumed.waitFor(3, "the three missed notifications");
+      await resumed.waitFor((n) => n.length >= 3, "the three missed notifications");
       // Let the stream run quiet for a couple of heartbeats: nothing else may arrive.
       const beats = resumed.heartbeats;
       await eventually(() => resumed.heartbeats >= beats + 2, "two more heartbeats");
-      const got = resumed.notifications;
+      const got = resumed.items;
       expect(got.map((x) => [x.type, x.reservationId])).to.deep.equal([
         [NotificationType.CONFIRMED, second!.id],
         [NotificationType.CONFIRMED, third!.id],
@@ -1265,14 +1228,14 @@ describe("reservation service", function () {
         const start = new Date(at(22, 0).getTime() + i * 30 * MINUTE);
         await ginaB.createReservation({ resourceId: room!.id, startTime: ts(start), endTime: ts(new Date(start.getTime() + 30 * MINUTE)), partySize: 1, requestId: `cursor-${i}` });
         const { notifications } = await ginaB.listNotifications({ pageSize: 1 });
-        const w = new Watcher(ginaA, notifications[0]!.cursor);
+        const w = watch(ginaA, notifications[0]!.cursor);
         watchers.push(w);
         // A refusal comes at once; an accepted stream just stays open.
         const until = Date.now() + 40;
         while (!w.ended && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
         if (w.error) failures.push(`round ${i}: ${Code[w.error.code]} ${w.error.rawMessage}`);
-        expect(w.notifications).to.deep.equal([]);
-        w.close();
+        expect(w.items).to.deep.equal([]);
+        void w.close();
       }
       expect(failures, `${failures.length} of ${ROUNDS} resumes refused`).to.deep.equal([]);
     });
@@ -1283,7 +1246,7 @@ describe("reservation service", function () {
       const hank = await newUser(a, "watch-hank");
       const hankA = client(ReservationService, a.url, "grpc", hank.token);
       const hankB = client(ReservationService, b.url, "grpc", hank.token);
-      const w = new Watcher(hankA);
+      const w = watch(hankA);
       watchers.push(w);
       await w.ready();
       const booked = await Promise.all(
@@ -1297,28 +1260,28 @@ describe("reservation service", function () {
           }),
         ),
       );
-      await w.waitFor(40, "40 notifications");
+      await w.waitFor((n) => n.length >= 40, "40 notifications");
       const beats = w.heartbeats;
       await eventually(() => w.heartbeats >= beats + 1, "a heartbeat after the burst");
-      expect(w.notifications).to.have.length(40);
-      expect(w.notifications.map((n) => n.reservationId).sort()).to.deep.equal(booked.map((r) => r.reservation!.id).sort());
-      const cursors = w.notifications.map((n) => BigInt(n.cursor));
+      expect(w.items).to.have.length(40);
+      expect(w.items.map((n) => n.reservationId).sort()).to.deep.equal(booked.map((r) => r.reservation!.id).sort());
+      const cursors = w.items.map((n) => BigInt(n.cursor));
       for (let i = 1; i < cursors.length; i++) expect(cursors[i]! > cursors[i - 1]!, `cursor ${i} increases`).to.equal(true);
       const listed = (await allNotifications(hankB)).map((n) => n.id);
-      expect(listed).to.deep.equal([...w.notifications].reverse().map((n) => n.id));
+      expect(listed).to.deep.equal([...w.items].reverse().map((n) => n.id));
     });
 
     it("sends heartbeats on a quiet stream and refuses a malformed cursor", async () => {
-      const quiet = new Watcher(client(ReservationService, a.url, "grpc", await signUp(a.url, "watch-quiet")));
+      const quiet = watch(client(ReservationService, a.url, "grpc", await signUp(a.url, "watch-quiet")));
       watchers.push(quiet);
       await eventually(() => quiet.heartbeats >= 2 || quiet.ended, "two heartbeats");
       expect(quiet.error).to.equal(undefined);
-      expect(quiet.notifications).to.deep.equal([]);
-      const bad = new Watcher(client(ReservationService, a.url, "grpc", a.adminToken), "abc");
+      expect(quiet.items).to.deep.equal([]);
+      const bad = watch(client(ReservationService, a.url, "grpc", a.adminToken), "abc");
       watchers.push(bad);
       await eventually(() => bad.ended, "the malformed cursor to be refused");
       expect(bad.error?.code).to.equal(Code.InvalidArgument);
-      const ahead = new Watcher(client(ReservationService, a.url, "grpc", a.adminToken), "999999999");
+      const ahead = watch(client(ReservationService, a.url, "grpc", a.adminToken), "999999999");
       watchers.push(ahead);
       await eventually(() => ahead.ended, "the future cursor to be refused");
       expect(ahead.error?.code).to.equal(Code.OutOfRange);
@@ -1363,7 +1326,7 @@ describe("reservation service", function () {
       [a, b] = await startPair(clock);
     });
     after(async () => {
-      watcher?.close();
+      await watcher?.close();
       await Promise.all([a?.shutdown(), b?.shutdown()]);
     });
 
@@ -1387,7 +1350,7 @@ describe("reservation service", function () {
       const { reservation: dropped } = await book(onA, 31, "remind-31h-cancelled");
       await onB.cancelReservation({ id: dropped!.id });
 
-      watcher = new Watcher(onA);
+      watcher = watch(onA);
       await watcher.ready();
       // Let a few sweeps run at the current time: 30 h ahead is outside the 24 h lead.
       await new Promise((r) => setTimeout(r, 300));
@@ -1395,7 +1358,7 @@ describe("reservation service", function () {
 
       clock.advance(7 * HOUR); // now 23 h before `soon`, 33 h before `later`
       await eventually(async () => (await notificationsOf(onB, NotificationType.REMINDER)).length >= 1, "the REMINDER in ListNotifications");
-      await eventually(() => watcher!.notifications.some((n) => n.type === NotificationType.REMINDER) || watcher!.ended, "the REMINDER on the stream");
+      await eventually(() => watcher!.items.some((n) => n.type === NotificationType.REMINDER) || watcher!.ended, "the REMINDER on the stream");
       expect(watcher.error).to.equal(undefined);
 
       const table = await notificationTable(a.databaseUrl);
@@ -1411,8 +1374,8 @@ describe("reservation service", function () {
       const [reminder] = await notificationsOf(onA, NotificationType.REMINDER);
       expect(reminder!.resourceId).to.equal(room!.id);
       expect(iso(reminder!.startTime)).to.equal(new Date(start0 + 30 * HOUR).toISOString());
-      expect(watcher.notifications.filter((n) => n.type === NotificationType.REMINDER).map((n) => n.reservationId)).to.deep.equal([soon!.id]);
-      expect(watcher.notifications.filter((n) => n.type === NotificationType.REMINDER)[0]!.id).to.equal(reminder!.id);
+      expect(watcher.items.filter((n) => n.type === NotificationType.REMINDER).map((n) => n.reservationId)).to.deep.equal([soon!.id]);
+      expect(watcher.items.filter((n) => n.type === NotificationType.REMINDER)[0]!.id).to.equal(reminder!.id);
 
       // Ten more hours: `later` is due now (and `soon` must not be reminded again).
       clock.advance(10 * HOUR);

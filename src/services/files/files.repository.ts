@@ -1,9 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { isUniqueViolation } from "../../platform/db.js";
-import { aborted, failedPrecondition, notFound } from "../../platform/errors.js";
+import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
+import { aborted, failedPrecondition, notFound, quotaExceeded } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import type { FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
+
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "files";
 
 export type RoleName = "owner" | "editor" | "reader";
 
@@ -46,6 +49,15 @@ export interface NewVersion {
   restoredFrom?: bigint;
 }
 
+/** A user's files would take more than `max` bytes. */
+export function storageQuotaExceeded(ownerId: string, max: number) {
+  return quotaExceeded(
+    `user:${ownerId}`,
+    `the owner's files may take at most ${max} bytes (each distinct content of every version counts, deleted files until they are purged): delete files to make room`,
+    max,
+  );
+}
+
 const ROLE_RANK: Record<RoleName, number> = { reader: 1, editor: 2, owner: 3 };
 
 /** Whether a lock still counts: expired locks stop counting by themselves, no cleanup needed. */
@@ -68,8 +80,8 @@ export class FilesRepository {
    */
   async visible(fileId: string, userId: string, isAdmin = false): Promise<FileRow & { role: RoleName }> {
     const [row] = await this.db.execute<(FileRow & { share_role: string | null })[]>(
-      `SELECT f.*, s.role AS share_role FROM "files".files f
-         LEFT JOIN "files".shares s ON s.file_id = f.id AND s.user_id = ?
+      `SELECT f.*, s.role AS share_role FROM "${SCHEMA}".files f
+         LEFT JOIN "${SCHEMA}".shares s ON s.file_id = f.id AND s.user_id = ?
         WHERE f.id = ?`,
       [userId, fileId],
     );
@@ -84,30 +96,39 @@ export class FilesRepository {
   }
 
   async byPath(ownerId: string, path: string): Promise<FileRow | undefined> {
-    const [row] = await this.db.execute<FileRow[]>(`SELECT * FROM "files".files WHERE owner_id = ? AND path = ? AND deleted_at IS NULL`, [ownerId, path]);
+    const [row] = await this.db.execute<FileRow[]>(`SELECT * FROM "${SCHEMA}".files WHERE owner_id = ? AND path = ? AND deleted_at IS NULL`, [ownerId, path]);
     return row;
   }
 
   /** Users who can see a file (owner and shares): the audience of its events. */
   async audience(fileId: string): Promise<string[]> {
     const rows = await this.db.execute<{ user_id: string }[]>(
-      `SELECT owner_id AS user_id FROM "files".files WHERE id = ? UNION SELECT user_id FROM "files".shares WHERE file_id = ?`,
+      `SELECT owner_id AS user_id FROM "${SCHEMA}".files WHERE id = ? UNION SELECT user_id FROM "${SCHEMA}".shares WHERE file_id = ?`,
       [fileId, fileId],
     );
     return rows.map((r) => r.user_id);
   }
 
   /** Creates a file with its first version; a live file already at that path means the caller is behind: ABORTED. */
-  async create(ownerId: string, path: string, v: NewVersion, now: Date, event: (f: FileRow, v: VersionRow) => FileEvent): Promise<{ file: FileRow; version: VersionRow }> {
+  async create(
+    ownerId: string,
+    path: string,
+    v: NewVersion,
+    now: Date,
+    maxStoredBytes: number,
+    event: (f: FileRow, v: VersionRow) => FileEvent,
+  ): Promise<{ file: FileRow; version: VersionRow }> {
     try {
       return await this.db.transactional(async (tx) => {
+        await this.lockStorage(tx, ownerId);
         const id = randomUUID();
         const [file] = await tx.execute<FileRow[]>(
-          `INSERT INTO "files".files (id, owner_id, path, latest_version, size, sha256, created_at, updated_at)
+          `INSERT INTO "${SCHEMA}".files (id, owner_id, path, latest_version, size, sha256, created_at, updated_at)
            VALUES (?, ?, ?, 1, ?, ?, ?, ?) RETURNING *`,
           [id, ownerId, path, v.size, v.sha256, now, now],
         );
         const version = await this.insertVersion(tx, id, 1n, v, now);
+        await this.checkStorage(tx, ownerId, maxStoredBytes);
         await this.events.append(tx, [event(file!, version)]);
         return { file: file!, version };
       });
@@ -126,7 +147,8 @@ export class FilesRepository {
   /**
    * Adds a version on top of `baseVersion`, atomically: if someone else's version
    * got there first, nothing changes and the caller gets ABORTED. A lock held by
-   * another user refuses it too.
+   * another user refuses it too, and so does a new content that would take the
+   * owner past `maxStoredBytes` (RESOURCE_EXHAUSTED).
    */
   async addVersion(
     fileId: string,
@@ -134,10 +156,11 @@ export class FilesRepository {
     v: NewVersion,
     now: Date,
     lockToken: string,
+    maxStoredBytes: number,
     event: (f: FileRow, v: VersionRow) => FileEvent,
   ): Promise<{ file: FileRow; version: VersionRow }> {
     return this.db.transactional(async (tx) => {
-      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "files".files WHERE id = ? FOR UPDATE`, [fileId]);
+      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "${SCHEMA}".files WHERE id = ? FOR UPDATE`, [fileId]);
       if (!current || current.deleted_at) throw notFound("file", fileId);
       assertCanWrite(current, v.authorId, lockToken, now);
       if (BigInt(current.latest_version) !== baseVersion) {
@@ -145,20 +168,48 @@ export class FilesRepository {
           latest_version: current.latest_version,
         });
       }
+      await this.lockStorage(tx, current.owner_id);
       const next = baseVersion + 1n;
       const [file] = await tx.execute<FileRow[]>(
-        `UPDATE "files".files SET latest_version = ?, size = ?, sha256 = ?, updated_at = ? WHERE id = ? RETURNING *`,
+        `UPDATE "${SCHEMA}".files SET latest_version = ?, size = ?, sha256 = ?, updated_at = ? WHERE id = ? RETURNING *`,
         [next.toString(), v.size, v.sha256, now, fileId],
       );
       const version = await this.insertVersion(tx, fileId, next, v, now);
+      await this.checkStorage(tx, current.owner_id, maxStoredBytes);
       await this.events.append(tx, [event(file!, version)]);
       return { file: file!, version };
     });
   }
 
+  /**
+   * Bytes a user's files take: each distinct content (SHA-256) among all versions
+   * of the files they own, deleted files included until they are purged (they can
+   * be undeleted, so their bytes are still kept). Restoring a version or storing
+   * content the user already has adds nothing.
+   */
+  async storedBytes(ownerId: string, em: EntityManager = this.db): Promise<number> {
+    const [row] = await em.execute<{ n: string }[]>(
+      `SELECT coalesce(sum(size), 0) AS n FROM (
+         SELECT DISTINCT ON (v.sha256) v.size FROM "${SCHEMA}".versions v JOIN "${SCHEMA}".files f ON f.id = v.file_id WHERE f.owner_id = ?
+       ) contents`,
+      [ownerId],
+    );
+    return Number(row?.n ?? 0);
+  }
+
+  /** One user's new versions are recorded one at a time, so parallel uploads cannot pass the storage quota together. */
+  private lockStorage(tx: EntityManager, ownerId: string) {
+    return lockForTransaction(tx, `files.storage.${ownerId}`);
+  }
+
+  /** After the version is inserted, under lockStorage: over the quota rolls the whole transaction back. */
+  private async checkStorage(tx: EntityManager, ownerId: string, max: number) {
+    if ((await this.storedBytes(ownerId, tx)) > max) throw storageQuotaExceeded(ownerId, max);
+  }
+
   private async insertVersion(tx: EntityManager, fileId: string, version: bigint, v: NewVersion, now: Date): Promise<VersionRow> {
     const [row] = await tx.execute<VersionRow[]>(
-      `INSERT INTO "files".versions (file_id, version, size, sha256, author_id, author_name, comment, restored_from, created_at)
+      `INSERT INTO "${SCHEMA}".versions (file_id, version, size, sha256, author_id, author_name, comment, restored_from, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
       [fileId, version.toString(), v.size, v.sha256, v.authorId, v.authorName, v.comment, (v.restoredFrom ?? 0n).toString(), now],
     );
@@ -168,8 +219,8 @@ export class FilesRepository {
   async version(fileId: string, version: bigint): Promise<VersionRow> {
     const [row] = await this.db.execute<VersionRow[]>(
       version === 0n
-        ? `SELECT v.* FROM "files".versions v JOIN "files".files f ON f.id = v.file_id AND v.version = f.latest_version WHERE v.file_id = ?`
-        : `SELECT * FROM "files".versions WHERE file_id = ? AND version = ?`,
+        ? `SELECT v.* FROM "${SCHEMA}".versions v JOIN "${SCHEMA}".files f ON f.id = v.file_id AND v.version = f.latest_version WHERE v.file_id = ?`
+        : `SELECT * FROM "${SCHEMA}".versions WHERE file_id = ? AND version = ?`,
       version === 0n ? [fileId] : [fileId, version.toString()],
     );
     if (!row) throw notFound("version", `${fileId}@${version}`);
@@ -178,7 +229,7 @@ export class FilesRepository {
 
   async versions(fileId: string, before: bigint | undefined, limit: number): Promise<VersionRow[]> {
     return this.db.execute<VersionRow[]>(
-      `SELECT * FROM "files".versions WHERE file_id = ? AND (?::bigint IS NULL OR version < ?::bigint) ORDER BY version DESC LIMIT ?`,
+      `SELECT * FROM "${SCHEMA}".versions WHERE file_id = ? AND (?::bigint IS NULL OR version < ?::bigint) ORDER BY version DESC LIMIT ?`,
       [fileId, before?.toString() ?? null, before?.toString() ?? null, limit],
     );
   }
@@ -187,7 +238,7 @@ export class FilesRepository {
   async list(userId: string, prefix: string, includeDeleted: boolean, after: [string, string] | undefined, limit: number) {
     return this.db.execute<FileRow[]>(
       `SELECT f.*, CASE WHEN f.owner_id = ? THEN 'owner' ELSE s.role END AS role
-         FROM "files".files f LEFT JOIN "files".shares s ON s.file_id = f.id AND s.user_id = ?
+         FROM "${SCHEMA}".files f LEFT JOIN "${SCHEMA}".shares s ON s.file_id = f.id AND s.user_id = ?
         WHERE (f.owner_id = ? OR s.user_id IS NOT NULL)
           AND starts_with(f.path, ?)
           AND (f.deleted_at IS NULL OR (? AND f.owner_id = ?))
@@ -201,7 +252,7 @@ export class FilesRepository {
     try {
       return await this.db.transactional(async (tx) => {
         const [file] = await tx.execute<FileRow[]>(
-          `UPDATE "files".files SET deleted_at = ?, updated_at = ? WHERE id = ? AND (deleted_at IS NULL) = ? RETURNING *`,
+          `UPDATE "${SCHEMA}".files SET deleted_at = ?, updated_at = ? WHERE id = ? AND (deleted_at IS NULL) = ? RETURNING *`,
           [deleted ? now : null, now, fileId, deleted],
         );
         if (!file) {
@@ -225,12 +276,12 @@ export class FilesRepository {
   /** Takes (or, for its holder, extends) the lock; refuses while someone else holds it. */
   async lock(fileId: string, holder: { id: string; name: string }, ttlSeconds: number, now: Date, event: (f: FileRow) => FileEvent): Promise<FileRow> {
     return this.db.transactional(async (tx) => {
-      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "files".files WHERE id = ? FOR UPDATE`, [fileId]);
+      const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "${SCHEMA}".files WHERE id = ? FOR UPDATE`, [fileId]);
       if (!current) throw notFound("file", fileId);
       if (lockHeld(current, now) && current.lock_holder_id !== holder.id) throw lockedBy(current);
       const token = lockHeld(current, now) ? current.lock_token! : randomUUID();
       const [file] = await tx.execute<FileRow[]>(
-        `UPDATE "files".files SET lock_holder_id = ?, lock_holder_name = ?, lock_token = ?, lock_expires_at = ? WHERE id = ? RETURNING *`,
+        `UPDATE "${SCHEMA}".files SET lock_holder_id = ?, lock_holder_name = ?, lock_token = ?, lock_expires_at = ? WHERE id = ? RETURNING *`,
         [holder.id, holder.name, token, new Date(now.getTime() + ttlSeconds * 1000), fileId],
       );
       await this.events.append(tx, [event(file!)]);
@@ -240,7 +291,7 @@ export class FilesRepository {
 
   async refreshLock(fileId: string, token: string, ttlSeconds: number, now: Date): Promise<FileRow> {
     const [file] = await this.db.execute<FileRow[]>(
-      `UPDATE "files".files SET lock_expires_at = ? WHERE id = ? AND lock_token = ? AND lock_expires_at > ? RETURNING *`,
+      `UPDATE "${SCHEMA}".files SET lock_expires_at = ? WHERE id = ? AND lock_token = ? AND lock_expires_at > ? RETURNING *`,
       [new Date(now.getTime() + ttlSeconds * 1000), fileId, token, now],
     );
     if (!file) throw noSuchLock(fileId);
@@ -251,7 +302,7 @@ export class FilesRepository {
   async unlock(fileId: string, token: string, force: boolean, now: Date, event: (f: FileRow) => FileEvent): Promise<void> {
     await this.db.transactional(async (tx) => {
       const [file] = await tx.execute<FileRow[]>(
-        `UPDATE "files".files SET lock_holder_id = NULL, lock_holder_name = NULL, lock_token = NULL, lock_expires_at = NULL
+        `UPDATE "${SCHEMA}".files SET lock_holder_id = NULL, lock_holder_name = NULL, lock_token = NULL, lock_expires_at = NULL
           WHERE id = ? AND lock_expires_at > ? AND (? OR lock_token = ?) RETURNING *`,
         [fileId, now, force, token],
       );
@@ -262,10 +313,10 @@ export class FilesRepository {
 
   async share(fileId: string, userId: string, role: "reader" | "editor" | "none"): Promise<void> {
     if (role === "none") {
-      await this.db.execute(`DELETE FROM "files".shares WHERE file_id = ? AND user_id = ?`, [fileId, userId]);
+      await this.db.execute(`DELETE FROM "${SCHEMA}".shares WHERE file_id = ? AND user_id = ?`, [fileId, userId]);
     } else {
       await this.db.execute(
-        `INSERT INTO "files".shares (file_id, user_id, role) VALUES (?, ?, ?) ON CONFLICT (file_id, user_id) DO UPDATE SET role = excluded.role`,
+        `INSERT INTO "${SCHEMA}".shares (file_id, user_id, role) VALUES (?, ?, ?) ON CONFLICT (file_id, user_id) DO UPDATE SET role = excluded.role`,
         [fileId, userId, role],
       );
     }
@@ -276,7 +327,7 @@ export class FilesRepository {
     const others = [...new Set(userIds)].filter((u) => u !== ownerId);
     if (others.length === 0) return;
     await this.db.execute(
-      `INSERT INTO "files".shares (file_id, user_id, role) SELECT ?, unnest(?::uuid[]), 'reader' ON CONFLICT DO NOTHING`,
+      `INSERT INTO "${SCHEMA}".shares (file_id, user_id, role) SELECT ?, unnest(?::uuid[]), 'reader' ON CONFLICT DO NOTHING`,
       [fileId, `{${others.join(",")}}`],
     );
   }
@@ -287,11 +338,11 @@ export class FilesRepository {
   async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date, maxOpen: number): Promise<boolean> {
     return this.db.transactional(async (tx) => {
       // One user's uploads begin one at a time, so concurrent calls cannot pass the quota together.
-      await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`files.uploads.${user.id}`]);
-      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "files".uploads WHERE user_id = ? AND expires_at > ?`, [user.id, now]);
+      await lockForTransaction(tx, `files.uploads.${user.id}`);
+      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "${SCHEMA}".uploads WHERE user_id = ? AND expires_at > ?`, [user.id, now]);
       if (n! >= maxOpen) return false;
       await tx.execute(
-        `INSERT INTO "files".uploads (id, user_id, username, metadata, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO "${SCHEMA}".uploads (id, user_id, username, metadata, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
         [id, user.id, user.name, Buffer.from(metadata), expiresAt, now],
       );
       return true;
@@ -300,7 +351,7 @@ export class FilesRepository {
 
   async upload(id: string, userId: string, now: Date) {
     const [row] = await this.db.execute<{ id: string; metadata: Buffer; received: string; expires_at: Date; username: string }[]>(
-      `SELECT * FROM "files".uploads WHERE id = ? AND user_id = ? AND expires_at > ?`,
+      `SELECT * FROM "${SCHEMA}".uploads WHERE id = ? AND user_id = ? AND expires_at > ?`,
       [id, userId, now],
     );
     if (!row) throw notFound("upload", id);
@@ -308,33 +359,33 @@ export class FilesRepository {
   }
 
   async setReceived(id: string, received: number): Promise<void> {
-    await this.db.execute(`UPDATE "files".uploads SET received = ? WHERE id = ?`, [received, id]);
+    await this.db.execute(`UPDATE "${SCHEMA}".uploads SET received = ? WHERE id = ?`, [received, id]);
   }
 
   async endUpload(id: string): Promise<void> {
-    await this.db.execute(`DELETE FROM "files".uploads WHERE id = ?`, [id]);
+    await this.db.execute(`DELETE FROM "${SCHEMA}".uploads WHERE id = ?`, [id]);
   }
 
   /** Unary uploads nobody finished in time: their rows go, and the caller removes their staged bytes. */
   async expiredUploads(now: Date): Promise<string[]> {
-    const rows = await this.db.execute<{ id: string }[]>(`DELETE FROM "files".uploads WHERE expires_at <= ? RETURNING id`, [now]);
+    const rows = await this.db.execute<{ id: string }[]>(`DELETE FROM "${SCHEMA}".uploads WHERE expires_at <= ? RETURNING id`, [now]);
     return rows.map((r) => r.id);
   }
 
   async uploadExists(id: string): Promise<boolean> {
-    const rows = await this.db.execute(`SELECT 1 FROM "files".uploads WHERE id = ?`, [id]);
+    const rows = await this.db.execute(`SELECT 1 FROM "${SCHEMA}".uploads WHERE id = ?`, [id]);
     return rows.length > 0;
   }
 
   // --- retention and collection ---
 
   async purgeDeleted(before: Date): Promise<number> {
-    const rows = await this.db.execute(`DELETE FROM "files".files WHERE deleted_at IS NOT NULL AND deleted_at <= ? RETURNING 1`, [before]);
+    const rows = await this.db.execute(`DELETE FROM "${SCHEMA}".files WHERE deleted_at IS NOT NULL AND deleted_at <= ? RETURNING 1`, [before]);
     return rows.length;
   }
 
   async isReferenced(sha256: string): Promise<boolean> {
-    const rows = await this.db.execute(`SELECT 1 FROM "files".versions WHERE sha256 = ? LIMIT 1`, [sha256]);
+    const rows = await this.db.execute(`SELECT 1 FROM "${SCHEMA}".versions WHERE sha256 = ? LIMIT 1`, [sha256]);
     return rows.length > 0;
   }
 }

@@ -20,13 +20,15 @@ import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } fr
 import { ChecksumMismatch, type BlobStore, type BlobWriter } from "./blob-store.js";
 import type { KeyedLock } from "./keyed-lock.js";
 import { toFile, toVersion } from "./files.mapper.js";
-import type { FileRow, FilesRepository, RoleName, VersionRow } from "./files.repository.js";
+import { storageQuotaExceeded, type FileRow, type FilesRepository, type RoleName, type VersionRow } from "./files.repository.js";
 
 export interface FilesSettings {
   maxBytes: number;
   uploadTtlMinutes: number;
   /** Unary uploads one user may have begun and not finished. */
   maxOpenUploadsPerUser: number;
+  /** Bytes one user's files may take (FilesRepository.storedBytes counts them). */
+  maxBytesPerUser: number;
 }
 
 export interface FilesDeps {
@@ -40,6 +42,12 @@ export interface FilesDeps {
   inUse: { temp: Set<string>; hashes: Set<string> };
   /** Serialises publishing a blob and collecting it, per hash. */
   blobLocks: KeyedLock;
+}
+
+/** Whose storage an upload takes, and how many bytes are left of their quota. */
+interface Room {
+  ownerId: string;
+  bytes: number;
 }
 
 const DOWNLOAD_CHUNK = 64 * 1024;
@@ -85,17 +93,33 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     return { caller, file };
   }
 
-  /** Checks what can be checked before any byte is received: path, access, base version, lock. */
-  async function precheck(caller: Caller, meta: UploadMetadata): Promise<void> {
+  /**
+   * Checks what can be checked before any byte is received (path, access, the
+   * declared size) and returns the owner whose storage the upload takes and how
+   * many bytes it may have before it would take them past their quota.
+   */
+  async function precheck(caller: Caller, meta: UploadMetadata): Promise<Room> {
+    let ownerId = caller.userId;
     if (meta.target.case === "path") {
       const problem = pathViolation(meta.target.value);
       if (problem) throw invalidArgument([{ field: "metadata.path", description: problem, reason: "INVALID_PATH" }]);
-      return;
-    }
-    if (meta.target.case === "fileId") {
-      const file = await repo.visible(meta.target.value, caller.userId);
+    } else {
+      const file = await repo.visible(meta.target.value!, caller.userId);
       if (!repo.hasRole(file, "editor")) throw readersCannotUpload(file.role);
+      ownerId = file.owner_id;
     }
+    const max = d.settings.maxBytesPerUser;
+    const room = max - (await repo.storedBytes(ownerId));
+    if (meta.size !== undefined) {
+      if (meta.size > BigInt(d.settings.maxBytes)) throw tooBig();
+      if (meta.size > BigInt(room)) throw storageQuotaExceeded(ownerId, max);
+    }
+    return { ownerId, bytes: room };
+  }
+
+  /** Refuses bytes past the owner's quota as they come (the commit checks again, under the owner's lock). */
+  function checkRoom(size: number, room: Room) {
+    if (size > room.bytes) throw storageQuotaExceeded(room.ownerId, d.settings.maxBytesPerUser);
   }
 
   /** Records the stored blob as a new version (or a new file). */
@@ -108,7 +132,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const existing = await repo.byPath(caller.userId, meta.target.value);
       if (!existing || meta.baseVersion === 0n) {
         if (meta.baseVersion !== 0n) throw notFound("file", meta.target.value);
-        const created = await repo.create(caller.userId, meta.target.value, v, now, (f, ver) => fileEvent(FileEventType.VERSION_CREATED, f, [caller.userId], now, ver));
+        const created = await repo.create(caller.userId, meta.target.value, v, now, d.settings.maxBytesPerUser, (f, ver) => fileEvent(FileEventType.VERSION_CREATED, f, [caller.userId], now, ver));
         return created;
       }
       fileId = existing.id;
@@ -118,7 +142,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       if (!repo.hasRole(file, "editor")) throw readersCannotUpload(file.role);
     }
     const audience = await repo.audience(fileId);
-    return repo.addVersion(fileId, meta.baseVersion, v, now, meta.lockToken, (f, ver) => ({ ...onVersion(f, ver), audience }));
+    return repo.addVersion(fileId, meta.baseVersion, v, now, meta.lockToken, d.settings.maxBytesPerUser, (f, ver) => ({ ...onVersion(f, ver), audience }));
   }
 
   /** Commits a writer's bytes as a blob, keeping its hash safe from the collector until the version row exists. */
@@ -154,6 +178,13 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
     return canceled("UPLOAD_CANCELLED", "the upload was cancelled: nothing was stored");
   }
 
+  /** Content of another size than UploadMetadata.size declared is refused before it is stored. */
+  function checkDeclaredSize(meta: UploadMetadata, received: number) {
+    if (meta.size !== undefined && BigInt(received) !== meta.size) {
+      throw invalidArgument([{ field: "metadata.size", description: `declared ${meta.size} bytes, received ${received}`, reason: "SIZE_MISMATCH" }]);
+    }
+  }
+
   function readersCannotUpload(role: string): ConnectError {
     return permissionDenied("ROLE_REQUIRED", "readers cannot upload", { needed: "editor", role });
   }
@@ -168,12 +199,13 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       let meta: UploadMetadata | undefined;
       let writer: BlobWriter | undefined;
       let tempName: string | undefined;
+      let room: Room = { ownerId: caller.userId, bytes: 0 };
       try {
         for await (const req of requests) {
           if (req.part.case === "metadata") {
             if (meta) throw invalidArgument([{ field: "metadata", description: "send the metadata once, first" }]);
             meta = req.part.value;
-            await precheck(caller, meta);
+            room = await precheck(caller, meta);
             // Protected from the collector before the file even exists.
             tempName = d.blobs.newTempName();
             d.inUse.temp.add(tempName);
@@ -181,12 +213,14 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
           } else if (req.part.case === "chunk") {
             if (!writer) throw invalidArgument([{ field: "metadata", description: "the metadata must come before the first chunk" }]);
             if (writer.size + req.part.value.length > d.settings.maxBytes) throw tooBig();
+            checkRoom(writer.size + req.part.value.length, room);
             await writer.write(req.part.value);
           }
         }
         // A client that resets its stream (RST_STREAM) looks like a normal end of input here: it is not.
         if (ctx.signal.aborted) throw cancelled(ctx.signal);
         if (!meta || !writer) throw invalidArgument([{ field: "metadata", description: "an upload starts with its metadata" }]);
+        checkDeclaredSize(meta, writer.size);
         const result = await store(writer, meta, caller, ctx.signal);
         writer = undefined;
         return result;
@@ -222,6 +256,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
         throw outOfRange("UNEXPECTED_OFFSET", `expected offset ${received}, got ${offset}: continue from ${received}`, { received: String(received) });
       }
       if (received + req.data.length > d.settings.maxBytes) throw tooBig();
+      checkRoom(received + req.data.length, await precheck(caller, fromBinary(UploadMetadataSchema, upload.metadata)));
       // Writes at the recorded count: bytes a crashed append left past it are overwritten (or cut at commit).
       const writer = await d.blobs.staged(req.uploadId, received);
       try {
@@ -242,6 +277,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
       const caller = callerOf(ctx);
       const upload = await repo.upload(req.uploadId, caller.userId, clock.now());
       const meta = fromBinary(UploadMetadataSchema, upload.metadata);
+      checkDeclaredSize(meta, Number(upload.received)); // the upload stays open: the client may send the rest
       const writer = await d.blobs.staged(req.uploadId, Number(upload.received));
       const result = await store(writer, meta, caller, ctx.signal);
       await repo.endUpload(req.uploadId);
@@ -304,6 +340,7 @@ export function filesHandlers(d: FilesDeps): ServiceImpl<typeof FileService> {
         { sha256: old.sha256, size: Number(old.size), authorId: caller.userId, authorName: caller.username, comment: req.comment || `restored version ${req.version}`, restoredFrom: req.version },
         now,
         req.lockToken,
+        d.settings.maxBytesPerUser,
         (f, v) => fileEvent(FileEventType.VERSION_CREATED, f, audience, now, v),
       );
       return { file: toFile({ ...result.file, role: file.role }, caller.userId, now), version: toVersion(result.version) };

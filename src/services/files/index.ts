@@ -7,9 +7,10 @@ import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { LocalBlobStore } from "./blob-store.js";
 import { KeyedLock } from "./keyed-lock.js";
-import { FilesRepository } from "./files.repository.js";
+import { FilesRepository, SCHEMA } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 
 export const filesModule: ServiceModule = {
   name: "files",
@@ -17,15 +18,15 @@ export const filesModule: ServiceModule = {
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "files",
+      schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261121400000],
+      migrations: [Migration20261121400000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
     const blobs = new LocalBlobStore(path.join(config.dataDir, "blobs"));
     await blobs.init();
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "files", protobufCodec(FileEventSchema));
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, protobufCodec(FileEventSchema));
     await events.start();
     const repo = new FilesRepository(orm.em, events);
     const inUse = { temp: new Set<string>(), hashes: new Set<string>() };
@@ -36,7 +37,12 @@ export const filesModule: ServiceModule = {
       blobs,
       events,
       clock,
-      settings: { maxBytes: config.files.maxBytes, uploadTtlMinutes: config.files.uploadTtlMinutes, maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser },
+      settings: {
+        maxBytes: config.files.maxBytes,
+        uploadTtlMinutes: config.files.uploadTtlMinutes,
+        maxOpenUploadsPerUser: config.files.maxOpenUploadsPerUser,
+        maxBytesPerUser: config.files.maxBytesPerUser,
+      },
       inUse,
       blobLocks,
     });

@@ -3,7 +3,11 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { retryTransaction } from "../../platform/db.js";
 import { alreadyExists, notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 import { NEW_PLAYER, type Rating } from "./rating.js";
+
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "game";
 
 export type GameStatus = "challenge" | "active" | "finished" | "aborted" | "declined";
 
@@ -94,7 +98,7 @@ const MUTABLE = [
 const UNIQUE_VIOLATION = "23505";
 
 /** A game's columns and its moves as JSON, in one statement so that both come from one snapshot. */
-const WITH_MOVES = `g.*, (SELECT coalesce(json_agg(m ORDER BY m.number), '[]'::json) FROM "game".moves m WHERE m.game_id = g.id) AS moves`;
+const WITH_MOVES = `g.*, (SELECT coalesce(json_agg(m ORDER BY m.number), '[]'::json) FROM "${SCHEMA}".moves m WHERE m.game_id = g.id) AS moves`;
 
 function withMoves({ moves, ...game }: GameRow & { moves: MoveRow[] }): GameState {
   return { game: numbers(game), moves: moves.map((m) => ({ ...m, created_at: new Date(m.created_at) })) };
@@ -128,26 +132,29 @@ export class GameRepository {
 
   /** A game with its moves, read in one statement (one snapshot: never a move list newer than the game row). */
   async get(id: string): Promise<GameState> {
-    const [row] = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(`SELECT ${WITH_MOVES} FROM "game".games g WHERE g.id = ?`, [id]);
+    const [row] = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(`SELECT ${WITH_MOVES} FROM "${SCHEMA}".games g WHERE g.id = ?`, [id]);
     if (!row) throw notFound("game", id);
     return withMoves(row);
   }
 
   private movesOf(db: EntityManager, id: string): Promise<MoveRow[]> {
-    return db.execute<MoveRow[]>(`SELECT * FROM "game".moves WHERE game_id = ? ORDER BY number`, [id]);
+    return db.execute<MoveRow[]>(`SELECT * FROM "${SCHEMA}".moves WHERE game_id = ? ORDER BY number`, [id]);
   }
 
-  /** A challenge or a matched game; with request_id, a repeat returns the first game. */
-  async create(game: NewGame): Promise<GameState> {
+  /**
+   * A challenge or a matched game; with request_id, a repeat of the same request
+   * returns the first game (INVALID_ARGUMENT when `fingerprint` differs from the first request's).
+   */
+  async create(game: NewGame, fingerprint: string | null = null): Promise<GameState> {
     if (game.request_id !== "" && game.challenger_id) {
-      const earlier = await this.byRequest(game.challenger_id, game.request_id);
+      const earlier = await this.byRequest(game.challenger_id, game.request_id, fingerprint);
       if (earlier) return earlier;
     }
     try {
-      return await this.db.transactional(async (tx) => this.insertGame(tx, game));
+      return await this.db.transactional(async (tx) => this.insertGame(tx, game, fingerprint));
     } catch (err) {
       if ((err as { code?: string }).code === UNIQUE_VIOLATION && game.challenger_id) {
-        const earlier = await this.byRequest(game.challenger_id, game.request_id);
+        const earlier = await this.byRequest(game.challenger_id, game.request_id, fingerprint);
         if (earlier) return earlier;
         throw alreadyExists("game", "a game with this request_id exists");
       }
@@ -156,20 +163,24 @@ export class GameRepository {
   }
 
   /** Inserts a game inside the caller's transaction, with its event. */
-  async insertGame(tx: EntityManager, game: NewGame): Promise<GameState> {
+  async insertGame(tx: EntityManager, game: NewGame, fingerprint: string | null = null): Promise<GameState> {
     const id = randomUUID();
     const [row] = await tx.execute<GameRow[]>(
-      `INSERT INTO "game".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      `INSERT INTO "${SCHEMA}".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, request_fingerprint, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
       [id, game.status, game.x_id, game.x_name, game.o_id, game.o_name, game.challenger_id, game.x_rating, game.o_rating, game.turn_seconds,
-        game.turn_deadline, game.rated, game.request_id, game.created_at, game.created_at],
+        game.turn_deadline, game.rated, game.request_id, game.request_id ? fingerprint : null, game.created_at, game.created_at],
     );
     await this.events.append(tx, [{ game: id, version: "1" }]);
     return { game: numbers(row!), moves: [] };
   }
 
-  private async byRequest(challengerId: string, requestId: string): Promise<GameState | undefined> {
-    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "game".games WHERE challenger_id = ? AND request_id = ?`, [challengerId, requestId]);
+  private async byRequest(challengerId: string, requestId: string, fingerprint: string | null): Promise<GameState | undefined> {
+    const [row] = await this.db.execute<{ id: string; request_fingerprint: string | null }[]>(
+      `SELECT id, request_fingerprint FROM "${SCHEMA}".games WHERE challenger_id = ? AND request_id = ?`,
+      [challengerId, requestId],
+    );
+    if (row && fingerprint) assertSameRequest(row.request_fingerprint, fingerprint);
     return row ? this.get(row.id) : undefined;
   }
 
@@ -190,7 +201,7 @@ export class GameRepository {
     const done = await retryTransaction(() =>
       this.db.transactional(async (tx) => {
         failure = undefined;
-        const [row] = await tx.execute<GameRow[]>(`SELECT * FROM "game".games WHERE id = ? FOR UPDATE${options.skipLocked ? " SKIP LOCKED" : ""}`, [id]);
+        const [row] = await tx.execute<GameRow[]>(`SELECT * FROM "${SCHEMA}".games WHERE id = ? FOR UPDATE${options.skipLocked ? " SKIP LOCKED" : ""}`, [id]);
         if (!row) {
           if (options.skipLocked) return undefined;
           throw notFound("game", id);
@@ -210,13 +221,13 @@ export class GameRepository {
           return { state, value: value as T };
         }
         for (const m of state.moves.slice(known)) {
-          await tx.execute(`INSERT INTO "game".moves (game_id, number, cell, mark, user_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
+          await tx.execute(`INSERT INTO "${SCHEMA}".moves (game_id, number, cell, mark, user_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
             id, m.number, m.cell, m.mark, m.user_id, m.created_at,
           ]);
         }
         if (gtx.ratings) await this.rate(tx, state.game, gtx.ratings);
         const [saved] = await tx.execute<GameRow[]>(
-          `UPDATE "game".games SET ${MUTABLE.map((k) => `${k} = ?`).join(", ")}, version = version + 1 WHERE id = ? RETURNING *`,
+          `UPDATE "${SCHEMA}".games SET ${MUTABLE.map((k) => `${k} = ?`).join(", ")}, version = version + 1 WHERE id = ? RETURNING *`,
           [...MUTABLE.map((k) => state.game[k]), id],
         );
         state.game = numbers(saved!);
@@ -234,13 +245,13 @@ export class GameRepository {
       { id: game.x_id, name: game.x_name },
       { id: game.o_id, name: game.o_name },
     ], game.updated_at);
-    const rows = await tx.execute<RatingRow[]>(`SELECT * FROM "game".ratings WHERE user_id IN (?, ?) ORDER BY user_id FOR UPDATE`, [game.x_id, game.o_id]);
+    const rows = await tx.execute<RatingRow[]>(`SELECT * FROM "${SCHEMA}".ratings WHERE user_id IN (?, ?) ORDER BY user_id FOR UPDATE`, [game.x_id, game.o_id]);
     const x = rows.find((r) => r.user_id === game.x_id)!;
     const o = rows.find((r) => r.user_id === game.o_id)!;
     const next = change(x, o);
     for (const r of [next.x, next.o]) {
       await tx.execute(
-        `UPDATE "game".ratings SET rating = ?, deviation = ?, volatility = ?, games = ?, wins = ?, losses = ?, draws = ?, streak = ?, updated_at = ? WHERE user_id = ?`,
+        `UPDATE "${SCHEMA}".ratings SET rating = ?, deviation = ?, volatility = ?, games = ?, wins = ?, losses = ?, draws = ?, streak = ?, updated_at = ? WHERE user_id = ?`,
         [r.rating, r.deviation, r.volatility, r.games, r.wins, r.losses, r.draws, r.streak, game.updated_at, r.user_id],
       );
     }
@@ -251,7 +262,7 @@ export class GameRepository {
   async ensureRatings(db: EntityManager, players: { id: string; name: string }[], now: Date): Promise<void> {
     for (const p of players) {
       await db.execute(
-        `INSERT INTO "game".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (user_id) DO UPDATE SET username = excluded.username`,
         [p.id, p.name, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility, now],
       );
@@ -261,9 +272,9 @@ export class GameRepository {
   /** A player's rating row with their rank among players with a rated game (undefined: never rated). */
   async rating(userId: string, db: EntityManager = this.db): Promise<RatingRow | undefined> {
     const [row] = await db.execute<RatingRow[]>(
-      `SELECT r.*, CASE WHEN r.games > 0 THEN (SELECT count(*)::int + 1 FROM "game".ratings b
+      `SELECT r.*, CASE WHEN r.games > 0 THEN (SELECT count(*)::int + 1 FROM "${SCHEMA}".ratings b
                  WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) ELSE 0 END AS rank
-         FROM "game".ratings r WHERE r.user_id = ?`,
+         FROM "${SCHEMA}".ratings r WHERE r.user_id = ?`,
       [userId],
     );
     return row ? ratingNumbers(row) : undefined;
@@ -272,9 +283,9 @@ export class GameRepository {
   /** Rated players best first, after the keyset [rating, user_id], with their ranks. */
   async leaderboard(after: [number, string] | undefined, limit: number): Promise<RatingRow[]> {
     const rows = await this.db.execute<RatingRow[]>(
-      `SELECT r.*, (SELECT count(*)::int + 1 FROM "game".ratings b
+      `SELECT r.*, (SELECT count(*)::int + 1 FROM "${SCHEMA}".ratings b
                      WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) AS rank
-         FROM "game".ratings r
+         FROM "${SCHEMA}".ratings r
         WHERE r.games > 0 AND (?::float8 IS NULL OR r.rating < ? OR (r.rating = ? AND r.user_id > ?::uuid))
         ORDER BY r.rating DESC, r.user_id LIMIT ?`,
       [after?.[0] ?? null, after?.[0] ?? 0, after?.[0] ?? 0, after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
@@ -285,7 +296,7 @@ export class GameRepository {
   /** The entries ranked within `radius` of `rank`. */
   async leaderboardAround(rank: number, radius: number): Promise<RatingRow[]> {
     const rows = await this.db.execute<RatingRow[]>(
-      `SELECT * FROM (SELECT r.*, (row_number() OVER (ORDER BY r.rating DESC, r.user_id))::int AS rank FROM "game".ratings r WHERE r.games > 0) ranked
+      `SELECT * FROM (SELECT r.*, (row_number() OVER (ORDER BY r.rating DESC, r.user_id))::int AS rank FROM "${SCHEMA}".ratings r WHERE r.games > 0) ranked
         WHERE rank BETWEEN ? AND ? ORDER BY rank`,
       [rank - radius, rank + radius],
     );
@@ -295,7 +306,7 @@ export class GameRepository {
   /** A player's games newest first, after the keyset [created_at, id]. */
   async list(userId: string, statuses: GameStatus[], after: [string, string] | undefined, limit: number): Promise<GameState[]> {
     const rows = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(
-      `SELECT ${WITH_MOVES} FROM "game".games g
+      `SELECT ${WITH_MOVES} FROM "${SCHEMA}".games g
         WHERE (g.x_id = ? OR g.o_id = ?) AND (cardinality(?::text[]) = 0 OR g.status = ANY(?::text[]))
           AND (g.created_at, g.id) < (?::timestamptz, ?::uuid)
         ORDER BY g.created_at DESC, g.id DESC LIMIT ?`,
@@ -307,7 +318,7 @@ export class GameRepository {
   /** Active games whose turn clock ran out by `now`. */
   async overdue(now: Date, limit = 100): Promise<string[]> {
     const rows = await this.db.execute<{ id: string }[]>(
-      `SELECT id FROM "game".games WHERE status = 'active' AND turn_deadline <= ? ORDER BY turn_deadline LIMIT ?`,
+      `SELECT id FROM "${SCHEMA}".games WHERE status = 'active' AND turn_deadline <= ? ORDER BY turn_deadline LIMIT ?`,
       [now, limit],
     );
     return rows.map((r) => r.id);
@@ -320,13 +331,13 @@ export class GameRepository {
     return retryTransaction(() =>
       this.db.transactional(async (tx) => {
         const replaced = await tx.execute<{ id: string }[]>(
-          `UPDATE "game".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' RETURNING id`,
+          `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' RETURNING id`,
           [user.id],
         );
         await this.ensureRatings(tx, [user], now);
         const rating = (await this.rating(user.id, tx))!;
         const [ticket] = await tx.execute<TicketRow[]>(
-          `INSERT INTO "game".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
+          `INSERT INTO "${SCHEMA}".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
            VALUES (?, ?, ?, ?, ?, ?, 'searching', ?) RETURNING *`,
           [randomUUID(), user.id, user.name, rating.rating, rating.deviation, turnSeconds, now],
         );
@@ -338,7 +349,7 @@ export class GameRepository {
 
   /** The ticket, marking it seen (database time): a ticket nobody looks at is dropped from the pool. */
   async touchTicket(id: string): Promise<TicketRow | undefined> {
-    const [row] = await this.db.execute<TicketRow[]>(`UPDATE "game".tickets SET seen_at = now() WHERE id = ? RETURNING *`, [id]);
+    const [row] = await this.db.execute<TicketRow[]>(`UPDATE "${SCHEMA}".tickets SET seen_at = now() WHERE id = ? RETURNING *`, [id]);
     return row ? ticketNumbers(row) : undefined;
   }
 
@@ -346,7 +357,7 @@ export class GameRepository {
   async cancelTickets(userId: string, ticketId?: string): Promise<number> {
     return this.db.transactional(async (tx) => {
       const rows = await tx.execute<{ id: string }[]>(
-        `UPDATE "game".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' AND (?::uuid IS NULL OR id = ?::uuid) RETURNING id`,
+        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' AND (?::uuid IS NULL OR id = ?::uuid) RETURNING id`,
         [userId, ticketId ?? null, ticketId ?? null],
       );
       if (rows.length > 0) await this.events.append(tx, [{ tickets: rows.map((r) => r.id) }]);
@@ -370,17 +381,17 @@ export class GameRepository {
       const [lock] = await tx.execute<{ ok: boolean }[]>(`SELECT pg_try_advisory_xact_lock(hashtext('agora.game.matchmaker')) AS ok`);
       if (!lock?.ok) return 0;
       const stale = await tx.execute<{ id: string }[]>(
-        `UPDATE "game".tickets SET status = 'cancelled' WHERE status = 'searching' AND seen_at < now() - make_interval(secs => ?) RETURNING id`,
+        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE status = 'searching' AND seen_at < now() - make_interval(secs => ?) RETURNING id`,
         [staleSeconds],
       );
       const waiting = (
-        await tx.execute<TicketRow[]>(`SELECT * FROM "game".tickets WHERE status = 'searching' ORDER BY created_at, id FOR UPDATE SKIP LOCKED`)
+        await tx.execute<TicketRow[]>(`SELECT * FROM "${SCHEMA}".tickets WHERE status = 'searching' ORDER BY created_at, id FOR UPDATE SKIP LOCKED`)
       ).map(ticketNumbers);
       const pairs = pair(waiting);
       const matched: string[] = stale.map((s) => s.id);
       for (const [a, b] of pairs) {
         const { game } = await this.insertGame(tx, newGame(a, b));
-        await tx.execute(`UPDATE "game".tickets SET status = 'matched', game_id = ? WHERE id IN (?, ?)`, [game.id, a.id, b.id]);
+        await tx.execute(`UPDATE "${SCHEMA}".tickets SET status = 'matched', game_id = ? WHERE id IN (?, ?)`, [game.id, a.id, b.id]);
         matched.push(a.id, b.id);
       }
       if (matched.length > 0) await this.events.append(tx, [{ tickets: matched }]);
@@ -404,7 +415,7 @@ export class GameTx {
   /** Current ratings of players (new players get the starting rating). */
   async ratingsOf(players: { id: string; name: string }[], now: Date): Promise<Map<string, RatingRow>> {
     await this.repo.ensureRatings(this.tx, players, now);
-    const rows = await this.tx.execute<RatingRow[]>(`SELECT * FROM "game".ratings WHERE user_id = ANY(?::uuid[])`, [pgArray(players.map((p) => p.id))]);
+    const rows = await this.tx.execute<RatingRow[]>(`SELECT * FROM "${SCHEMA}".ratings WHERE user_id = ANY(?::uuid[])`, [pgArray(players.map((p) => p.id))]);
     return new Map(rows.map((r) => [r.user_id, ratingNumbers(r)]));
   }
 

@@ -3,6 +3,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
+  CreateGameRequestSchema,
   FindMatchResponseSchema,
   GameService,
   GameUpdateSchema,
@@ -20,6 +21,7 @@ import { callerOf, type Caller } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { toConnectError, requestIdOf } from "../../platform/error-mapping.js";
 import { failedPrecondition, invalidArgument, notFound, outOfRange } from "../../platform/errors.js";
+import { requestFingerprint } from "../../platform/idempotency.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertValid } from "../../platform/validation.js";
@@ -139,7 +141,7 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
         rated: !req.casual,
         request_id: req.requestId,
         created_at: d.clock.now(),
-      });
+      }, requestFingerprint(CreateGameRequestSchema, req));
       return { game: toGame(state) };
     },
 

@@ -3,11 +3,12 @@ import { openServiceDatabase, ping } from "../../platform/db.js";
 import { serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
-import { GameRepository, type GameEvent } from "./game.repository.js";
+import { GameRepository, SCHEMA, type GameEvent } from "./game.repository.js";
 import { gameHandlers } from "./game.service.js";
 import { timeoutIfDue } from "./game.logic.js";
 import { pairTickets } from "./matchmaking.js";
 import { Migration20261125000000 } from "./migrations/Migration20261125000000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 
 // Events only say which game or tickets changed (readers load the state): JSON is enough.
 const eventCodec = {
@@ -22,13 +23,13 @@ export const gameModule: ServiceModule = {
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "game",
+      schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261125000000],
+      migrations: [Migration20261125000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "game", eventCodec);
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, eventCodec);
     await events.start();
     const repo = new GameRepository(orm.em, events);
     const settings = config.game;

@@ -10,7 +10,7 @@ import { Migration20261125140000 } from "./migrations/Migration20261125140000.js
 import { SessionRepository } from "./session.repository.js";
 import { loadSigningKey } from "./signing-keys.js";
 import { AccessTokenIssuer } from "./tokens.js";
-import { RefreshTokenSchema, UserSchema } from "./user.entity.js";
+import { RefreshTokenSchema, SCHEMA, UserSchema } from "./user.entity.js";
 import { UserRepository } from "./user.repository.js";
 
 export const identityModule: ServiceModule = {
@@ -22,7 +22,7 @@ export const identityModule: ServiceModule = {
     const key = await loadSigningKey(config.auth.privateKeyFile, config.dataDir);
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "identity",
+      schema: SCHEMA,
       entities: [UserSchema, RefreshTokenSchema],
       migrations: [Migration20261121100000, Migration20261125140000],
       poolSize: config.dbPoolSize,

@@ -1,4 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { SCHEMA } from "./user.entity.js";
 
 export interface ThrottleSettings {
   /** Attempts one client address may make per window (successful ones are given back). */
@@ -12,7 +13,7 @@ export interface ThrottleSettings {
   knownClientSeconds: number;
 }
 
-const TABLE = `"identity".login_throttle`;
+const TABLE = `"${SCHEMA}".login_throttle`;
 
 /**
  * The login throttle, in PostgreSQL so every instance shares it. Each attempt

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { RefreshTokenSchema } from "./user.entity.js";
+import { RefreshTokenSchema, SCHEMA } from "./user.entity.js";
 
 export interface IssuedRefreshToken {
   token: string;
@@ -45,7 +45,7 @@ export class SessionRepository {
   async rotate(token: string, now: Date): Promise<RotateResult> {
     const em = this.em.fork();
     const used = await em.execute<{ user_id: string; family_id: string }[]>(
-      `UPDATE "identity".refresh_tokens SET used_at = ?
+      `UPDATE "${SCHEMA}".refresh_tokens SET used_at = ?
         WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
         RETURNING user_id, family_id`,
       [now, hash(token), now],

@@ -1,6 +1,9 @@
 import { EntitySchema } from "@mikro-orm/core";
 import type { RoleName } from "../../platform/auth.js";
 
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "identity";
+
 export class UserEntity {
   id!: string;
   username!: string;

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoleName } from "../../platform/auth.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
-import { RefreshTokenSchema, UserSchema, type UserEntity } from "./user.entity.js";
+import { RefreshTokenSchema, SCHEMA, UserSchema, type UserEntity } from "./user.entity.js";
 import { isUniqueViolation } from "../../platform/db.js";
 
 export interface NewUser {
@@ -34,7 +34,7 @@ export class UserRepository {
   /** The user with this username (any case) and its password hash, or undefined. */
   async findForLogin(username: string): Promise<UserEntity | undefined> {
     const em = this.em.fork();
-    const [row] = await em.execute(`SELECT * FROM "identity".users WHERE lower(username) = ?`, [username.toLowerCase()]);
+    const [row] = await em.execute(`SELECT * FROM "${SCHEMA}".users WHERE lower(username) = ?`, [username.toLowerCase()]);
     return row ? em.map(UserSchema, row) : undefined;
   }
 
@@ -48,7 +48,7 @@ export class UserRepository {
   async list(afterKey: string | undefined, limit: number): Promise<UserEntity[]> {
     const em = this.em.fork();
     const rows = await em.execute(
-      `SELECT * FROM "identity".users WHERE lower(username) > ? ORDER BY lower(username) LIMIT ?`,
+      `SELECT * FROM "${SCHEMA}".users WHERE lower(username) > ? ORDER BY lower(username) LIMIT ?`,
       [afterKey ?? "", limit],
     );
     return rows.map((r) => em.map(UserSchema, r));

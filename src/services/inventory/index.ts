@@ -4,7 +4,8 @@ import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
-import { ProductSchema, StockMovementSchema } from "./product.entity.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
+import { ProductSchema, SCHEMA, StockMovementSchema } from "./product.entity.js";
 import { ProductRepository } from "./product.repository.js";
 
 export const inventoryModule: ServiceModule = {
@@ -14,13 +15,13 @@ export const inventoryModule: ServiceModule = {
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "inventory",
+      schema: SCHEMA,
       entities: [ProductSchema, StockMovementSchema],
-      migrations: [Migration20261121000000],
+      migrations: [Migration20261121000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "inventory", protobufCodec(ProductEventSchema));
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, protobufCodec(ProductEventSchema));
     await events.start();
     const products = new ProductRepository(orm.em, events, clock);
     return {

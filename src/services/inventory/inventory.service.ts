@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  AdjustStockRequestSchema,
+  CreateProductRequestSchema,
   InventoryService,
   ProductEventType,
   ProductSchema as ProductMessageSchema,
@@ -10,6 +12,7 @@ import {
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import { invalidArgument } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
+import { requestFingerprint } from "../../platform/idempotency.js";
 import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import { productFields, toProduct, toStockMovement } from "./inventory.mapper.js";
@@ -28,7 +31,7 @@ export function inventoryHandlers(
   return {
     async createProduct(req) {
       const p = req.product!;
-      const product = await products.create(productFields(p), p.quantity, req.requestId);
+      const product = await products.create(productFields(p), p.quantity, req.requestId, requestFingerprint(CreateProductRequestSchema, req));
       return { product: toProduct(product) };
     },
 
@@ -90,7 +93,7 @@ export function inventoryHandlers(
     },
 
     async adjustStock(req) {
-      const result = await products.adjustStock(req.productId, req.delta, req.reason, req.requestId);
+      const result = await products.adjustStock(req.productId, req.delta, req.reason, req.requestId, requestFingerprint(AdjustStockRequestSchema, req));
       return { product: toProduct(result.product), movement: toStockMovement(result.movement), replayed: result.replayed };
     },
 

@@ -1,5 +1,8 @@
 import { BigIntType, EntitySchema } from "@mikro-orm/core";
 
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "inventory";
+
 export class ProductEntity {
   id!: string;
   name!: string;
@@ -15,6 +18,8 @@ export class ProductEntity {
   version!: number;
   /** The CreateProduct request_id that created it, for idempotent retries. */
   requestId?: string | null;
+  /** What a repeat of requestId must match (platform/idempotency.ts); null for rows older than fingerprints. */
+  requestFingerprint?: string | null;
   createdAt!: Date;
   updatedAt!: Date;
 }
@@ -34,6 +39,7 @@ export const ProductSchema = new EntitySchema<ProductEntity>({
     lowStockThreshold: { type: "integer", fieldName: "low_stock_threshold" },
     version: { type: "integer", version: true },
     requestId: { type: "text", fieldName: "request_id", nullable: true },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     createdAt: { type: "Date", fieldName: "created_at" },
     updatedAt: { type: "Date", fieldName: "updated_at" },
   },
@@ -46,6 +52,7 @@ export class StockMovementEntity {
   quantityAfter!: number;
   reason!: string;
   requestId!: string;
+  requestFingerprint?: string | null;
   createdAt!: Date;
 }
 
@@ -59,6 +66,7 @@ export const StockMovementSchema = new EntitySchema<StockMovementEntity>({
     quantityAfter: { type: "integer", fieldName: "quantity_after" },
     reason: { type: "text" },
     requestId: { type: "text", fieldName: "request_id" },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     createdAt: { type: "Date", fieldName: "created_at" },
   },
 });

@@ -15,14 +15,15 @@ import { isUniqueViolation, preparedQuery } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 import { isLowStock, toProduct, toStockMovement } from "./inventory.mapper.js";
-import { ProductEntity, ProductSchema, StockMovementEntity, StockMovementSchema, type ProductFields } from "./product.entity.js";
+import { ProductEntity, ProductSchema, SCHEMA, StockMovementEntity, StockMovementSchema, type ProductFields } from "./product.entity.js";
 
 const INT32_MAX = 2_147_483_647;
 
 const GET_PRODUCT_SQL =
   "SELECT id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, request_id, created_at, updated_at " +
-  'FROM "inventory".products WHERE id = $1';
+  `FROM "${SCHEMA}".products WHERE id = $1`;
 
 interface ProductRow {
   id: string;
@@ -94,13 +95,19 @@ export class ProductRepository {
     return fromRow(row);
   }
 
-  /** Creates a product, or returns the one an earlier call with the same request id created. */
-  async create(fields: ProductFields, quantity: number, requestId: string): Promise<ProductEntity> {
+  /**
+   * Creates a product, or returns the one an earlier call with the same request id
+   * created (INVALID_ARGUMENT when that call's fingerprint differs).
+   */
+  async create(fields: ProductFields, quantity: number, requestId: string, fingerprint: string): Promise<ProductEntity> {
     const now = this.clock.now();
-    if (requestId) {
-      const earlier = await this.em.fork().findOne(ProductSchema, { requestId });
-      if (earlier) return earlier;
-    }
+    const earlier = async () => {
+      const product = requestId ? await this.em.fork().findOne(ProductSchema, { requestId }) : null;
+      if (product) assertSameRequest(product.requestFingerprint, fingerprint);
+      return product;
+    };
+    const first = await earlier();
+    if (first) return first;
     try {
       return await this.em.fork().transactional(async (tx) => {
         const product = tx.create(ProductSchema, {
@@ -109,6 +116,7 @@ export class ProductRepository {
           quantity,
           version: 1,
           requestId: requestId || null,
+          requestFingerprint: requestId ? fingerprint : null,
           createdAt: now,
           updatedAt: now,
         });
@@ -120,10 +128,8 @@ export class ProductRepository {
       if (isUniqueViolation(err)) {
         // A concurrent retry with the same request id won the race (whichever unique index
         // PostgreSQL checked first, name or request_id): answer with its result.
-        if (requestId) {
-          const winner = await this.em.fork().findOne(ProductSchema, { requestId });
-          if (winner) return winner;
-        }
+        const winner = await earlier();
+        if (winner) return winner;
         throw nameTaken(fields.name);
       }
       throw err;
@@ -158,7 +164,7 @@ export class ProductRepository {
     const tsquery = words.map((w) => `${w}:*`).join(" & ");
     const rows = await this.em.fork().execute<Record<string, unknown>[]>(
       `SELECT p.*, ts_rank_cd(p.search, q.ts) + public.similarity(p.name, ?) AS score
-         FROM "inventory".products p, to_tsquery('english', ?) AS q(ts)
+         FROM "${SCHEMA}".products p, to_tsquery('english', ?) AS q(ts)
         WHERE (p.search @@ q.ts OR public.similarity(p.name, ?) > 0.3)
           AND (?::smallint = 0 OR p.category = ?::smallint)
         ORDER BY score DESC, p.name, p.id
@@ -215,13 +221,17 @@ export class ProductRepository {
     delta: number,
     reason: string,
     requestId: string,
+    fingerprint: string,
   ): Promise<{ product: ProductEntity; movement: StockMovementEntity; replayed: boolean }> {
     const now = this.clock.now();
     return this.em.fork().transactional(async (tx) => {
       const product = await tx.findOne(ProductSchema, { id: productId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!product) throw notFound("product", productId);
       const earlier = await tx.findOne(StockMovementSchema, { productId, requestId });
-      if (earlier) return { product, movement: earlier, replayed: true };
+      if (earlier) {
+        assertSameRequest(earlier.requestFingerprint, fingerprint);
+        return { product, movement: earlier, replayed: true };
+      }
       const quantityAfter = product.quantity + delta;
       if (quantityAfter < 0) {
         throw failedPrecondition(
@@ -244,6 +254,7 @@ export class ProductRepository {
         quantityAfter,
         reason,
         requestId,
+        requestFingerprint: fingerprint,
         createdAt: now,
       });
       await tx.flush();

@@ -3,8 +3,9 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import type { AlertEvent } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { withDates, type Labels } from "./metrics.repository.js";
+import { SCHEMA, withDates, type Labels } from "./metrics.repository.js";
 import { assertEtag } from "../../platform/etag.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface RuleFields {
   name: string;
@@ -116,29 +117,34 @@ export class AlertRepository {
 
   // Rules
 
-  async createRule(fields: RuleFields, requestId: string, now: Date): Promise<RuleRow> {
+  /** Creates a rule, or returns the one an earlier call with this request id (and the same request) created. */
+  async createRule(fields: RuleFields, requestId: string, fingerprint: string, now: Date): Promise<RuleRow> {
     const [row] = await this.db.execute<RuleRow[]>(
-      `INSERT INTO "monitoring".alert_rules
-         (id, name, metric, label_selector, comparison, threshold, for_ms, severity, clear_threshold, description, request_id, created_at, updated_at)
-       VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO "${SCHEMA}".alert_rules
+         (id, name, metric, label_selector, comparison, threshold, for_ms, severity, clear_threshold, description, request_id, request_fingerprint, created_at, updated_at)
+       VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (request_id) DO NOTHING RETURNING *`,
-      [randomUUID(), ...ruleValues(fields), requestId || null, now, now],
+      [randomUUID(), ...ruleValues(fields), requestId || null, requestId ? fingerprint : null, now, now],
     );
     if (row) return row;
-    const [first] = await this.db.execute<RuleRow[]>(`SELECT * FROM "monitoring".alert_rules WHERE request_id = ?`, [requestId]);
+    const [first] = await this.db.execute<(RuleRow & { request_fingerprint: string | null })[]>(
+      `SELECT * FROM "${SCHEMA}".alert_rules WHERE request_id = ?`,
+      [requestId],
+    );
     if (!first) throw new Error(`alert rule with request_id ${requestId} vanished`);
+    assertSameRequest(first.request_fingerprint, fingerprint);
     return first;
   }
 
   async getRule(id: string, tx: EntityManager = this.db, lock = false): Promise<RuleRow> {
-    const [row] = await tx.execute<RuleRow[]>(`SELECT * FROM "monitoring".alert_rules WHERE id = ? ${lock ? "FOR UPDATE" : ""}`, [id]);
+    const [row] = await tx.execute<RuleRow[]>(`SELECT * FROM "${SCHEMA}".alert_rules WHERE id = ? ${lock ? "FOR UPDATE" : ""}`, [id]);
     if (!row) throw notFound("alert rule", id);
     return row;
   }
 
   async listRules(metric: string, after: [string, string] | undefined, limit: number): Promise<RuleRow[]> {
     return this.db.execute<RuleRow[]>(
-      `SELECT * FROM "monitoring".alert_rules
+      `SELECT * FROM "${SCHEMA}".alert_rules
        WHERE (? = '' OR metric = ?) AND (?::text IS NULL OR (name, id) > (?::text, ?::uuid))
        ORDER BY name, id LIMIT ?`,
       [metric, metric, after?.[0] ?? null, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
@@ -146,7 +152,7 @@ export class AlertRepository {
   }
 
   async allRules(tx: EntityManager): Promise<RuleRow[]> {
-    return tx.execute<RuleRow[]>(`SELECT * FROM "monitoring".alert_rules ORDER BY id`);
+    return tx.execute<RuleRow[]>(`SELECT * FROM "${SCHEMA}".alert_rules ORDER BY id`);
   }
 
   /** Applies `change` to the rule under a row lock; ABORTED when `etag` is given and stale. */
@@ -156,7 +162,7 @@ export class AlertRepository {
       assertEtag("alert rule", current, etag);
       const fields = change(current);
       const [row] = await tx.execute<RuleRow[]>(
-        `UPDATE "monitoring".alert_rules SET name = ?, metric = ?, label_selector = ?::jsonb, comparison = ?, threshold = ?,
+        `UPDATE "${SCHEMA}".alert_rules SET name = ?, metric = ?, label_selector = ?::jsonb, comparison = ?, threshold = ?,
            for_ms = ?, severity = ?, clear_threshold = ?, description = ?, version = version + 1, updated_at = ?
          WHERE id = ? RETURNING *`,
         [...ruleValues(fields), now, id],
@@ -170,7 +176,7 @@ export class AlertRepository {
     await this.exclusively(async (tx) => {
       const current = await this.getRule(id, tx, true);
       assertEtag("alert rule", current, etag);
-      await tx.execute(`DELETE FROM "monitoring".alert_rules WHERE id = ?`, [id]);
+      await tx.execute(`DELETE FROM "${SCHEMA}".alert_rules WHERE id = ?`, [id]);
       await this.resolveOpen(tx, `source = ?`, [id], now);
     });
   }
@@ -178,14 +184,14 @@ export class AlertRepository {
   /** Forgets a host and resolves its host-down alert; NOT_FOUND when unknown. */
   async deleteHost(name: string, now: Date): Promise<void> {
     await this.exclusively(async (tx) => {
-      const [row] = await tx.execute<{ name: string }[]>(`DELETE FROM "monitoring".hosts WHERE name = ? RETURNING name`, [name]);
+      const [row] = await tx.execute<{ name: string }[]>(`DELETE FROM "${SCHEMA}".hosts WHERE name = ? RETURNING name`, [name]);
       if (!row) throw notFound("host", name);
       await this.resolveOpen(tx, `source = ? AND subject = ?`, [HOST_DOWN_SOURCE, name], now);
     });
   }
 
   private async resolveOpen(tx: EntityManager, where: string, params: unknown[], now: Date): Promise<void> {
-    const open = alertDates(await tx.execute<AlertRow[]>(`SELECT * FROM "monitoring".alerts WHERE state IN (1, 2) AND ${where}`, params));
+    const open = alertDates(await tx.execute<AlertRow[]>(`SELECT * FROM "${SCHEMA}".alerts WHERE state IN (1, 2) AND ${where}`, params));
     await this.apply(tx, open.map((a) => ({ alert: { ...a, state: RESOLVED, resolved_at: now }, previousState: a.state })), now);
   }
 
@@ -193,7 +199,7 @@ export class AlertRepository {
 
   async createSilence(s: Omit<SilenceRow, "id" | "created_at">, now: Date): Promise<SilenceRow> {
     const [row] = await this.db.execute<SilenceRow[]>(
-      `INSERT INTO "monitoring".silences (id, rule_id, host, labels, comment, expire_at, created_by, created_at)
+      `INSERT INTO "${SCHEMA}".silences (id, rule_id, host, labels, comment, expire_at, created_by, created_at)
        VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?) RETURNING *`,
       [randomUUID(), s.rule_id, s.host, JSON.stringify(s.labels), s.comment, s.expire_at, s.created_by, now],
     );
@@ -202,7 +208,7 @@ export class AlertRepository {
 
   async listSilences(includeExpired: boolean, now: Date, after: [string, string] | undefined, limit: number): Promise<SilenceRow[]> {
     return this.db.execute<SilenceRow[]>(
-      `SELECT * FROM "monitoring".silences
+      `SELECT * FROM "${SCHEMA}".silences
        WHERE (? OR expire_at > ?) AND (?::text IS NULL OR (created_at, id) < (?::timestamptz, ?::uuid))
        ORDER BY created_at DESC, id DESC LIMIT ?`,
       [includeExpired, now, after?.[0] ?? null, after?.[0] ?? now, after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
@@ -210,13 +216,13 @@ export class AlertRepository {
   }
 
   async activeSilences(tx: EntityManager, now: Date): Promise<SilenceRow[]> {
-    return tx.execute<SilenceRow[]>(`SELECT * FROM "monitoring".silences WHERE expire_at > ?`, [now]);
+    return tx.execute<SilenceRow[]>(`SELECT * FROM "${SCHEMA}".silences WHERE expire_at > ?`, [now]);
   }
 
   /** Ends a silence now (kept for the record); NOT_FOUND when unknown. */
   async expireSilence(id: string, now: Date): Promise<void> {
     const rows = await this.db.execute<{ id: string }[]>(
-      `UPDATE "monitoring".silences SET expire_at = least(expire_at, ?) WHERE id = ? RETURNING id`,
+      `UPDATE "${SCHEMA}".silences SET expire_at = least(expire_at, ?) WHERE id = ? RETURNING id`,
       [now, id],
     );
     if (rows.length === 0) throw notFound("silence", id);
@@ -225,12 +231,12 @@ export class AlertRepository {
   // Alerts
 
   async openAlerts(tx: EntityManager): Promise<AlertRow[]> {
-    return alertDates(await tx.execute<AlertRow[]>(`SELECT * FROM "monitoring".alerts WHERE state IN (1, 2)`));
+    return alertDates(await tx.execute<AlertRow[]>(`SELECT * FROM "${SCHEMA}".alerts WHERE state IN (1, 2)`));
   }
 
   async listAlerts(q: AlertQuery): Promise<AlertRow[]> {
     const rows = await this.db.execute<AlertRow[]>(
-      `SELECT * FROM "monitoring".alerts
+      `SELECT * FROM "${SCHEMA}".alerts
        WHERE (cardinality(?::smallint[]) = 0 OR state = ANY(?::smallint[]))
          AND (? = '' OR rule_id = ?) AND (? = '' OR host = ?) AND severity >= ?
          AND (?::text IS NULL OR (started_at, id) < (?::timestamptz, ?::uuid))
@@ -258,7 +264,7 @@ export class AlertRepository {
     for (const { alert: a, previousState } of changes) {
       if (previousState === UNSPECIFIED) {
         await tx.execute(
-          `INSERT INTO "monitoring".alerts (id, kind, source, subject, rule_id, name, host, metric, labels, state, severity, value,
+          `INSERT INTO "${SCHEMA}".alerts (id, kind, source, subject, rule_id, name, host, metric, labels, state, severity, value,
              threshold, started_at, fired_at, resolved_at, silenced, summary)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           [a.id, a.kind, a.source, a.subject, a.rule_id, a.name, a.host, a.metric, JSON.stringify(a.labels), a.state, a.severity,
@@ -278,7 +284,7 @@ export class AlertRepository {
   /** Updates an open alert's state, value and silence flag (no event: for changes that are not transitions too). */
   async update(tx: EntityManager, a: AlertRow): Promise<void> {
     await tx.execute(
-      `UPDATE "monitoring".alerts SET state = ?, value = ?, fired_at = ?, resolved_at = ?, silenced = ?, summary = ? WHERE id = ?`,
+      `UPDATE "${SCHEMA}".alerts SET state = ?, value = ?, fired_at = ?, resolved_at = ?, silenced = ?, summary = ? WHERE id = ?`,
       [a.state, a.value, a.fired_at, a.resolved_at, a.silenced, a.summary, a.id],
     );
   }

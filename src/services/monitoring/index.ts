@@ -6,8 +6,9 @@ import type { ServiceModule } from "../../platform/service-module.js";
 import { AlertEvaluator } from "./alert.evaluator.js";
 import { AlertRepository } from "./alert.repository.js";
 import { Ingestor } from "./ingest.js";
-import { MetricsRepository } from "./metrics.repository.js";
+import { MetricsRepository, SCHEMA } from "./metrics.repository.js";
 import { Migration20261122000000 } from "./migrations/Migration20261122000000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { toAlertEvent } from "./monitoring.mapper.js";
 import { monitoringHandlers } from "./monitoring.service.js";
 
@@ -21,13 +22,13 @@ export const monitoringModule: ServiceModule = {
     const settings = config.monitoring;
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "monitoring",
+      schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261122000000],
+      migrations: [Migration20261122000000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "monitoring", protobufCodec(AlertEventSchema));
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, protobufCodec(AlertEventSchema));
     await events.start();
     const metrics = new MetricsRepository(orm.em);
     const alerts = new AlertRepository(orm.em, events, toAlertEvent);

@@ -1,5 +1,9 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { retryTransaction } from "../../platform/db.js";
+import { lockForTransaction, retryTransaction } from "../../platform/db.js";
+import { quotaExceeded } from "../../platform/errors.js";
+
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "monitoring";
 
 export type Labels = Record<string, string>;
 
@@ -100,14 +104,14 @@ export class MetricsRepository {
              FROM jsonb_to_recordset(?::jsonb) AS t(series_id bigint, time timestamptz, value float8)
              ORDER BY series_id, time
            ), ins AS (
-             INSERT INTO "monitoring".samples (series_id, time, value) SELECT series_id, time, value FROM input
+             INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
              ON CONFLICT DO NOTHING RETURNING series_id, time, value
            ), minute AS (
              ${rollupUpsert("rollups_minute", "minute")}
            ), hour AS (
              ${rollupUpsert("rollups_hour", "hour")}
            ), latest AS (
-             UPDATE "monitoring".series s SET last_time = l.time, last_value = l.value
+             UPDATE "${SCHEMA}".series s SET last_time = l.time, last_value = l.value
              FROM (SELECT DISTINCT ON (series_id) series_id, time, value FROM ins ORDER BY series_id, time DESC) l
              WHERE s.id = l.series_id AND (s.last_time IS NULL OR s.last_time <= l.time)
            )
@@ -115,15 +119,54 @@ export class MetricsRepository {
           [JSON.stringify(rows)],
         );
         await tx.execute(
-          `INSERT INTO "monitoring".hosts (name, first_report_at, last_report_at)
+          `INSERT INTO "${SCHEMA}".hosts (name, first_report_at, last_report_at)
            SELECT h, ?, ? FROM jsonb_array_elements_text(?::jsonb) AS h ORDER BY h
-           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("monitoring".hosts.last_report_at, excluded.last_report_at)`,
+           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)`,
           [now, now, JSON.stringify(hosts)],
         );
         return new Set(stored.map((r) => `${r.series_id}:${r.ms}`));
       }),
     );
     return { inserted, keys };
+  }
+
+  /**
+   * Creates a report's new series, unless that would give its host more than
+   * `max`: then none is created and the report is refused whole (QuotaFailure,
+   * subject `host:<name>`), so an answered report is a stored one. Series this
+   * instance already knows cost nothing: the database is asked only when the
+   * report names a series missing from the cache, under the host's lock, so
+   * parallel reports cannot pass the limit together.
+   */
+  async admitSeries(host: string, samples: IncomingSample[], max: number): Promise<void> {
+    const unknown = new Map<string, { host: string; metric: string; labels: Labels }>();
+    for (const s of samples) {
+      const key = seriesKey(s.host, s.metric, s.labels);
+      if (!this.seriesIds.has(key)) unknown.set(key, { host: s.host, metric: s.metric, labels: s.labels });
+    }
+    if (unknown.size === 0) return;
+    await this.db.transactional(async (tx) => {
+      await lockForTransaction(tx, `monitoring.series.${host}`);
+      // One snapshot: "existing" does not see the rows this statement inserts.
+      const [row] = await tx.execute<{ created: number; existing: number }[]>(
+        `WITH ins AS (
+           INSERT INTO "${SCHEMA}".series (host, metric, labels)
+           SELECT host, metric, labels FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)
+           ORDER BY host, metric, labels::text
+           ON CONFLICT DO NOTHING RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM ins)::int AS created, (SELECT count(*) FROM "${SCHEMA}".series WHERE host = ?)::int AS existing`,
+        [JSON.stringify([...unknown.values()]), host],
+      );
+      const { created, existing } = row!;
+      if (created > 0 && existing + created > max) {
+        throw quotaExceeded(
+          `host:${host}`,
+          `this report would give host ${host} ${existing + created} metric series, more than the ${max} one host may have (it has ${existing}): nothing of it was stored; report fewer distinct metric and label sets`,
+          max,
+        );
+      }
+    });
   }
 
   /** Ids of the samples' series, creating the new ones. */
@@ -143,13 +186,13 @@ export class MetricsRepository {
       const found = await this.db.execute<{ id: string; host: string; metric: string; labels: Labels }[]>(
         `WITH input AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS t(host text, metric text, labels jsonb)),
          ins AS (
-           INSERT INTO "monitoring".series (host, metric, labels)
+           INSERT INTO "${SCHEMA}".series (host, metric, labels)
            SELECT host, metric, labels FROM input ORDER BY host, metric, labels::text
            ON CONFLICT DO NOTHING RETURNING id, host, metric, labels
          )
          SELECT id, host, metric, labels FROM ins
          UNION ALL
-         SELECT s.id, s.host, s.metric, s.labels FROM "monitoring".series s
+         SELECT s.id, s.host, s.metric, s.labels FROM "${SCHEMA}".series s
          JOIN input i ON s.host = i.host AND s.metric = i.metric AND s.labels = i.labels`,
         [JSON.stringify([...missing.values()])],
       );
@@ -168,7 +211,7 @@ export class MetricsRepository {
   async matchSeries(metric: string, selector: Labels, limit: number, em: EntityManager = this.db): Promise<SeriesRow[]> {
     const { host, ...labels } = selector;
     const rows = await em.execute<SeriesRow[]>(
-      `SELECT id, host, metric, labels, last_time, last_value FROM "monitoring".series
+      `SELECT id, host, metric, labels, last_time, last_value FROM "${SCHEMA}".series
        WHERE metric = ? AND (?::text IS NULL OR host = ?) AND labels @> ?::jsonb
        ORDER BY host, labels::text LIMIT ?`,
       [metric, host ?? null, host ?? null, JSON.stringify(labels), limit],
@@ -187,7 +230,7 @@ export class MetricsRepository {
     return this.db.execute<StepRow[]>(
       `SELECT series_id, floor((extract(epoch FROM ${time}) * 1000 - ?) / ?)::bigint AS step,
               ${count} AS count, ${min} AS min, ${max} AS max, ${sum} AS sum
-       FROM "monitoring".${resolution.table}
+       FROM "${SCHEMA}".${resolution.table}
        WHERE series_id = ANY(?::bigint[]) AND ${time} >= ? AND ${time} < ?
        GROUP BY 1, 2`,
       [startMs, stepMs, `{${seriesIds.join(",")}}`, new Date(startMs), new Date(endMs)],
@@ -198,8 +241,8 @@ export class MetricsRepository {
     const statusFilter = status === "up" ? "AND h.last_report_at >= ?" : status === "down" ? "AND h.last_report_at < ?" : "";
     const rows = await this.db.execute<HostRow[]>(
       `SELECT h.name, h.first_report_at, h.last_report_at,
-              (SELECT count(*) FROM "monitoring".series s WHERE s.host = h.name) AS series_count
-       FROM "monitoring".hosts h
+              (SELECT count(*) FROM "${SCHEMA}".series s WHERE s.host = h.name) AS series_count
+       FROM "${SCHEMA}".hosts h
        WHERE h.name > ? ${statusFilter}
        ORDER BY h.name LIMIT ?`,
       [after ?? "", ...(status ? [downBefore] : []), limit],
@@ -208,7 +251,7 @@ export class MetricsRepository {
   }
 
   async allHosts(em: EntityManager = this.db): Promise<{ name: string; last_report_at: Date }[]> {
-    const rows = await em.execute<{ name: string; last_report_at: Date }[]>(`SELECT name, last_report_at FROM "monitoring".hosts ORDER BY name`);
+    const rows = await em.execute<{ name: string; last_report_at: Date }[]>(`SELECT name, last_report_at FROM "${SCHEMA}".hosts ORDER BY name`);
     return withDates(rows, "last_report_at");
   }
 
@@ -223,7 +266,7 @@ export class MetricsRepository {
       for (;;) {
         const [row] = await this.db.execute<{ n: number }[]>(
           `WITH gone AS (
-             DELETE FROM "monitoring".${table} WHERE ctid IN (SELECT ctid FROM "monitoring".${table} WHERE ${column} < ? LIMIT 50000)
+             DELETE FROM "${SCHEMA}".${table} WHERE ctid IN (SELECT ctid FROM "${SCHEMA}".${table} WHERE ${column} < ? LIMIT 50000)
              RETURNING 1
            ) SELECT count(*)::int AS n FROM gone`,
           [before],
@@ -238,7 +281,7 @@ export class MetricsRepository {
 
 /** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
 function rollupUpsert(table: string, unit: "minute" | "hour"): string {
-  return `INSERT INTO "monitoring".${table} AS r (series_id, bucket, count, sum, min, max)
+  return `INSERT INTO "${SCHEMA}".${table} AS r (series_id, bucket, count, sum, min, max)
           SELECT series_id, date_trunc('${unit}', time, 'UTC'), count(*), sum(value), min(value), max(value)
           FROM ins GROUP BY 1, 2 ORDER BY 1, 2
           ON CONFLICT (series_id, bucket) DO UPDATE SET

@@ -3,6 +3,7 @@ import { durationFromMs, durationMs, timestampDate, timestampFromMs, timestampMs
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AlertRuleSchema,
+  CreateAlertRuleRequestSchema,
   HostStatus,
   MonitoringService,
   PointSchema,
@@ -21,6 +22,7 @@ import { invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
+import { requestFingerprint } from "../../platform/idempotency.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
 import { HOUR, MINUTE, RAW, type IncomingSample, type MetricsRepository, type Resolution } from "./metrics.repository.js";
@@ -99,6 +101,13 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
   /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
+  /** Checks a report, admits its new series (the per-host quota) and stores it with the reports arriving meanwhile. */
+  async function ingest(host: string, samples: Sample[]): Promise<IngestResult> {
+    const rows = incoming(host, samples);
+    await d.metrics.admitSeries(host, rows, d.config.maxSeriesPerHost);
+    return d.ingestor.submit(rows);
+  }
+
   function incoming(host: string, samples: Sample[]): IncomingSample[] {
     const latest = d.clock.now().getTime() + d.config.maxFutureSeconds * 1000;
     const violations: FieldViolation[] = [];
@@ -124,7 +133,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
       let messages = 0n;
       const sum: IngestResult = { accepted: 0, duplicates: 0 };
       for await (const req of requests) {
-        const result = await d.ingestor.submit(incoming(req.host, req.samples));
+        const result = await ingest(req.host, req.samples);
         sum.accepted += result.accepted;
         sum.duplicates += result.duplicates;
         messages++;
@@ -133,7 +142,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     },
 
     async reportMetricsBatch(req) {
-      return totals(await d.ingestor.submit(incoming(req.host, req.samples)));
+      return totals(await ingest(req.host, req.samples));
     },
 
     async listHosts(req) {
@@ -201,7 +210,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     },
 
     async createAlertRule(req) {
-      return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, d.clock.now())) };
+      return { rule: toRule(await d.alerts.createRule(ruleFields(req.rule!), req.requestId, requestFingerprint(CreateAlertRuleRequestSchema, req), d.clock.now())) };
     },
 
     async getAlertRule(req) {

@@ -4,8 +4,9 @@ import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
+import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { NotificationRepository } from "./notification.repository.js";
-import { NotificationSchema, ReservationSchema, ResourceSchema } from "./reservation.entity.js";
+import { NotificationSchema, ReservationSchema, ResourceSchema, SCHEMA } from "./reservation.entity.js";
 import { ReservationRepository } from "./reservation.repository.js";
 import { reservationHandlers } from "./reservation.service.js";
 import { ResourceRepository } from "./resource.repository.js";
@@ -17,13 +18,13 @@ export const reservationModule: ServiceModule = {
   async start({ config, databaseUrl, log, pubsub, clock, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "reservation",
+      schema: SCHEMA,
       entities: [ResourceSchema, ReservationSchema, NotificationSchema],
-      migrations: [Migration20261121200000],
+      migrations: [Migration20261121200000, Migration20261125180000],
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, "reservation", protobufCodec(NotificationMessageSchema));
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, protobufCodec(NotificationMessageSchema));
     await events.start();
     const notifications = new NotificationRepository(orm.em, events);
     const reservations = new ReservationRepository(orm.em, notifications, config.reservation.pendingHoldMinutes);

@@ -9,7 +9,7 @@ import {
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
-import { NotificationSchema, type NotificationEntity } from "./reservation.entity.js";
+import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
 export interface NewNotification {
   userId: string;
@@ -49,7 +49,7 @@ export class NotificationRepository {
     const ids = await this.events.append(tx, messages);
     const values = messages.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)").join(", ");
     await tx.execute(
-      `INSERT INTO "reservation".notifications
+      `INSERT INTO "${SCHEMA}".notifications
          (id, user_id, event_id, type, reservation_id, resource_id, start_time, end_time, message, read, created_at)
        VALUES ${values}`,
       messages.flatMap((m, i) => [

@@ -1,5 +1,8 @@
 import { EntitySchema } from "@mikro-orm/core";
 
+/** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
+export const SCHEMA = "reservation";
+
 export class ResourceEntity {
   id!: string;
   name!: string;
@@ -12,9 +15,17 @@ export class ResourceEntity {
   requiresApproval!: boolean;
   version!: number;
   requestId?: string | null;
+  /** What a repeat of requestId must match (platform/idempotency.ts); null for rows older than fingerprints. */
+  requestFingerprint?: string | null;
   createdAt!: Date;
   updatedAt!: Date;
 }
+
+/** What an admin sets on a resource (the rest is identity and bookkeeping). */
+export type ResourceFields = Pick<
+  ResourceEntity,
+  "name" | "type" | "capacity" | "location" | "description" | "active" | "slotMinutes" | "requiresApproval"
+>;
 
 export const ResourceSchema = new EntitySchema<ResourceEntity>({
   class: ResourceEntity,
@@ -31,6 +42,7 @@ export const ResourceSchema = new EntitySchema<ResourceEntity>({
     requiresApproval: { type: "boolean", fieldName: "requires_approval" },
     version: { type: "integer", version: true },
     requestId: { type: "text", fieldName: "request_id", nullable: true },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     createdAt: { type: "Date", fieldName: "created_at" },
     updatedAt: { type: "Date", fieldName: "updated_at" },
   },
@@ -49,6 +61,7 @@ export class ReservationEntity {
   notes!: string;
   status!: StatusName;
   requestId!: string;
+  requestFingerprint?: string | null;
   holdExpiresAt?: Date | null;
   reminderSentAt?: Date | null;
   version!: number;
@@ -69,6 +82,7 @@ export const ReservationSchema = new EntitySchema<ReservationEntity>({
     notes: { type: "text" },
     status: { type: "text" },
     requestId: { type: "text", fieldName: "request_id" },
+    requestFingerprint: { type: "text", fieldName: "request_fingerprint", nullable: true },
     holdExpiresAt: { type: "Date", fieldName: "hold_expires_at", nullable: true },
     reminderSentAt: { type: "Date", fieldName: "reminder_sent_at", nullable: true },
     version: { type: "integer" },

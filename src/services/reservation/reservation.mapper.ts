@@ -9,8 +9,7 @@ import {
   type Reservation,
   type Resource,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import type { NotificationEntity, ReservationEntity, ResourceEntity, StatusName } from "./reservation.entity.js";
-import type { ResourceFields } from "./resource.repository.js";
+import type { NotificationEntity, ReservationEntity, ResourceEntity, ResourceFields, StatusName } from "./reservation.entity.js";
 import { etagOf } from "../../platform/etag.js";
 
 export const DEFAULT_SLOT_MINUTES = 30;

@@ -4,8 +4,9 @@ import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_
 import { isExclusionViolation, isUniqueViolation, retryTransaction } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
-import { ACTIVE, ReservationSchema, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
+import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 
 
@@ -17,6 +18,7 @@ export interface NewReservation {
   partySize: number;
   notes: string;
   requestId: string;
+  requestFingerprint: string;
 }
 
 export interface ReservationQuery {
@@ -52,9 +54,11 @@ export class ReservationRepository {
     return r;
   }
 
-  /** The reservation an earlier request with this id made, if any. */
-  async byRequest(userId: string, requestId: string): Promise<ReservationEntity | null> {
-    return this.em.fork().findOne(ReservationSchema, { userId, requestId });
+  /** The reservation an earlier request with this id made, if any; INVALID_ARGUMENT when that request was another one. */
+  async byRequest(userId: string, requestId: string, fingerprint: string): Promise<ReservationEntity | null> {
+    const earlier = await this.em.fork().findOne(ReservationSchema, { userId, requestId });
+    if (earlier) assertSameRequest(earlier.requestFingerprint, fingerprint);
+    return earlier;
   }
 
   async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
@@ -65,12 +69,12 @@ export class ReservationRepository {
           await lockResource(tx, n.resource.id);
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await tx.execute(
-            `INSERT INTO "reservation".reservations
-               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, hold_expires_at, version, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
+            `INSERT INTO "${SCHEMA}".reservations
+               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
             [
               randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
-              pending ? "pending" : "confirmed", n.requestId,
+              pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
               pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now, now,
             ],
           );
@@ -84,7 +88,7 @@ export class ReservationRepository {
         }));
       } catch (err) {
         if (isUniqueViolation(err)) {
-          const winner = await this.em.fork().findOne(ReservationSchema, { userId: n.userId, requestId: n.requestId });
+          const winner = await this.byRequest(n.userId, n.requestId, n.requestFingerprint);
           if (winner) return winner; // a concurrent retry of the same request
         }
         if (!isExclusionViolation(err)) throw err;
@@ -117,7 +121,7 @@ export class ReservationRepository {
         const notices = await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
         // A hold whose time is up is not revived by moving it.
         const [row] = await tx.execute(
-          `UPDATE "reservation".reservations
+          `UPDATE "${SCHEMA}".reservations
               SET start_time = ?, end_time = ?, reminder_sent_at = NULL, version = version + 1, updated_at = ?
             WHERE id = ? AND status IN ('pending', 'confirmed') AND NOT (status = 'pending' AND hold_expires_at <= ?)
               AND (? = '' OR version = ?)
@@ -152,7 +156,7 @@ export class ReservationRepository {
     return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       // A pending hold past its time is as good as expired: it cannot be confirmed any more.
       const [row] = await tx.execute(
-        `UPDATE "reservation".reservations SET status = ?, version = version + 1, updated_at = ?
+        `UPDATE "${SCHEMA}".reservations SET status = ?, version = version + 1, updated_at = ?
           WHERE id = ? AND status IN (${from.map(() => "?").join(", ")})
             AND NOT (? = 'confirmed' AND status = 'pending' AND hold_expires_at <= ?)
           RETURNING *`,
@@ -171,8 +175,8 @@ export class ReservationRepository {
   async expireHolds(now: Date, batch = 500): Promise<number> {
     return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       const rows = await tx.execute(
-        `UPDATE "reservation".reservations r SET status = 'expired', version = version + 1, updated_at = ?
-           FROM (SELECT id FROM "reservation".reservations
+        `UPDATE "${SCHEMA}".reservations r SET status = 'expired', version = version + 1, updated_at = ?
+           FROM (SELECT id FROM "${SCHEMA}".reservations
                   WHERE status = 'pending' AND hold_expires_at <= ?
                   ORDER BY hold_expires_at LIMIT ? FOR UPDATE SKIP LOCKED) due
           WHERE r.id = due.id RETURNING r.*`,
@@ -192,8 +196,8 @@ export class ReservationRepository {
   async sendReminders(now: Date, leadMinutes: number, batch = 500): Promise<number> {
     return retryTransaction(() => this.em.fork().transactional(async (tx) => {
       const rows = await tx.execute(
-        `UPDATE "reservation".reservations r SET reminder_sent_at = ?
-           FROM (SELECT id FROM "reservation".reservations
+        `UPDATE "${SCHEMA}".reservations r SET reminder_sent_at = ?
+           FROM (SELECT id FROM "${SCHEMA}".reservations
                   WHERE status = 'confirmed' AND reminder_sent_at IS NULL
                     AND start_time > ? AND start_time <= ?
                   ORDER BY start_time LIMIT ? FOR UPDATE SKIP LOCKED) due
@@ -212,13 +216,13 @@ export class ReservationRepository {
 
   /** Forgets interests in slots that have passed. */
   async pruneInterests(now: Date): Promise<void> {
-    await this.em.fork().execute(`DELETE FROM "reservation".slot_interests WHERE end_time <= ?`, [now]);
+    await this.em.fork().execute(`DELETE FROM "${SCHEMA}".slot_interests WHERE end_time <= ?`, [now]);
   }
 
   /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
   private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
     const rows = await tx.execute(
-      `UPDATE "reservation".reservations SET status = 'expired', version = version + 1, updated_at = ?
+      `UPDATE "${SCHEMA}".reservations SET status = 'expired', version = version + 1, updated_at = ?
         WHERE resource_id = ? AND status = 'pending' AND hold_expires_at <= ? AND during && tstzrange(?, ?, '[)')
         RETURNING *`,
       [now, resourceId, now, start, end],
@@ -235,10 +239,10 @@ export class ReservationRepository {
   /** Finds the users who wanted a slot overlapping [start, end) whose whole slot is free now. */
   private async freed(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
     const rows = await tx.execute<{ user_id: string; start_time: Date; end_time: Date }[]>(
-      `DELETE FROM "reservation".slot_interests i
+      `DELETE FROM "${SCHEMA}".slot_interests i
         WHERE i.resource_id = ? AND tstzrange(i.start_time, i.end_time, '[)') && tstzrange(?, ?, '[)') AND i.end_time > ?
           AND NOT EXISTS (
-            SELECT 1 FROM "reservation".reservations x
+            SELECT 1 FROM "${SCHEMA}".reservations x
              WHERE x.resource_id = i.resource_id AND x.status IN ('pending', 'confirmed')
                AND x.during && tstzrange(i.start_time, i.end_time, '[)'))
         RETURNING i.user_id, i.start_time, i.end_time`,
@@ -256,7 +260,7 @@ export class ReservationRepository {
 
   private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string) {
     const [row] = await this.em.fork().execute<{ start_time: Date; end_time: Date }[]>(
-      `SELECT start_time, end_time FROM "reservation".reservations
+      `SELECT start_time, end_time FROM "${SCHEMA}".reservations
         WHERE resource_id = ? AND id <> ? AND during && tstzrange(?, ?, '[)')
           AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > ?))
         ORDER BY start_time LIMIT 1`,
@@ -267,7 +271,7 @@ export class ReservationRepository {
 
   private async recordInterest(userId: string, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
     await this.em.fork().execute(
-      `INSERT INTO "reservation".slot_interests (user_id, resource_id, start_time, end_time, created_at)
+      `INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
        VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
       [userId, resourceId, start, end, now],
     );

@@ -2,6 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
+  CreateReservationRequestSchema,
+  CreateResourceRequestSchema,
   NotificationType,
   ReservationService,
   ResourceSchema as ResourceMessageSchema,
@@ -13,6 +15,7 @@ import { assertOwner, callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
 import { failedPrecondition, invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
+import { requestFingerprint } from "../../platform/idempotency.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import type { NotificationRepository } from "./notification.repository.js";
@@ -95,7 +98,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
 
   return {
     async createResource(req) {
-      return { resource: toResource(await d.resources.create(resourceFields(req.resource!), req.requestId, d.clock.now())) };
+      return { resource: toResource(await d.resources.create(resourceFields(req.resource!), req.requestId, requestFingerprint(CreateResourceRequestSchema, req), d.clock.now())) };
     },
 
     async getResource(req) {
@@ -154,7 +157,8 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
     async createReservation(req, ctx) {
       const caller = callerOf(ctx);
       // A retry gets the first answer even if the rules would refuse the request now (resource closed, time passed).
-      const earlier = await d.reservations.byRequest(caller.userId, req.requestId);
+      const requestPrint = requestFingerprint(CreateReservationRequestSchema, req);
+      const earlier = await d.reservations.byRequest(caller.userId, req.requestId, requestPrint);
       if (earlier) return { reservation: toReservation(earlier) };
       const resource = await bookable(req.resourceId);
       const now = d.clock.now();
@@ -169,6 +173,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
           partySize: req.partySize,
           notes: req.notes,
           requestId: req.requestId,
+          requestFingerprint: requestPrint,
         },
         now,
       );

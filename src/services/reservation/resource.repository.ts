@@ -1,14 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
-import { ResourceSchema, type ResourceEntity } from "./reservation.entity.js";
+import { ResourceSchema, SCHEMA, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
 import { isUniqueViolation } from "../../platform/db.js";
-
-export type ResourceFields = Pick<
-  ResourceEntity,
-  "name" | "type" | "capacity" | "location" | "description" | "active" | "slotMinutes" | "requiresApproval"
->;
+import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface ResourceQuery {
   type: string;
@@ -29,19 +25,31 @@ export class ResourceRepository {
     return resource;
   }
 
-  async create(fields: ResourceFields, requestId: string, now: Date): Promise<ResourceEntity> {
+  /** Creates a resource, or returns the one an earlier call with this request id (and the same request) created. */
+  async create(fields: ResourceFields, requestId: string, fingerprint: string, now: Date): Promise<ResourceEntity> {
     const em = this.em.fork();
-    if (requestId) {
-      const earlier = await em.findOne(ResourceSchema, { requestId });
-      if (earlier) return earlier;
-    }
-    const resource = em.create(ResourceSchema, { ...fields, id: randomUUID(), version: 1, requestId: requestId || null, createdAt: now, updatedAt: now });
+    const earlier = async () => {
+      const resource = requestId ? await this.em.fork().findOne(ResourceSchema, { requestId }) : null;
+      if (resource) assertSameRequest(resource.requestFingerprint, fingerprint);
+      return resource;
+    };
+    const first = await earlier();
+    if (first) return first;
+    const resource = em.create(ResourceSchema, {
+      ...fields,
+      id: randomUUID(),
+      version: 1,
+      requestId: requestId || null,
+      requestFingerprint: requestId ? fingerprint : null,
+      createdAt: now,
+      updatedAt: now,
+    });
     try {
       await em.flush();
     } catch (err) {
       // A concurrent retry with the same request id won the race.
-      if (requestId && isUniqueViolation(err)) {
-        const winner = await this.em.fork().findOne(ResourceSchema, { requestId });
+      if (isUniqueViolation(err)) {
+        const winner = await earlier();
         if (winner) return winner;
       }
       throw err;
@@ -73,10 +81,10 @@ export class ResourceRepository {
   async available(type: string, partySize: number, start: Date, end: Date, now: Date, after: [string, string] | undefined, limit: number) {
     const em = this.em.fork();
     const rows = await em.execute(
-      `SELECT r.* FROM "reservation".resources r
+      `SELECT r.* FROM "${SCHEMA}".resources r
         WHERE r.active AND r.type = ? AND r.capacity >= ?
           AND NOT EXISTS (
-            SELECT 1 FROM "reservation".reservations x
+            SELECT 1 FROM "${SCHEMA}".reservations x
              WHERE x.resource_id = r.id
                AND (x.status = 'confirmed' OR (x.status = 'pending' AND x.hold_expires_at > ?))
                AND x.during && tstzrange(?, ?, '[)'))

@@ -1688,6 +1688,7 @@ export const GameService: GenService<{
    * Challenges one user: the game waits (CHALLENGE) until they accept or
    * decline. A challenge to oneself is INVALID_ARGUMENT. A repeat with the same
    * request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from rpc agora.game.v1.GameService.CreateGame
    */

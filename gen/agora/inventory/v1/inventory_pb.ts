@@ -915,6 +915,7 @@ export const ProductEventTypeSchema: GenEnum<ProductEventType> = /*@__PURE__*/
 export const InventoryService: GenService<{
   /**
    * Creates a product. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A name already used by another product (case-insensitively) gives ALREADY_EXISTS.
    *
    * @generated from rpc agora.inventory.v1.InventoryService.CreateProduct
@@ -980,6 +981,7 @@ export const InventoryService: GenService<{
   /**
    * Adds a signed delta to a product's quantity and records the movement.
    * A repeat of the same request_id applies once and returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A result below zero gives FAILED_PRECONDITION with the available quantity in
    * the details (google.rpc.ErrorInfo metadata "available_quantity").
    *

@@ -1564,6 +1564,9 @@ export const MonitoringService: GenService<{
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    *
    * @generated from rpc agora.monitoring.v1.MonitoringService.ReportMetrics
    */
@@ -1617,6 +1620,7 @@ export const MonitoringService: GenService<{
   },
   /**
    * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from rpc agora.monitoring.v1.MonitoringService.CreateAlertRule
    */

@@ -1222,6 +1222,7 @@ export const NotificationTypeSchema: GenEnum<NotificationType> = /*@__PURE__*/
 export const ReservationService: GenService<{
   /**
    * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from rpc agora.reservation.v1.ReservationService.CreateResource
    */
@@ -1276,6 +1277,7 @@ export const ReservationService: GenService<{
    * (google.rpc.ErrorInfo metadata "conflict_start" and "conflict_end"); the
    * caller is then told by a RESOURCE_AVAILABLE notification if it frees up.
    * A repeat of the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    *
    * @generated from rpc agora.reservation.v1.ReservationService.CreateReservation
    */

@@ -210,6 +210,12 @@ export interface UploadMetadata {
   expectedSha256: string;
   /** The lock token when the caller holds the file's lock. */
   lockToken: string;
+  /**
+   * Optional: the content's size in bytes. When given, an upload larger than the size limit or than
+   * what is left of the owner's storage quota is refused before any byte is sent, and content of
+   * another size fails (INVALID_ARGUMENT) and stores nothing.
+   */
+  size?: string | undefined;
 }
 
 /** A message of the Upload stream. */
@@ -1101,7 +1107,7 @@ export const FileVersion: MessageFns<FileVersion> = {
 };
 
 function createBaseUploadMetadata(): UploadMetadata {
-  return { target: undefined, baseVersion: "0", comment: "", expectedSha256: "", lockToken: "" };
+  return { target: undefined, baseVersion: "0", comment: "", expectedSha256: "", lockToken: "", size: undefined };
 }
 
 export const UploadMetadata: MessageFns<UploadMetadata> = {
@@ -1125,6 +1131,9 @@ export const UploadMetadata: MessageFns<UploadMetadata> = {
     }
     if (message.lockToken !== "") {
       writer.uint32(50).string(message.lockToken);
+    }
+    if (message.size !== undefined) {
+      writer.uint32(56).int64(message.size);
     }
     return writer;
   },
@@ -1190,6 +1199,14 @@ export const UploadMetadata: MessageFns<UploadMetadata> = {
             message.lockToken = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.size = reader.int64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1227,6 +1244,7 @@ export const UploadMetadata: MessageFns<UploadMetadata> = {
         : isSet(object.lock_token)
         ? globalThis.String(object.lock_token)
         : "",
+      size: isSet(object.size) ? globalThis.String(object.size) : undefined,
     };
   },
 
@@ -1248,6 +1266,9 @@ export const UploadMetadata: MessageFns<UploadMetadata> = {
     }
     if (message.lockToken !== "") {
       obj.lockToken = message.lockToken;
+    }
+    if (message.size !== undefined) {
+      obj.size = message.size;
     }
     return obj;
   },
@@ -1275,6 +1296,7 @@ export const UploadMetadata: MessageFns<UploadMetadata> = {
     message.comment = object.comment ?? "";
     message.expectedSha256 = object.expectedSha256 ?? "";
     message.lockToken = object.lockToken ?? "";
+    message.size = object.size ?? undefined;
     return message;
   },
 };
@@ -4685,6 +4707,10 @@ export const FileServiceService = {
    * Client stream: UploadMetadata first, then chunks of at most 1 MiB.
    * base_version must be the file's latest version (0 to create a new file);
    * otherwise ABORTED, so nobody overwrites a change they have not seen.
+   * Each user's files may take a bounded number of bytes (each distinct content
+   * of every version of the files they own, deleted files until purged): an
+   * upload that would pass it is RESOURCE_EXHAUSTED with QuotaFailure, as early
+   * as UploadMetadata.size or the bytes sent so far tell, and stores nothing.
    */
   upload: {
     path: "/agora.files.v1.FileService/Upload" as const,
@@ -4885,6 +4911,10 @@ export interface FileServiceServer extends UntypedServiceImplementation {
    * Client stream: UploadMetadata first, then chunks of at most 1 MiB.
    * base_version must be the file's latest version (0 to create a new file);
    * otherwise ABORTED, so nobody overwrites a change they have not seen.
+   * Each user's files may take a bounded number of bytes (each distinct content
+   * of every version of the files they own, deleted files until purged): an
+   * upload that would pass it is RESOURCE_EXHAUSTED with QuotaFailure, as early
+   * as UploadMetadata.size or the bytes sent so far tell, and stores nothing.
    */
   upload: handleClientStreamingCall<UploadRequest, UploadResponse>;
   /**
@@ -4934,6 +4964,10 @@ export interface FileServiceClient extends Client {
    * Client stream: UploadMetadata first, then chunks of at most 1 MiB.
    * base_version must be the file's latest version (0 to create a new file);
    * otherwise ABORTED, so nobody overwrites a change they have not seen.
+   * Each user's files may take a bounded number of bytes (each distinct content
+   * of every version of the files they own, deleted files until purged): an
+   * upload that would pass it is RESOURCE_EXHAUSTED with QuotaFailure, as early
+   * as UploadMetadata.size or the bytes sent so far tell, and stores nothing.
    */
   upload(callback: (error: ServiceError | null, response: UploadResponse) => void): ClientWritableStream<UploadRequest>;
   upload(

@@ -5371,6 +5371,7 @@ export const GameServiceService = {
    * Challenges one user: the game waits (CHALLENGE) until they accept or
    * decline. A challenge to oneself is INVALID_ARGUMENT. A repeat with the same
    * request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createGame: {
     path: "/agora.game.v1.GameService/CreateGame" as const,
@@ -5564,6 +5565,7 @@ export interface GameServiceServer extends UntypedServiceImplementation {
    * Challenges one user: the game waits (CHALLENGE) until they accept or
    * decline. A challenge to oneself is INVALID_ARGUMENT. A repeat with the same
    * request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createGame: handleUnaryCall<CreateGameRequest, CreateGameResponse>;
   /** The invited player starts the game; the first turn's clock starts now. */
@@ -5646,6 +5648,7 @@ export interface GameServiceClient extends Client {
    * Challenges one user: the game waits (CHALLENGE) until they accept or
    * decline. A challenge to oneself is INVALID_ARGUMENT. A repeat with the same
    * request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createGame(
     request: CreateGameRequest,

@@ -2882,6 +2882,7 @@ export type InventoryServiceService = typeof InventoryServiceService;
 export const InventoryServiceService = {
   /**
    * Creates a product. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A name already used by another product (case-insensitively) gives ALREADY_EXISTS.
    */
   createProduct: {
@@ -2961,6 +2962,7 @@ export const InventoryServiceService = {
   /**
    * Adds a signed delta to a product's quantity and records the movement.
    * A repeat of the same request_id applies once and returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A result below zero gives FAILED_PRECONDITION with the available quantity in
    * the details (google.rpc.ErrorInfo metadata "available_quantity").
    */
@@ -3005,6 +3007,7 @@ export const InventoryServiceService = {
 export interface InventoryServiceServer extends UntypedServiceImplementation {
   /**
    * Creates a product. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A name already used by another product (case-insensitively) gives ALREADY_EXISTS.
    */
   createProduct: handleUnaryCall<CreateProductRequest, CreateProductResponse>;
@@ -3030,6 +3033,7 @@ export interface InventoryServiceServer extends UntypedServiceImplementation {
   /**
    * Adds a signed delta to a product's quantity and records the movement.
    * A repeat of the same request_id applies once and returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A result below zero gives FAILED_PRECONDITION with the available quantity in
    * the details (google.rpc.ErrorInfo metadata "available_quantity").
    */
@@ -3047,6 +3051,7 @@ export interface InventoryServiceServer extends UntypedServiceImplementation {
 export interface InventoryServiceClient extends Client {
   /**
    * Creates a product. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A name already used by another product (case-insensitively) gives ALREADY_EXISTS.
    */
   createProduct(
@@ -3156,6 +3161,7 @@ export interface InventoryServiceClient extends Client {
   /**
    * Adds a signed delta to a product's quantity and records the movement.
    * A repeat of the same request_id applies once and returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    * A result below zero gives FAILED_PRECONDITION with the available quantity in
    * the details (google.rpc.ErrorInfo metadata "available_quantity").
    */

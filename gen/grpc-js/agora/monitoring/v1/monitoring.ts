@@ -5747,6 +5747,9 @@ export const MonitoringServiceService = {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics: {
     path: "/agora.monitoring.v1.MonitoringService/ReportMetrics" as const,
@@ -5810,7 +5813,10 @@ export const MonitoringServiceService = {
       Buffer.from(QueryMetricsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): QueryMetricsResponse => QueryMetricsResponse.decode(value),
   },
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule: {
     path: "/agora.monitoring.v1.MonitoringService/CreateAlertRule" as const,
     requestStream: false as const,
@@ -5933,6 +5939,9 @@ export interface MonitoringServiceServer extends UntypedServiceImplementation {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics: handleClientStreamingCall<ReportMetricsRequest, ReportMetricsResponse>;
   /**
@@ -5952,7 +5961,10 @@ export interface MonitoringServiceServer extends UntypedServiceImplementation {
    * matches the labels: min, average and max of the samples in the step.
    */
   queryMetrics: handleUnaryCall<QueryMetricsRequest, QueryMetricsResponse>;
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule: handleUnaryCall<CreateAlertRuleRequest, CreateAlertRuleResponse>;
   getAlertRule: handleUnaryCall<GetAlertRuleRequest, GetAlertRuleResponse>;
   listAlertRules: handleUnaryCall<ListAlertRulesRequest, ListAlertRulesResponse>;
@@ -5983,6 +5995,9 @@ export interface MonitoringServiceClient extends Client {
    * samples or none) as it arrives; a bad message ends the stream with
    * INVALID_ARGUMENT and none of its samples is stored. The response counts
    * what the stream stored. Browsers use ReportMetricsBatch.
+   * A host may have a bounded number of series: a message that would create
+   * series beyond it is RESOURCE_EXHAUSTED (QuotaFailure, subject
+   * "host:<name>") and none of its samples is stored, old series' included.
    */
   reportMetrics(
     callback: (error: ServiceError | null, response: ReportMetricsResponse) => void,
@@ -6073,7 +6088,10 @@ export interface MonitoringServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: QueryMetricsResponse) => void,
   ): ClientUnaryCall;
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createAlertRule(
     request: CreateAlertRuleRequest,
     callback: (error: ServiceError | null, response: CreateAlertRuleResponse) => void,

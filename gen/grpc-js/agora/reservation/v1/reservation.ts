@@ -4234,7 +4234,10 @@ export const Heartbeat: MessageFns<Heartbeat> = {
  */
 export type ReservationServiceService = typeof ReservationServiceService;
 export const ReservationServiceService = {
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createResource: {
     path: "/agora.reservation.v1.ReservationService/CreateResource" as const,
     requestStream: false as const,
@@ -4301,6 +4304,7 @@ export const ReservationServiceService = {
    * (google.rpc.ErrorInfo metadata "conflict_start" and "conflict_end"); the
    * caller is then told by a RESOURCE_AVAILABLE notification if it frees up.
    * A repeat of the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createReservation: {
     path: "/agora.reservation.v1.ReservationService/CreateReservation" as const,
@@ -4428,7 +4432,10 @@ export const ReservationServiceService = {
 } as const;
 
 export interface ReservationServiceServer extends UntypedServiceImplementation {
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createResource: handleUnaryCall<CreateResourceRequest, CreateResourceResponse>;
   getResource: handleUnaryCall<GetResourceRequest, GetResourceResponse>;
   /** Resources by name, filtered by type, active flag and minimum capacity. */
@@ -4447,6 +4454,7 @@ export interface ReservationServiceServer extends UntypedServiceImplementation {
    * (google.rpc.ErrorInfo metadata "conflict_start" and "conflict_end"); the
    * caller is then told by a RESOURCE_AVAILABLE notification if it frees up.
    * A repeat of the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createReservation: handleUnaryCall<CreateReservationRequest, CreateReservationResponse>;
   getReservation: handleUnaryCall<GetReservationRequest, GetReservationResponse>;
@@ -4474,7 +4482,10 @@ export interface ReservationServiceServer extends UntypedServiceImplementation {
 }
 
 export interface ReservationServiceClient extends Client {
-  /** Admin only. A repeat with the same request_id returns the first result. */
+  /**
+   * Admin only. A repeat with the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
+   */
   createResource(
     request: CreateResourceRequest,
     callback: (error: ServiceError | null, response: CreateResourceResponse) => void,
@@ -4563,6 +4574,7 @@ export interface ReservationServiceClient extends Client {
    * (google.rpc.ErrorInfo metadata "conflict_start" and "conflict_end"); the
    * caller is then told by a RESOURCE_AVAILABLE notification if it frees up.
    * A repeat of the same request_id returns the first result.
+   * The same request_id with another request is INVALID_ARGUMENT (REQUEST_ID_REUSED).
    */
   createReservation(
     request: CreateReservationRequest,
