@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { isUniqueViolation } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -45,6 +45,9 @@ export interface NewMessage {
   recipientId?: string;
 }
 
+/** The chat service's PostgreSQL schema (its migrations keep the literal name). */
+export const SCHEMA = "chat";
+
 /** Channel on which a stored message is announced (JSON: see MessageAnnouncement). */
 export const MESSAGES_CHANNEL = "chat_messages";
 
@@ -60,14 +63,14 @@ export interface MessageAnnouncement {
 }
 
 
-const CLIENT_ID_QUERY = `SELECT * FROM "chat".messages WHERE sender_id = ? AND client_id = ? ORDER BY created_at LIMIT 1`;
+const CLIENT_ID_QUERY = `SELECT * FROM "${SCHEMA}".messages WHERE sender_id = ? AND client_id = ? ORDER BY created_at LIMIT 1`;
 
 /** The next sequence, the message and its announcement (MessageAnnouncement: c, s and the extra fields given). */
 const APPEND = `
   WITH conv AS (
-    UPDATE "chat".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING id, last_sequence
+    UPDATE "${SCHEMA}".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING id, last_sequence
   ), ins AS (
-    INSERT INTO "chat".messages
+    INSERT INTO "${SCHEMA}".messages
       (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
     SELECT conv.id, conv.last_sequence, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ? FROM conv
     RETURNING *
@@ -88,30 +91,30 @@ export class ChatRepository {
   async createRoom(name: string, description: string, visibility: "public" | "private", owner: { id: string; name: string }, now: Date, maxOwned: number) {
     return this.db.transactional(async (tx) => {
       // One owner's creations take turns, so concurrent calls cannot pass the quota together.
-      await tx.execute(`SELECT pg_advisory_xact_lock(hashtext(?))`, [`chat.rooms.${owner.id}`]);
-      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "chat".rooms WHERE owner_id = ?`, [owner.id]);
+      await lockForTransaction(tx, `chat.rooms.${owner.id}`);
+      const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "${SCHEMA}".rooms WHERE owner_id = ?`, [owner.id]);
       if (n! >= maxOwned) return undefined;
       const id = randomUUID();
       const [room] = await tx.execute<RoomRow[]>(
-        `INSERT INTO "chat".rooms (id, name, description, visibility, owner_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+        `INSERT INTO "${SCHEMA}".rooms (id, name, description, visibility, owner_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
         [id, name, description, visibility, owner.id, now],
       );
-      await tx.execute(`INSERT INTO "chat".conversations (id, kind) VALUES (?, 'room')`, [id]);
-      await tx.execute(`INSERT INTO "chat".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?)`, [id, owner.id, owner.name, now]);
+      await tx.execute(`INSERT INTO "${SCHEMA}".conversations (id, kind) VALUES (?, 'room')`, [id]);
+      await tx.execute(`INSERT INTO "${SCHEMA}".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?)`, [id, owner.id, owner.name, now]);
       return { ...room!, member_count: 1 };
     });
   }
 
   async room(id: string): Promise<RoomRow | undefined> {
     const [room] = await this.db.execute<RoomRow[]>(
-      `SELECT r.*, (SELECT count(*)::int FROM "chat".members m WHERE m.room_id = r.id) AS member_count FROM "chat".rooms r WHERE r.id = ?`,
+      `SELECT r.*, (SELECT count(*)::int FROM "${SCHEMA}".members m WHERE m.room_id = r.id) AS member_count FROM "${SCHEMA}".rooms r WHERE r.id = ?`,
       [id],
     );
     return room;
   }
 
   async isMember(roomId: string, userId: string): Promise<boolean> {
-    const rows = await this.db.execute(`SELECT 1 FROM "chat".members WHERE room_id = ? AND user_id = ?`, [roomId, userId]);
+    const rows = await this.db.execute(`SELECT 1 FROM "${SCHEMA}".members WHERE room_id = ? AND user_id = ?`, [roomId, userId]);
     return rows.length > 0;
   }
 
@@ -129,9 +132,9 @@ export class ChatRepository {
   /** Public rooms and the user's rooms, by name. */
   async listRooms(userId: string, after: [string, string] | undefined, limit: number): Promise<RoomRow[]> {
     return this.db.execute<RoomRow[]>(
-      `SELECT r.*, (SELECT count(*)::int FROM "chat".members m WHERE m.room_id = r.id) AS member_count
-         FROM "chat".rooms r
-        WHERE (r.visibility = 'public' OR EXISTS (SELECT 1 FROM "chat".members m WHERE m.room_id = r.id AND m.user_id = ?))
+      `SELECT r.*, (SELECT count(*)::int FROM "${SCHEMA}".members m WHERE m.room_id = r.id) AS member_count
+         FROM "${SCHEMA}".rooms r
+        WHERE (r.visibility = 'public' OR EXISTS (SELECT 1 FROM "${SCHEMA}".members m WHERE m.room_id = r.id AND m.user_id = ?))
           AND (r.name, r.id) > (?, ?::uuid)
         ORDER BY r.name, r.id LIMIT ?`,
       [userId, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
@@ -139,13 +142,13 @@ export class ChatRepository {
   }
 
   async roomIdsOf(userId: string): Promise<string[]> {
-    const rows = await this.db.execute<{ room_id: string }[]>(`SELECT room_id FROM "chat".members WHERE user_id = ?`, [userId]);
+    const rows = await this.db.execute<{ room_id: string }[]>(`SELECT room_id FROM "${SCHEMA}".members WHERE user_id = ?`, [userId]);
     return rows.map((r) => r.room_id);
   }
 
   async directIdsOf(userId: string): Promise<string[]> {
     const rows = await this.db.execute<{ id: string }[]>(
-      `SELECT id FROM "chat".conversations WHERE kind = 'direct' AND (user_a = ? OR user_b = ?)`,
+      `SELECT id FROM "${SCHEMA}".conversations WHERE kind = 'direct' AND (user_a = ? OR user_b = ?)`,
       [userId, userId],
     );
     return rows.map((r) => r.id);
@@ -155,12 +158,12 @@ export class ChatRepository {
   async join(room: RoomRow, user: { id: string; name: string }, now: Date): Promise<boolean> {
     return this.db.transactional(async (tx) => {
       if (room.visibility === "private") {
-        const invited = await tx.execute(`SELECT 1 FROM "chat".invitations WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
-        const member = await tx.execute(`SELECT 1 FROM "chat".members WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
+        const invited = await tx.execute(`SELECT 1 FROM "${SCHEMA}".invitations WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
+        const member = await tx.execute(`SELECT 1 FROM "${SCHEMA}".members WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
         if (invited.length === 0 && member.length === 0) throw notFound("room", room.id);
       }
       const added = await tx.execute(
-        `INSERT INTO "chat".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1`,
+        `INSERT INTO "${SCHEMA}".members (room_id, user_id, username, joined_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1`,
         [room.id, user.id, user.name, now],
       );
       return added.length > 0;
@@ -168,20 +171,20 @@ export class ChatRepository {
   }
 
   async leave(roomId: string, userId: string): Promise<boolean> {
-    const removed = await this.db.execute(`DELETE FROM "chat".members WHERE room_id = ? AND user_id = ? RETURNING 1`, [roomId, userId]);
+    const removed = await this.db.execute(`DELETE FROM "${SCHEMA}".members WHERE room_id = ? AND user_id = ? RETURNING 1`, [roomId, userId]);
     return removed.length > 0;
   }
 
   async invite(roomId: string, userId: string, by: string, now: Date): Promise<void> {
     await this.db.execute(
-      `INSERT INTO "chat".invitations (room_id, user_id, invited_by, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      `INSERT INTO "${SCHEMA}".invitations (room_id, user_id, invited_by, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
       [roomId, userId, by, now],
     );
   }
 
   async members(roomId: string) {
     return this.db.execute<MemberRow[]>(
-      `SELECT user_id, username, joined_at FROM "chat".members WHERE room_id = ? ORDER BY username`,
+      `SELECT user_id, username, joined_at FROM "${SCHEMA}".members WHERE room_id = ? ORDER BY username`,
       [roomId],
     );
   }
@@ -190,7 +193,7 @@ export class ChatRepository {
   async directConversation(a: string, b: string): Promise<string> {
     const [userA, userB] = a < b ? [a, b] : [b, a];
     const [row] = await this.db.execute<{ id: string }[]>(
-      `INSERT INTO "chat".conversations (id, kind, user_a, user_b) VALUES (?, 'direct', ?, ?)
+      `INSERT INTO "${SCHEMA}".conversations (id, kind, user_a, user_b) VALUES (?, 'direct', ?, ?)
        ON CONFLICT (user_a, user_b) DO UPDATE SET user_a = excluded.user_a RETURNING id`,
       [randomUUID(), userA, userB],
     );
@@ -200,14 +203,14 @@ export class ChatRepository {
   /** The direct conversation of two users, if they ever wrote to each other (reading creates none). */
   async findDirectConversation(a: string, b: string): Promise<string | undefined> {
     const [userA, userB] = a < b ? [a, b] : [b, a];
-    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "chat".conversations WHERE user_a = ? AND user_b = ?`, [userA, userB]);
+    const [row] = await this.db.execute<{ id: string }[]>(`SELECT id FROM "${SCHEMA}".conversations WHERE user_a = ? AND user_b = ?`, [userA, userB]);
     return row?.id;
   }
 
   /** The two users of a direct conversation, or undefined for a room. */
   async participants(conversationId: string): Promise<[string, string] | undefined> {
     const [row] = await this.db.execute<{ user_a: string | null; user_b: string | null }[]>(
-      `SELECT user_a, user_b FROM "chat".conversations WHERE id = ?`,
+      `SELECT user_a, user_b FROM "${SCHEMA}".conversations WHERE id = ?`,
       [conversationId],
     );
     return row?.user_a && row.user_b ? [row.user_a, row.user_b] : undefined;
@@ -250,7 +253,7 @@ export class ChatRepository {
   /** Messages after `after`, oldest first. */
   async after(conversationId: string, after: bigint, limit: number): Promise<MessageRow[]> {
     return this.db.execute<MessageRow[]>(
-      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?`,
+      `SELECT * FROM "${SCHEMA}".messages WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?`,
       [conversationId, after.toString(), limit],
     );
   }
@@ -258,13 +261,13 @@ export class ChatRepository {
   /** Messages before `before` (0: the newest), newest first. */
   async before(conversationId: string, before: bigint, limit: number): Promise<MessageRow[]> {
     return this.db.execute<MessageRow[]>(
-      `SELECT * FROM "chat".messages WHERE conversation_id = ? AND (? = 0 OR sequence < ?) ORDER BY sequence DESC LIMIT ?`,
+      `SELECT * FROM "${SCHEMA}".messages WHERE conversation_id = ? AND (? = 0 OR sequence < ?) ORDER BY sequence DESC LIMIT ?`,
       [conversationId, before.toString(), before.toString(), limit],
     );
   }
 
   async lastSequence(conversationId: string): Promise<bigint> {
-    const [row] = await this.db.execute<{ last_sequence: string }[]>(`SELECT last_sequence FROM "chat".conversations WHERE id = ?`, [conversationId]);
+    const [row] = await this.db.execute<{ last_sequence: string }[]>(`SELECT last_sequence FROM "${SCHEMA}".conversations WHERE id = ?`, [conversationId]);
     return BigInt(row?.last_sequence ?? 0);
   }
 }

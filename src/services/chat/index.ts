@@ -1,10 +1,9 @@
-import { ChatService } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { Presence } from "../../../gen/agora/chat/v1/chat_pb.js";
+import { ChatService, Presence } from "../../../gen/agora/chat/v1/chat_pb.js";
 import { openServiceDatabase, ping } from "../../platform/db.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { ChatHub } from "./chat.hub.js";
-import { ChatRepository } from "./chat.repository.js";
+import { ChatRepository, SCHEMA } from "./chat.repository.js";
 import { chatHandlers } from "./chat.service.js";
 import { Migration20261121300000 } from "./migrations/Migration20261121300000.js";
 import { Migration20261125170000 } from "./migrations/Migration20261125170000.js";
@@ -17,7 +16,7 @@ export const chatModule: ServiceModule = {
   async start({ config, databaseUrl, log, pubsub, clock, selfUrl, pageTokens }) {
     const orm = await openServiceDatabase({
       url: databaseUrl,
-      schema: "chat",
+      schema: SCHEMA,
       entities: [],
       migrations: [Migration20261121300000, Migration20261125170000],
       poolSize: config.dbPoolSize,

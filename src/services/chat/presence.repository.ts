@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { SCHEMA } from "./chat.repository.js";
 
 export type PresenceName = "online" | "away" | "busy" | "offline";
 
@@ -30,10 +31,10 @@ export class PresenceRepository {
   async open(userId: string, username: string, now: Date): Promise<{ id: string; wasOffline: boolean }> {
     const id = randomUUID();
     return this.db.transactional(async (tx) => {
-      const live = await tx.execute(`SELECT 1 FROM "chat".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
-      await tx.execute(`INSERT INTO "chat".sessions (id, user_id, username, last_seen) VALUES (?, ?, ?, ?)`, [id, userId, username, now]);
+      const live = await tx.execute(`SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
+      await tx.execute(`INSERT INTO "${SCHEMA}".sessions (id, user_id, username, last_seen) VALUES (?, ?, ?, ?)`, [id, userId, username, now]);
       await tx.execute(
-        `INSERT INTO "chat".user_status (user_id, username, chosen, last_active) VALUES (?, ?, NULL, ?)
+        `INSERT INTO "${SCHEMA}".user_status (user_id, username, chosen, last_active) VALUES (?, ?, NULL, ?)
          ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, last_active = excluded.last_active`,
         [userId, username, now],
       );
@@ -43,23 +44,23 @@ export class PresenceRepository {
 
   /** Closes a session; returns whether it was the user's last one. */
   async close(sessionId: string, userId: string, now: Date): Promise<boolean> {
-    await this.db.execute(`DELETE FROM "chat".sessions WHERE id = ?`, [sessionId]);
-    const live = await this.db.execute(`SELECT 1 FROM "chat".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
+    await this.db.execute(`DELETE FROM "${SCHEMA}".sessions WHERE id = ?`, [sessionId]);
+    const live = await this.db.execute(`SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
     return live.length === 0;
   }
 
   async heartbeat(sessionIds: string[], now: Date): Promise<void> {
     if (sessionIds.length === 0) return;
-    await this.db.execute(`UPDATE "chat".sessions SET last_seen = ? WHERE id = ANY(?::uuid[])`, [now, `{${sessionIds.join(",")}}`]);
+    await this.db.execute(`UPDATE "${SCHEMA}".sessions SET last_seen = ? WHERE id = ANY(?::uuid[])`, [now, `{${sessionIds.join(",")}}`]);
   }
 
   async active(userId: string, now: Date): Promise<void> {
-    await this.db.execute(`UPDATE "chat".user_status SET last_active = ? WHERE user_id = ?`, [now, userId]);
+    await this.db.execute(`UPDATE "${SCHEMA}".user_status SET last_active = ? WHERE user_id = ?`, [now, userId]);
   }
 
   async choose(userId: string, username: string, chosen: "away" | "busy" | null, now: Date): Promise<void> {
     await this.db.execute(
-      `INSERT INTO "chat".user_status (user_id, username, chosen, last_active) VALUES (?, ?, ?, ?)
+      `INSERT INTO "${SCHEMA}".user_status (user_id, username, chosen, last_active) VALUES (?, ?, ?, ?)
        ON CONFLICT (user_id) DO UPDATE SET chosen = excluded.chosen, last_active = excluded.last_active`,
       [userId, username, chosen, now],
     );
@@ -68,9 +69,9 @@ export class PresenceRepository {
   /** Sessions of crashed instances: removed; returns the users left with none. */
   async reap(now: Date): Promise<{ user_id: string; username: string }[]> {
     return this.db.execute(
-      `WITH gone AS (DELETE FROM "chat".sessions WHERE last_seen <= ? RETURNING user_id, username)
+      `WITH gone AS (DELETE FROM "${SCHEMA}".sessions WHERE last_seen <= ? RETURNING user_id, username)
        SELECT DISTINCT g.user_id, g.username FROM gone g
-        WHERE NOT EXISTS (SELECT 1 FROM "chat".sessions s WHERE s.user_id = g.user_id)`,
+        WHERE NOT EXISTS (SELECT 1 FROM "${SCHEMA}".sessions s WHERE s.user_id = g.user_id)`,
       [this.staleBefore(now)],
     );
   }
@@ -98,7 +99,7 @@ export class PresenceRepository {
       `SELECT s.user_id, max(s.username) AS username,
               CASE WHEN max(u.chosen) IS NOT NULL THEN max(u.chosen)
                    WHEN max(u.last_active) < ? THEN 'away' ELSE 'online' END AS presence
-         FROM "chat".sessions s LEFT JOIN "chat".user_status u ON u.user_id = s.user_id
+         FROM "${SCHEMA}".sessions s LEFT JOIN "${SCHEMA}".user_status u ON u.user_id = s.user_id
         WHERE s.last_seen > ? ${filter}
         GROUP BY s.user_id ORDER BY max(s.username) LIMIT ?`,
       [new Date(now.getTime() - this.awayAfterMs), this.staleBefore(now), ...params, limit],
