@@ -24,6 +24,13 @@ import type { Watched } from "./measure.js";
 
 export const ADMIN = { username: "bench-admin", password: "bench-admin-password" };
 
+/** Every bench client comes from one address at full speed: no write rate limits on any instance. */
+export const NO_RATE_LIMITS = {
+  RATE_LIMIT_USER_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "0",
+  RATE_LIMIT_REGISTRATIONS_PER_HOUR: "0",
+};
+
 export interface AgoraOptions {
   /** Put Envoy in front (scripts/cluster.ts). */
   envoy?: boolean;
@@ -152,10 +159,7 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
     ACCESS_TOKEN_TTL_SECONDS: "7200",
     SHUTDOWN_DELAY_MS: "0",
     SHUTDOWN_GRACE_MS: "3000",
-    // Every bench client comes from one address at full speed: no write rate limits.
-    RATE_LIMIT_USER_WRITES_PER_SECOND: "0",
-    RATE_LIMIT_ADDRESS_WRITES_PER_SECOND: "0",
-    RATE_LIMIT_REGISTRATIONS_PER_HOUR: "0",
+    ...NO_RATE_LIMITS,
     ...(ctx.profileDir ? profileEnv(path.join(ctx.profileDir, scenario)) : {}),
     ...o.env,
   };

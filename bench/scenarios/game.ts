@@ -13,10 +13,10 @@ import path from "node:path";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { GameService, GameStatus, Mark, TicketStatus, type Game } from "../../gen/agora/game/v1/game_pb.js";
-import { Instance } from "../../scripts/cluster.js";
+import { DIST_ENTRY, Instance } from "../../scripts/cluster.js";
 import { freePort } from "../../src/platform/ports.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { ADMIN, startAgora } from "../lib/agora.js";
+import { ADMIN, NO_RATE_LIMITS, startAgora } from "../lib/agora.js";
 import { measure, perThousand } from "../lib/measure.js";
 import { LatencyHistogram } from "../lib/stats.js";
 import { trackPid } from "../lib/children.js";
@@ -80,7 +80,8 @@ export const game: Scenario = {
       ADMIN_USERNAME: ADMIN.username,
       ADMIN_PASSWORD: ADMIN.password,
       ACCESS_TOKEN_TTL_SECONDS: "7200",
-    }, path.join(ctx.runDir, "game", "agora-2.log"));
+      ...NO_RATE_LIMITS,
+    }, path.join(ctx.runDir, "game", "agora-2.log"), DIST_ENTRY);
     try {
       await second.up();
       trackPid(second.child!.pid!);

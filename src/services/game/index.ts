@@ -34,8 +34,10 @@ export const gameModule: ServiceModule = {
     const repo = new GameRepository(orm.em, events);
     const settings = config.game;
 
-    // A ticket whose stream stopped refreshing it (its instance died) leaves the pool after three ticks.
-    const staleSeconds = Math.max(3, Math.ceil((3 * settings.ticketTickMs) / 1000));
+    // A ticket whose stream stopped refreshing it (its instance died) leaves the pool after ten ticks, and never
+    // sooner than 15 s: with three ticks (3 s), 1,000 players queueing at once on a busy instance were refreshed
+    // late and their live tickets cancelled, ending their FindMatch streams without a match.
+    const staleSeconds = Math.max(15, Math.ceil((10 * settings.ticketTickMs) / 1000));
     const matchNow = async () => {
       const now = clock.now();
       await repo.matchRound(
