@@ -283,16 +283,25 @@ export class ChatOperations {
     const d = this.d;
     const { id, wasOffline } = await d.presence.open(caller.userId, caller.username, d.clock.now());
     const session = new ChatSession(id, caller.userId, caller.username, d.repo, d.settings.streamBuffer, d.clock);
-    for (const room of await d.repo.roomIdsOf(caller.userId)) {
-      session.rooms.add(room);
-      if (followRooms) await session.follow(room);
-    }
-    for (const direct of await d.repo.directIdsOf(caller.userId)) await session.follow(direct);
+    // In the hub before the user's conversations are read: a direct conversation created in between is announced
+    // to this session (and followed) instead of falling between the read and the add (its typing notices and
+    // messages would then never reach this stream).
     d.hub.add(session);
-    // Back from OFFLINE: announce what the user is now (a chosen BUSY or AWAY survives reconnects).
-    if (wasOffline) {
-      const now = (await d.presence.of([caller.userId], d.clock.now())).get(caller.userId) ?? "online";
-      await this.publishPresence(caller, presenceToProto(now));
+    try {
+      for (const room of await d.repo.roomIdsOf(caller.userId)) {
+        session.rooms.add(room);
+        if (followRooms) await session.follow(room);
+      }
+      for (const direct of await d.repo.directIdsOf(caller.userId)) await session.follow(direct);
+      // Back from OFFLINE: announce what the user is now (a chosen BUSY or AWAY survives reconnects).
+      if (wasOffline) {
+        const now = (await d.presence.of([caller.userId], d.clock.now())).get(caller.userId) ?? "online";
+        await this.publishPresence(caller, presenceToProto(now));
+      }
+    } catch (err) {
+      // The stream never opens: nothing of it stays behind (hub, presence).
+      await this.closeSession(caller, session).catch(() => undefined);
+      throw err;
     }
     // A first event at once tells the client the stream is up (a bidi stream otherwise says nothing until asked).
     session.send(create(ChatResponseSchema, { event: { case: "heartbeat", value: { time: timestampFromDate(d.clock.now()) } } }));
