@@ -61,9 +61,11 @@ export const REQUEST_ID_REUSED = "REQUEST_ID_REUSED";
 /**
  * What a repeat of a request_id must match: the SHA-256 (hex) of the request's
  * binary encoding with request_id cleared. Stored next to the request_id when
- * the request first changes something.
+ * the request first changes something. A request without a request_id is never
+ * compared: it gets "" without the copy, encoding and hash.
  */
 export function requestFingerprint<Desc extends DescMessage>(schema: Desc, request: MessageShape<Desc>): string {
+  if (!bodyRequestId(request)) return "";
   const copy = clone(schema, request) as MessageShape<Desc> & { requestId?: string };
   copy.requestId = "";
   return createHash("sha256").update(toBinary(schema, copy)).digest("hex");
