@@ -465,6 +465,23 @@ describe("chat service", function () {
       expect(await member()).to.equal(Presence.OFFLINE);
     });
 
+    it("tells a room's members at once that an online user who joins it is online (the joiner's stream stays open)", async () => {
+      const [watcher, joiner] = [await newUser(a.url, "host"), await newUser(a.url, "newc")];
+      const roomId = await publicRoom(watcher, []);
+      const watch = track(subscribe(chatOf(watcher, b)));
+      await watch.ready();
+      const stream = track(subscribe(chatOf(joiner)));
+      await stream.ready();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(watch.presences(joiner.id), "no room shared yet: nothing pushed").to.deep.equal([]);
+      await chatOf(joiner).joinRoom({ roomId });
+      await watch.until(() => watch.presences(joiner.id).includes(Presence.ONLINE), "the joiner's ONLINE pushed to the room");
+      // A second join changes nothing and announces nothing.
+      await chatOf(joiner).joinRoom({ roomId });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(watch.presences(joiner.id)).to.deep.equal([Presence.ONLINE]);
+    });
+
     it("turns a user whose client process was killed OFFLINE", async function () {
       this.timeout(30_000);
       const [watcher, victim] = [await newUser(a.url, "wit"), await newUser(a.url, "kill")];

@@ -230,7 +230,12 @@ export class ChatOperations {
   async joinRoom(caller: Caller, roomId: string): Promise<RoomRow> {
     const room = await this.d.repo.room(roomId);
     if (!room) throw notFound("room", roomId);
-    if (await this.d.repo.join(room, me(caller), this.d.clock.now())) await this.announce(caller, roomId, MessageKind.JOINED);
+    if (await this.d.repo.join(room, me(caller), this.d.clock.now())) {
+      await this.announce(caller, roomId, MessageKind.JOINED);
+      // The room's members now share a room with the joiner: they learn at once whether the joiner is online.
+      const now = (await this.d.presence.of([caller.userId], this.d.clock.now())).get(caller.userId) ?? "offline";
+      if (now !== "offline") await this.d.hub.publishPresence({ userId: caller.userId, username: caller.username, presence: presenceToProto(now), rooms: [roomId] });
+    }
     return (await this.d.repo.room(roomId))!;
   }
 

@@ -115,12 +115,10 @@ export function Chat() {
 
   const loadOnline = async () => setOnline((await chat.listOnlineUsers({ pageSize: 100 })).users);
 
-  // The current stream's own abort: joining a room or opening a conversation resubscribes (from the cursors).
-  const connection = useRef<AbortController | null>(null);
-  const resubscribe = () => connection.current?.abort();
-
   // Load rooms, then stay live: every conversation's messages, presence and typing,
-  // resumed from the cursors after a dropped connection (no loss, no duplicates).
+  // resumed from the cursors after a dropped connection (no loss, no duplicates). One stream for
+  // the page's life: the server makes it follow rooms joined and direct conversations begun since
+  // it opened (resubscribing instead would leave a gap in which typing and presence are lost).
   useEffect(
     () =>
       withAbort((signal) => {
@@ -131,11 +129,9 @@ export function Chat() {
           });
           await keepStreaming(
             signal,
-            async (outer) => {
-              const c = (connection.current = new AbortController());
-              const s = AbortSignal.any([outer, c.signal]);
+            async (live) => {
               const from = [...cursors].map(([conversationId, afterSequence]) => ({ conversationId, afterSequence }));
-              for await (const res of chat.subscribe({ cursors: from }, { signal: s })) if (res.event) handle(res.event);
+              for await (const res of chat.subscribe({ cursors: from }, { signal: live })) if (res.event) handle(res.event);
             },
             setLive,
           );
@@ -205,7 +201,6 @@ export function Chat() {
       const id = await open({ case: "roomId", value: room.id }, `# ${room.name}`);
       setMemberOf(new Set([...memberOf, room.id]));
       setActive(id);
-      resubscribe();
     });
 
   const leave = (room: Room) =>
@@ -215,13 +210,11 @@ export function Chat() {
       cursors.delete(room.id);
       setMemberOf(new Set([...memberOf].filter((id) => id !== room.id)));
       setActive(null);
-      resubscribe();
     });
 
   const message = (userId: string, username: string) =>
     void actions.run(async () => {
       setActive(await open({ case: "userId", value: userId }, `@ ${username}`));
-      resubscribe();
     });
 
   const typingHere = conv && typing[conv.id] && typing[conv.id]!.until > Date.now() ? typing[conv.id]!.username : null;
