@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { lockForTransaction } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -65,6 +65,19 @@ export interface MessageAnnouncement {
 
 const CLIENT_ID_QUERY = `SELECT * FROM "${SCHEMA}".messages WHERE sender_id = ? AND client_id = ? ORDER BY created_at LIMIT 1`;
 
+/** The next sequence, the message and its announcement (MessageAnnouncement: c, s and the extra fields given). */
+const APPEND = `
+  WITH conv AS (
+    UPDATE "${SCHEMA}".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING id, last_sequence
+  ), ins AS (
+    INSERT INTO "${SCHEMA}".messages
+      (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
+    SELECT conv.id, conv.last_sequence, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ? FROM conv
+    RETURNING *
+  ), announced AS (
+    SELECT pg_notify(?, (jsonb_build_object('c', ins.conversation_id, 's', ins.sequence::text) || ?::jsonb)::text) FROM ins
+  )
+  SELECT ins.* FROM ins CROSS JOIN announced`;
 
 /** Owns every query on rooms, members, conversations and messages. */
 export class ChatRepository {
@@ -204,37 +217,31 @@ export class ChatRepository {
   }
 
   /**
-   * Stores a message with the conversation's next sequence. The conversation
-   * row stays locked until commit, so sequences become visible in order, and
-   * the NOTIFY goes out with the commit. A message whose client id the sender
-   * already used is not stored: the earlier one is returned (`replayed`), whatever
-   * its conversation; concurrent sends of one client id take turns.
+   * Stores a message with the conversation's next sequence, in one statement
+   * (one round trip, its own transaction): the conversation row stays locked
+   * until it commits, so sequences become visible in order, and the NOTIFY
+   * goes out with the commit. A client id the sender already used in this
+   * conversation (a resend racing the first send) violates the unique index:
+   * nothing is stored, no sequence is used, and the earlier message is
+   * returned (`replayed`). Reuse in another conversation is caught before this
+   * (ChatOperations.send).
    */
   async append(m: NewMessage, now: Date, participants?: [string, string]): Promise<{ message: MessageRow; replayed: boolean }> {
-    return this.db.transactional(async (tx) => {
-      if (m.clientId) {
-        await lockForTransaction(tx, `chat.client.${m.senderId}.${m.clientId}`);
-        const [earlier] = await tx.execute<MessageRow[]>(CLIENT_ID_QUERY, [m.senderId, m.clientId]);
-        if (earlier) return { message: earlier, replayed: true };
-      }
-      const [conv] = await tx.execute<{ last_sequence: string }[]>(
-        `UPDATE "${SCHEMA}".conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence`,
-        [m.conversationId],
-      );
-      if (!conv) throw notFound("conversation", m.conversationId);
-      const [row] = await tx.execute<MessageRow[]>(
-        `INSERT INTO "${SCHEMA}".messages
-           (conversation_id, sequence, id, client_id, sender_id, sender_name, kind, text, attachments, recipient_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?) RETURNING *`,
-        [m.conversationId, conv.last_sequence, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text,
-          JSON.stringify(m.attachments), m.recipientId ?? null, now],
-      );
-      const announcement: MessageAnnouncement = { c: m.conversationId, s: conv.last_sequence };
-      if (participants) announcement.u = participants;
-      if (m.kind === MessageKind.JOINED) announcement.j = m.senderId;
-      await tx.execute(`SELECT pg_notify(?, ?)`, [MESSAGES_CHANNEL, JSON.stringify(announcement)]);
-      return { message: row!, replayed: false };
-    });
+    const extra: Omit<MessageAnnouncement, "c" | "s"> = {};
+    if (participants) extra.u = participants;
+    if (m.kind === MessageKind.JOINED) extra.j = m.senderId;
+    try {
+      const [row] = await this.db.execute<MessageRow[]>(APPEND, [
+        m.conversationId, randomUUID(), m.clientId, m.senderId, m.senderName, m.kind, m.text, JSON.stringify(m.attachments),
+        m.recipientId ?? null, now, MESSAGES_CHANNEL, JSON.stringify(extra),
+      ]);
+      if (!row) throw notFound("conversation", m.conversationId);
+      return { message: row, replayed: false };
+    } catch (err) {
+      const earlier = m.clientId && isUniqueViolation(err) ? await this.byClientId(m.senderId, m.clientId) : undefined;
+      if (earlier) return { message: earlier, replayed: true };
+      throw err;
+    }
   }
 
   /** The message the sender stored under this client id, in any conversation. */
