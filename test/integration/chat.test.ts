@@ -755,6 +755,19 @@ describe("chat service", function () {
       expect(await texts(toRoom(roomId))).to.deep.equal(["hello"]);
       expect(await texts(toRoom(otherRoom))).to.deep.equal(["a new id works"]);
       expect(await texts(toUser(peer.id))).to.deep.equal([]);
+
+      // First sends of one new client_id racing into two conversations, on two instances: one is stored, the other refused.
+      for (let round = 0; round < 5; round++) {
+        const clientId = `race-${round}`;
+        const results = await Promise.allSettled([
+          chatOf(user, a).sendMessage({ message: { to: toRoom(roomId), clientId, text: `${clientId} here` } }),
+          chatOf(user, b).sendMessage({ message: { to: toRoom(otherRoom), clientId, text: `${clientId} there` } }),
+        ]);
+        const refused = results.flatMap((r) => (r.status === "rejected" ? [ConnectError.from(r.reason)] : []));
+        expect(refused.map((e) => e.findDetails(ErrorInfoSchema)[0]?.reason), clientId).to.deep.equal(["REQUEST_ID_REUSED"]);
+      }
+      const stored = [...(await texts(toRoom(roomId))), ...(await texts(toRoom(otherRoom)))].filter((t) => t.startsWith("race-"));
+      expect(stored.map((t) => t.split(" ")[0]).sort()).to.deep.equal(["race-0", "race-1", "race-2", "race-3", "race-4"]);
     });
   });
 

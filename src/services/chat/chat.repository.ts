@@ -63,7 +63,7 @@ export interface MessageAnnouncement {
 }
 
 
-const CLIENT_ID_QUERY = `SELECT * FROM "${SCHEMA}".messages WHERE sender_id = ? AND client_id = ? ORDER BY created_at LIMIT 1`;
+const CLIENT_ID_QUERY = `SELECT * FROM "${SCHEMA}".messages WHERE sender_id = ? AND client_id = ?`;
 
 /** The next sequence, the message and its announcement (MessageAnnouncement: c, s and the extra fields given). */
 const APPEND = `
@@ -220,11 +220,10 @@ export class ChatRepository {
    * Stores a message with the conversation's next sequence, in one statement
    * (one round trip, its own transaction): the conversation row stays locked
    * until it commits, so sequences become visible in order, and the NOTIFY
-   * goes out with the commit. A client id the sender already used in this
-   * conversation (a resend racing the first send) violates the unique index:
-   * nothing is stored, no sequence is used, and the earlier message is
-   * returned (`replayed`). Reuse in another conversation is caught before this
-   * (ChatOperations.send).
+   * goes out with the commit. A client id the sender already used, in any
+   * conversation (a resend racing the first send, or a reuse), violates the
+   * unique index: nothing is stored, no sequence is used, and the earlier
+   * message is returned (`replayed`; ChatOperations.send compares it).
    */
   async append(m: NewMessage, now: Date, participants?: [string, string]): Promise<{ message: MessageRow; replayed: boolean }> {
     const extra: Omit<MessageAnnouncement, "c" | "s"> = {};

@@ -7,6 +7,7 @@ import { ChatRepository, SCHEMA } from "./chat.repository.js";
 import { chatHandlers } from "./chat.service.js";
 import { Migration20261121300000 } from "./migrations/Migration20261121300000.js";
 import { Migration20261125170000 } from "./migrations/Migration20261125170000.js";
+import { Migration20261125210000 } from "./migrations/Migration20261125210000.js";
 import { PresenceRepository } from "./presence.repository.js";
 
 export const chatModule: ServiceModule = {
@@ -18,7 +19,7 @@ export const chatModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261121300000, Migration20261125170000],
+      migrations: [Migration20261121300000, Migration20261125170000, Migration20261125210000],
       poolSize: config.dbPoolSize,
       log,
     });
