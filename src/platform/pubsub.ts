@@ -25,6 +25,8 @@ export class PgPubSub implements PubSub {
   private readonly handlers = new Map<string, Set<(payload: string | undefined) => void>>();
   private closed = false;
   private retryMs = 100;
+  /** The connection's queries, one after another (pg 9 no longer queues them for us). */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly url: string,
@@ -32,8 +34,7 @@ export class PgPubSub implements PubSub {
   ) {}
 
   async publish(channel: string, payload: string): Promise<void> {
-    const client = await this.connection();
-    await client.query("SELECT pg_notify($1, $2)", [channel, payload]);
+    await this.query("SELECT pg_notify($1, $2)", [channel, payload]);
   }
 
   async subscribe(channel: string, handler: (payload: string | undefined) => void): Promise<Unsubscribe> {
@@ -42,8 +43,7 @@ export class PgPubSub implements PubSub {
     if (!set) {
       set = new Set();
       this.handlers.set(channel, set);
-      const client = await this.connection();
-      await client.query(`LISTEN ${channel}`);
+      await this.query(`LISTEN ${channel}`);
     }
     set.add(handler);
     return () => {
@@ -56,6 +56,12 @@ export class PgPubSub implements PubSub {
     const client = this.client;
     this.client = undefined;
     await client?.end().catch(() => undefined);
+  }
+
+  private query(text: string, values?: unknown[]): Promise<unknown> {
+    const run = this.turn.then(async () => (await this.connection()).query(text, values));
+    this.turn = run.catch(() => undefined);
+    return run;
   }
 
   private connection(): Promise<pg.Client> {
