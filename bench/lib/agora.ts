@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 import pg from "pg";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
@@ -77,9 +77,12 @@ export class Agora {
     return w;
   }
 
-  client<S extends DescService>(service: S, token: string | undefined, via: "direct" | "envoy" = "direct"): Client<S> {
+  /** `bulk`: receive windows for large downloads (BulkSessionManager). */
+  client<S extends DescService>(service: S, token: string | undefined, via: "direct" | "envoy" = "direct", bulk = false): Client<S> {
     const baseUrl = via === "envoy" ? this.gatewayUrl! : this.url;
-    return createClient(service, createGrpcTransport({ baseUrl, interceptors: [sendIdempotencyKey(), ...(token ? [bearerInterceptor(token)] : [])] }));
+    const interceptors = [sendIdempotencyKey(), ...(token ? [bearerInterceptor(token)] : [])];
+    const sessionManager = bulk ? new BulkSessionManager(baseUrl, undefined, { settings: { initialWindowSize: BULK_STREAM_WINDOW } }) : undefined;
+    return createClient(service, createGrpcTransport({ baseUrl, interceptors, sessionManager }));
   }
 
   /**
@@ -205,4 +208,20 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
   const agora = new Agora(url, pid, ctx, stopAll, tokens!.accessToken, gatewayUrl, envoyPid);
   agora.databaseUrl = databaseUrl;
   return agora;
+}
+
+const BULK_STREAM_WINDOW = 1024 * 1024;
+const BULK_CONNECTION_WINDOW = 4 * 1024 * 1024;
+
+/**
+ * A client configured for bulk downloads, as grpc-go and Envoy are: 1 MiB per stream and 4 MiB per
+ * connection may arrive ahead of its reads. Node's defaults (64 KiB for both) hold a download to one
+ * 64 KiB window per round trip, whatever the server does.
+ */
+class BulkSessionManager extends Http2SessionManager {
+  override async request(...args: Parameters<Http2SessionManager["request"]>): ReturnType<Http2SessionManager["request"]> {
+    const stream = await super.request(...args);
+    stream.session?.setLocalWindowSize(BULK_CONNECTION_WINDOW);
+    return stream;
+  }
 }

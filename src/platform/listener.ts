@@ -8,6 +8,9 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
 
 // Every HTTP/2 cleartext connection with prior knowledge opens with this preface.
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** HTTP/2 receive windows per stream and per connection (what a client may send ahead of our reads), as Envoy's. */
+const STREAM_WINDOW = 1024 * 1024;
+const CONNECTION_WINDOW = 4 * 1024 * 1024;
 
 export interface ListenerOptions {
   maxConcurrentStreams: number;
@@ -76,7 +79,12 @@ export class DualProtocolListener {
     });
     this.h2 = http2.createServer(
       {
-        settings: { maxConcurrentStreams: options.maxConcurrentStreams, maxHeaderListSize: options.maxHeaderBytes ?? 16 * 1024 },
+        settings: {
+          maxConcurrentStreams: options.maxConcurrentStreams,
+          maxHeaderListSize: options.maxHeaderBytes ?? 16 * 1024,
+          // Bulk transfers (file uploads) need more than HTTP/2's 64 KiB in flight: the same windows as the gateway's.
+          initialWindowSize: STREAM_WINDOW,
+        },
         maxSessionInvalidFrames: 100,
         maxSessionRejectedStreams: 100,
       },
@@ -85,6 +93,7 @@ export class DualProtocolListener {
     if (options.takeStream) routeStreams(this.h2, options.takeStream);
     this.h2.on("session", (session) => {
       this.sessions.add(session);
+      session.setLocalWindowSize(CONNECTION_WINDOW);
       let open = 0;
       // Closing an idle connection races the peer's next request (Envoy keeps idle upstream connections
       // and may send one at that moment): a plain GOAWAY would leave that request refused or cut mid-way.
