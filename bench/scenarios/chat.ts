@@ -179,6 +179,7 @@ export const chat: Scenario = {
     { key: "p99Ms", label: "p99 ms", digits: 1 },
     { key: "cpuMsPer1k_agora", label: "CPU ms/1k deliveries", digits: 1 },
     { key: "peakRssMB_agora", label: "peak RSS MB", digits: 0 },
+    { key: "rssIdleMB", label: "RSS idle MB", digits: 0 },
     { key: "rssStartMB", label: "RSS start MB", digits: 0 },
     { key: "rssEndMB", label: "RSS end MB", digits: 0 },
     { key: "streamErrors", label: "stream errors", digits: 0 },
@@ -198,6 +199,8 @@ export const chat: Scenario = {
       const details: Record<string, unknown> = { users: s.users, window: s.window };
       const sizes = [...new Set([...s.subscribers, s.holdStreams])].sort((a, b) => a - b);
       for (const n of sizes) {
+        // The same process before this size's streams open: what holding them costs is measured from here.
+        const rssIdle = rssMB(agora.pid) ?? Number.NaN;
         const subs = new Subscribers(agora, users, n);
         subs.open();
         try {
@@ -232,17 +235,19 @@ export const chat: Scenario = {
             rows.push({ name: String(n), metrics, notes });
             details[`streams${n}`] = runs.map((x) => ({ delivered: x.r.delivered, completed: x.r.completed, seconds: x.r.seconds, incomplete: x.r.incomplete }));
           }
-          if (n === s.holdStreams) rows.push(await hold(ctx, agora, senderChat, room!.id, subs, details));
+          if (n === s.holdStreams) rows.push(await hold(ctx, agora, senderChat, room!.id, subs, rssIdle, details));
           if (subs.errors.length) details[`streamErrors${n}`] = subs.errors.slice(0, 10);
         } finally {
           await subs.close();
         }
       }
-      const hold_ = details.hold as { rssStartMB: number; rssEndMB: number; rssPeakMB: number } | undefined;
+      const hold_ = details.hold as { rssIdleMB: number; rssStartMB: number; rssEndMB: number; rssPeakMB: number; kbPerStream: number } | undefined;
       const big = rows.find((r) => r.name === String(Math.max(...s.subscribers)));
       details.summaryLine =
         `With ${big?.name} streams: ${Math.round(big?.metrics.deliveredPerSecond ?? 0)} deliveries/s, p99 ${big?.metrics.p99Ms?.toFixed(1)} ms. ` +
-        (hold_ ? `Holding ${s.holdStreams} streams for ${s.holdSeconds} s: RSS ${Math.round(hold_.rssStartMB)} → ${Math.round(hold_.rssEndMB)} MB (peak ${Math.round(hold_.rssPeakMB)} MB).` : "");
+        (hold_ ? `Holding ${s.holdStreams} streams for ${s.holdSeconds} s: RSS ${Math.round(hold_.rssStartMB)} → ${Math.round(hold_.rssEndMB)} MB (peak ${Math.round(hold_.rssPeakMB)} MB; ` +
+            `${Math.round(hold_.rssIdleMB)} MB before the streams opened: peak − idle = ${Math.round(hold_.rssPeakMB - hold_.rssIdleMB)} MB, ` +
+            `${Math.round(hold_.kbPerStream)} KB per held stream).` : "");
       return { status: "ok" as const, rows, details };
     } finally {
       await agora.stop();
@@ -251,7 +256,15 @@ export const chat: Scenario = {
 };
 
 /** Keeps the streams open for holdSeconds, one message a second, sampling the server's RSS. */
-async function hold(ctx: BenchContext, agora: Agora, chat: Client<typeof ChatService>, roomId: string, subs: Subscribers, details: Record<string, unknown>): Promise<Row> {
+async function hold(
+  ctx: BenchContext,
+  agora: Agora,
+  chat: Client<typeof ChatService>,
+  roomId: string,
+  subs: Subscribers,
+  rssIdleMB: number,
+  details: Record<string, unknown>,
+): Promise<Row> {
   const s = ctx.settings.chat;
   ctx.log(`  holding ${subs.count} streams for ${s.holdSeconds}s`);
   const series: { t: number; rssMB: number }[] = [];
@@ -288,9 +301,11 @@ async function hold(ctx: BenchContext, agora: Agora, chat: Client<typeof ChatSer
   const summary = {
     streams: subs.count,
     seconds: s.holdSeconds,
+    rssIdleMB,
     rssStartMB: rss[0]!,
     rssEndMB: rss.at(-1)!,
     rssPeakMB: Math.max(...rss),
+    kbPerStream: ((Math.max(...rss) - rssIdleMB) * 1024) / subs.count,
     messagesSent: sent,
     deliveries: delivered,
     expectedDeliveries: sent * subs.count,
@@ -308,6 +323,7 @@ async function hold(ctx: BenchContext, agora: Agora, chat: Client<typeof ChatSer
       p99Ms: latency.percentile(99),
       cpuMsPer1k_agora: perThousand(usage.cpuMs.agora ?? 0, delivered),
       peakRssMB_agora: summary.rssPeakMB,
+      rssIdleMB: summary.rssIdleMB,
       rssStartMB: summary.rssStartMB,
       rssEndMB: summary.rssEndMB,
       streamErrors: subs.errors.length - errorsBefore,
