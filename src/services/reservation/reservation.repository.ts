@@ -284,7 +284,9 @@ export class ReservationRepository {
  * exclusion constraint: a deadlock PostgreSQL only breaks after
  * deadlock_timeout (1 s), again and again under contention. Taken first in the
  * transaction (the event log's lock comes last), so it closes no cycle; the
- * constraint still decides who wins.
+ * constraint still decides who wins. Its own statement on purpose: folded into
+ * the release of expired holds as a CTE, it is never run when no hold matches
+ * (tried: the deadlocks came back).
  */
 async function lockResource(tx: EntityManager, resourceId: string): Promise<void> {
   await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [`agora.reservation.resource.${resourceId}`]);
