@@ -13,6 +13,9 @@ export function Files() {
   const [prefix, setPrefix] = useState("");
   const [showDeleted, setShowDeleted] = useState(false);
   const [list, setList] = useState<StoredFile[]>([]);
+  // Which folder `list` shows: until the first answer for this one, it says "Loading…" (not "empty").
+  const [listed, setListed] = useState<string | null>(null);
+  const folder = `${prefix}|${showDeleted}`;
   const [selected, setSelected] = useState<string | null>(null);
   const [reloads, setReloads] = useState(0);
   const [progress, setProgress] = useState<{ name: string; sent: number; total: number } | null>(null);
@@ -23,6 +26,7 @@ export function Files() {
     void action.run(async () => {
       const res = await files.listFiles({ prefix, includeDeleted: showDeleted, pageSize: 1000 });
       setList(res.files);
+      setListed(folder);
     });
   }, [prefix, showDeleted, reloads]);
 
@@ -33,6 +37,12 @@ export function Files() {
         let cursor = "";
         void keepStreaming(signal, async (s) => {
           for await (const res of files.watchFiles({ afterCursor: cursor }, { signal: s })) {
+            if (res.kind.case === "heartbeat") {
+              // The first one says the stream is live: a list read now misses no change made before it opened.
+              if (!cursor) reload();
+              cursor = res.kind.value.cursor;
+              continue;
+            }
             if (res.kind.case !== "event") continue;
             cursor = res.kind.value.cursor;
             reload();
@@ -43,8 +53,9 @@ export function Files() {
   );
 
   // Folders are the next path segment below the prefix; files are the rest.
-  const folders = [...new Set(list.map((f) => f.path.slice(prefix.length)).filter((rest) => rest.includes("/")).map((rest) => rest.split("/")[0]!))].sort();
-  const here = list.filter((f) => !f.path.slice(prefix.length).includes("/"));
+  const shown = listed === folder ? list : [];
+  const folders = [...new Set(shown.map((f) => f.path.slice(prefix.length)).filter((rest) => rest.includes("/")).map((rest) => rest.split("/")[0]!))].sort();
+  const here = shown.filter((f) => !f.path.slice(prefix.length).includes("/"));
   const crumbs = prefix.split("/").filter(Boolean);
   const file = list.find((f) => f.id === selected);
 
@@ -147,7 +158,7 @@ export function Files() {
             ))}
             {folders.length + here.length === 0 && (
               <tr>
-                <td colSpan={5}>This folder is empty.</td>
+                <td colSpan={5}>{listed === folder ? "This folder is empty." : "Loading…"}</td>
               </tr>
             )}
           </tbody>
