@@ -73,6 +73,12 @@ export function Inventory() {
           signal,
           async (s) => {
             for await (const res of inventory.watchProducts({ afterCursor: cursor }, { signal: s })) {
+              if (res.kind.case === "heartbeat") {
+                // The first one says the stream is live: a page read now misses no change made before it opened.
+                if (!cursor) setReloads((n) => n + 1);
+                cursor = res.kind.value.cursor;
+                continue;
+              }
               if (res.kind.case !== "event") continue;
               const event = res.kind.value;
               cursor = event.cursor;

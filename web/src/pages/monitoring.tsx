@@ -59,6 +59,12 @@ export function Monitoring() {
         signal.addEventListener("abort", () => clearInterval(timer));
         void keepStreaming(signal, async (s) => {
           for await (const res of monitoring.watchAlerts({ afterCursor: cursor, includeSilenced: true }, { signal: s })) {
+            if (res.kind.case === "heartbeat") {
+              // The first one says the stream is live: alerts read now miss no change made before it opened.
+              if (!cursor) setReloads((n) => n + 1);
+              cursor = res.kind.value.cursor;
+              continue;
+            }
             if (res.kind.case !== "event") continue;
             cursor = res.kind.value.cursor;
             const alert = res.kind.value.alert!;
