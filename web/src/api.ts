@@ -141,3 +141,34 @@ export async function keepStreaming(signal: AbortSignal, open: (signal: AbortSig
     delay = Math.min(delay * 2, 5000);
   }
 }
+
+type WatchResponse<E> = { kind: { case: "event"; value: E } | { case: "heartbeat"; value: { cursor: string } } | { case: undefined; value?: undefined } };
+
+/**
+ * Follows a `Watch*` stream for a page that also reads a list. The stream starts "from now", so `resync` runs when
+ * its first heartbeat says it is live (a list read then misses no change made before it opened); events and
+ * heartbeats move the cursor, from which a reconnect resumes.
+ */
+export function followWatch<E extends { cursor: string }>(
+  signal: AbortSignal,
+  open: (afterCursor: string, signal: AbortSignal) => AsyncIterable<WatchResponse<E>>,
+  on: { event(e: E): void; resync(): void },
+  onState?: (live: boolean) => void,
+): void {
+  let cursor = "";
+  void keepStreaming(
+    signal,
+    async (s) => {
+      for await (const { kind } of open(cursor, s)) {
+        if (kind.case === "heartbeat") {
+          if (!cursor) on.resync();
+          cursor = kind.value.cursor;
+        } else if (kind.case === "event") {
+          cursor = kind.value.cursor;
+          on.event(kind.value);
+        }
+      }
+    },
+    onState,
+  );
+}

@@ -234,7 +234,7 @@ export class ChatOperations {
       await this.announce(caller, roomId, MessageKind.JOINED);
       // The room's members now share a room with the joiner: they learn at once whether the joiner is online.
       const now = (await this.d.presence.of([caller.userId], this.d.clock.now())).get(caller.userId) ?? "offline";
-      if (now !== "offline") await this.d.hub.publishPresence({ userId: caller.userId, username: caller.username, presence: presenceToProto(now), rooms: [roomId] });
+      if (now !== "offline") await this.publishPresence(caller, presenceToProto(now), [roomId]);
     }
     return (await this.d.repo.room(roomId))!;
   }
@@ -248,8 +248,9 @@ export class ChatOperations {
     }
   }
 
-  private async publishPresence(caller: Caller, presence: Presence): Promise<void> {
-    const rooms = await this.d.repo.roomIdsOf(caller.userId);
+  /** Tells the members of `rooms` (by default every room of the caller) what the caller's presence is. */
+  private async publishPresence(caller: Caller, presence: Presence, rooms?: string[]): Promise<void> {
+    rooms ??= await this.d.repo.roomIdsOf(caller.userId);
     await this.d.hub.publishPresence({ userId: caller.userId, username: caller.username, presence, rooms });
   }
 

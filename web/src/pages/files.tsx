@@ -1,6 +1,6 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
-import { keepStreaming } from "../api";
+import { followWatch } from "../api";
 import { withAbort } from "../state";
 import { download, files, upload as store } from "../transfer";
 import { ErrorText, formatBytes, formatTime, useAction } from "../ui";
@@ -33,22 +33,7 @@ export function Files() {
   // Live: any version, lock or delete event reloads the folder.
   useEffect(
     () =>
-      withAbort((signal) => {
-        let cursor = "";
-        void keepStreaming(signal, async (s) => {
-          for await (const res of files.watchFiles({ afterCursor: cursor }, { signal: s })) {
-            if (res.kind.case === "heartbeat") {
-              // The first one says the stream is live: a list read now misses no change made before it opened.
-              if (!cursor) reload();
-              cursor = res.kind.value.cursor;
-              continue;
-            }
-            if (res.kind.case !== "event") continue;
-            cursor = res.kind.value.cursor;
-            reload();
-          }
-        });
-      }),
+      withAbort((signal) => followWatch(signal, (afterCursor, s) => files.watchFiles({ afterCursor }, { signal: s }), { event: reload, resync: reload })),
     [],
   );
 

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { FieldMaskSchema, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { client, keepStreaming } from "../api";
+import { client, followWatch } from "../api";
 import { withAbort } from "../state";
 import { ErrorText, Pager, Field, formatTime, useAction } from "../ui";
 import { Category, InventoryService, ProductEventType, ProductOrder, ProductSchema, type Product } from "../../../gen/agora/inventory/v1/inventory_pb.js";
@@ -68,27 +68,18 @@ export function Inventory() {
   useEffect(
     () =>
       withAbort((signal) => {
-        let cursor = "";
-        void keepStreaming(
+        followWatch(
           signal,
-          async (s) => {
-            for await (const res of inventory.watchProducts({ afterCursor: cursor }, { signal: s })) {
-              if (res.kind.case === "heartbeat") {
-                // The first one says the stream is live: a page read now misses no change made before it opened.
-                if (!cursor) setReloads((n) => n + 1);
-                cursor = res.kind.value.cursor;
-                continue;
-              }
-              if (res.kind.case !== "event") continue;
-              const event = res.kind.value;
-              cursor = event.cursor;
-              const product = event.product;
-              if (!product) continue;
+          (afterCursor, s) => inventory.watchProducts({ afterCursor }, { signal: s }),
+          {
+            event: ({ product, type }) => {
+              if (!product) return;
               if (rowsRef.current.some((r) => r.id === product.id) && product.etag) {
                 setRows((current) => current.map((r) => (r.id === product.id ? product : r)));
               }
-              if (!rowsRef.current.some((r) => r.id === product.id) || event.type === ProductEventType.DELETED) setReloads((n) => n + 1);
-            }
+              if (!rowsRef.current.some((r) => r.id === product.id) || type === ProductEventType.DELETED) setReloads((n) => n + 1);
+            },
+            resync: () => setReloads((n) => n + 1),
           },
           setLive,
         );

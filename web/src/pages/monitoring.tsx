@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useRef, useState } from "preact/hooks";
 import type uPlot from "uplot";
-import { client, keepStreaming, session } from "../api";
+import { client, followWatch, session } from "../api";
 import { useSignal, withAbort } from "../state";
 import { ErrorText, Field, formatTime, useAction } from "../ui";
 import {
@@ -54,22 +54,12 @@ export function Monitoring() {
   useEffect(
     () =>
       withAbort((signal) => {
-        let cursor = "";
-        const timer = setInterval(() => setReloads((n) => n + 1), 15_000);
+        const reload = () => setReloads((n) => n + 1);
+        const timer = setInterval(reload, 15_000);
         signal.addEventListener("abort", () => clearInterval(timer));
-        void keepStreaming(signal, async (s) => {
-          for await (const res of monitoring.watchAlerts({ afterCursor: cursor, includeSilenced: true }, { signal: s })) {
-            if (res.kind.case === "heartbeat") {
-              // The first one says the stream is live: alerts read now miss no change made before it opened.
-              if (!cursor) setReloads((n) => n + 1);
-              cursor = res.kind.value.cursor;
-              continue;
-            }
-            if (res.kind.case !== "event") continue;
-            cursor = res.kind.value.cursor;
-            const alert = res.kind.value.alert!;
-            setAlerts((all) => [alert, ...all.filter((a) => a.id !== alert.id)]);
-          }
+        followWatch(signal, (afterCursor, s) => monitoring.watchAlerts({ afterCursor, includeSilenced: true }, { signal: s }), {
+          event: ({ alert }) => setAlerts((all) => [alert!, ...all.filter((a) => a.id !== alert!.id)]),
+          resync: reload,
         });
       }),
     [],
