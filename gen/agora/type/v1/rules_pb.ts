@@ -13,7 +13,7 @@ import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js
  * Describes the file agora/type/v1/rules.proto.
  */
 export const file_agora_type_v1_rules: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZ29yYS90eXBlL3YxL3J1bGVzLnByb3RvEg1hZ29yYS50eXBlLnYxOukBCghpbl9yYW5nZRIcLmJ1Zi52YWxpZGF0ZS5UaW1lc3RhbXBSdWxlcxiJCSABKAhCrgHCSKoBCqcBChJ0aW1lc3RhbXAuaW5fcmFuZ2USJG11c3QgYmUgYmV0d2VlbiB0aGUgeWVhcnMgMSBhbmQgOTk5ORprIXJ1bGUgfHwgKHRoaXMgPj0gdGltZXN0YW1wKCcwMDAxLTAxLTAxVDAwOjAwOjAwWicpICYmIHRoaXMgPD0gdGltZXN0YW1wKCc5OTk5LTEyLTMxVDIzOjU5OjU5Ljk5OTk5OTk5OVonKSlSB2luUmFuZ2U", [file_buf_validate_validate]);
+  fileDesc("ChlhZ29yYS90eXBlL3YxL3J1bGVzLnByb3RvEg1hZ29yYS50eXBlLnYxOr0BCghpbl9yYW5nZRIcLmJ1Zi52YWxpZGF0ZS5UaW1lc3RhbXBSdWxlcxiJCSABKAhCggHCSH8KfQoSdGltZXN0YW1wLmluX3JhbmdlEiRtdXN0IGJlIGJldHdlZW4gdGhlIHllYXJzIDEgYW5kIDk5OTkaQSFydWxlIHx8IChpbnQodGhpcykgPj0gLTYyMTM1NTk2ODAwICYmIGludCh0aGlzKSA8PSAyNTM0MDIzMDA3OTkpUgdpblJhbmdl", [file_buf_validate_validate]);
 
 /**
  * Between the years 1 and 9999, the range google.protobuf.Timestamp defines:
