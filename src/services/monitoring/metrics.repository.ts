@@ -1,5 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { lockForTransaction, retryTransaction } from "../../platform/db.js";
+import { lockForTransaction, preparedQuery, retryTransaction } from "../../platform/db.js";
 import { quotaExceeded } from "../../platform/errors.js";
 
 /** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
@@ -14,6 +14,8 @@ export interface IncomingSample {
   labels: Labels;
   timeMs: number;
   value: number;
+  /** seriesKey(host, metric, labels), computed once per sample. */
+  series: string;
 }
 
 export interface SeriesRow {
@@ -87,47 +89,27 @@ export class MetricsRepository {
   }
 
   /**
-   * Stores samples and marks their hosts as reporting at `now`, all in one
-   * transaction. Returns the keys ("seriesId:timeMs") of the samples that were
-   * new; the others were already stored.
+   * Stores samples and marks their hosts as reporting at `now`, in one
+   * statement (so one transaction and one round trip). Returns the keys
+   * ("seriesId:timeMs") of the samples that were new; the others were already
+   * stored. Columns go as arrays rather than JSON: PostgreSQL reads them
+   * faster and they are half the bytes.
    */
   async store(samples: IncomingSample[], now: Date): Promise<{ inserted: Set<string>; keys: string[] }> {
     const ids = await this.resolveSeries(samples);
-    const rows = samples.map((s) => ({ series_id: ids.get(seriesKey(s.host, s.metric, s.labels))!, time: new Date(s.timeMs).toISOString(), value: s.value }));
-    const keys = rows.map((r, i) => `${r.series_id}:${samples[i]!.timeMs}`);
+    const seriesIds = samples.map((s) => ids.get(s.series)!);
+    const keys = samples.map((s, i) => `${seriesIds[i]}:${s.timeMs}`);
     const hosts = [...new Set(samples.map((s) => s.host))].sort();
-    const inserted = await retryTransaction(() =>
-      this.db.transactional(async (tx) => {
-        const stored = await tx.execute<{ series_id: string; ms: string }[]>(
-          `WITH input AS (
-             SELECT DISTINCT ON (series_id, time) series_id, time, value
-             FROM jsonb_to_recordset(?::jsonb) AS t(series_id bigint, time timestamptz, value float8)
-             ORDER BY series_id, time
-           ), ins AS (
-             INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
-             ON CONFLICT DO NOTHING RETURNING series_id, time, value
-           ), minute AS (
-             ${rollupUpsert("rollups_minute", "minute")}
-           ), hour AS (
-             ${rollupUpsert("rollups_hour", "hour")}
-           ), latest AS (
-             UPDATE "${SCHEMA}".series s SET last_time = l.time, last_value = l.value
-             FROM (SELECT DISTINCT ON (series_id) series_id, time, value FROM ins ORDER BY series_id, time DESC) l
-             WHERE s.id = l.series_id AND (s.last_time IS NULL OR s.last_time <= l.time)
-           )
-           SELECT series_id, (extract(epoch FROM time) * 1000)::bigint AS ms FROM ins`,
-          [JSON.stringify(rows)],
-        );
-        await tx.execute(
-          `INSERT INTO "${SCHEMA}".hosts (name, first_report_at, last_report_at)
-           SELECT h, ?, ? FROM jsonb_array_elements_text(?::jsonb) AS h ORDER BY h
-           ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)`,
-          [now, now, JSON.stringify(hosts)],
-        );
-        return new Set(stored.map((r) => `${r.series_id}:${r.ms}`));
-      }),
+    const stored = await retryTransaction(() =>
+      preparedQuery<{ series_id: string; ms: string }>(this.em, "monitoring.store-samples", STORE_SQL, [
+        `{${seriesIds.join(",")}}`,
+        `{${samples.map((s) => s.timeMs).join(",")}}`,
+        `{${samples.map((s) => s.value).join(",")}}`,
+        hosts,
+        now,
+      ]),
     );
-    return { inserted, keys };
+    return { inserted: new Set(stored.map((r) => `${r.series_id}:${r.ms}`)), keys };
   }
 
   /**
@@ -141,8 +123,7 @@ export class MetricsRepository {
   async admitSeries(host: string, samples: IncomingSample[], max: number): Promise<void> {
     const unknown = new Map<string, { host: string; metric: string; labels: Labels }>();
     for (const s of samples) {
-      const key = seriesKey(s.host, s.metric, s.labels);
-      if (!this.seriesIds.has(key)) unknown.set(key, { host: s.host, metric: s.metric, labels: s.labels });
+      if (!this.seriesIds.has(s.series)) unknown.set(s.series, { host: s.host, metric: s.metric, labels: s.labels });
     }
     if (unknown.size === 0) return;
     await this.db.transactional(async (tx) => {
@@ -174,10 +155,9 @@ export class MetricsRepository {
     const ids = new Map<string, string>();
     const missing = new Map<string, { host: string; metric: string; labels: Labels }>();
     for (const s of samples) {
-      const key = seriesKey(s.host, s.metric, s.labels);
-      const id = this.seriesIds.get(key);
-      if (id) ids.set(key, id);
-      else missing.set(key, { host: s.host, metric: s.metric, labels: s.labels });
+      const id = this.seriesIds.get(s.series);
+      if (id) ids.set(s.series, id);
+      else missing.set(s.series, { host: s.host, metric: s.metric, labels: s.labels });
     }
     // A series another transaction creates at the same moment is invisible to this
     // statement's snapshot and skipped by ON CONFLICT: the next round finds it.
@@ -278,6 +258,35 @@ export class MetricsRepository {
     return total;
   }
 }
+
+/**
+ * Inserts samples (series ids, epoch milliseconds and values as three arrays:
+ * $1-$3), folds them into the rollups, moves each series' latest value and
+ * marks the hosts ($4) as reporting at $5. Rows are sorted before they are
+ * written so concurrent writers take their locks in one order.
+ */
+const STORE_SQL = `
+  WITH input AS (
+    SELECT DISTINCT ON (series_id, ms) series_id, 'epoch'::timestamptz + ms * interval '1 millisecond' AS time, value
+    FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS t(series_id, ms, value)
+    ORDER BY series_id, ms
+  ), ins AS (
+    INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
+    ON CONFLICT DO NOTHING RETURNING series_id, time, value
+  ), minute AS (
+    ${rollupUpsert("rollups_minute", "minute")}
+  ), hour AS (
+    ${rollupUpsert("rollups_hour", "hour")}
+  ), latest AS (
+    UPDATE "${SCHEMA}".series s SET last_time = l.time, last_value = l.value
+    FROM (SELECT DISTINCT ON (series_id) series_id, time, value FROM ins ORDER BY series_id, time DESC) l
+    WHERE s.id = l.series_id AND (s.last_time IS NULL OR s.last_time <= l.time)
+  ), hosts AS (
+    INSERT INTO "${SCHEMA}".hosts (name, first_report_at, last_report_at)
+    SELECT h, $5, $5 FROM unnest($4::text[]) AS h ORDER BY h
+    ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)
+  )
+  SELECT series_id, (extract(epoch FROM time) * 1000)::bigint AS ms FROM ins`;
 
 /** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
 function rollupUpsert(table: string, unit: "minute" | "hour"): string {

@@ -25,7 +25,7 @@ import { assertUpdateMask, assertValid } from "../../platform/validation.js";
 import { requestFingerprint } from "../../platform/idempotency.js";
 import type { AlertRepository, RuleRow } from "./alert.repository.js";
 import type { IngestResult, Ingestor } from "./ingest.js";
-import { HOUR, MINUTE, RAW, type IncomingSample, type MetricsRepository, type Resolution } from "./metrics.repository.js";
+import { HOUR, MINUTE, RAW, seriesKey, type IncomingSample, type MetricsRepository, type Resolution } from "./metrics.repository.js";
 import { ruleFields, toAlert, toHost, toRule, toSilence } from "./monitoring.mapper.js";
 
 const MAX_STEPS = 11_000;
@@ -100,7 +100,6 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
   const pages = d.pageTokens;
   const hostDownMs = d.config.hostDownSeconds * 1000;
 
-  /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
   /** Checks a report, admits its new series (the per-host quota) and stores it with the reports arriving meanwhile. */
   async function ingest(host: string, samples: Sample[]): Promise<IngestResult> {
     const rows = incoming(host, samples);
@@ -108,6 +107,7 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
     return d.ingestor.submit(rows);
   }
 
+  /** Samples as stored, or INVALID_ARGUMENT naming every sample timed too far ahead. */
   function incoming(host: string, samples: Sample[]): IncomingSample[] {
     const latest = d.clock.now().getTime() + d.config.maxFutureSeconds * 1000;
     const violations: FieldViolation[] = [];
@@ -120,7 +120,8 @@ export function monitoringHandlers(d: MonitoringDeps): ServiceImpl<typeof Monito
           reason: "TIME_IN_FUTURE",
         });
       }
-      return { host, metric: s.metric, labels: { ...s.labels }, timeMs: Math.floor(timeMs), value: s.value };
+      const labels = { ...s.labels };
+      return { host, metric: s.metric, labels, timeMs: Math.floor(timeMs), value: s.value, series: seriesKey(host, s.metric, labels) };
     });
     if (violations.length > 0) throw invalidArgument(violations.slice(0, 20));
     return rows;
