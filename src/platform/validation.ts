@@ -136,7 +136,7 @@ function pathText(path: PathSegment[]): string {
   let text = "";
   for (const s of path) {
     if (typeof s === "string") text += text ? `.${s}` : s;
-    else text += typeof s === "number" ? `[${s}]` : `[${JSON.stringify(typeof s.key === "bigint" ? s.key.toString() : s.key)}]`;
+    else text += typeof s === "number" ? `[${s}]` : `[${typeof s.key === "bigint" ? s.key.toString() : JSON.stringify(s.key)}]`;
   }
   return text;
 }
