@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { MikroORM, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
+import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
 import { Migrator, type Migration } from "@mikro-orm/migrations";
 import { PostgreSqlDriver, type EntityManager } from "@mikro-orm/postgresql";
 import pg from "pg";
@@ -279,6 +279,8 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
     driverOptions: { connection: { ...SESSION_TIMEOUTS, application_name: `agora-${options.schema}` } },
     discovery: { warnWhenNoEntities: false },
     allowGlobalContext: false,
+    // Nothing is written by flush() (see transaction()): a query never flushes first.
+    flushMode: FlushMode.COMMIT,
     ensureDatabase: false,
     debug: false,
   });
@@ -323,6 +325,67 @@ function sqlState(err: unknown): string | undefined {
     if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
   }
   return undefined;
+}
+
+/**
+ * Runs `work` in a transaction on a fresh fork of `em`: committed when it
+ * returns, rolled back when it throws (MikroORM's migrator runs migrations the
+ * same way). Writes go through `execute`, `insert`, `nativeUpdate`,
+ * `nativeDelete` and `updateEntity`, never `flush()`.
+ *
+ * Why not MikroORM's `em.transactional()` and `flush()`: they record what they
+ * do in an AsyncLocalStorage, and on Node 20 the first `run()` of any
+ * AsyncLocalStorage installs promise hooks for the rest of the process, so
+ * every promise of every call pays for them (chat fan-out spent about 40% of its
+ * CPU there; docs/request-path.md). Agora hands each transaction's
+ * EntityManager over explicitly and needs none of that context;
+ * test/integration/async-context.test.ts keeps it that way.
+ */
+export async function transaction<T>(em: EntityManager, work: (tx: EntityManager) => Promise<T>): Promise<T> {
+  const tx = em.fork();
+  return tx.getConnection("write").transactional(async (trx) => {
+    tx.setTransactionContext(trx);
+    try {
+      return await work(tx);
+    } finally {
+      tx.resetTransactionContext();
+    }
+  });
+}
+
+const sameValue = (a: unknown, b: unknown): boolean =>
+  a instanceof Date && b instanceof Date ? a.getTime() === b.getTime() : typeof a === "object" && a !== null ? JSON.stringify(a) === JSON.stringify(b) : Object.is(a, b);
+
+/**
+ * Applies `change` to an entity read with `em` and writes the properties it
+ * changed in one UPDATE. An entity with a version property is updated only at
+ * the version it was read with, which the UPDATE bumps, as MikroORM's flush
+ * does: a row someone else changed meanwhile is an OptimisticLockError
+ * (ABORTED, "read it again").
+ */
+export async function updateEntity<E extends object>(em: EntityManager, entity: E, change: (e: E) => void): Promise<void> {
+  const meta = em.getMetadata().get<E>(entity.constructor.name);
+  const row = entity as Record<string, unknown>;
+  const props = meta.props.filter((p) => p.kind === ReferenceKind.SCALAR && p.persist !== false && !p.primary && !p.version);
+  const before = props.map((p) => row[p.name]);
+  change(entity);
+  const data: Record<string, unknown> = {};
+  props.forEach((p, i) => {
+    if (!sameValue(before[i], row[p.name])) data[p.name] = row[p.name];
+  });
+  if (Object.keys(data).length === 0) return;
+  for (const p of props) {
+    if (p.onUpdate && !(p.name in data)) data[p.name] = row[p.name] = p.onUpdate(entity, em);
+  }
+  const where: Record<string, unknown> = Object.fromEntries(meta.primaryKeys.map((k) => [k, row[k]]));
+  const version = meta.versionProperty;
+  if (version) {
+    where[version] = row[version];
+    data[version] = (row[version] as number) + 1;
+  }
+  const updated = await em.nativeUpdate<E>(meta.className, where as never, data as never);
+  if (updated === 0) throw version ? OptimisticLockError.lockFailed(entity) : new NotFoundError(`${meta.className} not found`);
+  if (version) row[version] = data[version];
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction, transaction } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -89,7 +89,7 @@ export class ChatRepository {
 
   /** Creates a room owned by `owner`, unless they already own `maxOwned` (undefined then). */
   async createRoom(name: string, description: string, visibility: "public" | "private", owner: { id: string; name: string }, now: Date, maxOwned: number) {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       // One owner's creations take turns, so concurrent calls cannot pass the quota together.
       await lockForTransaction(tx, `chat.rooms.${owner.id}`);
       const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "${SCHEMA}".rooms WHERE owner_id = ?`, [owner.id]);
@@ -156,7 +156,7 @@ export class ChatRepository {
 
   /** Adds the member (returns false if already one), after checking they may join. */
   async join(room: RoomRow, user: { id: string; name: string }, now: Date): Promise<boolean> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       if (room.visibility === "private") {
         const invited = await tx.execute(`SELECT 1 FROM "${SCHEMA}".invitations WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);
         const member = await tx.execute(`SELECT 1 FROM "${SCHEMA}".members WHERE room_id = ? AND user_id = ?`, [room.id, user.id]);

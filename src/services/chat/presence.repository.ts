@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { SCHEMA } from "./chat.repository.js";
+import { transaction } from "../../platform/db.js";
 
 export type PresenceName = "online" | "away" | "busy" | "offline";
 
@@ -30,7 +31,7 @@ export class PresenceRepository {
   /** Opens a session; returns its id and whether the user was offline before. */
   async open(userId: string, username: string, now: Date): Promise<{ id: string; wasOffline: boolean }> {
     const id = randomUUID();
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const live = await tx.execute(`SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
       await tx.execute(`INSERT INTO "${SCHEMA}".sessions (id, user_id, username, last_seen) VALUES (?, ?, ?, ?)`, [id, userId, username, now]);
       await tx.execute(

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { isUniqueViolation, lockForTransaction } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction, transaction } from "../../platform/db.js";
 import { aborted, failedPrecondition, notFound, quotaExceeded } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import type { FileEvent } from "../../../gen/agora/files/v1/files_pb.js";
@@ -119,7 +119,7 @@ export class FilesRepository {
     event: (f: FileRow, v: VersionRow) => FileEvent,
   ): Promise<{ file: FileRow; version: VersionRow }> {
     try {
-      return await this.db.transactional(async (tx) => {
+      return await transaction(this.em, async (tx) => {
         await this.lockStorage(tx, ownerId);
         const id = randomUUID();
         const [file] = await tx.execute<FileRow[]>(
@@ -159,7 +159,7 @@ export class FilesRepository {
     maxStoredBytes: number,
     event: (f: FileRow, v: VersionRow) => FileEvent,
   ): Promise<{ file: FileRow; version: VersionRow }> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "${SCHEMA}".files WHERE id = ? FOR UPDATE`, [fileId]);
       if (!current || current.deleted_at) throw notFound("file", fileId);
       assertCanWrite(current, v.authorId, lockToken, now);
@@ -250,7 +250,7 @@ export class FilesRepository {
 
   async setDeleted(fileId: string, deleted: boolean, now: Date, event: (f: FileRow) => FileEvent): Promise<FileRow> {
     try {
-      return await this.db.transactional(async (tx) => {
+      return await transaction(this.em, async (tx) => {
         const [file] = await tx.execute<FileRow[]>(
           `UPDATE "${SCHEMA}".files SET deleted_at = ?, updated_at = ? WHERE id = ? AND (deleted_at IS NULL) = ? RETURNING *`,
           [deleted ? now : null, now, fileId, deleted],
@@ -275,7 +275,7 @@ export class FilesRepository {
 
   /** Takes (or, for its holder, extends) the lock; refuses while someone else holds it. */
   async lock(fileId: string, holder: { id: string; name: string }, ttlSeconds: number, now: Date, event: (f: FileRow) => FileEvent): Promise<FileRow> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const [current] = await tx.execute<FileRow[]>(`SELECT * FROM "${SCHEMA}".files WHERE id = ? FOR UPDATE`, [fileId]);
       if (!current) throw notFound("file", fileId);
       if (lockHeld(current, now) && current.lock_holder_id !== holder.id) throw lockedBy(current);
@@ -300,7 +300,7 @@ export class FilesRepository {
 
   /** Releases the lock: with its token, or any lock when `force`. */
   async unlock(fileId: string, token: string, force: boolean, now: Date, event: (f: FileRow) => FileEvent): Promise<void> {
-    await this.db.transactional(async (tx) => {
+    await transaction(this.em, async (tx) => {
       const [file] = await tx.execute<FileRow[]>(
         `UPDATE "${SCHEMA}".files SET lock_holder_id = NULL, lock_holder_name = NULL, lock_token = NULL, lock_expires_at = NULL
           WHERE id = ? AND lock_expires_at > ? AND (? OR lock_token = ?) RETURNING *`,
@@ -336,7 +336,7 @@ export class FilesRepository {
 
   /** Stages an upload unless the user already has `maxOpen` unfinished ones (false then). */
   async beginUpload(id: string, user: { id: string; name: string }, metadata: Uint8Array, expiresAt: Date, now: Date, maxOpen: number): Promise<boolean> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       // One user's uploads begin one at a time, so concurrent calls cannot pass the quota together.
       await lockForTransaction(tx, `files.uploads.${user.id}`);
       const [{ n }] = await tx.execute<{ n: number }[]>(`SELECT count(*)::int AS n FROM "${SCHEMA}".uploads WHERE user_id = ? AND expires_at > ?`, [user.id, now]);

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { retryTransaction } from "../../platform/db.js";
+import { retryTransaction, transaction } from "../../platform/db.js";
 import { alreadyExists, notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
@@ -151,7 +151,7 @@ export class GameRepository {
       if (earlier) return earlier;
     }
     try {
-      return await this.db.transactional(async (tx) => this.insertGame(tx, game, fingerprint));
+      return await transaction(this.em, async (tx) => this.insertGame(tx, game, fingerprint));
     } catch (err) {
       if ((err as { code?: string }).code === UNIQUE_VIOLATION && game.challenger_id) {
         const earlier = await this.byRequest(game.challenger_id, game.request_id, fingerprint);
@@ -199,7 +199,7 @@ export class GameRepository {
   ): Promise<{ state: GameState; value: T } | undefined> {
     let failure: unknown;
     const done = await retryTransaction(() =>
-      this.db.transactional(async (tx) => {
+      transaction(this.em, async (tx) => {
         failure = undefined;
         const [row] = await tx.execute<GameRow[]>(`SELECT * FROM "${SCHEMA}".games WHERE id = ? FOR UPDATE${options.skipLocked ? " SKIP LOCKED" : ""}`, [id]);
         if (!row) {
@@ -329,7 +329,7 @@ export class GameRepository {
   /** Puts the player in the pool, replacing a waiting ticket they had (that stream then ends). */
   async enqueue(user: { id: string; name: string }, turnSeconds: number, now: Date): Promise<TicketRow> {
     return retryTransaction(() =>
-      this.db.transactional(async (tx) => {
+      transaction(this.em, async (tx) => {
         const replaced = await tx.execute<{ id: string }[]>(
           `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' RETURNING id`,
           [user.id],
@@ -355,7 +355,7 @@ export class GameRepository {
 
   /** Withdraws the user's waiting tickets (one, or all); returns how many. */
   async cancelTickets(userId: string, ticketId?: string): Promise<number> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const rows = await tx.execute<{ id: string }[]>(
         `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' AND (?::uuid IS NULL OR id = ?::uuid) RETURNING id`,
         [userId, ticketId ?? null, ticketId ?? null],
@@ -377,7 +377,7 @@ export class GameRepository {
     pair: (tickets: TicketRow[]) => [TicketRow, TicketRow][],
     newGame: (a: TicketRow, b: TicketRow) => NewGame,
   ): Promise<number> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const [lock] = await tx.execute<{ ok: boolean }[]>(`SELECT pg_try_advisory_xact_lock(hashtext('agora.game.matchmaker')) AS ok`);
       if (!lock?.ok) return 0;
       const stale = await tx.execute<{ id: string }[]>(

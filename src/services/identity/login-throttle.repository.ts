@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { SCHEMA } from "./user.entity.js";
+import { transaction } from "../../platform/db.js";
 
 export interface ThrottleSettings {
   /** Attempts one client address may make per window (successful ones are given back). */
@@ -92,7 +93,7 @@ export class LoginThrottleRepository {
 
   /** A successful sign-in: the account starts over, the address gets its attempt back and becomes known. */
   async succeeded(username: string, address: string, now: Date): Promise<void> {
-    await this.em.fork().transactional(async (em) => {
+    await transaction(this.em, async (em) => {
       await em.execute(`DELETE FROM ${TABLE} WHERE key = ?`, [`user:${username.toLowerCase()}`]);
       if (!address) return;
       await em.execute(`UPDATE ${TABLE} SET failures = GREATEST(failures - 1, 0) WHERE key = ?`, [`addr:${address}`]);

@@ -24,7 +24,7 @@ export class SessionRepository {
     const token = randomBytes(32).toString("base64url");
     const expiresAt = new Date(now.getTime() + ttlSeconds * 1000);
     const em = this.em.fork();
-    em.create(RefreshTokenSchema, {
+    await em.insert(RefreshTokenSchema, {
       id: randomUUID(),
       userId,
       familyId: familyId ?? randomUUID(),
@@ -34,7 +34,6 @@ export class SessionRepository {
       usedAt: null,
       revokedAt: null,
     });
-    await em.flush();
     return { token, expiresAt };
   }
 

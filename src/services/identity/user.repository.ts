@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoleName } from "../../platform/auth.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import { RefreshTokenSchema, SCHEMA, UserSchema, type UserEntity } from "./user.entity.js";
-import { isUniqueViolation } from "../../platform/db.js";
+import { isUniqueViolation, transaction, updateEntity } from "../../platform/db.js";
 
 export interface NewUser {
   username: string;
@@ -19,9 +19,9 @@ export class UserRepository {
 
   async create(user: NewUser, now: Date): Promise<UserEntity> {
     const em = this.em.fork();
-    const entity = em.create(UserSchema, { ...user, id: randomUUID(), disabled: false, version: 1, createdAt: now, updatedAt: now });
+    const entity = em.create(UserSchema, { ...user, id: randomUUID(), disabled: false, version: 1, createdAt: now, updatedAt: now }, { persist: false });
     try {
-      await em.flush();
+      await em.insert(entity);
     } catch (err) {
       if (isUniqueViolation(err)) {
         throw alreadyExists("user", `the username "${user.username}" is taken`, { field: "username" });
@@ -84,12 +84,11 @@ export class UserRepository {
     change: (user: UserEntity) => void,
     also?: (em: EntityManager) => Promise<void>,
   ): Promise<UserEntity> {
-    return this.em.fork().transactional(async (em) => {
+    return transaction(this.em, async (em) => {
       await em.execute("SELECT pg_advisory_xact_lock(hashtext('agora.identity.admins'))");
       const user = await em.findOne(UserSchema, { id });
       if (!user) throw notFound("user", id);
-      change(user);
-      await em.flush();
+      await updateEntity(em, user, change);
       const admins = await em.count(UserSchema, { role: "admin", disabled: false });
       if (admins === 0) {
         throw failedPrecondition("LAST_ADMIN", "this would leave no active admin", {

@@ -11,7 +11,7 @@ import {
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import type { Clock } from "../../platform/clock.js";
-import { isUniqueViolation, preparedQuery } from "../../platform/db.js";
+import { isUniqueViolation, preparedQuery, transaction, updateEntity } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
@@ -109,18 +109,22 @@ export class ProductRepository {
     const first = await earlier();
     if (first) return first;
     try {
-      return await this.em.fork().transactional(async (tx) => {
-        const product = tx.create(ProductSchema, {
-          ...fields,
-          id: randomUUID(),
-          quantity,
-          version: 1,
-          requestId: requestId || null,
-          requestFingerprint: requestId ? fingerprint : null,
-          createdAt: now,
-          updatedAt: now,
-        });
-        await tx.flush();
+      return await transaction(this.em, async (tx) => {
+        const product = tx.create(
+          ProductSchema,
+          {
+            ...fields,
+            id: randomUUID(),
+            quantity,
+            version: 1,
+            requestId: requestId || null,
+            requestFingerprint: requestId ? fingerprint : null,
+            createdAt: now,
+            updatedAt: now,
+          },
+          { persist: false },
+        );
+        await tx.insert(product);
         await this.events.append(tx, [event(ProductEventType.CREATED, now, product)]);
         return product;
       });
@@ -179,15 +183,16 @@ export class ProductRepository {
   async update(id: string, etag: string, change: (p: ProductEntity) => void): Promise<ProductEntity> {
     const now = this.clock.now();
     try {
-      return await this.em.fork().transactional(async (tx) => {
+      return await transaction(this.em, async (tx) => {
         const product = await tx.findOne(ProductSchema, { id });
         if (!product) throw notFound("product", id);
         assertEtag("product", product, etag);
         const wasLow = isLowStock(product);
-        change(product);
-        product.updatedAt = now;
         // The version check in the UPDATE turns a concurrent change into ABORTED.
-        await tx.flush();
+        await updateEntity(tx, product, (p) => {
+          change(p);
+          p.updatedAt = now;
+        });
         const events = [event(ProductEventType.UPDATED, now, product)];
         const crossing = lowStockCrossing(wasLow, product);
         if (crossing) events.push(event(crossing, now, product));
@@ -202,7 +207,7 @@ export class ProductRepository {
 
   async delete(id: string, etag: string): Promise<void> {
     const now = this.clock.now();
-    await this.em.fork().transactional(async (tx) => {
+    await transaction(this.em, async (tx) => {
       const product = await tx.findOne(ProductSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!product) throw notFound("product", id);
       assertEtag("product", product, etag);
@@ -224,7 +229,7 @@ export class ProductRepository {
     fingerprint: string,
   ): Promise<{ product: ProductEntity; movement: StockMovementEntity; replayed: boolean }> {
     const now = this.clock.now();
-    return this.em.fork().transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const product = await tx.findOne(ProductSchema, { id: productId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!product) throw notFound("product", productId);
       const earlier = await tx.findOne(StockMovementSchema, { productId, requestId });
@@ -245,19 +250,16 @@ export class ProductRepository {
         throw outOfRange("QUANTITY_TOO_LARGE", `quantity would exceed ${INT32_MAX}`, { max_quantity: String(INT32_MAX) });
       }
       const wasLow = isLowStock(product);
-      product.quantity = quantityAfter;
-      product.updatedAt = now;
-      const movement = tx.create(StockMovementSchema, {
-        id: randomUUID(),
-        productId,
-        delta,
-        quantityAfter,
-        reason,
-        requestId,
-        requestFingerprint: fingerprint,
-        createdAt: now,
+      await updateEntity(tx, product, (p) => {
+        p.quantity = quantityAfter;
+        p.updatedAt = now;
       });
-      await tx.flush();
+      const movement = tx.create(
+        StockMovementSchema,
+        { id: randomUUID(), productId, delta, quantityAfter, reason, requestId, requestFingerprint: fingerprint, createdAt: now },
+        { persist: false },
+      );
+      await tx.insert(movement);
       const events = [event(ProductEventType.STOCK_ADJUSTED, now, product, movement)];
       const crossing = lowStockCrossing(wasLow, product);
       if (crossing) events.push(event(crossing, now, product));

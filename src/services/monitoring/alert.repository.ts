@@ -6,6 +6,7 @@ import type { EventLog } from "../../platform/event-log.js";
 import { SCHEMA, withDates, type Labels } from "./metrics.repository.js";
 import { assertEtag } from "../../platform/etag.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
+import { transaction } from "../../platform/db.js";
 
 export interface RuleFields {
   name: string;
@@ -101,7 +102,7 @@ export class AlertRepository {
 
   /** Runs `work` in a transaction holding the evaluator lock (waiting for it). */
   async exclusively<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [EVALUATOR_LOCK]);
       return work(tx);
     });
@@ -109,7 +110,7 @@ export class AlertRepository {
 
   /** Runs `work` in a transaction if the evaluator lock is free now; undefined if another instance holds it. */
   async ifFree<T>(work: (tx: EntityManager) => Promise<T>): Promise<T | undefined> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const [row] = await tx.execute<{ locked: boolean }[]>("SELECT pg_try_advisory_xact_lock(hashtext(?)) AS locked", [EVALUATOR_LOCK]);
       return row?.locked ? work(tx) : undefined;
     });
@@ -157,7 +158,7 @@ export class AlertRepository {
 
   /** Applies `change` to the rule under a row lock; ABORTED when `etag` is given and stale. */
   async updateRule(id: string, etag: string, change: (current: RuleRow) => RuleFields, now: Date): Promise<RuleRow> {
-    return this.db.transactional(async (tx) => {
+    return transaction(this.em, async (tx) => {
       const current = await this.getRule(id, tx, true);
       assertEtag("alert rule", current, etag);
       const fields = change(current);

@@ -1,5 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { lockForTransaction, preparedQuery, retryTransaction } from "../../platform/db.js";
+import { lockForTransaction, preparedQuery, retryTransaction, transaction } from "../../platform/db.js";
 import { quotaExceeded } from "../../platform/errors.js";
 
 /** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
@@ -126,7 +126,7 @@ export class MetricsRepository {
       if (!this.seriesIds.has(s.series)) unknown.set(s.series, { host: s.host, metric: s.metric, labels: s.labels });
     }
     if (unknown.size === 0) return;
-    await this.db.transactional(async (tx) => {
+    await transaction(this.em, async (tx) => {
       await lockForTransaction(tx, `monitoring.series.${host}`);
       // One snapshot: "existing" does not see the rows this statement inserts.
       const [row] = await tx.execute<{ created: number; existing: number }[]>(

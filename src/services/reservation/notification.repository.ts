@@ -8,6 +8,7 @@ import {
   type NotificationType,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
+import { updateEntity } from "../../platform/db.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
@@ -80,10 +81,7 @@ export class NotificationRepository {
     const em = this.em.fork();
     const n = await em.findOne(NotificationSchema, { id, userId });
     if (!n) throw notFound("notification", id);
-    if (!n.read) {
-      n.read = true;
-      await em.flush();
-    }
+    if (!n.read) await updateEntity(em, n, (m) => (m.read = true));
     return n;
   }
 }

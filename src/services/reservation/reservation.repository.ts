@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { isExclusionViolation, isUniqueViolation, retryTransaction } from "../../platform/db.js";
+import { isExclusionViolation, isUniqueViolation, retryTransaction, transaction } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
@@ -65,7 +65,7 @@ export class ReservationRepository {
     const pending = n.resource.requiresApproval;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
+        return await retryTransaction(() => transaction(this.em, async (tx) => {
           await lockResource(tx, n.resource.id);
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await tx.execute(
@@ -116,7 +116,7 @@ export class ReservationRepository {
   async reschedule(current: ReservationEntity, start: Date, end: Date, etag: string, now: Date): Promise<ReservationEntity> {
     assertEtag("reservation", current, etag);
     try {
-      return await retryTransaction(() => this.em.fork().transactional(async (tx) => {
+      return await retryTransaction(() => transaction(this.em, async (tx) => {
         await lockResource(tx, current.resourceId);
         const notices = await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
         // A hold whose time is up is not revived by moving it.
@@ -153,7 +153,7 @@ export class ReservationRepository {
     now: Date,
     notification: { type: NotificationType; message: string },
   ): Promise<ReservationEntity> {
-    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => transaction(this.em, async (tx) => {
       // A pending hold past its time is as good as expired: it cannot be confirmed any more.
       const [row] = await tx.execute(
         `UPDATE "${SCHEMA}".reservations SET status = ?, version = version + 1, updated_at = ?
@@ -173,7 +173,7 @@ export class ReservationRepository {
 
   /** Expires pending holds whose time is up (any instance may run it; each hold expires once). */
   async expireHolds(now: Date, batch = 500): Promise<number> {
-    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => transaction(this.em, async (tx) => {
       const rows = await tx.execute(
         `UPDATE "${SCHEMA}".reservations r SET status = 'expired', version = version + 1, updated_at = ?
            FROM (SELECT id FROM "${SCHEMA}".reservations
@@ -194,7 +194,7 @@ export class ReservationRepository {
    * however many instances run this at the same moment.
    */
   async sendReminders(now: Date, leadMinutes: number, batch = 500): Promise<number> {
-    return retryTransaction(() => this.em.fork().transactional(async (tx) => {
+    return retryTransaction(() => transaction(this.em, async (tx) => {
       const rows = await tx.execute(
         `UPDATE "${SCHEMA}".reservations r SET reminder_sent_at = ?
            FROM (SELECT id FROM "${SCHEMA}".reservations

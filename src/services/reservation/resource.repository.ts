@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
 import { ResourceSchema, SCHEMA, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
-import { isUniqueViolation } from "../../platform/db.js";
+import { isUniqueViolation, updateEntity } from "../../platform/db.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface ResourceQuery {
@@ -35,17 +35,21 @@ export class ResourceRepository {
     };
     const first = await earlier();
     if (first) return first;
-    const resource = em.create(ResourceSchema, {
-      ...fields,
-      id: randomUUID(),
-      version: 1,
-      requestId: requestId || null,
-      requestFingerprint: requestId ? fingerprint : null,
-      createdAt: now,
-      updatedAt: now,
-    });
+    const resource = em.create(
+      ResourceSchema,
+      {
+        ...fields,
+        id: randomUUID(),
+        version: 1,
+        requestId: requestId || null,
+        requestFingerprint: requestId ? fingerprint : null,
+        createdAt: now,
+        updatedAt: now,
+      },
+      { persist: false },
+    );
     try {
-      await em.flush();
+      await em.insert(resource);
     } catch (err) {
       // A concurrent retry with the same request id won the race.
       if (isUniqueViolation(err)) {
@@ -62,9 +66,11 @@ export class ResourceRepository {
     const resource = await em.findOne(ResourceSchema, { id });
     if (!resource) throw notFound("resource", id);
     assertEtag("resource", resource, etag);
-    change(resource);
-    resource.updatedAt = now;
-    await em.flush(); // the version check turns a concurrent change into ABORTED
+    // The version check turns a concurrent change into ABORTED.
+    await updateEntity(em, resource, (r) => {
+      change(r);
+      r.updatedAt = now;
+    });
     return resource;
   }
 
