@@ -192,6 +192,8 @@ describe("monitoring: alerts", () => {
       const alerts = (await admin.listAlerts({ host: "edge-1" })).alerts.filter((a) => a.kind === AlertKind.HOST_DOWN);
       return alerts.length === 1 && alerts[0]!.state === AlertState.RESOLVED;
     }, "host-down resolved");
+    // The watch delivers after the commit that listAlerts already sees: wait for both events.
+    await eventually(() => of(all.items, "edge-1").length >= 2, "both host-down changes on the watch");
     expect(transitions(of(all.items, "edge-1"))).to.deep.equal(["UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
   });
 
@@ -207,6 +209,7 @@ describe("monitoring: alerts", () => {
     await report("nas-1", "disk.usage_percent", 93);
     await until(rule.id, "the latest value", (a) => a.value === 93);
     expect(await alertsOf(rule.id)).to.have.length(1);
+    await eventually(() => of(all.items, rule.id).length >= 2, "both changes on the watch");
     expect(transitions(of(all.items, rule.id))).to.deep.equal(["UNSPECIFIED->PENDING", "PENDING->FIRING"]);
   });
 
@@ -228,8 +231,10 @@ describe("monitoring: alerts", () => {
     const resumed = await watch(admin, cursor).ready();
     await eventually(() => of(resumed.items, rule.id).length >= 3, "the missed events");
     expect(transitions(of(resumed.items, rule.id))).to.deep.equal(["FIRING->RESOLVED", "UNSPECIFIED->FIRING", "FIRING->RESOLVED"]);
-    // Exactly what an uninterrupted watcher saw after that cursor.
-    const uninterrupted = all.items.filter((e) => BigInt(e.cursor) > BigInt(cursor));
+    // Exactly what an uninterrupted watcher saw after that cursor (once it has seen as many).
+    const after = () => all.items.filter((e) => BigInt(e.cursor) > BigInt(cursor));
+    await eventually(() => after().length >= resumed.items.length, "the uninterrupted watch catching up");
+    const uninterrupted = after();
     expect(resumed.items.map((e) => e.cursor)).to.deep.equal(uninterrupted.map((e) => e.cursor).slice(0, resumed.items.length));
     await resumed.close();
 
