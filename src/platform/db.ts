@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, type EntitySchema, type Constructor, type MigrationObject } from "@mikro-orm/core";
+import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, type Constructor, type EntitySchema, type MigrationObject, type RequiredEntityData } from "@mikro-orm/core";
 import { Migrator, type Migration } from "@mikro-orm/migrations";
 import { PostgreSqlDriver, type EntityManager } from "@mikro-orm/postgresql";
 import pg from "pg";
@@ -330,13 +330,13 @@ function sqlState(err: unknown): string | undefined {
 /**
  * Runs `work` in a transaction on a fresh fork of `em`: committed when it
  * returns, rolled back when it throws (MikroORM's migrator runs migrations the
- * same way). Writes go through `execute`, `insert`, `nativeUpdate`,
+ * same way). Writes go through `execute`, `insertEntity`, `nativeUpdate`,
  * `nativeDelete` and `updateEntity`, never `flush()`.
  *
  * Why not MikroORM's `em.transactional()` and `flush()`: they record what they
  * do in an AsyncLocalStorage, and on Node 20 the first `run()` of any
  * AsyncLocalStorage installs promise hooks for the rest of the process, so
- * every promise of every call pays for them (chat fan-out spent about 40% of its
+ * every promise of every call pays for them (chat fan-out spent up to 40% of its
  * CPU there; docs/request-path.md). Agora hands each transaction's
  * EntityManager over explicitly and needs none of that context;
  * test/integration/async-context.test.ts keeps it that way.
@@ -351,6 +351,13 @@ export async function transaction<T>(em: EntityManager, work: (tx: EntityManager
       tx.resetTransactionContext();
     }
   });
+}
+
+/** Creates an entity and INSERTs it at once (no flush(): see transaction()). */
+export async function insertEntity<E extends object>(em: EntityManager, schema: EntitySchema<E>, data: RequiredEntityData<E>): Promise<E> {
+  const entity = em.create(schema, data, { persist: false });
+  await em.insert(entity);
+  return entity;
 }
 
 const sameValue = (a: unknown, b: unknown): boolean =>

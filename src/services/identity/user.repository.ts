@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoleName } from "../../platform/auth.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import { RefreshTokenSchema, SCHEMA, UserSchema, type UserEntity } from "./user.entity.js";
-import { isUniqueViolation, transaction, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, transaction, updateEntity } from "../../platform/db.js";
 
 export interface NewUser {
   username: string;
@@ -18,17 +18,14 @@ export class UserRepository {
   constructor(private readonly em: EntityManager) {}
 
   async create(user: NewUser, now: Date): Promise<UserEntity> {
-    const em = this.em.fork();
-    const entity = em.create(UserSchema, { ...user, id: randomUUID(), disabled: false, version: 1, createdAt: now, updatedAt: now }, { persist: false });
     try {
-      await em.insert(entity);
+      return await insertEntity(this.em.fork(), UserSchema, { ...user, id: randomUUID(), disabled: false, version: 1, createdAt: now, updatedAt: now });
     } catch (err) {
       if (isUniqueViolation(err)) {
         throw alreadyExists("user", `the username "${user.username}" is taken`, { field: "username" });
       }
       throw err;
     }
-    return entity;
   }
 
   /** The user with this username (any case) and its password hash, or undefined. */

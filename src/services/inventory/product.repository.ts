@@ -11,7 +11,7 @@ import {
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import type { Clock } from "../../platform/clock.js";
-import { isUniqueViolation, preparedQuery, transaction, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, preparedQuery, transaction, updateEntity } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
@@ -110,21 +110,16 @@ export class ProductRepository {
     if (first) return first;
     try {
       return await transaction(this.em, async (tx) => {
-        const product = tx.create(
-          ProductSchema,
-          {
-            ...fields,
-            id: randomUUID(),
-            quantity,
-            version: 1,
-            requestId: requestId || null,
-            requestFingerprint: requestId ? fingerprint : null,
-            createdAt: now,
-            updatedAt: now,
-          },
-          { persist: false },
-        );
-        await tx.insert(product);
+        const product = await insertEntity(tx, ProductSchema, {
+          ...fields,
+          id: randomUUID(),
+          quantity,
+          version: 1,
+          requestId: requestId || null,
+          requestFingerprint: requestId ? fingerprint : null,
+          createdAt: now,
+          updatedAt: now,
+        });
         await this.events.append(tx, [event(ProductEventType.CREATED, now, product)]);
         return product;
       });
@@ -254,12 +249,16 @@ export class ProductRepository {
         p.quantity = quantityAfter;
         p.updatedAt = now;
       });
-      const movement = tx.create(
-        StockMovementSchema,
-        { id: randomUUID(), productId, delta, quantityAfter, reason, requestId, requestFingerprint: fingerprint, createdAt: now },
-        { persist: false },
-      );
-      await tx.insert(movement);
+      const movement = await insertEntity(tx, StockMovementSchema, {
+        id: randomUUID(),
+        productId,
+        delta,
+        quantityAfter,
+        reason,
+        requestId,
+        requestFingerprint: fingerprint,
+        createdAt: now,
+      });
       const events = [event(ProductEventType.STOCK_ADJUSTED, now, product, movement)];
       const crossing = lowStockCrossing(wasLow, product);
       if (crossing) events.push(event(crossing, now, product));

@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
 import { ResourceSchema, SCHEMA, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
-import { isUniqueViolation, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, updateEntity } from "../../platform/db.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface ResourceQuery {
@@ -27,7 +27,6 @@ export class ResourceRepository {
 
   /** Creates a resource, or returns the one an earlier call with this request id (and the same request) created. */
   async create(fields: ResourceFields, requestId: string, fingerprint: string, now: Date): Promise<ResourceEntity> {
-    const em = this.em.fork();
     const earlier = async () => {
       const resource = requestId ? await this.em.fork().findOne(ResourceSchema, { requestId }) : null;
       if (resource) assertSameRequest(resource.requestFingerprint, fingerprint);
@@ -35,9 +34,8 @@ export class ResourceRepository {
     };
     const first = await earlier();
     if (first) return first;
-    const resource = em.create(
-      ResourceSchema,
-      {
+    try {
+      return await insertEntity(this.em.fork(), ResourceSchema, {
         ...fields,
         id: randomUUID(),
         version: 1,
@@ -45,11 +43,7 @@ export class ResourceRepository {
         requestFingerprint: requestId ? fingerprint : null,
         createdAt: now,
         updatedAt: now,
-      },
-      { persist: false },
-    );
-    try {
-      await em.insert(resource);
+      });
     } catch (err) {
       // A concurrent retry with the same request id won the race.
       if (isUniqueViolation(err)) {
@@ -58,7 +52,6 @@ export class ResourceRepository {
       }
       throw err;
     }
-    return resource;
   }
 
   async update(id: string, etag: string, change: (r: ResourceEntity) => void, now: Date): Promise<ResourceEntity> {
