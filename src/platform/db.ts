@@ -360,8 +360,8 @@ export async function insertEntity<E extends object>(em: EntityManager, schema: 
   return entity;
 }
 
-const sameValue = (a: unknown, b: unknown): boolean =>
-  a instanceof Date && b instanceof Date ? a.getTime() === b.getTime() : typeof a === "object" && a !== null ? JSON.stringify(a) === JSON.stringify(b) : Object.is(a, b);
+/** A property's value as compared before and after a change: dates by time, objects by content (so changes made in place count). */
+const snapshot = (v: unknown): unknown => (v instanceof Date ? v.getTime() : typeof v === "object" && v !== null ? JSON.stringify(v) : v);
 
 /**
  * Applies `change` to an entity read with `em` and writes the properties it
@@ -374,11 +374,11 @@ export async function updateEntity<E extends object>(em: EntityManager, entity: 
   const meta = em.getMetadata().get<E>(entity.constructor.name);
   const row = entity as Record<string, unknown>;
   const props = meta.props.filter((p) => p.kind === ReferenceKind.SCALAR && p.persist !== false && !p.primary && !p.version);
-  const before = props.map((p) => row[p.name]);
+  const before = props.map((p) => snapshot(row[p.name]));
   change(entity);
   const data: Record<string, unknown> = {};
   props.forEach((p, i) => {
-    if (!sameValue(before[i], row[p.name])) data[p.name] = row[p.name];
+    if (!Object.is(before[i], snapshot(row[p.name]))) data[p.name] = row[p.name];
   });
   if (Object.keys(data).length === 0) return;
   for (const p of props) {
