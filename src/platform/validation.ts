@@ -6,10 +6,11 @@ import type { Interceptor } from "@connectrpc/connect";
 import { file_agora_type_v1_rules } from "../../gen/agora/type/v1/rules_pb.js";
 import { invalidArgument, type FieldViolation } from "./errors.js";
 
-/** Patterns come from the protos, so there are few; a compiled one is kept for the process. */
-const patterns = new Map<string, RE2JS>();
-/** Recent answers by pattern: requests repeat the same names (a metrics report's metric and label names) thousands of times. */
-const answers = new Map<string, Map<string, boolean>>();
+/**
+ * Per pattern (they come from the protos, so there are few): the compiled RE2 and its recent answers,
+ * since requests repeat the same names (a metrics report's metric and label names) thousands of times.
+ */
+const patterns = new Map<string, { re: RE2JS; answers: Map<string, boolean> }>();
 let remembered = 0;
 const MAX_REMEMBERED = 4096;
 const MAX_REMEMBERED_LENGTH = 128;
@@ -20,23 +21,17 @@ const MAX_REMEMBERED_LENGTH = 128;
  * microsecond, which a 10,000-sample report paid twice per sample.
  */
 function regexMatch(pattern: string, text: string): boolean {
-  let known = answers.get(pattern);
-  const answer = known?.get(text);
-  if (answer !== undefined) return answer;
-  let re = patterns.get(pattern);
-  if (re === undefined) {
-    re = RE2JS.compile(pattern);
-    patterns.set(pattern, re);
-  }
-  const matched = re.test(text);
+  let p = patterns.get(pattern);
+  if (p === undefined) patterns.set(pattern, (p = { re: RE2JS.compile(pattern), answers: new Map() }));
+  const known = p.answers.get(text);
+  if (known !== undefined) return known;
+  const matched = p.re.test(text);
   if (text.length <= MAX_REMEMBERED_LENGTH) {
     if (remembered >= MAX_REMEMBERED) {
-      answers.clear();
+      for (const q of patterns.values()) q.answers.clear();
       remembered = 0;
-      known = undefined;
     }
-    if (known === undefined) answers.set(pattern, (known = new Map()));
-    known.set(text, matched);
+    p.answers.set(text, matched);
     remembered++;
   }
   return matched;

@@ -5,8 +5,6 @@
 // rest of the process; see transaction() in src/platform/db.ts).
 import { executionAsyncId } from "node:async_hooks";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
-import { create } from "@bufbuild/protobuf";
 import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
 import { IdentityService, Role } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
@@ -38,12 +36,12 @@ try {
     product: { name: "Probe", category: Category.OFFICE, quantity: 5, unitPrice: { currencyCode: "EUR", units: 1n }, lowStockThreshold: 1 },
     requestId: "probe-1",
   });
-  const { product: renamed } = await inventory.updateProduct({ id: product!.id, product: { name: "Probe 2" }, updateMask: create(FieldMaskSchema, { paths: ["name"] }), etag: product!.etag });
+  const { product: renamed } = await inventory.updateProduct({ id: product!.id, product: { name: "Probe 2" }, updateMask: { paths: ["name"] }, etag: product!.etag });
   await inventory.adjustStock({ productId: renamed!.id, delta: -1, reason: "probe", requestId: "probe-adjust" });
 
   const reservations = client(ReservationService, server.url, "grpc", admin);
   const { resource } = await reservations.createResource({ resource: { name: "Probe room", type: "room", capacity: 4, active: true } });
-  await reservations.updateResource({ id: resource!.id, resource: { capacity: 6 }, updateMask: create(FieldMaskSchema, { paths: ["capacity"] }), etag: resource!.etag });
+  await reservations.updateResource({ id: resource!.id, resource: { capacity: 6 }, updateMask: { paths: ["capacity"] }, etag: resource!.etag });
   const start = Math.ceil(Date.now() / 3_600_000 + 24) * 3_600_000;
   const asUser = client(ReservationService, server.url, "grpc", userToken);
   await asUser.createReservation({ resourceId: resource!.id, startTime: timestampFromMs(start), endTime: timestampFromMs(start + 3_600_000), partySize: 2, requestId: "probe-r" });
