@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, type Constructor, type EntitySchema, type MigrationObject, type RequiredEntityData } from "@mikro-orm/core";
 import { Migrator, type Migration } from "@mikro-orm/migrations";
-import { PostgreSqlDriver, type EntityManager } from "@mikro-orm/postgresql";
+import { PostgreSqlDriver, type EntityManager, type Knex } from "@mikro-orm/postgresql";
 import pg from "pg";
 import type { Logger } from "pino";
 import { freePort } from "./ports.js";
@@ -302,13 +302,16 @@ export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
 }
 
 /**
- * One statement on a connection of the ORM's own pool, as a named prepared
- * statement (parsed and planned once per connection), rows as pg returns them:
- * no query builder, no identity map, no hydration. For hot reads only; the
- * repository that owns the table maps the row.
+ * One statement as a named prepared statement (parsed and planned once per
+ * connection), rows as pg returns them: no query builder, no identity map, no
+ * hydration. Runs on the transaction's connection when `em` is a transaction()'s,
+ * otherwise on a connection of the ORM's own pool. For hot paths; the repository
+ * that owns the table maps the rows (rowMapper).
  */
 export async function preparedQuery<R extends pg.QueryResultRow>(em: EntityManager, name: string, text: string, values: unknown[]): Promise<R[]> {
-  const pool = em.getKnex().client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+  // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
+  const knex = em.getTransactionContext<Knex.Transaction>() ?? em.getKnex();
+  const pool = knex.client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
   const connection = await pool.acquireConnection();
   try {
     return (await connection.query<R>({ name, text, values })).rows;
@@ -425,5 +428,28 @@ export const isExclusionViolation = (err: unknown): boolean => sqlState(err) ===
  * without two parallel calls both passing. Keys are "<schema>.<what>.<owner>".
  */
 export async function lockForTransaction(tx: EntityManager, key: string): Promise<void> {
-  await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [key]);
+  await preparedQuery(tx, "agora.lock-for-transaction", "SELECT pg_advisory_xact_lock(hashtext($1))", [key]);
+}
+
+/**
+ * Turns rows of an entity's table, as preparedQuery returns them (the ORM's
+ * connections return timestamps as text), into entities: column names to
+ * properties, timestamps to Dates, nothing else. No hydration or identity map,
+ * so it costs about what an object literal does.
+ */
+export function rowMapper<E extends object>(schema: EntitySchema<E>): (row: Record<string, unknown>) => E {
+  const columns = Object.entries(schema.meta.properties as Record<string, { fieldName?: string; type?: unknown }>).map(([prop, p]) => ({
+    prop,
+    // As the schema names it, or as MikroORM's default naming strategy does (camelCase to snake_case).
+    column: p.fieldName ?? prop.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase(),
+    date: p.type === "Date",
+  }));
+  return (row) => {
+    const entity = new (schema.meta.class as new () => E)() as Record<string, unknown>;
+    for (const c of columns) {
+      const v = row[c.column];
+      entity[c.prop] = c.date && v !== null && v !== undefined ? new Date(v as string) : v;
+    }
+    return entity as E;
+  };
 }

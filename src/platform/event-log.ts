@@ -4,6 +4,7 @@ import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { Clock } from "./clock.js";
+import { preparedQuery } from "./db.js";
 import type { ServiceDeps } from "./service-module.js";
 import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
@@ -123,17 +124,27 @@ export class EventLog<T> {
     return `${this.schema}_events`;
   }
 
-  /** Appends events inside the caller's transaction; returns their ids. */
+  /**
+   * Appends events inside the caller's transaction; returns their ids, in the
+   * order of `events`. One statement: the lock, the rows (ids drawn in order,
+   * after the lock) and the NOTIFY, which PostgreSQL sends at commit.
+   */
   async append(tx: EntityManager, events: T[]): Promise<bigint[]> {
     if (events.length === 0) return [];
-    await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [`agora.events.${this.schema}`]);
-    const placeholders = events.map(() => "(?)").join(", ");
-    const rows = await tx.execute<{ id: string }[]>(
-      `INSERT INTO ${this.table} (payload) VALUES ${placeholders} RETURNING id`,
+    const rows = await preparedQuery<{ id: string }>(tx, `${this.schema}.append-events`, this.appendSql, [
+      `agora.events.${this.schema}`,
       events.map((e) => Buffer.from(this.codec.encode(e))),
-    );
-    await tx.execute("SELECT pg_notify(?, '')", [this.channel]);
-    return rows.map((r) => BigInt(r.id));
+      this.channel,
+    ]);
+    return rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
+  }
+
+  private get appendSql(): string {
+    return `WITH locked AS (SELECT pg_advisory_xact_lock(hashtext($1))),
+      added AS (INSERT INTO ${this.table} (payload)
+                SELECT payload FROM locked, unnest($2::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
+      told AS (SELECT pg_notify($3, '') FROM locked)
+      SELECT added.id FROM added, told`;
   }
 
   async start(): Promise<void> {

@@ -8,7 +8,7 @@ import {
   type NotificationType,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
-import { updateEntity } from "../../platform/db.js";
+import { preparedQuery, updateEntity } from "../../platform/db.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
@@ -21,6 +21,12 @@ export interface NewNotification {
   endTime?: Date;
   message: string;
 }
+
+/** A batch of notifications, one array per column. */
+const STORE_SQL = `INSERT INTO "${SCHEMA}".notifications
+    (id, user_id, event_id, type, reservation_id, resource_id, start_time, end_time, message, read, created_at)
+  SELECT n.*, false, $10::timestamptz FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::smallint[], $5::uuid[], $6::uuid[],
+                                     $7::timestamptz[], $8::timestamptz[], $9::text[]) AS n`;
 
 /**
  * Stores notifications and puts each on the event log in the same
@@ -48,24 +54,19 @@ export class NotificationRepository {
       }),
     );
     const ids = await this.events.append(tx, messages);
-    const values = messages.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?)").join(", ");
-    await tx.execute(
-      `INSERT INTO "${SCHEMA}".notifications
-         (id, user_id, event_id, type, reservation_id, resource_id, start_time, end_time, message, read, created_at)
-       VALUES ${values}`,
-      messages.flatMap((m, i) => [
-        m.id,
-        m.userId,
-        ids[i]!.toString(),
-        m.type,
-        m.reservationId || null,
-        m.resourceId || null,
-        items[i]!.startTime ?? null,
-        items[i]!.endTime ?? null,
-        m.message,
-        now,
-      ]),
-    );
+    const column = <V>(value: (m: Notification, i: number) => V) => messages.map(value);
+    await preparedQuery(tx, "reservation.store-notifications", STORE_SQL, [
+      column((m) => m.id),
+      column((m) => m.userId),
+      column((_, i) => ids[i]!.toString()),
+      column((m) => m.type),
+      column((m) => m.reservationId || null),
+      column((m) => m.resourceId || null),
+      column((_, i) => items[i]!.startTime ?? null),
+      column((_, i) => items[i]!.endTime ?? null),
+      column((m) => m.message),
+      now,
+    ]);
   }
 
   /** The user's notifications, newest first, after `beforeEventId` (paging). */

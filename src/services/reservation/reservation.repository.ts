@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { isExclusionViolation, isUniqueViolation, retryTransaction, transaction } from "../../platform/db.js";
+import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, transaction } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
@@ -33,6 +33,33 @@ export interface ReservationQuery {
 
 const iso = (d: Date) => new Date(d).toISOString();
 
+const TABLE = `"${SCHEMA}".reservations`;
+const fromRow = rowMapper(ReservationSchema);
+
+/** The statements of a booking's path, prepared once per connection (preparedQuery): no query builder or hydration. */
+const SQL = {
+  get: `SELECT * FROM ${TABLE} WHERE id = $1`,
+  byRequest: `SELECT * FROM ${TABLE} WHERE user_id = $1 AND request_id = $2`,
+  /** Pending holds past their time ($1) overlapping [$3, $4) of resource $2 expire. */
+  releaseExpiredHolds: `UPDATE ${TABLE} SET status = 'expired', version = version + 1, updated_at = $1
+    WHERE resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
+    RETURNING *`,
+  insert: `INSERT INTO ${TABLE}
+      (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) RETURNING *`,
+  /** The first active reservation of resource $1 other than $2 overlapping [$3, $4) at time $5. */
+  conflicting: `SELECT start_time, end_time FROM ${TABLE}
+    WHERE resource_id = $1 AND id <> $2 AND during && tstzrange($3, $4, '[)')
+      AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > $5))
+    ORDER BY start_time LIMIT 1`,
+  recordInterest: `INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+} as const;
+
+async function query<R extends Record<string, unknown>>(em: EntityManager, statement: keyof typeof SQL, values: unknown[]): Promise<R[]> {
+  return preparedQuery<R>(em, `reservation.${statement}`, SQL[statement], values);
+}
+
 /**
  * Owns every query on reservations. The exclusion constraint
  * `reservations_no_overlap` is what makes double booking impossible; this
@@ -49,15 +76,17 @@ export class ReservationRepository {
   ) {}
 
   async get(id: string): Promise<ReservationEntity> {
-    const r = await this.em.fork().findOne(ReservationSchema, { id });
-    if (!r) throw notFound("reservation", id);
-    return r;
+    const [row] = await query(this.em, "get", [id]);
+    if (!row) throw notFound("reservation", id);
+    return fromRow(row);
   }
 
   /** The reservation an earlier request with this id made, if any; INVALID_ARGUMENT when that request was another one. */
   async byRequest(userId: string, requestId: string, fingerprint: string): Promise<ReservationEntity | null> {
-    const earlier = await this.em.fork().findOne(ReservationSchema, { userId, requestId });
-    if (earlier) assertSameRequest(earlier.requestFingerprint, fingerprint);
+    const [row] = await query(this.em, "byRequest", [userId, requestId]);
+    if (!row) return null;
+    const earlier = fromRow(row);
+    assertSameRequest(earlier.requestFingerprint, fingerprint);
     return earlier;
   }
 
@@ -68,17 +97,12 @@ export class ReservationRepository {
         return await retryTransaction(() => transaction(this.em, async (tx) => {
           await lockResource(tx, n.resource.id);
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
-          const [row] = await tx.execute(
-            `INSERT INTO "${SCHEMA}".reservations
-               (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *`,
-            [
-              randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
-              pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
-              pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now, now,
-            ],
-          );
-          const reservation = tx.map(ReservationSchema, row!);
+          const [row] = await query(tx, "insert", [
+            randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
+            pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
+            pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now,
+          ]);
+          const reservation = fromRow(row!);
           notices.push(
             notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
               pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
@@ -129,7 +153,7 @@ export class ReservationRepository {
           [start, end, now, current.id, now, etag ? "x" : "", current.version],
         );
         if (!row) throw notActive(current);
-        const moved = tx.map(ReservationSchema, row);
+        const moved = fromRow(row);
         notices.push(...(await this.freed(tx, current.resourceId, current.startTime, current.endTime, now)));
         await this.notifications.store(tx, notices, now);
         return moved;
@@ -163,7 +187,7 @@ export class ReservationRepository {
         [to, now, current.id, ...from, to, now],
       );
       if (!row) throw notActive(current, from);
-      const changed = tx.map(ReservationSchema, row);
+      const changed = fromRow(row);
       const notices = [notice(changed, notification.type, notification.message)];
       if (!ACTIVE.includes(to)) notices.push(...(await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now)));
       await this.notifications.store(tx, notices, now);
@@ -182,7 +206,7 @@ export class ReservationRepository {
           WHERE r.id = due.id RETURNING r.*`,
         [now, now, batch],
       );
-      await this.notifications.store(tx, await this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now), now);
+      await this.notifications.store(tx, await this.afterExpiry(tx, rows.map(fromRow), now), now);
       return rows.length;
     }));
   }
@@ -204,7 +228,7 @@ export class ReservationRepository {
           WHERE r.id = due.id RETURNING r.*`,
         [now, now, new Date(now.getTime() + leadMinutes * 60_000), batch],
       );
-      const due = rows.map((r) => tx.map(ReservationSchema, r));
+      const due = rows.map(fromRow);
       await this.notifications.store(
         tx,
         due.map((r) => notice(r, NotificationType.REMINDER, `your reservation starts at ${iso(r.startTime)}`)),
@@ -221,13 +245,8 @@ export class ReservationRepository {
 
   /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
   private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
-    const rows = await tx.execute(
-      `UPDATE "${SCHEMA}".reservations SET status = 'expired', version = version + 1, updated_at = ?
-        WHERE resource_id = ? AND status = 'pending' AND hold_expires_at <= ? AND during && tstzrange(?, ?, '[)')
-        RETURNING *`,
-      [now, resourceId, now, start, end],
-    );
-    return this.afterExpiry(tx, rows.map((r) => tx.map(ReservationSchema, r)), now);
+    const rows = await query(tx, "releaseExpiredHolds", [now, resourceId, start, end]);
+    return rows.length === 0 ? [] : this.afterExpiry(tx, rows.map(fromRow), now);
   }
 
   private async afterExpiry(tx: EntityManager, expired: ReservationEntity[], now: Date): Promise<NewNotification[]> {
@@ -259,22 +278,14 @@ export class ReservationRepository {
   }
 
   private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string) {
-    const [row] = await this.em.fork().execute<{ start_time: Date; end_time: Date }[]>(
-      `SELECT start_time, end_time FROM "${SCHEMA}".reservations
-        WHERE resource_id = ? AND id <> ? AND during && tstzrange(?, ?, '[)')
-          AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > ?))
-        ORDER BY start_time LIMIT 1`,
-      [resourceId, except ?? "00000000-0000-0000-0000-000000000000", start, end, now],
-    );
+    const [row] = await query<{ start_time: string; end_time: string }>(this.em, "conflicting", [
+      resourceId, except ?? "00000000-0000-0000-0000-000000000000", start, end, now,
+    ]);
     return row ? { start: new Date(row.start_time), end: new Date(row.end_time) } : undefined;
   }
 
   private async recordInterest(userId: string, resourceId: string, start: Date, end: Date, now: Date): Promise<void> {
-    await this.em.fork().execute(
-      `INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
-       VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      [userId, resourceId, start, end, now],
-    );
+    await query(this.em, "recordInterest", [userId, resourceId, start, end, now]);
   }
 }
 
@@ -289,7 +300,7 @@ export class ReservationRepository {
  * (tried: the deadlocks came back).
  */
 async function lockResource(tx: EntityManager, resourceId: string): Promise<void> {
-  await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [`agora.reservation.resource.${resourceId}`]);
+  await lockForTransaction(tx, `agora.reservation.resource.${resourceId}`);
 }
 
 function notice(r: ReservationEntity, type: NotificationType, message: string): NewNotification {

@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { notFound } from "../../platform/errors.js";
 import { ResourceSchema, SCHEMA, type ResourceEntity, type ResourceFields } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
-import { insertEntity, isUniqueViolation, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, preparedQuery, rowMapper, updateEntity } from "../../platform/db.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
 
 export interface ResourceQuery {
@@ -15,14 +15,18 @@ export interface ResourceQuery {
   limit: number;
 }
 
+const GET_SQL = `SELECT * FROM "${SCHEMA}".resources WHERE id = $1`;
+const fromRow = rowMapper(ResourceSchema);
+
 /** Owns every query on resources. */
 export class ResourceRepository {
   constructor(private readonly em: EntityManager) {}
 
+  /** Read by every booking: one prepared statement, no hydration. */
   async get(id: string): Promise<ResourceEntity> {
-    const resource = await this.em.fork().findOne(ResourceSchema, { id });
-    if (!resource) throw notFound("resource", id);
-    return resource;
+    const [row] = await preparedQuery(this.em, "reservation.get-resource", GET_SQL, [id]);
+    if (!row) throw notFound("resource", id);
+    return fromRow(row);
   }
 
   /** Creates a resource, or returns the one an earlier call with this request id (and the same request) created. */
