@@ -4,7 +4,7 @@ import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { Clock } from "./clock.js";
-import { preparedQuery } from "./db.js";
+import { preparedQuery, type Queryable } from "./db.js";
 import type { ServiceDeps } from "./service-module.js";
 import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
@@ -129,7 +129,7 @@ export class EventLog<T> {
    * order of `events`. One statement: the lock, the rows (ids drawn in order,
    * after the lock) and the NOTIFY, which PostgreSQL sends at commit.
    */
-  async append(tx: EntityManager, events: T[]): Promise<bigint[]> {
+  async append(tx: Queryable, events: T[]): Promise<bigint[]> {
     if (events.length === 0) return [];
     const rows = await preparedQuery<{ id: string }>(tx, `${this.schema}.append-events`, this.appendSql, [
       `agora.events.${this.schema}`,

@@ -8,7 +8,7 @@ import {
   type NotificationType,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
-import { preparedQuery, updateEntity } from "../../platform/db.js";
+import { preparedQuery, updateEntity, type Queryable } from "../../platform/db.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
@@ -38,7 +38,7 @@ export class NotificationRepository {
     private readonly events: EventLog<Notification>,
   ) {}
 
-  async store(tx: EntityManager, items: NewNotification[], now: Date): Promise<void> {
+  async store(tx: Queryable, items: NewNotification[], now: Date): Promise<void> {
     if (items.length === 0) return;
     const messages = items.map((n) =>
       create(NotificationMessageSchema, {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, transaction } from "../../platform/db.js";
+import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, sqlTransaction, transaction, type Queryable } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
@@ -31,7 +31,7 @@ export interface ReservationQuery {
   limit: number;
 }
 
-const iso = (d: Date) => new Date(d).toISOString();
+const iso = (d: Date | string) => new Date(d).toISOString();
 
 const TABLE = `"${SCHEMA}".reservations`;
 const fromRow = rowMapper(ReservationSchema);
@@ -52,12 +52,20 @@ const SQL = {
     WHERE resource_id = $1 AND id <> $2 AND during && tstzrange($3, $4, '[)')
       AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > $5))
     ORDER BY start_time LIMIT 1`,
+  /** Interests in resource $1 overlapping [$2, $3), not yet past at $4, whose whole slot is free: deleted and returned. */
+  freed: `DELETE FROM "${SCHEMA}".slot_interests i
+    WHERE i.resource_id = $1 AND tstzrange(i.start_time, i.end_time, '[)') && tstzrange($2, $3, '[)') AND i.end_time > $4
+      AND NOT EXISTS (
+        SELECT 1 FROM ${TABLE} x
+         WHERE x.resource_id = i.resource_id AND x.status IN ('pending', 'confirmed')
+           AND x.during && tstzrange(i.start_time, i.end_time, '[)'))
+    RETURNING i.user_id, i.start_time, i.end_time`,
   recordInterest: `INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 } as const;
 
-async function query<R extends Record<string, unknown>>(em: EntityManager, statement: keyof typeof SQL, values: unknown[]): Promise<R[]> {
-  return preparedQuery<R>(em, `reservation.${statement}`, SQL[statement], values);
+async function query<R extends Record<string, unknown>>(on: Queryable, statement: keyof typeof SQL, values: unknown[]): Promise<R[]> {
+  return preparedQuery<R>(on, `reservation.${statement}`, SQL[statement], values);
 }
 
 /**
@@ -94,7 +102,7 @@ export class ReservationRepository {
     const pending = n.resource.requiresApproval;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await retryTransaction(() => transaction(this.em, async (tx) => {
+        return await retryTransaction(() => sqlTransaction(this.em, async (tx) => {
           await lockResource(tx, n.resource.id);
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
           const [row] = await query(tx, "insert", [
@@ -244,29 +252,20 @@ export class ReservationRepository {
   }
 
   /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
-  private async releaseExpiredHolds(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
+  private async releaseExpiredHolds(tx: Queryable, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
     const rows = await query(tx, "releaseExpiredHolds", [now, resourceId, start, end]);
     return rows.length === 0 ? [] : this.afterExpiry(tx, rows.map(fromRow), now);
   }
 
-  private async afterExpiry(tx: EntityManager, expired: ReservationEntity[], now: Date): Promise<NewNotification[]> {
+  private async afterExpiry(tx: Queryable, expired: ReservationEntity[], now: Date): Promise<NewNotification[]> {
     const notices = expired.map((r) => notice(r, NotificationType.EXPIRED, "nobody confirmed your pending reservation in time: the slot was released"));
     for (const r of expired) notices.push(...(await this.freed(tx, r.resourceId, r.startTime, r.endTime, now)));
     return notices;
   }
 
   /** Finds the users who wanted a slot overlapping [start, end) whose whole slot is free now. */
-  private async freed(tx: EntityManager, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
-    const rows = await tx.execute<{ user_id: string; start_time: Date; end_time: Date }[]>(
-      `DELETE FROM "${SCHEMA}".slot_interests i
-        WHERE i.resource_id = ? AND tstzrange(i.start_time, i.end_time, '[)') && tstzrange(?, ?, '[)') AND i.end_time > ?
-          AND NOT EXISTS (
-            SELECT 1 FROM "${SCHEMA}".reservations x
-             WHERE x.resource_id = i.resource_id AND x.status IN ('pending', 'confirmed')
-               AND x.during && tstzrange(i.start_time, i.end_time, '[)'))
-        RETURNING i.user_id, i.start_time, i.end_time`,
-      [resourceId, start, end, now],
-    );
+  private async freed(tx: Queryable, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
+    const rows = await query<{ user_id: string; start_time: string; end_time: string }>(tx, "freed", [resourceId, start, end, now]);
     return rows.map((i) => ({
       userId: i.user_id,
       type: NotificationType.RESOURCE_AVAILABLE,
@@ -299,7 +298,7 @@ export class ReservationRepository {
  * the release of expired holds as a CTE, it is never run when no hold matches
  * (tried: the deadlocks came back).
  */
-async function lockResource(tx: EntityManager, resourceId: string): Promise<void> {
+async function lockResource(tx: Queryable, resourceId: string): Promise<void> {
   await lockForTransaction(tx, `agora.reservation.resource.${resourceId}`);
 }
 
