@@ -170,12 +170,13 @@ export class EventLog<T> {
 
   /** Reads committed events after `afterId`, oldest first. */
   async read(afterId: bigint, limit = PAGE): Promise<LoggedEvent<T>[]> {
-    const rows = await this.em
-      .fork()
-      .execute<{ id: string; payload: Buffer }[]>(`SELECT id, payload FROM ${this.table} WHERE id > ? ORDER BY id LIMIT ?`, [
-        afterId.toString(),
-        limit,
-      ]);
+    // Every instance reads after each commit it is told of: a prepared statement.
+    const rows = await preparedQuery<{ id: string; payload: Buffer }>(
+      this.em,
+      `${this.schema}.read-events`,
+      `SELECT id, payload FROM ${this.table} WHERE id > $1 ORDER BY id LIMIT $2`,
+      [afterId.toString(), limit],
+    );
     return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
   }
 
