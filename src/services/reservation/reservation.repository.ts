@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, sqlTransaction, transaction, type Queryable } from "../../platform/db.js";
+import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, sqlTransaction, type Queryable } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
 import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
@@ -47,6 +47,31 @@ const SQL = {
   insert: `INSERT INTO ${TABLE}
       (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) RETURNING *`,
+  /**
+   * Moves active reservation $4 to [$1, $2) at time $3, at version $5 when given (an etag). A hold whose time
+   * is up is not revived by moving it.
+   */
+  move: `UPDATE ${TABLE}
+       SET start_time = $1, end_time = $2, reminder_sent_at = NULL, version = version + 1, updated_at = $3
+     WHERE id = $4 AND status IN ('pending', 'confirmed') AND NOT (status = 'pending' AND hold_expires_at <= $3)
+       AND ($5::int IS NULL OR version = $5)
+    RETURNING *`,
+  /** Reservation $3 from one of the statuses $4 to $1 at time $2; a pending hold past its time can no longer be confirmed. */
+  transition: `UPDATE ${TABLE} SET status = $1, version = version + 1, updated_at = $2
+    WHERE id = $3 AND status = ANY($4::text[])
+      AND NOT ($1 = 'confirmed' AND status = 'pending' AND hold_expires_at <= $2)
+    RETURNING *`,
+  /** Up to $2 pending holds past their time ($1) expire; instances sweeping together skip each other's rows. */
+  expireHolds: `UPDATE ${TABLE} r SET status = 'expired', version = version + 1, updated_at = $1
+      FROM (SELECT id FROM ${TABLE} WHERE status = 'pending' AND hold_expires_at <= $1
+             ORDER BY hold_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+    WHERE r.id = due.id RETURNING r.*`,
+  /** Up to $3 confirmed reservations starting in ($1, $2] not yet reminded, marked as reminded. */
+  dueReminders: `UPDATE ${TABLE} r SET reminder_sent_at = $1
+      FROM (SELECT id FROM ${TABLE} WHERE status = 'confirmed' AND reminder_sent_at IS NULL AND start_time > $1 AND start_time <= $2
+             ORDER BY start_time LIMIT $3 FOR UPDATE SKIP LOCKED) due
+    WHERE r.id = due.id RETURNING r.*`,
+  pruneInterests: `DELETE FROM "${SCHEMA}".slot_interests WHERE end_time <= $1`,
   /** The first active reservation of resource $1 other than $2 overlapping [$3, $4) at time $5. */
   conflicting: `SELECT start_time, end_time FROM ${TABLE}
     WHERE resource_id = $1 AND id <> $2 AND during && tstzrange($3, $4, '[)')
@@ -148,18 +173,10 @@ export class ReservationRepository {
   async reschedule(current: ReservationEntity, start: Date, end: Date, etag: string, now: Date): Promise<ReservationEntity> {
     assertEtag("reservation", current, etag);
     try {
-      return await retryTransaction(() => transaction(this.em, async (tx) => {
+      return await retryTransaction(() => sqlTransaction(this.em, async (tx) => {
         await lockResource(tx, current.resourceId);
         const notices = await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
-        // A hold whose time is up is not revived by moving it.
-        const [row] = await tx.execute(
-          `UPDATE "${SCHEMA}".reservations
-              SET start_time = ?, end_time = ?, reminder_sent_at = NULL, version = version + 1, updated_at = ?
-            WHERE id = ? AND status IN ('pending', 'confirmed') AND NOT (status = 'pending' AND hold_expires_at <= ?)
-              AND (? = '' OR version = ?)
-            RETURNING *`,
-          [start, end, now, current.id, now, etag ? "x" : "", current.version],
-        );
+        const [row] = await query(tx, "move", [start, end, now, current.id, etag ? current.version : null]);
         if (!row) throw notActive(current);
         const moved = fromRow(row);
         notices.push(...(await this.freed(tx, current.resourceId, current.startTime, current.endTime, now)));
@@ -185,15 +202,8 @@ export class ReservationRepository {
     now: Date,
     notification: { type: NotificationType; message: string },
   ): Promise<ReservationEntity> {
-    return retryTransaction(() => transaction(this.em, async (tx) => {
-      // A pending hold past its time is as good as expired: it cannot be confirmed any more.
-      const [row] = await tx.execute(
-        `UPDATE "${SCHEMA}".reservations SET status = ?, version = version + 1, updated_at = ?
-          WHERE id = ? AND status IN (${from.map(() => "?").join(", ")})
-            AND NOT (? = 'confirmed' AND status = 'pending' AND hold_expires_at <= ?)
-          RETURNING *`,
-        [to, now, current.id, ...from, to, now],
-      );
+    return retryTransaction(() => sqlTransaction(this.em, async (tx) => {
+      const [row] = await query(tx, "transition", [to, now, current.id, from]);
       if (!row) throw notActive(current, from);
       const changed = fromRow(row);
       const notices = [notice(changed, notification.type, notification.message)];
@@ -205,15 +215,8 @@ export class ReservationRepository {
 
   /** Expires pending holds whose time is up (any instance may run it; each hold expires once). */
   async expireHolds(now: Date, batch = 500): Promise<number> {
-    return retryTransaction(() => transaction(this.em, async (tx) => {
-      const rows = await tx.execute(
-        `UPDATE "${SCHEMA}".reservations r SET status = 'expired', version = version + 1, updated_at = ?
-           FROM (SELECT id FROM "${SCHEMA}".reservations
-                  WHERE status = 'pending' AND hold_expires_at <= ?
-                  ORDER BY hold_expires_at LIMIT ? FOR UPDATE SKIP LOCKED) due
-          WHERE r.id = due.id RETURNING r.*`,
-        [now, now, batch],
-      );
+    return retryTransaction(() => sqlTransaction(this.em, async (tx) => {
+      const rows = await query(tx, "expireHolds", [now, batch]);
       await this.notifications.store(tx, await this.afterExpiry(tx, rows.map(fromRow), now), now);
       return rows.length;
     }));
@@ -226,16 +229,8 @@ export class ReservationRepository {
    * however many instances run this at the same moment.
    */
   async sendReminders(now: Date, leadMinutes: number, batch = 500): Promise<number> {
-    return retryTransaction(() => transaction(this.em, async (tx) => {
-      const rows = await tx.execute(
-        `UPDATE "${SCHEMA}".reservations r SET reminder_sent_at = ?
-           FROM (SELECT id FROM "${SCHEMA}".reservations
-                  WHERE status = 'confirmed' AND reminder_sent_at IS NULL
-                    AND start_time > ? AND start_time <= ?
-                  ORDER BY start_time LIMIT ? FOR UPDATE SKIP LOCKED) due
-          WHERE r.id = due.id RETURNING r.*`,
-        [now, now, new Date(now.getTime() + leadMinutes * 60_000), batch],
-      );
+    return retryTransaction(() => sqlTransaction(this.em, async (tx) => {
+      const rows = await query(tx, "dueReminders", [now, new Date(now.getTime() + leadMinutes * 60_000), batch]);
       const due = rows.map(fromRow);
       await this.notifications.store(
         tx,
@@ -248,7 +243,7 @@ export class ReservationRepository {
 
   /** Forgets interests in slots that have passed. */
   async pruneInterests(now: Date): Promise<void> {
-    await this.em.fork().execute(`DELETE FROM "${SCHEMA}".slot_interests WHERE end_time <= ?`, [now]);
+    await query(this.em, "pruneInterests", [now]);
   }
 
   /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
