@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { MessageKind } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { isUniqueViolation, lockForTransaction, transaction } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction, preparedQuery, transaction } from "../../platform/db.js";
 import { notFound } from "../../platform/errors.js";
 
 export interface RoomRow {
@@ -142,14 +142,16 @@ export class ChatRepository {
   }
 
   async roomIdsOf(userId: string): Promise<string[]> {
-    const rows = await this.db.execute<{ room_id: string }[]>(`SELECT room_id FROM "${SCHEMA}".members WHERE user_id = ?`, [userId]);
+    const rows = await preparedQuery<{ room_id: string }>(this.em, "chat.rooms-of", `SELECT room_id FROM "${SCHEMA}".members WHERE user_id = $1`, [userId]);
     return rows.map((r) => r.room_id);
   }
 
   async directIdsOf(userId: string): Promise<string[]> {
-    const rows = await this.db.execute<{ id: string }[]>(
-      `SELECT id FROM "${SCHEMA}".conversations WHERE kind = 'direct' AND (user_a = ? OR user_b = ?)`,
-      [userId, userId],
+    const rows = await preparedQuery<{ id: string }>(
+      this.em,
+      "chat.directs-of",
+      `SELECT id FROM "${SCHEMA}".conversations WHERE kind = 'direct' AND (user_a = $1 OR user_b = $1)`,
+      [userId],
     );
     return rows.map((r) => r.id);
   }
@@ -266,7 +268,12 @@ export class ChatRepository {
   }
 
   async lastSequence(conversationId: string): Promise<bigint> {
-    const [row] = await this.db.execute<{ last_sequence: string }[]>(`SELECT last_sequence FROM "${SCHEMA}".conversations WHERE id = ?`, [conversationId]);
+    const [row] = await preparedQuery<{ last_sequence: string }>(
+      this.em,
+      "chat.last-sequence",
+      `SELECT last_sequence FROM "${SCHEMA}".conversations WHERE id = $1`,
+      [conversationId],
+    );
     return BigInt(row?.last_sequence ?? 0);
   }
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { SCHEMA } from "./chat.repository.js";
-import { transaction } from "../../platform/db.js";
+import { preparedQuery, sqlTransaction } from "../../platform/db.js";
 
 export type PresenceName = "online" | "away" | "busy" | "offline";
 
@@ -10,6 +10,11 @@ export interface PresenceRow {
   username: string;
   presence: PresenceName;
 }
+
+const LIVE_SESSIONS = `SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = $1 AND last_seen > $2`;
+const OPEN_SESSION = `INSERT INTO "${SCHEMA}".sessions (id, user_id, username, last_seen) VALUES ($1, $2, $3, $4)`;
+const SEEN_USER = `INSERT INTO "${SCHEMA}".user_status (user_id, username, chosen, last_active) VALUES ($1, $2, NULL, $3)
+  ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, last_active = excluded.last_active`;
 
 /**
  * Presence lives in PostgreSQL so every instance agrees: a row per open stream
@@ -31,22 +36,19 @@ export class PresenceRepository {
   /** Opens a session; returns its id and whether the user was offline before. */
   async open(userId: string, username: string, now: Date): Promise<{ id: string; wasOffline: boolean }> {
     const id = randomUUID();
-    return transaction(this.em, async (tx) => {
-      const live = await tx.execute(`SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
-      await tx.execute(`INSERT INTO "${SCHEMA}".sessions (id, user_id, username, last_seen) VALUES (?, ?, ?, ?)`, [id, userId, username, now]);
-      await tx.execute(
-        `INSERT INTO "${SCHEMA}".user_status (user_id, username, chosen, last_active) VALUES (?, ?, NULL, ?)
-         ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, last_active = excluded.last_active`,
-        [userId, username, now],
-      );
+    // Thousands of streams may open at once (clients reconnecting after a deploy): prepared statements.
+    return sqlTransaction(this.em, async (tx) => {
+      const live = await preparedQuery(tx, "chat.live-sessions", LIVE_SESSIONS, [userId, this.staleBefore(now)]);
+      await preparedQuery(tx, "chat.open-session", OPEN_SESSION, [id, userId, username, now]);
+      await preparedQuery(tx, "chat.seen-user", SEEN_USER, [userId, username, now]);
       return { id, wasOffline: live.length === 0 };
     });
   }
 
   /** Closes a session; returns whether it was the user's last one. */
   async close(sessionId: string, userId: string, now: Date): Promise<boolean> {
-    await this.db.execute(`DELETE FROM "${SCHEMA}".sessions WHERE id = ?`, [sessionId]);
-    const live = await this.db.execute(`SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = ? AND last_seen > ?`, [userId, this.staleBefore(now)]);
+    await preparedQuery(this.em, "chat.close-session", `DELETE FROM "${SCHEMA}".sessions WHERE id = $1`, [sessionId]);
+    const live = await preparedQuery(this.em, "chat.live-sessions", LIVE_SESSIONS, [userId, this.staleBefore(now)]);
     return live.length === 0;
   }
 
