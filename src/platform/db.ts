@@ -311,10 +311,10 @@ export type Queryable = EntityManager | SqlTransaction;
 
 /**
  * Runs `work` in a transaction on one connection of the ORM's pool: BEGIN,
- * then COMMIT when it returns or ROLLBACK when it throws. For hot paths whose
- * every statement is a preparedQuery: it skips what transaction() pays for
- * MikroORM's EntityManager and knex's transaction object (a query builder
- * made per transaction), about a third of a booking's CPU before it.
+ * then COMMIT when it returns or ROLLBACK when it throws. For paths whose every
+ * statement is a preparedQuery: it skips what transaction() pays for a forked
+ * EntityManager and knex's transaction object (a whole query builder made per
+ * transaction).
  */
 export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransaction) => Promise<T>): Promise<T> {
   const pool = em.getKnex().client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
@@ -339,9 +339,9 @@ export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransac
 /**
  * One statement as a named prepared statement (parsed and planned once per
  * connection), rows as pg returns them: no query builder, no identity map, no
- * hydration. Runs on the transaction's connection when `em` is a transaction()'s,
- * otherwise on a connection of the ORM's own pool. For hot paths; the repository
- * that owns the table maps the rows (rowMapper).
+ * hydration. Runs in the transaction when `on` is a sqlTransaction() or a
+ * transaction()'s EntityManager, otherwise on a connection of the ORM's own pool.
+ * For hot paths; the repository that owns the table maps the rows (rowMapper).
  */
 export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, name: string, text: string, values: unknown[]): Promise<R[]> {
   if ("connection" in on) return (await on.connection.query<R>({ name, text, values })).rows;

@@ -36,7 +36,7 @@ const iso = (d: Date | string) => new Date(d).toISOString();
 const TABLE = `"${SCHEMA}".reservations`;
 const fromRow = rowMapper(ReservationSchema);
 
-/** The statements of a booking's path, prepared once per connection (preparedQuery): no query builder or hydration. */
+/** Every statement of the repository, prepared once per connection (preparedQuery): no query builder or hydration. */
 const SQL = {
   get: `SELECT * FROM ${TABLE} WHERE id = $1`,
   byRequest: `SELECT * FROM ${TABLE} WHERE user_id = $1 AND request_id = $2`,
