@@ -15,7 +15,7 @@
  * grpc-status-details-bin.
  */
 import type http2 from "node:http2";
-import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -83,7 +83,7 @@ type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "ge
 /** Per call: what the innermost function of the prebuilt chain needs beyond the request. */
 interface CallState {
   spec: MethodImplSpec;
-  context: HandlerContext;
+  context: AdapterContext;
 }
 const callStateKey = createContextKey<CallState | undefined>(undefined, { description: "grpc-js adapter call" });
 
@@ -169,17 +169,19 @@ export class GrpcJsAdapter {
       const { context } = req.contextValues.get(callStateKey)!;
       // The interceptors change the call's headers and values in place; only a replaced header object needs a copy
       // (the copy reads the signal, which creates it).
-      const ctx: HandlerContext = req.header === context.requestHeader ? context : { ...context, requestHeader: req.header };
-      const common = { service: method.parent, header: context.responseHeader, trailer: context.responseTrailer };
+      const ctx: HandlerContext = req.header === context.requestHeader ? context : context.withRequestHeader(req.header);
+      // Responses built field by field: a spread of an object made before an await cost V8 ~10 µs per call here.
+      const response = (stream: boolean, message: unknown) =>
+        ({ service: method.parent, header: context.responseHeader, trailer: context.responseTrailer, stream, method, message }) as UnaryResponse | StreamResponse;
       switch (spec.kind) {
         case "unary":
-          return { ...common, stream: false, method, message: normalize(output, await spec.impl(req.message as never, ctx)) } as UnaryResponse;
+          return response(false, normalize(output, await spec.impl(req.message as never, ctx)));
         case "client_streaming":
-          return { ...common, stream: true, method, message: once(normalize(output, await spec.impl(req.message as never, ctx))) } as StreamResponse;
+          return response(true, once(normalize(output, await spec.impl(req.message as never, ctx))));
         case "server_streaming":
-          return { ...common, stream: true, method, message: normalizeAll(output, spec.impl(await single(req.message as AsyncIterable<never>), ctx)) } as StreamResponse;
+          return response(true, normalizeAll(output, spec.impl(await single(req.message as AsyncIterable<never>), ctx)));
         case "bidi_streaming":
-          return { ...common, stream: true, method, message: normalizeAll(output, spec.impl(req.message as never, ctx)) } as StreamResponse;
+          return response(true, normalizeAll(output, spec.impl(req.message as never, ctx)));
       }
     };
     let next = innermost;
@@ -231,7 +233,7 @@ export class GrpcJsAdapter {
               const res = (await chain(req)) as StreamResponse;
               const it = res.message[Symbol.asyncIterator]();
               // Ends the handler's generator with the reason (its finally blocks run; the access log says CANCELED or DEADLINE_EXCEEDED).
-              c.onCancel = () => void it.throw?.(c.abort.reason).catch(() => undefined);
+              c.onCancel = () => void it.throw?.(c.reason).catch(() => undefined);
               c.sendHeader();
               // One message at a time, each handed to HTTP/2 before the next is pulled (as Connect-node does):
               // a reader that does not keep up leaves its events in the handler's bounded queue, not in ours.
@@ -250,114 +252,178 @@ export class GrpcJsAdapter {
     }
   }
 
-  private startCall(spec: MethodImplSpec, call: SurfaceCall) {
-    const { shutdownSignal } = this.options;
-    const { method } = spec;
-    const deadline = call.getDeadline();
-    const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-    const requestHeader = new Headers();
-    for (const [key, value] of Object.entries(call.metadata.getMap())) {
-      requestHeader.set(key, typeof value === "string" ? value : (value as Buffer).toString("base64"));
-    }
+  private startCall(spec: MethodImplSpec, call: SurfaceCall): AdapterCall {
     const values = this.options.contextValues({ metadata: call.metadata, peer: call.getPeer() });
-    // The call's AbortSignal is made only when asked for (most unary calls never do), then aborted with the
-    // reason the call already has; everything else hears about the end through `abort` (CallAbort).
-    let controller: AbortController | undefined;
-    let reason: unknown;
-    let listeners: (() => void)[] | undefined;
-    const signal = () => {
-      if (!controller) {
-        controller = new AbortController();
-        if (reason !== undefined) controller.abort(reason);
-      }
-      return controller.signal;
-    };
-    const abort: CallAbort & { fire(why: unknown): void } = {
-      get reason() {
-        return reason;
-      },
-      onAbort(listener) {
-        (listeners ??= []).push(listener);
-        return () => {
-          const i = listeners!.indexOf(listener);
-          if (i >= 0) listeners!.splice(i, 1);
-        };
-      },
-      fire(why) {
-        if (reason !== undefined) return;
-        reason = why;
-        controller?.abort(why);
-        for (const listener of listeners?.splice(0) ?? []) listener();
-      },
-    };
-    values.set(callAbortKey, abort);
-    const url = `/${method.parent.typeName}/${method.name}`;
-    const context: HandlerContext = {
-      method,
-      service: method.parent,
-      get signal() {
-        return signal();
-      },
-      timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
-      requestMethod: "POST",
-      requestHeader,
-      responseHeader: new Headers(),
-      responseTrailer: new Headers(),
-      protocolName: "grpc",
-      values,
-      url,
-    };
-    values.set(callStateKey, { spec, context });
-    let headerSent = false;
-    const inFlight = this.inFlight;
-    const onShutdown = (why: unknown) => abort.fire(why);
-    if (shutdownSignal.aborted) onShutdown(shutdownSignal.reason);
-    else inFlight.add(onShutdown);
-    const state = {
-      canceled: false,
-      onCancel: undefined as (() => void) | undefined,
-      abort,
-      /** The request the interceptor chain gets (its signal, too, made when first read). */
-      requestOf(stream: boolean, message: unknown) {
-        return {
-          stream,
-          service: method.parent,
-          method,
-          requestMethod: "POST",
-          url,
-          get signal() {
-            return signal();
-          },
-          header: requestHeader,
-          contextValues: values,
-          message,
-        };
-      },
-      sendHeader() {
-        if (headerSent) return;
-        headerSent = true;
-        const md = toMetadata(context.responseHeader);
-        if (md) call.sendMetadata(md);
-      },
-      trailer: () => toMetadata(context.responseTrailer),
-      status(err: unknown): grpc.StatusObject {
-        const error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
-        state.sendHeader();
-        const trailer = setTrailerStatus(new Headers(context.responseTrailer), error);
-        return { code: error.code as number, details: error.rawMessage, metadata: toMetadata(trailer) ?? new grpc.Metadata() };
-      },
-      end() {
-        inFlight.delete(onShutdown);
-        abort.fire(CALL_ENDED);
-      },
-    };
+    const c = new AdapterCall(spec, call, values, this.inFlight);
+    const { shutdownSignal } = this.options;
+    if (shutdownSignal.aborted) c.fire(shutdownSignal.reason);
+    return c;
+  }
+}
+
+/**
+ * One call on the grpc-js side: its Connect HandlerContext, its CallAbort (the
+ * reason it ended, and who to tell) and what the adapter does at its end.
+ * Classes with getters on the prototype, not object literals with accessors:
+ * V8 builds a literal with an accessor through the runtime, a few microseconds
+ * each, and a call made three of them.
+ */
+class AdapterCall implements CallAbort {
+  canceled = false;
+  onCancel: (() => void) | undefined;
+  readonly context: HandlerContext;
+  readonly requestHeader = new Headers();
+  private controller: AbortController | undefined;
+  private abortReason: unknown;
+  private listeners: (() => void)[] | undefined;
+  private headerSent = false;
+  private readonly deadlineMs: number;
+  private readonly onShutdown = (why: unknown) => this.fire(why);
+
+  constructor(
+    spec: MethodImplSpec,
+    private readonly call: SurfaceCall,
+    values: ContextValues,
+    private readonly inFlight: Set<(reason: unknown) => void>,
+  ) {
+    const deadline = call.getDeadline();
+    this.deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+    const map = call.metadata.getMap();
+    for (const key in map) {
+      const value = map[key]!;
+      this.requestHeader.set(key, typeof value === "string" ? value : value.toString("base64"));
+    }
+    values.set(callAbortKey, this);
+    this.context = new AdapterContext(spec.method, this, values);
+    values.set(callStateKey, { spec, context: this.context });
+    inFlight.add(this.onShutdown);
     // grpc-js reports a passed deadline and a client's RST_STREAM alike as "cancelled".
     call.once("cancelled", () => {
-      state.canceled = true;
-      abort.fire(Date.now() >= deadlineMs ? deadlineExceeded("the operation timed out") : CLIENT_CANCELED);
-      state.onCancel?.();
+      this.canceled = true;
+      this.fire(Date.now() >= this.deadlineMs ? deadlineExceeded("the operation timed out") : CLIENT_CANCELED);
+      this.onCancel?.();
     });
-    return state;
+  }
+
+  get reason(): unknown {
+    return this.abortReason;
+  }
+
+  /** The call's AbortSignal, made only when asked for (most unary calls never do), aborted with the reason the call already has. */
+  signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  timeoutMs(): number | undefined {
+    return Number.isFinite(this.deadlineMs) ? this.deadlineMs - Date.now() : undefined;
+  }
+
+  onAbort(listener: () => void): () => void {
+    (this.listeners ??= []).push(listener);
+    return () => {
+      const i = this.listeners!.indexOf(listener);
+      if (i >= 0) this.listeners!.splice(i, 1);
+    };
+  }
+
+  /** Ends the call with `why`, once: the signal (if made) is aborted and every onAbort listener told. */
+  fire(why: unknown): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = why;
+    this.controller?.abort(why);
+    for (const listener of this.listeners?.splice(0) ?? []) listener();
+  }
+
+  /** The request the interceptor chain gets (its signal, too, made when first read). */
+  requestOf(stream: boolean, message: unknown): UnaryRequest | StreamRequest {
+    return new AdapterRequest(this, stream, message) as unknown as UnaryRequest | StreamRequest;
+  }
+
+  sendHeader(): void {
+    if (this.headerSent) return;
+    this.headerSent = true;
+    const md = toMetadata(this.context.responseHeader);
+    if (md) this.call.sendMetadata(md);
+  }
+
+  trailer(): grpc.Metadata | undefined {
+    return toMetadata(this.context.responseTrailer);
+  }
+
+  status(err: unknown): grpc.StatusObject {
+    const error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+    this.sendHeader();
+    const trailer = setTrailerStatus(new Headers(this.context.responseTrailer), error);
+    return { code: error.code as number, details: error.rawMessage, metadata: toMetadata(trailer) ?? new grpc.Metadata() };
+  }
+
+  end(): void {
+    this.inFlight.delete(this.onShutdown);
+    this.fire(CALL_ENDED);
+  }
+}
+
+/** Connect's HandlerContext of an AdapterCall. */
+class AdapterContext implements HandlerContext {
+  readonly service: DescService;
+  readonly requestMethod = "POST";
+  readonly requestHeader: Headers;
+  readonly responseHeader = new Headers();
+  readonly responseTrailer = new Headers();
+  readonly protocolName = "grpc";
+  readonly url: string;
+
+  constructor(
+    readonly method: DescMethod,
+    private readonly call: AdapterCall,
+    readonly values: ContextValues,
+  ) {
+    this.service = method.parent;
+    this.requestHeader = call.requestHeader;
+    this.url = `/${method.parent.typeName}/${method.name}`;
+  }
+
+  get signal(): AbortSignal {
+    return this.call.signal();
+  }
+
+  timeoutMs(): number | undefined {
+    return this.call.timeoutMs();
+  }
+
+  /** This context with another request header object (an interceptor replaced it); everything else is shared. */
+  withRequestHeader(requestHeader: Headers): HandlerContext {
+    return Object.assign(Object.create(this) as AdapterContext, { requestHeader });
+  }
+}
+
+/** The UnaryRequest or StreamRequest of an AdapterCall. */
+class AdapterRequest {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly requestMethod = "POST";
+  readonly url: string;
+  readonly header: Headers;
+  readonly contextValues: ContextValues;
+
+  constructor(
+    private readonly call: AdapterCall,
+    readonly stream: boolean,
+    readonly message: unknown,
+  ) {
+    this.method = call.context.method;
+    this.service = call.context.service;
+    this.url = call.context.url;
+    this.header = call.requestHeader;
+    this.contextValues = call.context.values;
+  }
+
+  get signal(): AbortSignal {
+    return this.call.signal();
   }
 }
 
