@@ -36,15 +36,20 @@ export interface CallAbort {
 
 export const callAbortKey = createContextKey<CallAbort | undefined>(undefined, { description: "agora call abort" });
 
-/** The same view of any AbortSignal (Connect-node's calls). */
+/** The same view of any AbortSignal (Connect-node's calls); a class, as V8 builds literals with getters slowly. */
+class SignalAbort implements CallAbort {
+  constructor(private readonly signal: AbortSignal) {}
+
+  get reason(): unknown {
+    return this.signal.aborted ? this.signal.reason : undefined;
+  }
+
+  onAbort(listener: () => void): () => void {
+    this.signal.addEventListener("abort", listener, { once: true });
+    return () => this.signal.removeEventListener("abort", listener);
+  }
+}
+
 export function callAbortOf(signal: AbortSignal): CallAbort {
-  return {
-    get reason() {
-      return signal.aborted ? signal.reason : undefined;
-    },
-    onAbort(listener) {
-      signal.addEventListener("abort", listener, { once: true });
-      return () => signal.removeEventListener("abort", listener);
-    },
-  };
+  return new SignalAbort(signal);
 }
