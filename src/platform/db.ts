@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, type Constructor, type EntitySchema, type MigrationObject, type RequiredEntityData } from "@mikro-orm/core";
+import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, Type, type Constructor, type EntitySchema, type MigrationObject, type RequiredEntityData } from "@mikro-orm/core";
 import { Migrator, type Migration } from "@mikro-orm/migrations";
 import { PostgreSqlDriver, type EntityManager, type Knex } from "@mikro-orm/postgresql";
 import pg from "pg";
@@ -301,6 +301,11 @@ export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
   await orm.em.fork().execute("SELECT 1");
 }
 
+/** The pg connections behind a knex instance (the ORM's pool, or a transaction's one connection). */
+function poolOf(knex: Knex): { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> } {
+  return knex.client as ReturnType<typeof poolOf>;
+}
+
 /** A transaction of sqlTransaction(): one connection, statements through preparedQuery only. */
 export interface SqlTransaction {
   readonly connection: pg.PoolClient;
@@ -317,7 +322,7 @@ export type Queryable = EntityManager | SqlTransaction;
  * transaction).
  */
 export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransaction) => Promise<T>): Promise<T> {
-  const pool = em.getKnex().client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+  const pool = poolOf(em.getKnex());
   const connection = await pool.acquireConnection();
   try {
     await connection.query("BEGIN");
@@ -346,8 +351,7 @@ export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransac
 export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, name: string, text: string, values: unknown[]): Promise<R[]> {
   if ("connection" in on) return (await on.connection.query<R>({ name, text, values })).rows;
   // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
-  const knex = on.getTransactionContext<Knex.Transaction>() ?? on.getKnex();
-  const pool = knex.client as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+  const pool = poolOf(on.getTransactionContext<Knex.Transaction>() ?? on.getKnex());
   const connection = await pool.acquireConnection();
   try {
     return (await connection.query<R>({ name, text, values })).rows;
@@ -470,21 +474,25 @@ export async function lockForTransaction(tx: Queryable, key: string): Promise<vo
 /**
  * Turns rows of an entity's table, as preparedQuery returns them (the ORM's
  * connections return timestamps as text), into entities: column names to
- * properties, timestamps to Dates, nothing else. No hydration or identity map,
- * so it costs about what an object literal does.
+ * properties, timestamps to Dates, values of a custom type (a bigint as a
+ * number) through the type; nothing else. No hydration or identity map, so it
+ * costs about what an object literal does.
  */
 export function rowMapper<E extends object>(schema: EntitySchema<E>): (row: Record<string, unknown>) => E {
   const columns = Object.entries(schema.meta.properties as Record<string, { fieldName?: string; type?: unknown }>).map(([prop, p]) => ({
     prop,
     // As the schema names it, or as MikroORM's default naming strategy does (camelCase to snake_case).
     column: p.fieldName ?? prop.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase(),
-    date: p.type === "Date",
+    convert:
+      p.type === "Date" ? (v: unknown) => new Date(v as string)
+      : p.type instanceof Type ? (v: unknown) => (p.type as Type<unknown, unknown>).convertToJSValue(v, undefined as never)
+      : undefined,
   }));
   return (row) => {
     const entity = new (schema.meta.class as new () => E)() as Record<string, unknown>;
     for (const c of columns) {
       const v = row[c.column];
-      entity[c.prop] = c.date && v !== null && v !== undefined ? new Date(v as string) : v;
+      entity[c.prop] = c.convert && v !== null && v !== undefined ? c.convert(v) : v;
     }
     return entity as E;
   };

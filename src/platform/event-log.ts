@@ -101,6 +101,9 @@ export class EventLog<T> {
   private readonly heartbeatMs: number;
   private readonly clock: Clock;
   private readonly maxQueue: number;
+  /** The two statements every commit costs (prepared per connection): the append, and each instance's read. */
+  private readonly appendSql: string;
+  private readonly readSql: string;
 
   constructor(o: EventLogOptions<T>) {
     this.em = o.em;
@@ -112,6 +115,13 @@ export class EventLog<T> {
     this.heartbeatMs = o.heartbeatMs;
     this.clock = o.clock;
     this.maxQueue = o.maxQueue ?? 1000;
+    // The lock, the rows (ids drawn in order, after the lock) and the NOTIFY, which PostgreSQL sends at commit.
+    this.appendSql = `WITH locked AS (SELECT pg_advisory_xact_lock(hashtext($1))),
+      added AS (INSERT INTO ${this.table} (payload)
+                SELECT payload FROM locked, unnest($2::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
+      told AS (SELECT pg_notify($3, '') FROM locked)
+      SELECT added.id FROM added, told`;
+    this.readSql = `SELECT id, payload FROM ${this.table} WHERE id > $1 ORDER BY id LIMIT $2`;
   }
 
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -126,8 +136,7 @@ export class EventLog<T> {
 
   /**
    * Appends events inside the caller's transaction; returns their ids, in the
-   * order of `events`. One statement: the lock, the rows (ids drawn in order,
-   * after the lock) and the NOTIFY, which PostgreSQL sends at commit.
+   * order of `events`, with one statement (appendSql).
    */
   async append(tx: Queryable, events: T[]): Promise<bigint[]> {
     if (events.length === 0) return [];
@@ -137,14 +146,6 @@ export class EventLog<T> {
       this.channel,
     ]);
     return rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
-  }
-
-  private get appendSql(): string {
-    return `WITH locked AS (SELECT pg_advisory_xact_lock(hashtext($1))),
-      added AS (INSERT INTO ${this.table} (payload)
-                SELECT payload FROM locked, unnest($2::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
-      told AS (SELECT pg_notify($3, '') FROM locked)
-      SELECT added.id FROM added, told`;
   }
 
   async start(): Promise<void> {
@@ -170,13 +171,7 @@ export class EventLog<T> {
 
   /** Reads committed events after `afterId`, oldest first. */
   async read(afterId: bigint, limit = PAGE): Promise<LoggedEvent<T>[]> {
-    // Every instance reads after each commit it is told of: a prepared statement.
-    const rows = await preparedQuery<{ id: string; payload: Buffer }>(
-      this.em,
-      `${this.schema}.read-events`,
-      `SELECT id, payload FROM ${this.table} WHERE id > $1 ORDER BY id LIMIT $2`,
-      [afterId.toString(), limit],
-    );
+    const rows = await preparedQuery<{ id: string; payload: Buffer }>(this.em, `${this.schema}.read-events`, this.readSql, [afterId.toString(), limit]);
     return rows.map((r) => ({ id: BigInt(r.id), event: this.codec.decode(r.payload) }));
   }
 

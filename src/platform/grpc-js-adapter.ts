@@ -163,24 +163,20 @@ export class GrpcJsAdapter {
 
   /** One interceptor chain per method, built here once; each call finds its context in its context values. */
   private implement(spec: MethodImplSpec): grpc.UntypedHandleCall {
-    const { method } = spec;
-    const output = method.output;
+    const output = spec.method.output;
     const innermost: Fn = async (req) => {
       const { context } = req.contextValues.get(callStateKey)!;
       // The interceptors change the call's headers and values in place; only a replaced header object needs a copy.
       const ctx: HandlerContext = req.header === context.requestHeader ? context : context.withRequestHeader(req.header);
-      // Responses built field by field: a spread of an object made before an await cost V8 ~10 µs per call here.
-      const response = (stream: boolean, message: unknown) =>
-        ({ service: method.parent, header: context.responseHeader, trailer: context.responseTrailer, stream, method, message }) as UnaryResponse | StreamResponse;
       switch (spec.kind) {
         case "unary":
-          return response(false, normalize(output, await spec.impl(req.message as never, ctx)));
+          return responseOf(context, false, normalize(output, await spec.impl(req.message as never, ctx)));
         case "client_streaming":
-          return response(true, once(normalize(output, await spec.impl(req.message as never, ctx))));
+          return responseOf(context, true, once(normalize(output, await spec.impl(req.message as never, ctx))));
         case "server_streaming":
-          return response(true, normalizeAll(output, spec.impl(await single(req.message as AsyncIterable<never>), ctx)));
+          return responseOf(context, true, normalizeAll(output, spec.impl(await single(req.message as AsyncIterable<never>), ctx)));
         case "bidi_streaming":
-          return response(true, normalizeAll(output, spec.impl(req.message as never, ctx)));
+          return responseOf(context, true, normalizeAll(output, spec.impl(req.message as never, ctx)));
       }
     };
     let next = innermost;
@@ -449,6 +445,12 @@ function toMetadata(headers: Headers): grpc.Metadata | undefined {
     else md.add(key, value);
   });
   return md;
+}
+
+/** The chain's response, built field by field: a spread of an object made before an await cost V8 ~10 µs per call. */
+function responseOf(context: AdapterContext, stream: boolean, message: unknown): UnaryResponse | StreamResponse {
+  const { method, service, responseHeader: header, responseTrailer: trailer } = context;
+  return { service, method, header, trailer, stream, message } as UnaryResponse | StreamResponse;
 }
 
 function normalize(desc: DescMessage, message: unknown) {

@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoleName } from "../../platform/auth.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import { RefreshTokenSchema, SCHEMA, UserSchema, type UserEntity } from "./user.entity.js";
-import { insertEntity, isUniqueViolation, transaction, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, lockForTransaction, transaction, updateEntity } from "../../platform/db.js";
 
 export interface NewUser {
   username: string;
@@ -82,7 +82,7 @@ export class UserRepository {
     also?: (em: EntityManager) => Promise<void>,
   ): Promise<UserEntity> {
     return transaction(this.em, async (em) => {
-      await em.execute("SELECT pg_advisory_xact_lock(hashtext('agora.identity.admins'))");
+      await lockForTransaction(em, "agora.identity.admins");
       const user = await em.findOne(UserSchema, { id });
       if (!user) throw notFound("user", id);
       await updateEntity(em, user, change);

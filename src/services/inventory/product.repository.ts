@@ -11,7 +11,7 @@ import {
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import type { Clock } from "../../platform/clock.js";
-import { insertEntity, isUniqueViolation, preparedQuery, transaction, updateEntity } from "../../platform/db.js";
+import { insertEntity, isUniqueViolation, preparedQuery, rowMapper, transaction, updateEntity } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
@@ -25,41 +25,7 @@ const GET_PRODUCT_SQL =
   "SELECT id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, request_id, created_at, updated_at " +
   `FROM "${SCHEMA}".products WHERE id = $1`;
 
-interface ProductRow {
-  id: string;
-  name: string;
-  description: string;
-  category: number;
-  quantity: number;
-  /** bigint: pg returns it as text. */
-  price_units: string;
-  price_nanos: number;
-  currency_code: string;
-  low_stock_threshold: number;
-  version: number;
-  request_id: string | null;
-  /** The ORM's connections return timestamps as text. */
-  created_at: string;
-  updated_at: string;
-}
-
-function fromRow(r: ProductRow): ProductEntity {
-  return Object.assign(new ProductEntity(), {
-    id: r.id,
-    name: r.name,
-    description: r.description,
-    category: r.category,
-    quantity: r.quantity,
-    priceUnits: Number(r.price_units),
-    priceNanos: r.price_nanos,
-    currencyCode: r.currency_code,
-    lowStockThreshold: r.low_stock_threshold,
-    version: r.version,
-    requestId: r.request_id,
-    createdAt: new Date(r.created_at),
-    updatedAt: new Date(r.updated_at),
-  });
-}
+const fromRow = rowMapper(ProductSchema);
 
 /** Position of the last row of a page, for keyset paging: [sort value, id]. */
 export type KeysetPosition = [string | number, string];
@@ -90,7 +56,7 @@ export class ProductRepository {
 
   /** The hot read (GetProduct): one prepared statement, no ORM hydration (bench: issue 16). */
   async get(id: string): Promise<ProductEntity> {
-    const [row] = await preparedQuery<ProductRow>(this.em, "inventory.get-product", GET_PRODUCT_SQL, [id]);
+    const [row] = await preparedQuery(this.em, "inventory.get-product", GET_PRODUCT_SQL, [id]);
     if (!row) throw notFound("product", id);
     return fromRow(row);
   }

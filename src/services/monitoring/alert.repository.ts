@@ -6,7 +6,7 @@ import type { EventLog } from "../../platform/event-log.js";
 import { SCHEMA, withDates, type Labels } from "./metrics.repository.js";
 import { assertEtag } from "../../platform/etag.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
-import { transaction } from "../../platform/db.js";
+import { lockForTransaction, transaction } from "../../platform/db.js";
 
 export interface RuleFields {
   name: string;
@@ -103,7 +103,7 @@ export class AlertRepository {
   /** Runs `work` in a transaction holding the evaluator lock (waiting for it). */
   async exclusively<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
     return transaction(this.em, async (tx) => {
-      await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [EVALUATOR_LOCK]);
+      await lockForTransaction(tx, EVALUATOR_LOCK);
       return work(tx);
     });
   }
