@@ -38,6 +38,7 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { callAbortKey, type CallAbort } from "./deadline.js";
 import { canceled, deadlineExceeded, unimplemented } from "./errors.js";
+import { watchIterable } from "./streams.js";
 
 type Fn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
 
@@ -457,8 +458,8 @@ function normalize(desc: DescMessage, message: unknown) {
   return isMessage(message, desc) ? message : create(desc, message as never);
 }
 
-async function* normalizeAll(desc: DescMessage, source: AsyncIterable<unknown>) {
-  for await (const m of source) yield normalize(desc, m);
+function normalizeAll(desc: DescMessage, source: AsyncIterable<unknown>) {
+  return watchIterable(source, { value: (m) => normalize(desc, m) });
 }
 
 /** The messages a client streams; a handler that stops reading early leaves the call (and its sending side) open. */

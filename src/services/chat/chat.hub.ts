@@ -119,7 +119,15 @@ export class ChatSession {
         }
         if ("event" in item) yield item.event;
         else if ("catchUp" in item) yield* this.catchUp(item.catchUp, undefined);
-        else yield* this.deliver(item.message);
+        else {
+          // Delivered here, not by a nested generator: most messages are the next in order, and each
+          // generator level costs every delivery its own resumption and awaits.
+          const m = item.message;
+          const sequence = this.accept(m);
+          if (sequence === undefined) continue;
+          if (sequence > this.last.get(m.conversation_id)! + 1n) yield* this.catchUp(m.conversation_id, sequence - 1n);
+          if (sequence === (this.last.get(m.conversation_id) ?? 0n) + 1n) yield this.emit(m);
+        }
       }
       throw signal.reason;
     } finally {
@@ -127,19 +135,18 @@ export class ChatSession {
     }
   }
 
-  private async *deliver(m: MessageRow): AsyncGenerator<ChatResponse> {
+  /** The sequence of a message this stream should deliver (after the messages it may first need to catch up), or undefined. */
+  private accept(m: MessageRow): bigint | undefined {
     let last = this.last.get(m.conversation_id);
     if (last === undefined) {
       // The user joined this room elsewhere (another stream, JoinRoom): follow it from here on.
-      if (m.kind !== MessageKind.JOINED || m.sender_id !== this.userId) return;
+      if (m.kind !== MessageKind.JOINED || m.sender_id !== this.userId) return undefined;
       last = BigInt(m.sequence) - 1n;
       this.last.set(m.conversation_id, last);
       this.rooms.add(m.conversation_id);
     }
     const sequence = BigInt(m.sequence);
-    if (sequence <= last) return;
-    if (sequence > last + 1n) yield* this.catchUp(m.conversation_id, sequence - 1n);
-    if (sequence === (this.last.get(m.conversation_id) ?? 0n) + 1n) yield* this.emit(m);
+    return sequence > last ? sequence : undefined;
   }
 
   /** Delivers stored messages after the last delivered one, up to `until` (or the end). */
@@ -150,18 +157,21 @@ export class ChatSession {
       const page = await this.repo.after(conversationId, from, PAGE);
       for (const m of page) {
         if (until !== undefined && BigInt(m.sequence) > until) return;
-        yield* this.emit(m);
+        yield this.emit(m);
       }
       if (page.length < PAGE) return;
     }
   }
 
-  private async *emit(m: MessageRow): AsyncGenerator<ChatResponse> {
+  /** Marks a message delivered and returns its event. */
+  private emit(m: MessageRow): ChatResponse {
     this.last.set(m.conversation_id, BigInt(m.sequence));
-    // Joining or leaving through another stream or call changes what this stream follows.
-    if (m.sender_id === this.userId && m.kind === MessageKind.LEFT) this.rooms.delete(m.conversation_id);
-    yield messageEvent(m);
-    if (m.sender_id === this.userId && m.kind === MessageKind.LEFT) this.unfollow(m.conversation_id);
+    // Leaving through another stream or call changes what this stream follows.
+    if (m.sender_id === this.userId && m.kind === MessageKind.LEFT) {
+      this.rooms.delete(m.conversation_id);
+      this.unfollow(m.conversation_id);
+    }
+    return messageEvent(m);
   }
 }
 
