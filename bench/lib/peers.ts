@@ -2,7 +2,7 @@
  * The baseline servers the bench compares Agora with (bench/peers/): bare
  * Connect-node, bare @grpc/grpc-js and bare grpc-go, each serving only
  * grpc.health.v1.Health/Check. The Go one is built into .tools/bin on first
- * use (again only when its sources change).
+ * use (again only when its sources change), as is every Go program of the bench.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -16,18 +16,38 @@ export const GO_PEER_BIN = path.join(REPO_ROOT, ".tools", "bin", "agora-bench-go
 
 /** Builds the grpc-go peer unless the binary matches its sources; returns why it cannot be built, if so. */
 export function ensureGoPeer(log: (line: string) => void): string | undefined {
-  const sources = ["main.go", "go.mod", "go.sum"].map((f) => fs.readFileSync(path.join(GO_PEER_DIR, f)));
-  const stamp = createHash("sha256").update(Buffer.concat(sources)).digest("hex");
-  const stampFile = `${path.dirname(GO_PEER_BIN)}/.agora-bench-go-health.version`;
-  if (fs.existsSync(GO_PEER_BIN) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8").trim() === stamp) return undefined;
+  return ensureGoBinary({ what: "the grpc-go peer", dir: GO_PEER_DIR, bin: GO_PEER_BIN }, log);
+}
+
+export interface GoProgram {
+  /** For messages: "the grpc-go peer". */
+  what: string;
+  dir: string;
+  bin: string;
+  /** What else the binary is built from (paths from the repository's root), and what makes the rest of it before a build. */
+  inputs?: string[];
+  prepare?: () => void;
+}
+
+/**
+ * Builds the Go program in `dir` into `bin` (modules from the Go proxy) unless
+ * the binary matches its sources (main.go, go.mod, go.sum and `inputs`);
+ * returns why it cannot be built, if so.
+ */
+export function ensureGoBinary({ what, dir, bin, inputs = [], prepare }: GoProgram, log: (line: string) => void): string | undefined {
+  const sources = [...["main.go", "go.mod", "go.sum"].map((f) => path.join(dir, f)), ...inputs.map((f) => path.join(REPO_ROOT, f))];
+  const stamp = createHash("sha256").update(Buffer.concat(sources.map((f) => fs.readFileSync(f)))).digest("hex");
+  const stampFile = path.join(path.dirname(bin), `.${path.basename(bin)}.version`);
+  if (fs.existsSync(bin) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8").trim() === stamp) return undefined;
   try {
     execFileSync("go", ["version"], { stdio: "ignore" });
   } catch {
-    return "go is not installed (Go 1.24 or newer builds the grpc-go peer)";
+    return `go is not installed (Go 1.24 or newer builds ${what})`;
   }
-  log("building the grpc-go peer (go build, modules from the Go proxy)");
-  fs.mkdirSync(path.dirname(GO_PEER_BIN), { recursive: true });
-  execFileSync("go", ["build", "-trimpath", "-o", GO_PEER_BIN, "."], { cwd: GO_PEER_DIR, stdio: ["ignore", "ignore", "inherit"] });
+  log(`building ${what} (go build, modules from the Go proxy)`);
+  prepare?.();
+  fs.mkdirSync(path.dirname(bin), { recursive: true });
+  execFileSync("go", ["build", "-trimpath", "-o", bin, "."], { cwd: dir, stdio: ["ignore", "ignore", "inherit"] });
   fs.writeFileSync(stampFile, `${stamp}\n`);
   return undefined;
 }

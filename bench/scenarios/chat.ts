@@ -16,62 +16,78 @@
  * is not counted), `holdStreams` streams stay open for `holdSeconds` with one
  * message a second, while the server's RSS is sampled from before they open.
  */
-import { setMaxListeners } from "node:events";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import type { Client } from "@connectrpc/connect";
+import { REPO_ROOT } from "../../scripts/cluster.js";
 import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
 import { startAgora, type Agora } from "../lib/agora.js";
+import { track } from "../lib/children.js";
 import { pool, sleep } from "../lib/clients.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { measure, perThousand } from "../lib/measure.js";
+import { ensureGoBinary, type GoProgram } from "../lib/peers.js";
 import { rssMB } from "../lib/proc.js";
 import { LatencyHistogram, median, round } from "../lib/stats.js";
 
 const STREAMS_PER_CONNECTION = 100;
+/** The subscribers' program, built on first use from the Go client stubs of proto/ (examples/go/gen). */
+const SUBSCRIBERS: GoProgram = {
+  what: "the chat subscribers",
+  dir: path.join(REPO_ROOT, "bench", "loadgen", "chat-subscribers"),
+  bin: path.join(REPO_ROOT, ".tools", "bin", "agora-bench-chat-subscribers"),
+  inputs: [
+    "buf.gen.go.yaml",
+    "examples/go/go.mod",
+    "examples/go/go.sum",
+    ...fs.readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".proto")).sort().map((f) => `proto/${f}`),
+  ],
+  prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
+};
+
+/** Wall-clock milliseconds, the clock the subscribers (another process) stamp receipts with. */
+const unixMs = () => performance.timeOrigin + performance.now();
 
 type OnText = (text: string, receivedAt: number, stream: number) => void;
 
-/** N Subscribe streams spread over users and HTTP/2 connections. */
+/**
+ * N Subscribe streams spread over users and HTTP/2 connections, read by a Go
+ * program (bench/loadgen/chat-subscribers): one Node process reading 1,000
+ * streams spent some 80 µs of CPU per message, more than the server, and
+ * capped the scenario at what it could read.
+ */
 class Subscribers {
   onText: OnText = () => {};
   readonly errors: string[] = [];
-  private readonly controller = new AbortController();
-  private readonly loops: Promise<void>[] = [];
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<void>;
 
-  constructor(
-    private readonly agora: Agora,
-    private readonly users: { token: string }[],
-    readonly count: number,
-  ) {
-    // One signal ends every stream: thousands of listeners are expected.
-    setMaxListeners(0, this.controller.signal);
+  constructor(agora: Agora, users: { token: string }[], readonly count: number) {
+    this.child = track(spawn(SUBSCRIBERS.bin, [], { stdio: ["pipe", "pipe", "inherit"] }));
+    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    this.child.stdin!.write(`${JSON.stringify({ url: agora.url, tokens: users.map((u) => u.token), count, perConnection: STREAMS_PER_CONNECTION })}\n`);
+    readline.createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      if (line.startsWith("m ")) {
+        const a = line.indexOf(" ", 2);
+        const b = line.indexOf(" ", a + 1);
+        this.onText(line.slice(b + 1), Number(line.slice(a + 1, b)), Number(line.slice(2, a)));
+      } else if (line.startsWith("e ")) this.errors.push(line.slice(line.indexOf(" ", 2) + 1));
+    });
   }
 
-  open(): void {
-    let client: Client<typeof ChatService> | undefined;
-    for (let i = 0; i < this.count; i++) {
-      if (i % STREAMS_PER_CONNECTION === 0) client = createClient(ChatService, createGrpcTransport({ baseUrl: this.agora.url }));
-      const token = this.users[i % this.users.length]!.token;
-      this.loops.push(this.follow(client!, token, i));
-    }
+  /** Its CPU is the load generator's too. */
+  get pid(): number {
+    return this.child.pid!;
   }
 
-  private async follow(client: Client<typeof ChatService>, token: string, index: number): Promise<void> {
-    try {
-      const stream = client.subscribe({}, { headers: { authorization: `Bearer ${token}` }, signal: this.controller.signal });
-      for await (const res of stream) {
-        const event = res.event?.event;
-        if (event?.case === "message") this.onText(event.value.text, performance.now(), index);
-      }
-    } catch (err) {
-      const e = ConnectError.from(err);
-      if (!this.controller.signal.aborted || e.code !== Code.Canceled) this.errors.push(`${Code[e.code]}: ${e.rawMessage}`);
-    }
-  }
-
+  /** Ends every stream: the program stops at the end of its input. */
   async close(): Promise<void> {
-    this.controller.abort();
-    await Promise.allSettled(this.loops);
+    this.child.stdin!.end();
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+    await this.exited;
+    clearTimeout(timer);
   }
 }
 
@@ -114,18 +130,18 @@ async function fanOut(
     }
   };
   let next = 0;
-  const start = performance.now();
+  const start = unixMs();
   const deadline = start + seconds * 1000;
   await Promise.all(
     Array.from({ length: window }, async () => {
-      while (performance.now() < deadline && next < maxMessages) {
+      while (unixMs() < deadline && next < maxMessages) {
         const seq = next++;
         let timer: NodeJS.Timeout | undefined;
         const done = new Promise<boolean>((resolve) => {
           pending.set(seq, { count: 0, done: () => resolve(true) });
           timer = setTimeout(() => resolve(false), timeoutMs);
         });
-        const sentAt = performance.now();
+        const sentAt = unixMs();
         await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `${runId}-${seq}`, text: `bench|${runId}|${seq}|${sentAt}` } });
         const ok = await done;
         clearTimeout(timer);
@@ -137,7 +153,7 @@ async function fanOut(
     }),
   );
   subs.onText = () => {};
-  return { delivered, completed, incomplete, seconds: ((lastCompletion || performance.now()) - start) / 1000, latency };
+  return { delivered, completed, incomplete, seconds: ((lastCompletion || unixMs()) - start) / 1000, latency };
 }
 
 /**
@@ -187,20 +203,23 @@ export const chat: Scenario = {
   ],
   async run(ctx: BenchContext) {
     const s = ctx.settings.chat;
+    const problem = ensureGoBinary(SUBSCRIBERS, ctx.log);
+    if (problem) throw new Error(problem);
     const rows: Row[] = [];
     const details: Record<string, unknown> = { users: s.users, window: s.window };
     await withRoom(ctx, "chat", async ({ agora, senderChat, roomId, users }) => {
       for (const n of s.subscribers) {
         const subs = new Subscribers(agora, users, n);
-        subs.open();
         try {
           await ready(senderChat, roomId, subs, 60_000);
           ctx.log(`  ${n} streams: warm-up ${ctx.settings.warmupSeconds}s`);
           await fanOut(senderChat, roomId, subs, { window: s.window, seconds: ctx.settings.warmupSeconds });
           const runs: { r: RunResult; cpu: Record<string, number>; rss: number; loadgen: number }[] = [];
           for (let i = 0; i < ctx.settings.runs; i++) {
-            const { result: r, usage } = await measure(agora.watched(), ctx.pinning, () => fanOut(senderChat, roomId, subs, { window: s.window, seconds: s.runSeconds }));
-            runs.push({ r, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN, loadgen: usage.selfCpuMs / 1000 / usage.seconds });
+            const watched = [...agora.watched(), { name: "subscribers", pid: subs.pid }];
+            const { result: r, usage } = await measure(watched, ctx.pinning, () => fanOut(senderChat, roomId, subs, { window: s.window, seconds: s.runSeconds }));
+            const loadgenMs = usage.selfCpuMs + (usage.cpuMs.subscribers ?? 0);
+            runs.push({ r, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN, loadgen: loadgenMs / 1000 / usage.seconds });
             ctx.log(
               `  ${n} streams: run ${i + 1}/${ctx.settings.runs}: ${Math.round(r.delivered / r.seconds)} delivered/s, ` +
                 `p99 ${r.latency.percentile(99).toFixed(1)} ms, ${r.incomplete} incomplete, ${subs.errors.length} stream errors`,
@@ -233,7 +252,6 @@ export const chat: Scenario = {
     await withRoom(ctx, "chat-hold", async ({ agora, senderChat, roomId, users }) => {
       const rssIdle = rssMB(agora.pid) ?? Number.NaN;
       const subs = new Subscribers(agora, users, s.holdStreams);
-      subs.open();
       try {
         await ready(senderChat, roomId, subs, 60_000);
         rows.push(await hold(ctx, agora, senderChat, roomId, subs, rssIdle, details));
@@ -310,7 +328,7 @@ async function hold(
     try {
       while (performance.now() - t0 < s.holdSeconds * 1000) {
         const seq = sent++;
-        await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `hold-${seq}`, text: `bench|hold|${seq}|${performance.now()}` } });
+        await chat.sendMessage({ message: { to: { target: { case: "roomId", value: roomId } }, clientId: `hold-${seq}`, text: `bench|hold|${seq}|${unixMs()}` } });
         await sleep(1000);
       }
       await sleep(1000); // the last message reaches everyone
