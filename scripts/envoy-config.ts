@@ -383,8 +383,8 @@ export function gatewayConfig(o: GatewayOptions): object {
                     common_http_protocol_options: { idle_timeout: "3600s", headers_with_underscores_action: "REJECT_REQUEST", max_headers_count: 100 },
                     http2_protocol_options: {
                       max_concurrent_streams: 100,
-                      initial_stream_window_size: 1048576,
-                      initial_connection_window_size: 4194304,
+                      initial_stream_window_size: 4194304,
+                      initial_connection_window_size: 16777216,
                       max_outbound_frames: 10000,
                     },
                     access_log: o.accessLog ? accessLog() : [],

@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 import pg from "pg";
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
@@ -77,12 +77,10 @@ export class Agora {
     return w;
   }
 
-  /** `bulk`: receive windows for large downloads (BulkSessionManager). */
-  client<S extends DescService>(service: S, token: string | undefined, via: "direct" | "envoy" = "direct", bulk = false): Client<S> {
+  client<S extends DescService>(service: S, token: string | undefined, via: "direct" | "envoy" = "direct"): Client<S> {
     const baseUrl = via === "envoy" ? this.gatewayUrl! : this.url;
     const interceptors = [sendIdempotencyKey(), ...(token ? [bearerInterceptor(token)] : [])];
-    const sessionManager = bulk ? new BulkSessionManager(baseUrl, undefined, { settings: { initialWindowSize: BULK_STREAM_WINDOW } }) : undefined;
-    return createClient(service, createGrpcTransport({ baseUrl, interceptors, sessionManager }));
+    return createClient(service, createGrpcTransport({ baseUrl, interceptors }));
   }
 
   /**
@@ -210,18 +208,3 @@ export async function startAgora(ctx: BenchContext, scenario: string, o: AgoraOp
   return agora;
 }
 
-const BULK_STREAM_WINDOW = 1024 * 1024;
-const BULK_CONNECTION_WINDOW = 4 * 1024 * 1024;
-
-/**
- * A client configured for bulk downloads, as grpc-go and Envoy are: 1 MiB per stream and 4 MiB per
- * connection may arrive ahead of its reads. Node's defaults (64 KiB for both) hold a download to one
- * 64 KiB window per round trip, whatever the server does.
- */
-class BulkSessionManager extends Http2SessionManager {
-  override async request(...args: Parameters<Http2SessionManager["request"]>): ReturnType<Http2SessionManager["request"]> {
-    const stream = await super.request(...args);
-    stream.session?.setLocalWindowSize(BULK_CONNECTION_WINDOW);
-    return stream;
-  }
-}

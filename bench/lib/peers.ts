@@ -31,11 +31,12 @@ export interface GoProgram {
 
 /**
  * Builds the Go program in `dir` into `bin` (modules from the Go proxy) unless
- * the binary matches its sources (main.go, go.mod, go.sum and `inputs`);
+ * the binary matches its sources (its .go files, go.mod, go.sum and `inputs`);
  * returns why it cannot be built, if so.
  */
 export function ensureGoBinary({ what, dir, bin, inputs = [], prepare }: GoProgram, log: (line: string) => void): string | undefined {
-  const sources = [...["main.go", "go.mod", "go.sum"].map((f) => path.join(dir, f)), ...inputs.map((f) => path.join(REPO_ROOT, f))];
+  const own = fs.readdirSync(dir).filter((f) => f.endsWith(".go") || f === "go.mod" || f === "go.sum").sort();
+  const sources = [...own.map((f) => path.join(dir, f)), ...inputs.map((f) => path.join(REPO_ROOT, f))];
   const stamp = createHash("sha256").update(Buffer.concat(sources.map((f) => fs.readFileSync(f)))).digest("hex");
   const stampFile = path.join(path.dirname(bin), `.${path.basename(bin)}.version`);
   if (fs.existsSync(bin) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8").trim() === stamp) return undefined;

@@ -16,78 +16,51 @@
  * is not counted), `holdStreams` streams stay open for `holdSeconds` with one
  * message a second, while the server's RSS is sampled from before they open.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
-import readline from "node:readline";
 import type { Client } from "@connectrpc/connect";
-import { REPO_ROOT } from "../../scripts/cluster.js";
 import { ChatService, RoomVisibility } from "../../gen/agora/chat/v1/chat_pb.js";
 import { startAgora, type Agora } from "../lib/agora.js";
-import { track } from "../lib/children.js";
 import { pool, sleep } from "../lib/clients.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { measure, perThousand } from "../lib/measure.js";
-import { ensureGoBinary, type GoProgram } from "../lib/peers.js";
+import { Loadgen } from "../lib/loadgen.js";
 import { rssMB } from "../lib/proc.js";
 import { LatencyHistogram, median, round } from "../lib/stats.js";
 
 const STREAMS_PER_CONNECTION = 100;
-/** The subscribers' program, built on first use from the Go client stubs of proto/ (examples/go/gen). */
-const SUBSCRIBERS: GoProgram = {
-  what: "the chat subscribers",
-  dir: path.join(REPO_ROOT, "bench", "loadgen", "chat-subscribers"),
-  bin: path.join(REPO_ROOT, ".tools", "bin", "agora-bench-chat-subscribers"),
-  inputs: [
-    "buf.gen.go.yaml",
-    "examples/go/go.mod",
-    "examples/go/go.sum",
-    ...fs.readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".proto")).sort().map((f) => `proto/${f}`),
-  ],
-  prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
-};
-
 /** Wall-clock milliseconds, the clock the subscribers (another process) stamp receipts with. */
 const unixMs = () => performance.timeOrigin + performance.now();
 
 type OnText = (text: string, receivedAt: number, stream: number) => void;
 
 /**
- * N Subscribe streams spread over users and HTTP/2 connections, read by a Go
- * program (bench/loadgen/chat-subscribers): one Node process reading 1,000
+ * N Subscribe streams spread over users and HTTP/2 connections, read by the Go
+ * load generator (bench/loadgen/chat.go): one Node process reading 1,000
  * streams spent some 80 µs of CPU per message, more than the server, and
  * capped the scenario at what it could read.
  */
 class Subscribers {
   onText: OnText = () => {};
   readonly errors: string[] = [];
-  private readonly child: ChildProcess;
-  private readonly exited: Promise<void>;
+  private readonly loadgen: Loadgen;
 
-  constructor(agora: Agora, users: { token: string }[], readonly count: number) {
-    this.child = track(spawn(SUBSCRIBERS.bin, [], { stdio: ["pipe", "pipe", "inherit"] }));
-    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
-    this.child.stdin!.write(`${JSON.stringify({ url: agora.url, tokens: users.map((u) => u.token), count, perConnection: STREAMS_PER_CONNECTION })}\n`);
-    readline.createInterface({ input: this.child.stdout! }).on("line", (line) => {
+  constructor(ctx: BenchContext, agora: Agora, users: { token: string }[], readonly count: number) {
+    const settings = { url: agora.url, tokens: users.map((u) => u.token), count, perConnection: STREAMS_PER_CONNECTION };
+    this.loadgen = new Loadgen("chat-subscribers", settings, (line) => {
       if (line.startsWith("m ")) {
         const a = line.indexOf(" ", 2);
         const b = line.indexOf(" ", a + 1);
         this.onText(line.slice(b + 1), Number(line.slice(a + 1, b)), Number(line.slice(2, a)));
       } else if (line.startsWith("e ")) this.errors.push(line.slice(line.indexOf(" ", 2) + 1));
-    });
+    }, ctx.log);
   }
 
-  /** Its CPU is the load generator's too. */
   get pid(): number {
-    return this.child.pid!;
+    return this.loadgen.pid;
   }
 
-  /** Ends every stream: the program stops at the end of its input. */
-  async close(): Promise<void> {
-    this.child.stdin!.end();
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(timer);
+  /** Ends every stream. */
+  close(): Promise<void> {
+    return this.loadgen.close();
   }
 }
 
@@ -203,13 +176,11 @@ export const chat: Scenario = {
   ],
   async run(ctx: BenchContext) {
     const s = ctx.settings.chat;
-    const problem = ensureGoBinary(SUBSCRIBERS, ctx.log);
-    if (problem) throw new Error(problem);
     const rows: Row[] = [];
     const details: Record<string, unknown> = { users: s.users, window: s.window };
     await withRoom(ctx, "chat", async ({ agora, senderChat, roomId, users }) => {
       for (const n of s.subscribers) {
-        const subs = new Subscribers(agora, users, n);
+        const subs = new Subscribers(ctx, agora, users, n);
         try {
           await ready(senderChat, roomId, subs, 60_000);
           ctx.log(`  ${n} streams: warm-up ${ctx.settings.warmupSeconds}s`);
@@ -251,7 +222,7 @@ export const chat: Scenario = {
     // Held streams in a server of their own: what the fan-out runs left on the heap is not the held streams' memory.
     await withRoom(ctx, "chat-hold", async ({ agora, senderChat, roomId, users }) => {
       const rssIdle = rssMB(agora.pid) ?? Number.NaN;
-      const subs = new Subscribers(agora, users, s.holdStreams);
+      const subs = new Subscribers(ctx, agora, users, s.holdStreams);
       try {
         await ready(senderChat, roomId, subs, 60_000);
         rows.push(await hold(ctx, agora, senderChat, roomId, subs, rssIdle, details));

@@ -6,18 +6,17 @@
  * server's SHA-256. Throughput is MiB/s of payload; peak RSS is Agora's (and
  * Envoy's) high-water mark during the transfer.
  *
- * The client is Connect-node's with the receive windows a bulk client sets
- * (1 MiB per stream, 4 MiB per connection; Node's defaults are 64 KiB). It accepts gzip; the file service
- * does not compress (file content rarely compresses, and gzipping every chunk
- * cost six times the throughput).
+ * The client is the Go load generator (bench/loadgen/files.go, connect-go over
+ * native gRPC) with the receive windows a bulk client sets (4 MiB per stream,
+ * 16 MiB per connection; Node's defaults are 64 KiB): Connect-node's client
+ * spent 6 ms of CPU per MiB downloaded and was the limit of the row. The file
+ * service does not compress (file content rarely compresses, and gzipping
+ * every chunk cost six times the throughput).
  */
-import { createHash, randomBytes } from "node:crypto";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { FileService, type UploadRequestSchema } from "../../gen/agora/files/v1/files_pb.js";
-import type { Client } from "@connectrpc/connect";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measure, type Watched } from "../lib/measure.js";
+import { Loadgen } from "../lib/loadgen.js";
+import { measure, type Usage } from "../lib/measure.js";
 import { median } from "../lib/stats.js";
 
 const MIB = 1024 * 1024;
@@ -36,60 +35,37 @@ export const files: Scenario = {
     { key: "cpuMsPerMiB_envoy", label: "Envoy", digits: 1 },
     { key: "peakRssMB_agora", label: "peak RSS MB Agora", digits: 0 },
     { key: "peakRssMB_envoy", label: "Envoy", digits: 0 },
+    { key: "serverCpuBusyPercent", label: "CPU 0 busy %", digits: 0 },
+    { key: "loadgenCores", label: "client cores", digits: 2 },
   ],
   async run(ctx: BenchContext) {
     const mib = ctx.settings.files.megabytes;
     const agora = await startAgora(ctx, "files", { envoy: true });
     try {
       const [user] = await agora.users("files-user", 1);
-      const base = randomBytes(MIB);
       const results = new Map<string, Record<string, number>[]>();
       const record = (name: string, m: Record<string, number>) => results.set(name, [...(results.get(name) ?? []), m]);
-      // No compression offered: the file's bytes travel as they are.
-
-      const upload = async (client: Client<typeof FileService>, watched: Watched[], tag: string) => {
-        const sent = createHash("sha256");
-        async function* requests(): AsyncGenerator<MessageInitShape<typeof UploadRequestSchema>> {
-          yield { part: { case: "metadata", value: { target: { case: "path", value: `bench/${tag}.bin` }, comment: "bench" } } };
-          for (let i = 0; i < mib; i++) {
-            const chunk = Buffer.from(base);
-            // Unique content per run and chunk: nothing is deduplicated.
-            chunk.write(`${tag}:${i}:`, 0, "latin1");
-            sent.update(chunk);
-            yield { part: { case: "chunk", value: chunk } };
-          }
-        }
-        const { result, usage } = await measure(watched, ctx.pinning, () => client.upload(requests()));
-        if (result.version!.sha256 !== sent.digest("hex") || Number(result.version!.size) !== mib * MIB) {
-          throw new Error(`upload ${tag}: the server stored ${result.version!.size} bytes with another SHA-256`);
-        }
-        return { fileId: result.file!.id, sha256: result.version!.sha256, metrics: transferMetrics(mib, usage) };
-      };
-      const download = async (client: Client<typeof FileService>, watched: Watched[], fileId: string, sha256: string) => {
-        const { result, usage } = await measure(watched, ctx.pinning, async () => {
-          const received = createHash("sha256");
-          let bytes = 0;
-          for await (const res of client.download({ fileId })) {
-            if (res.part.case === "chunk") {
-              bytes += res.part.value.length;
-              received.update(res.part.value);
-            }
-          }
-          return { bytes, sha256: received.digest("hex") };
-        });
-        if (result.bytes !== mib * MIB || result.sha256 !== sha256) throw new Error(`download of ${fileId}: received ${result.bytes} bytes with another SHA-256`);
-        return transferMetrics(mib, usage);
-      };
 
       for (const via of ["direct", "envoy"] as const) {
-        const client = agora.client(FileService, user!.token, via, true);
-        const watched = agora.watched(via === "envoy");
-        for (let run = 0; run < ctx.settings.runs; run++) {
-          const up = await upload(client, watched, `${via}-${run}-${Date.now()}`);
-          record(`upload ${via}`, up.metrics);
-          const down = await download(client, watched, up.fileId, up.sha256);
-          record(`download ${via}`, down);
-          ctx.log(`  ${via} ${run + 1}/${ctx.settings.runs}: upload ${up.metrics.mibPerSecond!.toFixed(1)} MiB/s, download ${down.mibPerSecond!.toFixed(1)} MiB/s`);
+        const client = new FilesClient(ctx, via === "envoy" ? agora.gatewayUrl! : agora.url, user!.token);
+        const watched = [...agora.watched(via === "envoy"), { name: "client", pid: client.pid }];
+        try {
+          for (let run = 0; run < ctx.settings.runs; run++) {
+            const path = `bench/${via}-${run}-${Date.now()}.bin`;
+            const up = await measure(watched, ctx.pinning, () => client.ask<Uploaded>(`upload ${path} ${mib}`));
+            if (up.result.storedSha256 !== up.result.sha256 || up.result.size !== mib * MIB) {
+              throw new Error(`upload ${path}: the server stored ${up.result.size} bytes with another SHA-256`);
+            }
+            record(`upload ${via}`, transferMetrics(mib, up.usage));
+            const down = await measure(watched, ctx.pinning, () => client.ask<Downloaded>(`download ${up.result.fileId}`));
+            if (down.result.bytes !== mib * MIB || down.result.sha256 !== up.result.sha256) {
+              throw new Error(`download of ${up.result.fileId}: received ${down.result.bytes} bytes with another SHA-256`);
+            }
+            record(`download ${via}`, transferMetrics(mib, down.usage));
+            ctx.log(`  ${via} ${run + 1}/${ctx.settings.runs}: upload ${(mib / up.usage.seconds).toFixed(1)} MiB/s, download ${(mib / down.usage.seconds).toFixed(1)} MiB/s`);
+          }
+        } finally {
+          await client.close();
         }
       }
       const order = ["upload direct", "upload envoy", "download direct", "download envoy"];
@@ -101,9 +77,52 @@ export const files: Scenario = {
   },
 };
 
-function transferMetrics(mib: number, usage: { seconds: number; cpuMs: Record<string, number>; peakRssMB: Record<string, number> }): Record<string, number> {
-  const m: Record<string, number> = { mibPerSecond: mib / usage.seconds, seconds: usage.seconds };
-  for (const [name, ms] of Object.entries(usage.cpuMs)) m[`cpuMsPerMiB_${name}`] = ms / mib;
+interface Uploaded {
+  fileId: string;
+  sha256: string;
+  size: number;
+  storedSha256: string;
+}
+interface Downloaded {
+  bytes: number;
+  sha256: string;
+}
+
+/** The Go load generator's files command (bench/loadgen/files.go): one transfer at a time. */
+class FilesClient {
+  private readonly loadgen: Loadgen;
+  private answer: ((line: string) => void) | undefined;
+
+  constructor(ctx: BenchContext, url: string, token: string) {
+    this.loadgen = new Loadgen("files", { url, token }, (line) => this.answer?.(line), ctx.log);
+  }
+
+  get pid(): number {
+    return this.loadgen.pid;
+  }
+
+  ask<T>(command: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.answer = (line) => {
+        this.answer = undefined;
+        const answer = JSON.parse(line) as T & { error?: string };
+        if (answer.error) reject(new Error(`${command}: ${answer.error}`));
+        else resolve(answer);
+      };
+      this.loadgen.send(command);
+    });
+  }
+
+  close(): Promise<void> {
+    return this.loadgen.close();
+  }
+}
+
+function transferMetrics(mib: number, usage: Usage): Record<string, number> {
+  const { client: clientMs = 0, ...servers } = usage.cpuMs;
+  const m: Record<string, number> = { mibPerSecond: mib / usage.seconds, seconds: usage.seconds, loadgenCores: (usage.selfCpuMs + clientMs) / 1000 / usage.seconds };
+  if (usage.serverCpuBusy !== undefined) m.serverCpuBusyPercent = usage.serverCpuBusy * 100;
+  for (const [name, ms] of Object.entries(servers)) m[`cpuMsPerMiB_${name}`] = ms / mib;
   for (const [name, mb] of Object.entries(usage.peakRssMB)) m[`peakRssMB_${name}`] = mb;
   return m;
 }

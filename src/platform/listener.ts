@@ -9,8 +9,8 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
 // Every HTTP/2 cleartext connection with prior knowledge opens with this preface.
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** HTTP/2 receive windows per stream and per connection (what a client may send ahead of our reads), as Envoy's. */
-const STREAM_WINDOW = 1024 * 1024;
-const CONNECTION_WINDOW = 4 * 1024 * 1024;
+const STREAM_WINDOW = 4 * 1024 * 1024;
+const CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 export interface ListenerOptions {
   maxConcurrentStreams: number;

@@ -2,7 +2,6 @@ import { createHash, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import type { Readable } from "node:stream";
 
 /** A blob being written: content goes in, its SHA-256 and size come out. */
 export interface BlobWriter {
@@ -35,7 +34,12 @@ export interface BlobStore {
   staged(id: string, at: number): Promise<BlobWriter>;
   /** Deletes a staged upload's bytes (the upload expired or was committed elsewhere). */
   removeStaged(id: string): Promise<void>;
-  read(sha256: string, offset: number, chunkSize: number): Readable;
+  /**
+   * The blob's bytes from `offset`, `chunkSize` at a time, read into one buffer:
+   * a chunk is valid until the next one is asked for, so send (serialize) or
+   * copy it first. Breaking off the loop closes the file.
+   */
+  read(sha256: string, offset: number, chunkSize: number): AsyncIterable<Uint8Array>;
   size(sha256: string): Promise<number>;
   /** Hashes of stored blobs last written before `before`. */
   list(before: Date): AsyncIterable<string>;
@@ -100,23 +104,26 @@ export class LocalBlobStore implements BlobStore {
     const handle = await fsp.open(file, exists ? "r+" : "w", 0o600);
     let size = start;
     let sealed: string | undefined;
+    // Written from the first byte by this writer: hashed as it is written. Reading the file back
+    // after the sync would read the page cache, the same bytes, so it would prove nothing more.
+    // A staged upload continued here (start > 0) is hashed from the file when sealed.
+    const hash = start === 0 ? createHash("sha256") : undefined;
     const store = this;
     return {
       get size() {
         return size;
       },
       async write(chunk) {
-        await handle.write(chunk, 0, chunk.length, size);
+        hash?.update(chunk);
+        const { bytesWritten } = await handle.write(chunk, 0, chunk.length, size);
+        if (bytesWritten !== chunk.length) throw new Error(`short write: ${bytesWritten} of ${chunk.length} bytes`);
         size += chunk.length;
       },
       async seal(expected) {
         await handle.truncate(size); // exactly what was written, nothing a crashed earlier attempt left
         await handle.sync();
         await handle.close();
-        // Hash from the file itself: the bytes on disk are the ones that count (and staged uploads span calls).
-        const hash = createHash("sha256");
-        for await (const c of fs.createReadStream(file)) hash.update(c as Buffer);
-        sealed = hash.digest("hex");
+        sealed = hash ? hash.digest("hex") : await hashFile(file);
         if (expected && expected !== sealed) {
           await fsp.rm(file, { force: true });
           throw new ChecksumMismatch(sealed);
@@ -149,8 +156,20 @@ export class LocalBlobStore implements BlobStore {
     await fsp.rm(path.join(this.tmp, this.stagedName(id)), { force: true });
   }
 
-  read(sha256: string, offset: number, chunkSize: number): Readable {
-    return fs.createReadStream(this.blobPath(sha256), { start: offset, highWaterMark: chunkSize });
+  async *read(sha256: string, offset: number, chunkSize: number): AsyncIterable<Uint8Array> {
+    const handle = await fsp.open(this.blobPath(sha256), "r");
+    // One buffer for the whole download: a fresh one per chunk costs page faults and garbage collections.
+    const buffer = Buffer.allocUnsafe(chunkSize);
+    try {
+      for (let position = offset; ; ) {
+        const { bytesRead } = await handle.read(buffer, 0, chunkSize, position);
+        if (bytesRead === 0) return;
+        position += bytesRead;
+        yield buffer.subarray(0, bytesRead);
+      }
+    } finally {
+      await handle.close();
+    }
   }
 
   async size(sha256: string): Promise<number> {
@@ -187,4 +206,10 @@ export class LocalBlobStore implements BlobStore {
     }
     return removed;
   }
+}
+
+async function hashFile(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const c of fs.createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
+  return hash.digest("hex");
 }

@@ -1,29 +1,24 @@
-// Chat subscribers for the bench's fan-out scenario (bench/scenarios/chat.ts):
-// N Subscribe streams over native gRPC, spread over HTTP/2 connections, whose
-// texts go to stdout as they arrive. A Node client reading 1,000 streams was
-// the bottleneck of the scenario; this one is not, so the rows measure Agora.
+package main
+
+// chat-subscribers: N Subscribe streams over native gRPC, spread over HTTP/2
+// connections, whose texts go to stdout as they arrive (bench/scenarios/chat.ts).
 //
 // stdin, one JSON line: {"url": "http://127.0.0.1:PORT", "tokens": [...],
 // "count": N, "perConnection": 100}; stream i authenticates with
 // tokens[i % len(tokens)]. stdout: "opened" once every stream is set up, then
 // "m <stream> <received at, Unix ms> <text>" per message and
-// "e <stream> <error>" per stream that fails. Closing stdin (or SIGTERM)
-// ends every stream; "closed" is the last line.
-package main
+// "e <stream> <error>" per stream that fails. Closing stdin ends every stream;
+// "closed" is the last line.
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -32,35 +27,22 @@ import (
 	"agora.example/client/gen/agora/chat/v1/chatv1connect"
 )
 
-type config struct {
+type chatConfig struct {
 	URL           string   `json:"url"`
 	Tokens        []string `json:"tokens"`
 	Count         int      `json:"count"`
 	PerConnection int      `json:"perConnection"`
 }
 
-func main() {
-	in := bufio.NewReader(os.Stdin)
-	line, err := in.ReadBytes('\n')
-	var cfg config
-	if err == nil {
-		err = json.Unmarshal(line, &cfg)
+func chatSubscribers(ctx context.Context, in *bufio.Reader) error {
+	var cfg chatConfig
+	if err := readConfig(in, &cfg); err != nil || cfg.Count <= 0 || len(cfg.Tokens) == 0 || cfg.PerConnection <= 0 {
+		return fmt.Errorf("expected one JSON line with url, tokens, count and perConnection (%v)", err)
 	}
-	if err != nil || cfg.Count <= 0 || len(cfg.Tokens) == 0 || cfg.PerConnection <= 0 {
-		fmt.Fprintf(os.Stderr, "expected one JSON line with url, tokens, count and perConnection (%v)\n", err)
-		os.Exit(2)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	go func() {
 		// EOF on stdin: the bench is done with the streams.
 		_, _ = in.ReadBytes(0)
-		cancel()
-	}()
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-signals
 		cancel()
 	}()
 
@@ -70,10 +52,8 @@ func main() {
 	var client chatv1connect.ChatServiceClient
 	for i := 0; i < cfg.Count; i++ {
 		if i%cfg.PerConnection == 0 {
-			// One transport per group of streams: its own HTTP/2 connection (h2c).
-			transport := &http.Transport{Protocols: new(http.Protocols)}
-			transport.Protocols.SetUnencryptedHTTP2(true)
-			client = chatv1connect.NewChatServiceClient(&http.Client{Transport: transport}, cfg.URL, connect.WithGRPC())
+			// One client per group of streams: its own HTTP/2 connection.
+			client = chatv1connect.NewChatServiceClient(h2cClient(), cfg.URL, connect.WithGRPC())
 		}
 		wg.Add(1)
 		opened.Add(1)
@@ -87,6 +67,7 @@ func main() {
 	wg.Wait()
 	out.line("closed")
 	out.close()
+	return nil
 }
 
 func follow(ctx context.Context, client chatv1connect.ChatServiceClient, token string, i int, out *output, opened *sync.WaitGroup) {

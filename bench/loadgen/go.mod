@@ -1,4 +1,4 @@
-module agora.local/bench/loadgen/chat-subscribers
+module agora.local/bench/loadgen
 
 go 1.24.0
 
@@ -9,4 +9,4 @@ require (
 
 require google.golang.org/protobuf v1.36.12 // indirect
 
-replace agora.example/client => ../../../examples/go
+replace agora.example/client => ../../examples/go

@@ -1,0 +1,62 @@
+/**
+ * The bench's Go load generators (bench/loadgen): one program, built on first
+ * use from the Go client stubs of proto/ (examples/go/gen), whose commands
+ * read their settings as one JSON line on stdin and answer with lines on
+ * stdout. It runs on the load generator's CPU like the bench itself.
+ */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { REPO_ROOT } from "../../scripts/cluster.js";
+import { track } from "./children.js";
+import { ensureGoBinary, type GoProgram } from "./peers.js";
+
+const LOADGEN: GoProgram = {
+  what: "the Go load generators",
+  dir: path.join(REPO_ROOT, "bench", "loadgen"),
+  bin: path.join(REPO_ROOT, ".tools", "bin", "agora-bench-loadgen"),
+  inputs: [
+    "buf.gen.go.yaml",
+    "examples/go/go.mod",
+    "examples/go/go.sum",
+    ...fs
+      .readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" })
+      .filter((f) => f.endsWith(".proto"))
+      .sort()
+      .map((f) => `proto/${f}`),
+  ],
+  prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
+};
+
+export class Loadgen {
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<void>;
+
+  /** Starts `command` with its settings; every line it writes goes to `onLine`. */
+  constructor(command: "chat-subscribers" | "files", settings: object, onLine: (line: string) => void, log: (line: string) => void) {
+    const problem = ensureGoBinary(LOADGEN, log);
+    if (problem) throw new Error(problem);
+    this.child = track(spawn(LOADGEN.bin, [command], { stdio: ["pipe", "pipe", "inherit"] }));
+    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    this.send(JSON.stringify(settings));
+    readline.createInterface({ input: this.child.stdout! }).on("line", onLine);
+  }
+
+  /** Its CPU is the load generator's too. */
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  /** Ends its input, which ends every command; SIGKILL after 10 s. */
+  async close(): Promise<void> {
+    this.child.stdin!.end();
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
