@@ -5,10 +5,9 @@ package main
 //
 // stdin, one JSON line: {"url": "http://127.0.0.1:PORT", "tokens": [...],
 // "count": N, "perConnection": 100}; stream i authenticates with
-// tokens[i % len(tokens)]. stdout: "opened" once every stream is set up, then
-// "m <stream> <received at, Unix ms> <text>" per message and
-// "e <stream> <error>" per stream that fails. Closing stdin ends every stream;
-// "closed" is the last line.
+// tokens[i % len(tokens)]. stdout: "m <stream> <received at, Unix ms> <text>"
+// per message and "e <stream> <error>" per stream that fails. Closing stdin
+// ends every stream.
 
 import (
 	"bufio"
@@ -48,7 +47,6 @@ func chatSubscribers(ctx context.Context, in *bufio.Reader) error {
 
 	out := newOutput()
 	var wg sync.WaitGroup
-	var opened sync.WaitGroup
 	var client chatv1connect.ChatServiceClient
 	for i := 0; i < cfg.Count; i++ {
 		if i%cfg.PerConnection == 0 {
@@ -56,25 +54,20 @@ func chatSubscribers(ctx context.Context, in *bufio.Reader) error {
 			client = chatv1connect.NewChatServiceClient(h2cClient(), cfg.URL, connect.WithGRPC())
 		}
 		wg.Add(1)
-		opened.Add(1)
 		go func(i int, client chatv1connect.ChatServiceClient) {
 			defer wg.Done()
-			follow(ctx, client, cfg.Tokens[i%len(cfg.Tokens)], i, out, &opened)
+			follow(ctx, client, cfg.Tokens[i%len(cfg.Tokens)], i, out)
 		}(i, client)
 	}
-	opened.Wait()
-	out.line("opened")
 	wg.Wait()
-	out.line("closed")
 	out.close()
 	return nil
 }
 
-func follow(ctx context.Context, client chatv1connect.ChatServiceClient, token string, i int, out *output, opened *sync.WaitGroup) {
+func follow(ctx context.Context, client chatv1connect.ChatServiceClient, token string, i int, out *output) {
 	req := connect.NewRequest(&chatv1.SubscribeRequest{})
 	req.Header().Set("Authorization", "Bearer "+token)
 	stream, err := client.Subscribe(ctx, req)
-	opened.Done()
 	if err == nil {
 		for stream.Receive() {
 			if m := stream.Msg().GetEvent().GetMessage(); m != nil {
