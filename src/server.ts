@@ -19,7 +19,7 @@ import { checkIdempotencyKey } from "./platform/idempotency.js";
 import { DualProtocolListener } from "./platform/listener.js";
 import { ServerMetrics } from "./platform/metrics.js";
 import { serveMetrics, startMetricsServer } from "./platform/metrics-endpoint.js";
-import { observeInterceptor } from "./platform/observe.js";
+import { CallsInFlight, observeInterceptor } from "./platform/observe.js";
 import { PageTokens } from "./platform/paging.js";
 import { PgPubSub } from "./platform/pubsub.js";
 import { rateLimitInterceptor } from "./platform/rate-limit.js";
@@ -94,9 +94,10 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
     registerReflection(router, [...served, Health, ReflectionV1], [file_google_rpc_error_details, file_google_rpc_status]);
     for (const r of running) r.register(router);
   });
+  const calls = new CallsInFlight();
   // Outermost first: observe sees the final code, errors are mapped before it.
   const interceptors = [
-    observeInterceptor(log, metrics),
+    observeInterceptor(log, metrics, calls),
     errorMappingInterceptor(log),
     deadlineInterceptor(shutdownController.signal),
     authInterceptor(verifyToken, publicMethods, new Set(modules.flatMap((m) => m.adminMethods ?? []))),
@@ -198,6 +199,8 @@ export async function startServer({ config, databaseUrl, log, clock = systemCloc
       const drained = await listener.close(config.shutdownGraceMs);
       if (!drained) log.warn("grace period over: closed the remaining connections");
       else log.info("connections drained");
+      // Ended streams may still be cleaning up (a chat stream closes its presence): the database stays until they are done.
+      if (!(await calls.settled(config.shutdownGraceMs))) log.warn({ calls: calls.size }, "grace period over: stopping with calls still finishing");
       dbWatch.stop();
       await metricsServer?.close();
       await Promise.allSettled(running.map((r) => r.stop()));

@@ -22,11 +22,49 @@ function codeName(err: unknown): string {
 }
 
 /**
+ * The calls begun and not yet ended. A stream ends once its handler has
+ * finished, cleanup included (a chat stream closing its presence), so a
+ * shutdown can wait for them before it closes the database under them.
+ */
+export class CallsInFlight {
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  begin(): void {
+    this.count++;
+  }
+
+  end(): void {
+    if (--this.count > 0) return;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves true once no call is in flight, false if some still are after `ms`. */
+  settled(ms: number): Promise<boolean> {
+    if (this.count === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  get size(): number {
+    return this.count;
+  }
+}
+
+/**
  * Outermost interceptor: gives every call a request id (the caller's
  * x-request-id when it is sane, else a new one; echoed in the response header),
- * then writes one access-log line and the Prometheus series when the call ends.
+ * then writes one access-log line and the Prometheus series when the call ends,
+ * and counts it in `calls` meanwhile.
  */
-export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interceptor {
+export function observeInterceptor(log: Logger, metrics: ServerMetrics, calls: CallsInFlight): Interceptor {
   // The labelled series of each method, looked up once (prom-client hashes the labels on every unlabelled call).
   const series = new Map<DescMethod, ReturnType<typeof seriesOf>>();
   const seriesFor = (method: DescMethod) => {
@@ -55,7 +93,9 @@ export function observeInterceptor(log: Logger, metrics: ServerMetrics): Interce
     const method = seriesFor(req.method);
     method.started.inc();
     const startedAt = process.hrtime.bigint();
+    calls.begin();
     const finish = (err: unknown) => {
+      calls.end();
       const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
       const code = codeName(err);
       method.handled(code).inc();

@@ -11,10 +11,11 @@ import {
   WatchProductsRequestSchema,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { ChatService } from "../../gen/agora/chat/v1/chat_pb.js";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { bearer, client, eventually, freshDatabase, startTestServer, type TestServer } from "../support/harness.js";
+import { bearer, client, eventually, freshDatabase, PROTOCOLS, signUp, startTestServer, type TestServer } from "../support/harness.js";
 
 const newProduct = (name: string, quantity = 10) => ({
   product: { name, category: Category.FOOD, quantity, unitPrice: { currencyCode: "EUR", units: 1n }, lowStockThreshold: 1 },
@@ -207,6 +208,47 @@ describe("server platform", () => {
       const result = await inFlight;
       expect(result.product!.quantity).to.equal(7);
       await stopped;
+    });
+
+    it("lets streams whose clients left finish their cleanup before it closes the database", async () => {
+      // More streams than the chat pool has connections: their cleanups queue for one while the first wait on a lock.
+      const server = await startTestServer({ SHUTDOWN_GRACE_MS: "10000", DB_POOL_SIZE: "2" });
+      const token = await signUp(server.url, "drain-chat");
+      const leave = new AbortController();
+      const streams = PROTOCOLS.flatMap((protocol) =>
+        Array.from({ length: 2 }, async () => {
+          try {
+            for await (const _ of client(ChatService, server.url, protocol, token).subscribe({}, { signal: leave.signal })) {
+              /* until the client leaves */
+            }
+          } catch {
+            /* CANCELED: the client left */
+          }
+        }),
+      );
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        const open = async () => (await db.query('SELECT count(*)::int AS n FROM "chat".sessions')).rows[0].n as number;
+        await eventually(async () => (await open()) === streams.length, "every stream's presence session");
+        // Closing a session deletes its row: the deletes wait on this lock while the server stops.
+        const blocker = new pg.Client({ connectionString: server.databaseUrl });
+        await blocker.connect();
+        await blocker.query("BEGIN");
+        await blocker.query('LOCK TABLE "chat".sessions IN SHARE MODE');
+        leave.abort();
+        await Promise.all(streams);
+        await eventually(async () => (await db.query("SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted")).rows[0].n > 0, "a cleanup to wait on the lock");
+        // The clients are gone, so the connections drain at once: the shutdown reaches the database while the cleanups wait.
+        const stopped = server.shutdown();
+        await new Promise((r) => setTimeout(r, 500));
+        await blocker.query("COMMIT");
+        await blocker.end();
+        await stopped;
+        expect(await open(), "presence sessions left open by the shutdown").to.equal(0);
+      } finally {
+        await db.end();
+      }
     });
   });
 });
