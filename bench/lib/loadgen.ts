@@ -10,24 +10,37 @@ import path from "node:path";
 import readline from "node:readline";
 import { REPO_ROOT } from "../../scripts/cluster.js";
 import { track } from "./children.js";
-import { ensureGoBinary, type GoProgram } from "./peers.js";
+import { ensureGoBinary } from "./peers.js";
 
-const LOADGEN: GoProgram = {
-  what: "the Go load generators",
-  dir: path.join(REPO_ROOT, "bench", "loadgen"),
-  bin: path.join(REPO_ROOT, ".tools", "bin", "agora-bench-loadgen"),
-  inputs: [
-    "buf.gen.go.yaml",
-    "examples/go/go.mod",
-    "examples/go/go.sum",
-    ...fs
-      .readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" })
-      .filter((f) => f.endsWith(".proto"))
-      .sort()
-      .map((f) => `proto/${f}`),
-  ],
-  prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
-};
+const LOADGEN_DIR = path.join(REPO_ROOT, "bench", "loadgen");
+const LOADGEN_BIN = path.join(REPO_ROOT, ".tools", "bin", "agora-bench-loadgen");
+
+/** Builds the program unless it matches its sources; checked once per bench process. */
+let built = false;
+function ensureBuilt(log: (line: string) => void): void {
+  if (built) return;
+  const problem = ensureGoBinary(
+    {
+      what: "the Go load generators",
+      dir: LOADGEN_DIR,
+      bin: LOADGEN_BIN,
+      inputs: [
+        "buf.gen.go.yaml",
+        "examples/go/go.mod",
+        "examples/go/go.sum",
+        ...fs
+          .readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" })
+          .filter((f) => f.endsWith(".proto"))
+          .sort()
+          .map((f) => `proto/${f}`),
+      ],
+      prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
+    },
+    log,
+  );
+  if (problem) throw new Error(problem);
+  built = true;
+}
 
 export class Loadgen {
   private readonly child: ChildProcess;
@@ -35,9 +48,8 @@ export class Loadgen {
 
   /** Starts `command` with its settings; every line it writes goes to `onLine`. */
   constructor(command: "chat-subscribers" | "files", settings: object, onLine: (line: string) => void, log: (line: string) => void) {
-    const problem = ensureGoBinary(LOADGEN, log);
-    if (problem) throw new Error(problem);
-    this.child = track(spawn(LOADGEN.bin, [command], { stdio: ["pipe", "pipe", "inherit"] }));
+    ensureBuilt(log);
+    this.child = track(spawn(LOADGEN_BIN, [command], { stdio: ["pipe", "pipe", "inherit"] }));
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     this.send(JSON.stringify(settings));
     readline.createInterface({ input: this.child.stdout! }).on("line", onLine);

@@ -13,6 +13,8 @@ export interface Watched {
   tree?: boolean;
   /** Report peak RSS (not for process trees: shared memory would be counted many times). */
   rss?: boolean;
+  /** A load generator of ours (the Go program): its CPU counts in `loadgenCpuMs`, not in `cpuMs`. */
+  loadgen?: boolean;
 }
 
 export interface Usage {
@@ -23,6 +25,8 @@ export interface Usage {
   peakRssMB: Record<string, number>;
   /** CPU milliseconds of this process (the TypeScript load harnesses run here). */
   selfCpuMs: number;
+  /** selfCpuMs plus the CPU of the watched load generators. */
+  loadgenCpuMs: number;
   /** Busy fraction (0..1) of the server CPUs, all processes included (others' work shows here too), when pinned. */
   serverCpuBusy?: number;
 }
@@ -53,8 +57,13 @@ export async function measure<T>(watched: Watched[], pinning: Pinning, fn: () =>
   const timesAfter = cpuTimes();
   sample();
   const self = process.cpuUsage(selfBefore);
-  const usage: Usage = { seconds, cpuMs: {}, peakRssMB: {}, selfCpuMs: (self.user + self.system) / 1000 };
-  for (const w of watched) usage.cpuMs[w.name] = cpuMs(w.pid, w.tree) - cpuBefore.get(w.name)!;
+  const selfCpuMs = (self.user + self.system) / 1000;
+  const usage: Usage = { seconds, cpuMs: {}, peakRssMB: {}, selfCpuMs, loadgenCpuMs: selfCpuMs };
+  for (const w of watched) {
+    const ms = cpuMs(w.pid, w.tree) - cpuBefore.get(w.name)!;
+    if (w.loadgen) usage.loadgenCpuMs += ms;
+    else usage.cpuMs[w.name] = ms;
+  }
   for (const w of withRss) {
     const hwm = reset.get(w.name) ? peakRssMB(w.pid) : undefined;
     const peak = Math.max(hwm ?? 0, sampled.get(w.name) ?? 0);

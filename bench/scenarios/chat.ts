@@ -187,10 +187,9 @@ export const chat: Scenario = {
           await fanOut(senderChat, roomId, subs, { window: s.window, seconds: ctx.settings.warmupSeconds });
           const runs: { r: RunResult; cpu: Record<string, number>; rss: number; loadgen: number }[] = [];
           for (let i = 0; i < ctx.settings.runs; i++) {
-            const watched = [...agora.watched(), { name: "subscribers", pid: subs.pid }];
+            const watched = [...agora.watched(), { name: "subscribers", pid: subs.pid, loadgen: true }];
             const { result: r, usage } = await measure(watched, ctx.pinning, () => fanOut(senderChat, roomId, subs, { window: s.window, seconds: s.runSeconds }));
-            const loadgenMs = usage.selfCpuMs + (usage.cpuMs.subscribers ?? 0);
-            runs.push({ r, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN, loadgen: loadgenMs / 1000 / usage.seconds });
+            runs.push({ r, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN, loadgen: usage.loadgenCpuMs / 1000 / usage.seconds });
             ctx.log(
               `  ${n} streams: run ${i + 1}/${ctx.settings.runs}: ${Math.round(r.delivered / r.seconds)} delivered/s, ` +
                 `p99 ${r.latency.percentile(99).toFixed(1)} ms, ${r.incomplete} incomplete, ${subs.errors.length} stream errors`,

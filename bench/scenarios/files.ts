@@ -48,7 +48,7 @@ export const files: Scenario = {
 
       for (const via of ["direct", "envoy"] as const) {
         const client = new FilesClient(ctx, via === "envoy" ? agora.gatewayUrl! : agora.url, user!.token);
-        const watched = [...agora.watched(via === "envoy"), { name: "client", pid: client.pid }];
+        const watched = [...agora.watched(via === "envoy"), { name: "client", pid: client.pid, loadgen: true }];
         try {
           for (let run = 0; run < ctx.settings.runs; run++) {
             const path = `bench/${via}-${run}-${Date.now()}.bin`;
@@ -119,10 +119,9 @@ class FilesClient {
 }
 
 function transferMetrics(mib: number, usage: Usage): Record<string, number> {
-  const { client: clientMs = 0, ...servers } = usage.cpuMs;
-  const m: Record<string, number> = { mibPerSecond: mib / usage.seconds, seconds: usage.seconds, loadgenCores: (usage.selfCpuMs + clientMs) / 1000 / usage.seconds };
+  const m: Record<string, number> = { mibPerSecond: mib / usage.seconds, seconds: usage.seconds, loadgenCores: usage.loadgenCpuMs / 1000 / usage.seconds };
   if (usage.serverCpuBusy !== undefined) m.serverCpuBusyPercent = usage.serverCpuBusy * 100;
-  for (const [name, ms] of Object.entries(servers)) m[`cpuMsPerMiB_${name}`] = ms / mib;
+  for (const [name, ms] of Object.entries(usage.cpuMs)) m[`cpuMsPerMiB_${name}`] = ms / mib;
   for (const [name, mb] of Object.entries(usage.peakRssMB)) m[`peakRssMB_${name}`] = mb;
   return m;
 }

@@ -13,6 +13,9 @@ export interface PresenceRow {
 
 const LIVE_SESSIONS = `SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = $1 AND last_seen > $2`;
 const OPEN_SESSION = `INSERT INTO "${SCHEMA}".sessions (id, user_id, username, last_seen) VALUES ($1, $2, $3, $4)`;
+/** Deletes session $1 and returns the user's ($2) other live sessions, in one round trip. */
+const CLOSE_SESSION = `WITH gone AS (DELETE FROM "${SCHEMA}".sessions WHERE id = $1)
+  SELECT 1 FROM "${SCHEMA}".sessions WHERE user_id = $2 AND last_seen > $3 AND id <> $1`;
 const SEEN_USER = `INSERT INTO "${SCHEMA}".user_status (user_id, username, chosen, last_active) VALUES ($1, $2, NULL, $3)
   ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, last_active = excluded.last_active`;
 
@@ -47,8 +50,7 @@ export class PresenceRepository {
 
   /** Closes a session; returns whether it was the user's last one. */
   async close(sessionId: string, userId: string, now: Date): Promise<boolean> {
-    await preparedQuery(this.em, "chat.close-session", `DELETE FROM "${SCHEMA}".sessions WHERE id = $1`, [sessionId]);
-    const live = await preparedQuery(this.em, "chat.live-sessions", LIVE_SESSIONS, [userId, this.staleBefore(now)]);
+    const live = await preparedQuery(this.em, "chat.close-session", CLOSE_SESSION, [sessionId, userId, this.staleBefore(now)]);
     return live.length === 0;
   }
 
