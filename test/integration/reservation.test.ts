@@ -15,6 +15,7 @@ import {
 } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
+import { lockKey } from "../../src/services/reservation/reservation.repository.js";
 import { client, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
 import { StreamRecorder } from "../support/stream-recorder.js";
 
@@ -500,6 +501,24 @@ describe("reservation service", function () {
       }
       // The same user cannot double-book either.
       expect((await rpcError(book(asAlice, at(11, 11), at(11, 12), "rules-conflict-self"))).code).to.equal(Code.AlreadyExists);
+    });
+
+    it("takes the resource's lock before it books, even when no expired hold is there to release", async () => {
+      // The lock is folded into the release of expired holds: it must be taken whether or not that statement finds a hold.
+      const holder = new pg.Client({ connectionString: server.databaseUrl });
+      await holder.connect();
+      try {
+        await holder.query("BEGIN");
+        await holder.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey(room.id)]);
+        let settled = false;
+        const booking = book(asAlice, at(11, 16), at(11, 17), "rules-lock").finally(() => (settled = true));
+        await new Promise((res) => setTimeout(res, 300));
+        expect(settled, "the booking finished while another transaction held the resource's lock").to.equal(false);
+        await holder.query("COMMIT");
+        expect((await booking).reservation!.status).to.equal(ReservationStatus.CONFIRMED);
+      } finally {
+        await holder.end();
+      }
     });
 
     it("refuses ConfirmReservation and RejectReservation from non-admins with PERMISSION_DENIED", async () => {
@@ -1082,6 +1101,24 @@ describe("reservation service", function () {
         const overlaps = await sql<{ n: number }>(lazy.databaseUrl, OVERLAPS_SQL);
         expect(overlaps[0]!.n).to.equal(0);
         expect((await first.getReservation({ id: r!.id })).reservation!.status).to.equal(ReservationStatus.EXPIRED);
+      });
+
+      it("keeps the expired hold it released when the booking is refused for another reservation, and tells the hold's owner", async () => {
+        const adminL = client(ReservationService, lazy.url, "grpc", lazy.adminToken);
+        const { resource: held } = await adminL.createResource({ resource: resource("Lazy approval room 3", { requiresApproval: true }) });
+        const holder = client(ReservationService, lazy.url, "grpc", await signUp(lazy.url, "lazy-holder"));
+        const keeper = client(ReservationService, lazy.url, "grpc", await signUp(lazy.url, "lazy-keeper"));
+        const latecomer = client(ReservationService, lazy.url, "grpc", await signUp(lazy.url, "lazy-latecomer"));
+        const slot = (from: number, to: number, requestId: string) => ({ resourceId: held!.id, startTime: ts(at(14, from)), endTime: ts(at(14, to)), partySize: 1, requestId });
+        const { reservation: hold } = await holder.createReservation(slot(9, 10, "lazy-hold"));
+        const { reservation: kept } = await keeper.createReservation(slot(10, 11, "lazy-kept"));
+        await adminL.confirmReservation({ id: kept!.id });
+        lazyClock.advance(15 * MINUTE + 1000);
+        // [9, 11) meets the expired hold (released) and the confirmed booking (refused).
+        expect((await rpcError(latecomer.createReservation(slot(9, 11, "lazy-late")))).code).to.equal(Code.AlreadyExists);
+        expect((await holder.getReservation({ id: hold!.id })).reservation!.status).to.equal(ReservationStatus.EXPIRED);
+        expect(await notificationsOf(holder, NotificationType.EXPIRED, hold!.id)).to.have.length(1);
+        expect((await latecomer.createReservation(slot(9, 10, "lazy-late-2"))).reservation!.status).to.equal(ReservationStatus.PENDING);
       });
 
       it("does not revive a hold whose time is up by rescheduling it", async () => {

@@ -8,7 +8,7 @@ import {
   type NotificationType,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
-import { preparedQuery, updateEntity, type Queryable } from "../../platform/db.js";
+import { updateEntity, type Queryable } from "../../platform/db.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
@@ -22,11 +22,13 @@ export interface NewNotification {
   message: string;
 }
 
-/** A batch of notifications, one array per column. */
+/** A batch of notifications, one array per column, each naming its event (the append's `appended`). */
 const STORE_SQL = `INSERT INTO "${SCHEMA}".notifications
     (id, user_id, event_id, type, reservation_id, resource_id, start_time, end_time, message, read, created_at)
-  SELECT n.*, false, $10::timestamptz FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::smallint[], $5::uuid[], $6::uuid[],
-                                     $7::timestamptz[], $8::timestamptz[], $9::text[]) AS n`;
+  SELECT x.id, x.user_id, appended.id, x.type, x.reservation_id, x.resource_id, x.start_time, x.end_time, x.message, false, $12::timestamptz
+    FROM unnest($4::uuid[], $5::uuid[], $6::smallint[], $7::uuid[], $8::uuid[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+           WITH ORDINALITY AS x(id, user_id, type, reservation_id, resource_id, start_time, end_time, message, n)
+    JOIN appended USING (n)`;
 
 /**
  * Stores notifications and puts each on the event log in the same
@@ -53,20 +55,23 @@ export class NotificationRepository {
         createTime: timestampFromDate(now),
       }),
     );
-    const ids = await this.events.append(tx, messages);
     const column = <V>(value: (m: Notification, i: number) => V) => messages.map(value);
-    await preparedQuery(tx, "reservation.store-notifications", STORE_SQL, [
-      column((m) => m.id),
-      column((m) => m.userId),
-      column((_, i) => ids[i]!.toString()),
-      column((m) => m.type),
-      column((m) => m.reservationId || null),
-      column((m) => m.resourceId || null),
-      column((_, i) => items[i]!.startTime ?? null),
-      column((_, i) => items[i]!.endTime ?? null),
-      column((m) => m.message),
-      now,
-    ]);
+    // The rows go in with the events, in one statement.
+    await this.events.append(tx, messages, {
+      name: "reservation.store-notifications",
+      sql: STORE_SQL,
+      values: [
+        column((m) => m.id),
+        column((m) => m.userId),
+        column((m) => m.type),
+        column((m) => m.reservationId || null),
+        column((m) => m.resourceId || null),
+        column((_, i) => items[i]!.startTime ?? null),
+        column((_, i) => items[i]!.endTime ?? null),
+        column((m) => m.message),
+        now,
+      ],
+    });
   }
 
   /** The user's notifications, newest first, after `beforeEventId` (paging). */

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotificationType } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { isExclusionViolation, isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, rowMapper, sqlTransaction, type Queryable } from "../../platform/db.js";
+import { isExclusionViolation, isUniqueViolation, preparedQuery, retryTransaction, rowMapper, sqlTransaction, type Queryable } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../../platform/errors.js";
 import type { NewNotification, NotificationRepository } from "./notification.repository.js";
-import { ACTIVE, ReservationSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
+import { ACTIVE, ReservationSchema, ResourceSchema, SCHEMA, type ReservationEntity, type ResourceEntity, type StatusName } from "./reservation.entity.js";
 import { assertEtag } from "../../platform/etag.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
 
@@ -33,20 +33,60 @@ export interface ReservationQuery {
 
 const iso = (d: Date | string) => new Date(d).toISOString();
 
+interface Slot {
+  start: Date;
+  end: Date;
+}
+
+/** How a booking's transaction ended: booked, refused for the slot in the way, or the same request's earlier booking found. */
+type Booking = { reservation: ReservationEntity } | { conflict: Slot } | { retried: true };
+
 const TABLE = `"${SCHEMA}".reservations`;
 const fromRow = rowMapper(ReservationSchema);
+const resourceFromRow = rowMapper(ResourceSchema);
 
 /** Every statement of the repository, prepared once per connection (preparedQuery): no query builder or hydration. */
 const SQL = {
   get: `SELECT * FROM ${TABLE} WHERE id = $1`,
   byRequest: `SELECT * FROM ${TABLE} WHERE user_id = $1 AND request_id = $2`,
-  /** Pending holds past their time ($1) overlapping [$3, $4) of resource $2 expire. */
+  /** What a booking reads first, as JSON rows: user $1's reservation made by request $2, if any, and resource $3. */
+  beforeBooking: `SELECT (SELECT to_json(r) FROM ${TABLE} r WHERE user_id = $1 AND request_id = $2) AS earlier,
+                         (SELECT to_json(x) FROM "${SCHEMA}".resources x WHERE id = $3) AS resource`,
+  /**
+   * Takes resource $2's lock ($5, see lockKey), then expires its pending holds past their time ($1) overlapping
+   * [$3, $4). The lock is an uncorrelated subquery in the WHERE clause: PostgreSQL runs it once, as a one-time
+   * filter, before it scans anything, so it is taken whether or not a hold matches.
+   */
   releaseExpiredHolds: `UPDATE ${TABLE} SET status = 'expired', version = version + 1, updated_at = $1
-    WHERE resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
+    WHERE (SELECT true FROM pg_advisory_xact_lock(hashtext($5)))
+      AND resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
     RETURNING *`,
-  insert: `INSERT INTO ${TABLE}
-      (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) RETURNING *`,
+  /**
+   * Books [$4, $5) of resource $2 for user $3 by request $9, unless
+   * - that request already booked (a concurrent retry that got the lock first): then `retried` is true;
+   * - or an active reservation overlaps the slot at time $12: then it stores the user's interest in the slot
+   *   instead and returns the first such reservation's times (conflict_start, conflict_end).
+   * One row in every case. Run under the resource's lock, after its expired holds were released, so it and the
+   * exclusion constraint see the same rows.
+   */
+  insertUnlessTaken: `WITH earlier AS (SELECT FROM ${TABLE} WHERE user_id = $3 AND request_id = $9),
+    conflict AS (
+      SELECT start_time, end_time FROM ${TABLE}
+       WHERE resource_id = $2 AND during && tstzrange($4, $5, '[)')
+         AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > $12))
+         AND NOT EXISTS (SELECT FROM earlier)
+       ORDER BY start_time LIMIT 1),
+    inserted AS (
+      INSERT INTO ${TABLE}
+        (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
+      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12
+       WHERE NOT EXISTS (SELECT FROM conflict) AND NOT EXISTS (SELECT FROM earlier)
+      RETURNING *),
+    interest AS (
+      INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
+      SELECT $3, $2, $4, $5, $12 FROM conflict ON CONFLICT DO NOTHING)
+    SELECT inserted.*, conflict.start_time AS conflict_start, conflict.end_time AS conflict_end, EXISTS (SELECT FROM earlier) AS retried
+      FROM (SELECT) one LEFT JOIN inserted ON true LEFT JOIN conflict ON true`,
   /**
    * Moves active reservation $4 to [$1, $2) at time $3, at version $5 when given (an etag). A hold whose time
    * is up is not revived by moving it.
@@ -115,7 +155,7 @@ export class ReservationRepository {
   }
 
   /** The reservation an earlier request with this id made, if any; INVALID_ARGUMENT when that request was another one. */
-  async byRequest(userId: string, requestId: string, fingerprint: string): Promise<ReservationEntity | null> {
+  private async byRequest(userId: string, requestId: string, fingerprint: string): Promise<ReservationEntity | null> {
     const [row] = await query(this.em, "byRequest", [userId, requestId]);
     if (!row) return null;
     const earlier = fromRow(row);
@@ -123,27 +163,57 @@ export class ReservationRepository {
     return earlier;
   }
 
+  /**
+   * What a booking reads before it writes, in one round trip: the reservation an earlier request with this id
+   * made, if any (INVALID_ARGUMENT when that request was another one), and the resource (undefined if none).
+   */
+  async beforeBooking(userId: string, requestId: string, fingerprint: string, resourceId: string) {
+    const [row] = await query<{ earlier: Record<string, unknown> | null; resource: Record<string, unknown> | null }>(
+      this.em, "beforeBooking", [userId, requestId, resourceId],
+    );
+    const earlier = row?.earlier ? fromRow(row.earlier) : null;
+    if (earlier) assertSameRequest(earlier.requestFingerprint, fingerprint);
+    return { earlier, resource: row?.resource ? resourceFromRow(row.resource) : undefined };
+  }
+
+  /**
+   * Books the slot, or throws ALREADY_EXISTS naming the reservation in the way. A refused booking still commits
+   * what it did on the way: the expired holds it released (with their notifications) and the caller's interest
+   * in the slot (RESOURCE_AVAILABLE when it frees up).
+   */
   async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
     const pending = n.resource.requiresApproval;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await retryTransaction(() => sqlTransaction(this.em, async (tx) => {
-          await lockResource(tx, n.resource.id);
+        const booked = await retryTransaction(() => sqlTransaction(this.em, async (tx): Promise<Booking> => {
           const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
-          const [row] = await query(tx, "insert", [
+          const [row] = await query(tx, "insertUnlessTaken", [
             randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
             pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
             pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now,
           ]);
+          if (row!.id === null) {
+            await this.notifications.store(tx, notices, now);
+            if (row!.retried) return { retried: true };
+            return { conflict: { start: new Date(row!.conflict_start as string), end: new Date(row!.conflict_end as string) } };
+          }
           const reservation = fromRow(row!);
           notices.push(
             notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
               pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
           );
           await this.notifications.store(tx, notices, now);
-          return reservation;
+          return { reservation };
         }));
+        if ("reservation" in booked) return booked.reservation;
+        if ("conflict" in booked) throw slotTaken(n.start, n.end, booked.conflict);
+        // A concurrent retry of the same request booked first.
+        const winner = await this.byRequest(n.userId, n.requestId, n.requestFingerprint);
+        if (winner) return winner;
+        throw new Error(`the reservation of request ${n.requestId} is gone`);
       } catch (err) {
+        // The check above and the exclusion constraint agree under the resource's lock; the constraint stays the
+        // guarantee, and this path what happens if they ever disagree.
         if (isUniqueViolation(err)) {
           const winner = await this.byRequest(n.userId, n.requestId, n.requestFingerprint);
           if (winner) return winner; // a concurrent retry of the same request
@@ -174,7 +244,6 @@ export class ReservationRepository {
     assertEtag("reservation", current, etag);
     try {
       return await retryTransaction(() => sqlTransaction(this.em, async (tx) => {
-        await lockResource(tx, current.resourceId);
         const notices = await this.releaseExpiredHolds(tx, current.resourceId, start, end, now);
         const [row] = await query(tx, "move", [start, end, now, current.id, etag ? current.version : null]);
         if (!row) throw notActive(current);
@@ -247,8 +316,9 @@ export class ReservationRepository {
   }
 
   /** Pending holds past their time stop blocking a slot the moment someone wants it; returns what to tell whom. */
+  /** Takes the resource's lock first (see lockKey), in the same statement. */
   private async releaseExpiredHolds(tx: Queryable, resourceId: string, start: Date, end: Date, now: Date): Promise<NewNotification[]> {
-    const rows = await query(tx, "releaseExpiredHolds", [now, resourceId, start, end]);
+    const rows = await query(tx, "releaseExpiredHolds", [now, resourceId, start, end, lockKey(resourceId)]);
     return rows.length === 0 ? [] : this.afterExpiry(tx, rows.map(fromRow), now);
   }
 
@@ -284,17 +354,17 @@ export class ReservationRepository {
 }
 
 /**
- * Bookings of one resource take turns. Without this, two transactions that
- * insert overlapping rows at the same moment each wait for the other in the
- * exclusion constraint: a deadlock PostgreSQL only breaks after
- * deadlock_timeout (1 s), again and again under contention. Taken first in the
- * transaction (the event log's lock comes last), so it closes no cycle; the
- * constraint still decides who wins. Its own statement on purpose: folded into
- * the release of expired holds as a CTE, it is never run when no hold matches
- * (tried: the deadlocks came back).
+ * The advisory lock by which bookings of one resource take turns. Without it,
+ * two transactions that insert overlapping rows at the same moment each wait
+ * for the other in the exclusion constraint: a deadlock PostgreSQL only breaks
+ * after deadlock_timeout (1 s), again and again under contention. Taken first
+ * in the transaction, by the release of expired holds (the event log's lock
+ * comes last), so it closes no cycle; the constraint still decides who wins.
+ * Not as a CTE of that statement: PostgreSQL skips a CTE no row needs, and
+ * the deadlocks came back (tried).
  */
-async function lockResource(tx: Queryable, resourceId: string): Promise<void> {
-  await lockForTransaction(tx, `agora.reservation.resource.${resourceId}`);
+export function lockKey(resourceId: string): string {
+  return `agora.reservation.resource.${resourceId}`;
 }
 
 function notice(r: ReservationEntity, type: NotificationType, message: string): NewNotification {

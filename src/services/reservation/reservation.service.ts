@@ -13,7 +13,7 @@ import {
 import type { ReservationConfig } from "../../config.js";
 import { assertOwner, callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { failedPrecondition, invalidArgument, type FieldViolation } from "../../platform/errors.js";
+import { failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { requestFingerprint } from "../../platform/idempotency.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
@@ -69,6 +69,18 @@ function slotViolations(resource: ResourceEntity, start: Timestamp, end: Timesta
   return violations;
 }
 
+/** The resource, if it may be booked: FAILED_PRECONDITION when it is not active. */
+function assertBookable(resource: ResourceEntity): ResourceEntity {
+  if (!resource.active) {
+    throw failedPrecondition("RESOURCE_INACTIVE", `resource ${resource.name} is not active and cannot be booked`, {
+      type: "RESOURCE_STATE",
+      subject: `resources/${resource.id}`,
+      description: "the resource is not active",
+    });
+  }
+  return resource;
+}
+
 function capacityViolation(resource: ResourceEntity, partySize: number): FieldViolation[] {
   return partySize > resource.capacity
     ? [{ field: "party_size", description: `exceeds the capacity of ${resource.name} (${resource.capacity})`, reason: "OVER_CAPACITY" }]
@@ -85,15 +97,7 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
   }
 
   async function bookable(resourceId: string): Promise<ResourceEntity> {
-    const resource = await d.resources.get(resourceId);
-    if (!resource.active) {
-      throw failedPrecondition("RESOURCE_INACTIVE", `resource ${resource.name} is not active and cannot be booked`, {
-        type: "RESOURCE_STATE",
-        subject: `resources/${resource.id}`,
-        description: "the resource is not active",
-      });
-    }
-    return resource;
+    return assertBookable(await d.resources.get(resourceId));
   }
 
   return {
@@ -158,9 +162,10 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
       const caller = callerOf(ctx);
       // A retry gets the first answer even if the rules would refuse the request now (resource closed, time passed).
       const requestPrint = requestFingerprint(CreateReservationRequestSchema, req);
-      const earlier = await d.reservations.byRequest(caller.userId, req.requestId, requestPrint);
+      const { earlier, resource: found } = await d.reservations.beforeBooking(caller.userId, req.requestId, requestPrint, req.resourceId);
       if (earlier) return { reservation: toReservation(earlier) };
-      const resource = await bookable(req.resourceId);
+      if (!found) throw notFound("resource", req.resourceId);
+      const resource = assertBookable(found);
       const now = d.clock.now();
       const violations = [...slotViolations(resource, req.startTime!, req.endTime!, now, d.config.maxHours), ...capacityViolation(resource, req.partySize)];
       if (violations.length > 0) throw invalidArgument(violations);
