@@ -168,14 +168,15 @@ export class EventLog<T> {
 
   /**
    * The append: the lock, the rows (ids drawn in order, after the lock) and the
-   * NOTIFY, which PostgreSQL sends at commit; then the caller's write, if any,
-   * which PostgreSQL always runs (a data-modifying WITH query).
+   * NOTIFY, which PostgreSQL sends at commit with the newest id; then the
+   * caller's write, if any, which PostgreSQL always runs (a data-modifying WITH
+   * query).
    */
   private appendWith(then: string | undefined): string {
     return `WITH locked AS (SELECT pg_advisory_xact_lock(hashtext($1))),
       added AS (INSERT INTO ${this.table} (payload)
                 SELECT payload FROM locked, unnest($2::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
-      told AS (SELECT pg_notify($3, '') FROM locked)${
+      told AS (SELECT pg_notify($3, (SELECT max(id) FROM added)::text) FROM locked)${
         then ? `,
       appended AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM added),
       followed AS (${then})` : ""}
@@ -185,7 +186,7 @@ export class EventLog<T> {
   async start(): Promise<void> {
     const [row] = await this.em.fork().execute<{ head: string }[]>(`SELECT coalesce(max(id), 0) AS head FROM ${this.table}`);
     this.head = BigInt(row?.head ?? 0);
-    this.unsubscribe = await this.pubsub.subscribe(this.channel, () => this.pump());
+    this.unsubscribe = await this.pubsub.subscribe(this.channel, (payload) => this.signalled(payload));
     this.pruneTimer = setInterval(() => {
       this.prune(new Date(Date.now() - this.retentionMs)).catch((err) => this.log.warn({ err }, "event pruning failed"));
     }, Math.min(this.retentionMs, 10 * 60_000));
@@ -330,6 +331,21 @@ export class EventLog<T> {
       this.subscribers.delete(sub);
     }
     throw signal.reason;
+  }
+
+  /**
+   * A commit's NOTIFY names its newest event. Every event up to it is settled
+   * then (ids are drawn under the log's lock, in commit order), so with nobody
+   * following, the instance moves its position without reading the events.
+   * No id (signals may have been missed) or someone following: read.
+   */
+  private signalled(payload: string | undefined): void {
+    if (this.subscribers.size === 0 && !this.pumping && payload && /^[0-9]{1,19}$/.test(payload)) {
+      const id = BigInt(payload);
+      if (id > this.head) this.head = id;
+      return;
+    }
+    this.pump();
   }
 
   /** Fetches newly committed events once for the whole instance and hands them to subscribers. */

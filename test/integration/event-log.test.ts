@@ -61,6 +61,32 @@ describe("event log", () => {
     expect(seen).to.deep.equal(Array.from({ length: 20 }, (_, i) => `e${i}`));
   });
 
+  it("moves an unwatched instance's position from the NOTIFY alone, and a later follower still gets every event after its cursor", async () => {
+    let reads = 0;
+    const read = log.read.bind(log);
+    log.read = (afterId, limit) => (reads++, read(afterId, limit));
+    const ids = await append(["a", "b", "c"]);
+    await append(["d"]);
+    const deadline = Date.now() + 5_000;
+    while (log.position < ids[2]! + 1n && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+    expect(log.position, "the position after the NOTIFY of d").to.equal(ids[2]! + 1n);
+    expect(reads, "events read with nobody following").to.equal(0);
+
+    const abort = new AbortController();
+    const feed = log.follow(ids[0]!, abort.signal, 60_000);
+    const seen: string[] = [];
+    for (;;) {
+      const next = await feed.next();
+      if (next.done || "heartbeat" in next.value) break;
+      seen.push(next.value.event.value);
+    }
+    await append(["e"]);
+    const live = await feed.next();
+    abort.abort();
+    expect(seen, "caught up from the table").to.deep.equal(["b", "c", "d"]);
+    expect(!live.done && "event" in live.value && live.value.event.value, "then live").to.equal("e");
+  });
+
   it("prunes old events but keeps the newest, and refuses cursors whose events are gone", async () => {
     const ids = await append(["a", "b", "c"]);
     expect(await log.prune(new Date(Date.now() + 60_000))).to.equal(2);
