@@ -11,7 +11,7 @@ import { assertSameRequest } from "../../platform/idempotency.js";
 
 
 export interface NewReservation {
-  resource: ResourceEntity;
+  resourceId: string;
   userId: string;
   start: Date;
   end: Date;
@@ -45,22 +45,29 @@ const TABLE = `"${SCHEMA}".reservations`;
 const fromRow = rowMapper(ReservationSchema);
 const resourceFromRow = rowMapper(ResourceSchema);
 
+/**
+ * Takes resource $2's lock ($5, see lockKey), then expires its pending holds past their time ($1) overlapping
+ * [$3, $4). The lock is an uncorrelated subquery in the WHERE clause: PostgreSQL runs it once, as a one-time
+ * filter, before it scans anything, so it is taken whether or not a hold matches.
+ */
+const RELEASE_EXPIRED_HOLDS = `UPDATE ${TABLE} SET status = 'expired', version = version + 1, updated_at = $1
+    WHERE (SELECT true FROM pg_advisory_xact_lock(hashtext($5)))
+      AND resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
+    RETURNING *`;
+
 /** Every statement of the repository, prepared once per connection (preparedQuery): no query builder or hydration. */
 const SQL = {
   get: `SELECT * FROM ${TABLE} WHERE id = $1`,
   byRequest: `SELECT * FROM ${TABLE} WHERE user_id = $1 AND request_id = $2`,
-  /** What a booking reads first, as JSON rows: user $1's reservation made by request $2, if any, and resource $3. */
-  beforeBooking: `SELECT (SELECT to_json(r) FROM ${TABLE} r WHERE user_id = $1 AND request_id = $2) AS earlier,
-                         (SELECT to_json(x) FROM "${SCHEMA}".resources x WHERE id = $3) AS resource`,
+  releaseExpiredHolds: RELEASE_EXPIRED_HOLDS,
   /**
-   * Takes resource $2's lock ($5, see lockKey), then expires its pending holds past their time ($1) overlapping
-   * [$3, $4). The lock is an uncorrelated subquery in the WHERE clause: PostgreSQL runs it once, as a one-time
-   * filter, before it scans anything, so it is taken whether or not a hold matches.
+   * A booking's first statement: the lock and the release of expired holds ($1-$5, as releaseExpiredHolds), and,
+   * as JSON, the holds released, user $6's reservation made by request $7 if any, and resource $2.
    */
-  releaseExpiredHolds: `UPDATE ${TABLE} SET status = 'expired', version = version + 1, updated_at = $1
-    WHERE (SELECT true FROM pg_advisory_xact_lock(hashtext($5)))
-      AND resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
-    RETURNING *`,
+  startBooking: `WITH released AS (${RELEASE_EXPIRED_HOLDS})
+    SELECT (SELECT json_agg(released) FROM released) AS released,
+           (SELECT to_json(r) FROM ${TABLE} r WHERE user_id = $6 AND request_id = $7) AS earlier,
+           (SELECT to_json(x) FROM "${SCHEMA}".resources x WHERE id = $2) AS resource`,
   /**
    * Books [$4, $5) of resource $2 for user $3 by request $9, unless
    * - that request already booked (a concurrent retry that got the lock first): then `retried` is true;
@@ -164,31 +171,34 @@ export class ReservationRepository {
   }
 
   /**
-   * What a booking reads before it writes, in one round trip: the reservation an earlier request with this id
-   * made, if any (INVALID_ARGUMENT when that request was another one), and the resource (undefined if none).
+   * Books the slot, or throws ALREADY_EXISTS naming the reservation in the way. A request made before (same
+   * user and request id) gets that request's reservation (INVALID_ARGUMENT when it was another request) without
+   * any check; otherwise `check` applies the booking rules to the resource (NOT_FOUND when there is none) and
+   * throws to refuse. A refused booking still commits what it did on the way: the expired holds it released
+   * (with their notifications) and the caller's interest in the slot (RESOURCE_AVAILABLE when it frees up).
+   * Five round trips (four when refused): BEGIN, startBooking, insertUnlessTaken, the event-log append with the
+   * notifications, COMMIT.
    */
-  async beforeBooking(userId: string, requestId: string, fingerprint: string, resourceId: string) {
-    const [row] = await query<{ earlier: Record<string, unknown> | null; resource: Record<string, unknown> | null }>(
-      this.em, "beforeBooking", [userId, requestId, resourceId],
-    );
-    const earlier = row?.earlier ? fromRow(row.earlier) : null;
-    if (earlier) assertSameRequest(earlier.requestFingerprint, fingerprint);
-    return { earlier, resource: row?.resource ? resourceFromRow(row.resource) : undefined };
-  }
-
-  /**
-   * Books the slot, or throws ALREADY_EXISTS naming the reservation in the way. A refused booking still commits
-   * what it did on the way: the expired holds it released (with their notifications) and the caller's interest
-   * in the slot (RESOURCE_AVAILABLE when it frees up).
-   */
-  async create(n: NewReservation, now: Date): Promise<ReservationEntity> {
-    const pending = n.resource.requiresApproval;
+  async create(n: NewReservation, now: Date, check: (resource: ResourceEntity) => void): Promise<ReservationEntity> {
     for (let attempt = 0; ; attempt++) {
       try {
         const booked = await retryTransaction(() => sqlTransaction(this.em, async (tx): Promise<Booking> => {
-          const notices = await this.releaseExpiredHolds(tx, n.resource.id, n.start, n.end, now);
+          const [started] = await query<{ released: Record<string, unknown>[] | null; earlier: Record<string, unknown> | null; resource: Record<string, unknown> | null }>(
+            tx, "startBooking", [now, n.resourceId, n.start, n.end, lockKey(n.resourceId), n.userId, n.requestId],
+          );
+          const notices = started!.released ? await this.afterExpiry(tx, started!.released.map(fromRow), now) : [];
+          if (started!.earlier) {
+            const earlier = fromRow(started!.earlier);
+            assertSameRequest(earlier.requestFingerprint, n.requestFingerprint);
+            await this.notifications.store(tx, notices, now);
+            return { reservation: earlier };
+          }
+          if (!started!.resource) throw notFound("resource", n.resourceId);
+          const resource = resourceFromRow(started!.resource);
+          check(resource);
+          const pending = resource.requiresApproval;
           const [row] = await query(tx, "insertUnlessTaken", [
-            randomUUID(), n.resource.id, n.userId, n.start, n.end, n.partySize, n.notes,
+            randomUUID(), n.resourceId, n.userId, n.start, n.end, n.partySize, n.notes,
             pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
             pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now,
           ]);
@@ -200,7 +210,7 @@ export class ReservationRepository {
           const reservation = fromRow(row!);
           notices.push(
             notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
-              pending ? `${n.resource.name} is held for you until an admin confirms it` : `${n.resource.name} is booked`),
+              pending ? `${resource.name} is held for you until an admin confirms it` : `${resource.name} is booked`),
           );
           await this.notifications.store(tx, notices, now);
           return { reservation };
@@ -219,10 +229,10 @@ export class ReservationRepository {
           if (winner) return winner; // a concurrent retry of the same request
         }
         if (!isExclusionViolation(err)) throw err;
-        const conflict = await this.conflicting(n.resource.id, n.start, n.end, now);
+        const conflict = await this.conflicting(n.resourceId, n.start, n.end, now);
         // The conflicting booking may have gone in the meantime: try again, once.
         if (!conflict && attempt === 0) continue;
-        await this.recordInterest(n.userId, n.resource.id, n.start, n.end, now);
+        await this.recordInterest(n.userId, n.resourceId, n.start, n.end, now);
         throw slotTaken(n.start, n.end, conflict);
       }
     }

@@ -13,7 +13,7 @@ import {
 import type { ReservationConfig } from "../../config.js";
 import { assertOwner, callerOf } from "../../platform/auth.js";
 import type { Clock } from "../../platform/clock.js";
-import { failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../../platform/errors.js";
+import { failedPrecondition, invalidArgument, type FieldViolation } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { requestFingerprint } from "../../platform/idempotency.js";
 import { fingerprint, isKeyset, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
@@ -161,26 +161,24 @@ export function reservationHandlers(d: ReservationDeps): ServiceImpl<typeof Rese
     async createReservation(req, ctx) {
       const caller = callerOf(ctx);
       // A retry gets the first answer even if the rules would refuse the request now (resource closed, time passed).
-      const requestPrint = requestFingerprint(CreateReservationRequestSchema, req);
-      const { earlier, resource: found } = await d.reservations.beforeBooking(caller.userId, req.requestId, requestPrint, req.resourceId);
-      if (earlier) return { reservation: toReservation(earlier) };
-      if (!found) throw notFound("resource", req.resourceId);
-      const resource = assertBookable(found);
       const now = d.clock.now();
-      const violations = [...slotViolations(resource, req.startTime!, req.endTime!, now, d.config.maxHours), ...capacityViolation(resource, req.partySize)];
-      if (violations.length > 0) throw invalidArgument(violations);
       const reservation = await d.reservations.create(
         {
-          resource,
+          resourceId: req.resourceId,
           userId: caller.userId,
           start: timestampDate(req.startTime!),
           end: timestampDate(req.endTime!),
           partySize: req.partySize,
           notes: req.notes,
           requestId: req.requestId,
-          requestFingerprint: requestPrint,
+          requestFingerprint: requestFingerprint(CreateReservationRequestSchema, req),
         },
         now,
+        (resource) => {
+          assertBookable(resource);
+          const violations = [...slotViolations(resource, req.startTime!, req.endTime!, now, d.config.maxHours), ...capacityViolation(resource, req.partySize)];
+          if (violations.length > 0) throw invalidArgument(violations);
+        },
       );
       return { reservation: toReservation(reservation) };
     },
