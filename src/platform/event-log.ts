@@ -113,7 +113,7 @@ export class EventLog<T> {
   private readonly heartbeatMs: number;
   private readonly clock: Clock;
   private readonly maxQueue: number;
-  /** The two statements every commit costs (prepared per connection): the append, and each instance's read. */
+  /** The two statements every commit costs (prepared per connection): the append, and the read of each instance someone watches. */
   private readonly appendSql: string;
   /** The append followed by a caller's write, by the write's statement name. */
   private readonly appendWithSql = new Map<string, string>();
