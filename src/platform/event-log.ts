@@ -151,12 +151,9 @@ export class EventLog<T> {
    */
   async append(tx: Queryable, events: T[], then?: FollowingWrite): Promise<bigint[]> {
     if (events.length === 0) return [];
-    let name = `${this.schema}.append-events`;
-    let text = this.appendSql;
-    if (then) {
-      name = `${name}+${then.name}`;
-      text = this.appendWithSql.get(name) ?? this.appendWithSql.set(name, this.appendWith(then.sql)).get(name)!;
-    }
+    const name = then ? `${this.schema}.append-events+${then.name}` : `${this.schema}.append-events`;
+    let text = then ? this.appendWithSql.get(name) : this.appendSql;
+    if (text === undefined) this.appendWithSql.set(name, (text = this.appendWith(then!.sql)));
     const rows = await preparedQuery<{ id: string }>(tx, name, text, [
       `agora.events.${this.schema}`,
       events.map((e) => Buffer.from(this.codec.encode(e))),

@@ -45,6 +45,11 @@ const TABLE = `"${SCHEMA}".reservations`;
 const fromRow = rowMapper(ReservationSchema);
 const resourceFromRow = rowMapper(ResourceSchema);
 
+/** What blocks a slot: active reservations of resource `r` overlapping [`start`, `end`) at time `now` (placeholders). */
+const blocking = (r: string, start: string, end: string, now: string) =>
+  `resource_id = ${r} AND during && tstzrange(${start}, ${end}, '[)')
+         AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > ${now}))`;
+
 /**
  * Takes resource $2's lock ($5, see lockKey), then expires its pending holds past their time ($1) overlapping
  * [$3, $4). The lock is an uncorrelated subquery in the WHERE clause: PostgreSQL runs it once, as a one-time
@@ -79,9 +84,7 @@ const SQL = {
   insertUnlessTaken: `WITH earlier AS (SELECT FROM ${TABLE} WHERE user_id = $3 AND request_id = $9),
     conflict AS (
       SELECT start_time, end_time FROM ${TABLE}
-       WHERE resource_id = $2 AND during && tstzrange($4, $5, '[)')
-         AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > $12))
-         AND NOT EXISTS (SELECT FROM earlier)
+       WHERE ${blocking("$2", "$4", "$5", "$12")} AND NOT EXISTS (SELECT FROM earlier)
        ORDER BY start_time LIMIT 1),
     inserted AS (
       INSERT INTO ${TABLE}
@@ -121,8 +124,7 @@ const SQL = {
   pruneInterests: `DELETE FROM "${SCHEMA}".slot_interests WHERE end_time <= $1`,
   /** The first active reservation of resource $1 other than $2 overlapping [$3, $4) at time $5. */
   conflicting: `SELECT start_time, end_time FROM ${TABLE}
-    WHERE resource_id = $1 AND id <> $2 AND during && tstzrange($3, $4, '[)')
-      AND (status = 'confirmed' OR (status = 'pending' AND hold_expires_at > $5))
+    WHERE id <> $2 AND ${blocking("$1", "$3", "$4", "$5")}
     ORDER BY start_time LIMIT 1`,
   /** Interests in resource $1 overlapping [$2, $3), not yet past at $4, whose whole slot is free: deleted and returned. */
   freed: `DELETE FROM "${SCHEMA}".slot_interests i
@@ -351,7 +353,7 @@ export class ReservationRepository {
     }));
   }
 
-  private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string) {
+  private async conflicting(resourceId: string, start: Date, end: Date, now: Date, except?: string): Promise<Slot | undefined> {
     const [row] = await query<{ start_time: string; end_time: string }>(this.em, "conflicting", [
       resourceId, except ?? "00000000-0000-0000-0000-000000000000", start, end, now,
     ]);
@@ -381,7 +383,7 @@ function notice(r: ReservationEntity, type: NotificationType, message: string): 
   return { userId: r.userId, type, reservationId: r.id, resourceId: r.resourceId, startTime: r.startTime, endTime: r.endTime, message };
 }
 
-function slotTaken(start: Date, end: Date, conflict: { start: Date; end: Date } | undefined) {
+function slotTaken(start: Date, end: Date, conflict: Slot | undefined) {
   const metadata: Record<string, string> = conflict ? { conflict_start: iso(conflict.start), conflict_end: iso(conflict.end) } : {};
   return alreadyExists(
     "reservation",
