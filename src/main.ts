@@ -11,7 +11,7 @@ import { startServer } from "./server.js";
 // frames each message in a new one), and V8 then kept the limit near 1.65× the ~40 MB live heap: a full
 // collection every 25 MB transferred, half of an upload's CPU. At 3× (this setting; V8 reads it at every
 // collection) uploads ran 118 → 185 MiB/s and downloads 265 → 509, for some 15-20 MB more peak RSS
-// (docs/performance.md, Files).
+// (docs/request-path.md, item 5).
 v8.setFlagsFromString("--heap-growing-percent=200");
 
 /** Composition root: config -> logger -> database -> server, and a clean stop on SIGTERM/SIGINT. */

@@ -447,8 +447,9 @@ const BULK_BYTES = 64 * 1024;
  * For a message type with bytes fields: encodes a message carrying a large one (a file's chunk) into one
  * buffer kept for the next message, instead of a new buffer per message. grpc-js copies the encoding into
  * its frame before it asks for the next one, so the buffer is free again by then (and such an encoding is
- * never cached). A new 1 MiB buffer per chunk cost downloads three quarters of their speed in garbage
- * collection (docs/performance.md, Files). Returns undefined for any other message.
+ * never cached). Without it a 1 MiB chunk took two new buffers (protobuf-es's and grpc-js's) and downloads
+ * ran at less than half the speed, collecting garbage (docs/request-path.md, item 5). Returns undefined for
+ * any other message.
  */
 export function bulkEncoder(desc: DescMessage): ((message: unknown) => Buffer | undefined) | undefined {
   const fields = desc.fields.filter((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES);
