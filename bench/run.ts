@@ -19,10 +19,10 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import { pino } from "pino";
 import { ENVOY_BIN, REPO_ROOT } from "../scripts/cluster.js";
 import { startEmbeddedPostgres, type EmbeddedDatabase } from "../src/platform/db.js";
+import { withClient } from "./lib/agora.js";
 import { killTracked } from "./lib/children.js";
 import { FULL, QUICK, type BenchContext, type Scenario, type ScenarioResult } from "./lib/context.js";
 import { summarizeProfiles } from "./lib/cpuprofile.js";
@@ -64,18 +64,14 @@ const log = (line: string) => process.stderr.write(`[bench ${((Date.now() - star
  * left dirty, so neither autovacuum nor a checkpoint of their rows runs on CPU 0 while this one is measured
  * (reservations, measured after chat, ran at two thirds of its rate alone).
  */
-async function settle(adminUrl: string, keep: boolean): Promise<void> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
+function settle(adminUrl: string, keep: boolean): Promise<void> {
+  return withClient(adminUrl, async (admin) => {
     if (!keep) {
       const { rows } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'`);
       for (const { datname } of rows) await admin.query(`DROP DATABASE "${datname}" WITH (FORCE)`);
     }
     await admin.query("CHECKPOINT");
-  } finally {
-    await admin.end();
-  }
+  });
 }
 
 async function main(): Promise<number> {

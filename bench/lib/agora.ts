@@ -107,14 +107,8 @@ export class Agora {
   }
 
   /** A SQL query on this instance's database (for checks such as double bookings). */
-  async query<R extends pg.QueryResultRow>(sql: string): Promise<R[]> {
-    const c = new pg.Client({ connectionString: this.databaseUrl });
-    await c.connect();
-    try {
-      return (await c.query<R>(sql)).rows;
-    } finally {
-      await c.end();
-    }
+  query<R extends pg.QueryResultRow>(sql: string): Promise<R[]> {
+    return withClient(this.databaseUrl, async (c) => (await c.query<R>(sql)).rows);
   }
 
   databaseUrl = "";
@@ -131,16 +125,21 @@ export function profileEnv(dir: string): Record<string, string> {
   return { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${preload}`.trim(), BENCH_CPU_PROF_DIR: dir };
 }
 
-/** A database of its own on the bench's PostgreSQL. */
+/** Runs `work` on a connection of its own to `url`, closed afterwards. */
+export async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A database of its own on the bench's PostgreSQL (named bench_*: bench/run.ts drops them between scenarios). */
 async function freshDatabase(ctx: BenchContext, name: string): Promise<string> {
   const db = `bench_${name.replace(/\W/g, "_")}_${Date.now().toString(36)}`;
-  const admin = new pg.Client({ connectionString: ctx.databaseAdminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${db}`);
-  } finally {
-    await admin.end();
-  }
+  await withClient(ctx.databaseAdminUrl, (admin) => admin.query(`CREATE DATABASE ${db}`));
   const url = new URL(ctx.databaseAdminUrl);
   url.pathname = `/${db}`;
   return url.toString();

@@ -48,13 +48,13 @@ export const files: Scenario = {
 
       // Direct and through Envoy alternate, run by run: on this VM a transfer's speed depends on the memory the
       // kernel hands out for the page cache (see docs/performance.md, Files), which changes over the scenario.
-      const vias = ["direct", "envoy"] as const;
-      const clients = vias.map((via) => new FilesClient(ctx, via === "envoy" ? agora.gatewayUrl! : agora.url, user!.token));
+      const sides = (["direct", "envoy"] as const).map((via) => {
+        const client = new FilesClient(ctx, via === "envoy" ? agora.gatewayUrl! : agora.url, user!.token);
+        return { via, client, watched: [...agora.watched(via === "envoy"), { name: "client", pid: client.pid, loadgen: true }] };
+      });
       try {
         for (let run = 0; run < ctx.settings.runs; run++) {
-          for (const [i, via] of vias.entries()) {
-            const client = clients[i]!;
-            const watched = [...agora.watched(via === "envoy"), { name: "client", pid: client.pid, loadgen: true }];
+          for (const { via, client, watched } of sides) {
             const path = `bench/${via}-${run}-${Date.now()}.bin`;
             const up = await measure(watched, ctx.pinning, () => client.ask<Uploaded>(`upload ${path} ${mib}`));
             if (up.result.storedSha256 !== up.result.sha256 || up.result.size !== mib * MIB) {
@@ -70,7 +70,7 @@ export const files: Scenario = {
           }
         }
       } finally {
-        await Promise.all(clients.map((c) => c.close()));
+        await Promise.all(sides.map((s) => s.client.close()));
       }
       const order = ["upload direct", "upload envoy", "download direct", "download envoy"];
       const rows: Row[] = order.map((name) => ({ name, metrics: medians(results.get(name)!) }));

@@ -188,15 +188,16 @@ export class ReservationRepository {
           const [started] = await query<{ released: Record<string, unknown>[] | null; earlier: Record<string, unknown> | null; resource: Record<string, unknown> | null }>(
             tx, "startBooking", [now, n.resourceId, n.start, n.end, lockKey(n.resourceId), n.userId, n.requestId],
           );
-          const notices = started!.released ? await this.afterExpiry(tx, started!.released.map(fromRow), now) : [];
-          if (started!.earlier) {
-            const earlier = fromRow(started!.earlier);
+          const { released, earlier: earlierRow, resource: resourceRow } = started!;
+          const notices = released ? await this.afterExpiry(tx, released.map(fromRow), now) : [];
+          if (earlierRow) {
+            const earlier = fromRow(earlierRow);
             assertSameRequest(earlier.requestFingerprint, n.requestFingerprint);
             await this.notifications.store(tx, notices, now);
             return { reservation: earlier };
           }
-          if (!started!.resource) throw notFound("resource", n.resourceId);
-          const resource = resourceFromRow(started!.resource);
+          if (!resourceRow) throw notFound("resource", n.resourceId);
+          const resource = resourceFromRow(resourceRow);
           check(resource);
           const pending = resource.requiresApproval;
           const [row] = await query(tx, "insertUnlessTaken", [
