@@ -124,6 +124,11 @@ describe("monitoring: alerts", () => {
     expect(held.state, "hysteresis keeps it firing").to.equal(AlertState.FIRING);
 
     clock.advance(5 * SECOND);
+    // An evaluation reads the clock before the samples: one that began before the advance could read 75 below
+    // and resolve at the old time. An evaluation that shows a value reported after the advance ended after it,
+    // and evaluations take turns, so every later one reads the new time.
+    await report("web-1", "cpu.usage_percent", 84, start + 45 * SECOND - 1); // a sample a millisecond before 75's
+    await until(rule.id, "the value 84", (a) => a.value === 84);
     await report("web-1", "cpu.usage_percent", 75);
     const resolved = await until(rule.id, "resolved", (a) => a.state === AlertState.RESOLVED);
     expect(timestampMs(resolved.resolveTime!)).to.equal(start + 45 * SECOND);
