@@ -1,10 +1,12 @@
 // The validation interceptor's own work (src/platform/validation.ts): the
 // remembered RE2 answers, the timestamp range rule and the field paths of the
 // storable-text walk, checked on a metrics report, the request they were made for.
-import { create } from "@bufbuild/protobuf";
+import { create, getOption } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
 import { ReportMetricsBatchRequestSchema, type Sample } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
+import { in_range } from "../../gen/agora/type/v1/rules_pb.js";
+import { predefined } from "../../gen/buf/validate/validate_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { assertValid } from "../../src/platform/validation.js";
 
@@ -49,6 +51,22 @@ describe("request validation", () => {
     expect(violations([{ time: { seconds: -62_135_596_801n, nanos: 0 } }])).to.deep.equal([["samples[0].time", "timestamp.in_range"]]);
     expect(violations([{ time: { seconds: 253_402_300_800n, nanos: 0 } }])).to.deep.equal([["samples[0].time", "timestamp.in_range"]]);
     expect(violations([{ time: { seconds: 0n, nanos: -1 } }])).to.deep.equal([["samples[0].time", "OUT_OF_RANGE"]]);
+  });
+
+  it("checks the contract's in_range rule itself, under the rule's id and message, and leaves the generated rule as it is", () => {
+    const rule = getOption(in_range, predefined).cel[0]!;
+    const request = create(ReportMetricsBatchRequestSchema, { host: "h1", samples: [{ metric: "cpu", value: 1, time: { seconds: -62_135_596_801n } }] });
+    let err: unknown;
+    try {
+      assertValid(ReportMetricsBatchRequestSchema, request);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(ConnectError);
+    const [violation] = (err as ConnectError).findDetails(BadRequestSchema)[0]!.fieldViolations;
+    expect([violation!.reason, violation!.description]).to.deep.equal([rule.id, rule.message]);
+    // Reflection serves the generated descriptors: the validator's copy without the CEL must not leak into them.
+    expect(rule.expression).to.contain("int(this)");
   });
 
   it("names the element, the map key and the field of text PostgreSQL cannot store", () => {
