@@ -276,6 +276,25 @@ describe("monitoring: ingest and queries", () => {
       expect([res.acceptedSamples, res.duplicateSamples, res.messages]).to.deep.equal([3n, 1n, 4n]);
     });
 
+    it("credits a sample to the first report carrying it, within a report and across reports written together", async () => {
+      const [x, y, z] = [NOW - 3 * SECOND, NOW - 2 * SECOND, NOW - SECOND];
+      // Sent at once, so the second can be written in the first one's transaction (group commit).
+      const [a, b] = await Promise.all([
+        mon.reportMetricsBatch({ host: "credit", samples: [sample("c", x, 1), sample("c", y, 2), sample("c", y, 9)] }),
+        mon.reportMetricsBatch({ host: "credit", samples: [sample("c", y, 5), sample("c", z, 3)] }),
+      ]);
+      const counts = [a, b].map((r) => [Number(r.acceptedSamples), Number(r.duplicateSamples)]);
+      const stored = await query("c", x, NOW, SECOND, Resolution.RAW, "credit");
+      const values = stored.series[0]!.points.map((p) => p.avg);
+      if (counts[0]![0] === 2) {
+        expect(counts).to.deep.equal([[2, 1], [1, 1]]);
+        expect(values).to.deep.equal([1, 2, 3]);
+      } else {
+        expect(counts).to.deep.equal([[1, 2], [2, 0]]);
+        expect(values).to.deep.equal([1, 5, 3]);
+      }
+    });
+
     it("requires a signed-in caller", async () => {
       const anonymous = client(MonitoringService, server.url);
       expect((await rpcError(anonymous.reportMetricsBatch({ host: "anon", samples: [good()] }))).code).to.equal(Code.Unauthenticated);

@@ -43,19 +43,17 @@ export class Ingestor {
       while (this.queue.length > 0) {
         const batch = this.take();
         try {
-          const { inserted, keys } = await this.metrics.store(
+          // The first report carrying a sample gets the credit for storing it.
+          const notStored = await this.metrics.store(
             batch.flatMap((p) => p.samples),
             this.clock.now(),
           );
           let offset = 0;
           for (const p of batch) {
-            let accepted = 0;
-            for (let i = 0; i < p.samples.length; i++) {
-              // The first report carrying a sample gets the credit for storing it.
-              if (inserted.delete(keys[offset + i]!)) accepted++;
-            }
+            let duplicates = 0;
+            if (notStored.size > 0) for (let i = 0; i < p.samples.length; i++) if (notStored.has(offset + i)) duplicates++;
             offset += p.samples.length;
-            p.resolve({ accepted, duplicates: p.samples.length - accepted });
+            p.resolve({ accepted: p.samples.length - duplicates, duplicates });
           }
         } catch (err) {
           for (const p of batch) p.reject(err);

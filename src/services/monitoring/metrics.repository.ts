@@ -90,26 +90,25 @@ export class MetricsRepository {
 
   /**
    * Stores samples and marks their hosts as reporting at `now`, in one
-   * statement (so one transaction and one round trip). Returns the keys
-   * ("seriesId:timeMs") of the samples that were new; the others were already
-   * stored. Columns go as arrays rather than JSON: PostgreSQL reads them
-   * faster and they are half the bytes.
+   * statement (so one transaction and one round trip). Returns the positions
+   * in `samples` of those not stored by it: stored before, or repeating an
+   * earlier sample of `samples` (the first one carrying a sample stores it).
+   * Usually none, so nothing comes back per stored sample. Columns go as arrays
+   * rather than JSON: PostgreSQL reads them faster and they are half the bytes.
    */
-  async store(samples: IncomingSample[], now: Date): Promise<{ inserted: Set<string>; keys: string[] }> {
+  async store(samples: IncomingSample[], now: Date): Promise<Set<number>> {
     const ids = await this.resolveSeries(samples);
-    const seriesIds = samples.map((s) => ids.get(s.series)!);
-    const keys = samples.map((s, i) => `${seriesIds[i]}:${s.timeMs}`);
     const hosts = [...new Set(samples.map((s) => s.host))].sort();
-    const stored = await retryTransaction(() =>
-      preparedQuery<{ series_id: string; ms: string }>(this.em, "monitoring.store-samples", STORE_SQL, [
-        `{${seriesIds.join(",")}}`,
+    const notStored = await retryTransaction(() =>
+      preparedQuery<{ n: string }>(this.em, "monitoring.store-samples", STORE_SQL, [
+        `{${samples.map((s) => ids.get(s.series)!).join(",")}}`,
         `{${samples.map((s) => s.timeMs).join(",")}}`,
         `{${samples.map((s) => s.value).join(",")}}`,
         hosts,
         now,
       ]),
     );
-    return { inserted: new Set(stored.map((r) => `${r.series_id}:${r.ms}`)), keys };
+    return new Set(notStored.map((r) => Number(r.n) - 1));
   }
 
   /**
@@ -263,13 +262,16 @@ export class MetricsRepository {
  * Inserts samples (series ids, epoch milliseconds and values as three arrays:
  * $1-$3), folds them into the rollups, moves each series' latest value and
  * marks the hosts ($4) as reporting at $5. Rows are sorted before they are
- * written so concurrent writers take their locks in one order.
+ * written so concurrent writers take their locks in one order. Returns the
+ * positions (from 1) of the samples it did not store: already stored, or a
+ * repeat of an earlier one in the arrays (the first one is the one written).
  */
 const STORE_SQL = `
-  WITH input AS (
-    SELECT DISTINCT ON (series_id, ms) series_id, 'epoch'::timestamptz + ms * interval '1 millisecond' AS time, value
-    FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS t(series_id, ms, value)
-    ORDER BY series_id, ms
+  WITH given AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) WITH ORDINALITY AS t(series_id, ms, value, n)
+  ), input AS (
+    SELECT DISTINCT ON (series_id, ms) series_id, 'epoch'::timestamptz + ms * interval '1 millisecond' AS time, value, n
+    FROM given ORDER BY series_id, ms, n
   ), ins AS (
     INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
     ON CONFLICT DO NOTHING RETURNING series_id, time, value
@@ -286,7 +288,7 @@ const STORE_SQL = `
     SELECT h, $5, $5 FROM unnest($4::text[]) AS h ORDER BY h
     ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)
   )
-  SELECT series_id, (extract(epoch FROM time) * 1000)::bigint AS ms FROM ins`;
+  SELECT n FROM given EXCEPT SELECT input.n FROM input JOIN ins USING (series_id, time)`;
 
 /** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
 function rollupUpsert(table: string, unit: "minute" | "hour"): string {
