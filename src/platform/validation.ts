@@ -92,9 +92,10 @@ const MAX_DURATION_SECONDS = 315_576_000_000n;
  * (unpaired surrogates cannot get this far: the binary format decodes invalid
  * UTF-8 to U+FFFD and the JSON format refuses them), and every Timestamp
  * and Duration is within the range its well-known type defines (beyond it no
- * date can be computed; for a Timestamp's seconds, the contract's `in_range`). Paths are written as protovalidate writes them, and
- * only for a violation: this runs on every element of every request (a
- * metrics report carries thousands).
+ * date can be computed; a Timestamp's seconds are the contract's `in_range`).
+ * Paths are written as protovalidate writes them, and only for a violation:
+ * this runs on every element of every request (a metrics report carries
+ * thousands).
  */
 function checkStorable(m: ReflectMessage, path: PathSegment[], out: FieldViolation[]): void {
   const type = m.desc.typeName;

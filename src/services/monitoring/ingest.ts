@@ -51,7 +51,7 @@ export class Ingestor {
           let offset = 0;
           for (const p of batch) {
             let duplicates = 0;
-            if (notStored.size > 0) for (let i = 0; i < p.samples.length; i++) if (notStored.has(offset + i)) duplicates++;
+            for (let i = 0; notStored.size > 0 && i < p.samples.length; i++) if (notStored.has(offset + i)) duplicates++;
             offset += p.samples.length;
             p.resolve({ accepted: p.samples.length - duplicates, duplicates });
           }
