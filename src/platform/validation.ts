@@ -110,7 +110,7 @@ function checkStorable(m: ReflectMessage, path: PathSegment[], out: FieldViolati
       // The contract's in_range rule, which the validator leaves to this check (sharedRules).
       out.push({ field: pathText(path), description: IN_RANGE.message, reason: IN_RANGE.id });
     } else if (nanos < 0 || nanos > 999_999_999) {
-      out.push({ field: pathText(path), description: "must be between the years 1 and 9999", reason: "OUT_OF_RANGE" });
+      out.push({ field: pathText(path), description: IN_RANGE.message, reason: "OUT_OF_RANGE" });
     }
     return;
   }
