@@ -7,6 +7,8 @@
  * what Envoy adds when neither side is saturated. The `peer max` row is a bare
  * @grpc/grpc-js + pg server (bench/peers/grpcjs-product.ts) running the same
  * SELECT on the same database, as fast as it goes: the limit of a Node server.
+ * The `own CPU` rows repeat the Envoy rows with Envoy on the load generator's
+ * CPU: what Envoy adds as a proxy when it takes no CPU from Agora and PostgreSQL.
  */
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
@@ -24,6 +26,7 @@ export const gateway: Scenario = {
     "max = closed loop, as fast as it goes; half = open loop at 50% of the direct maximum. " +
     "CPU ms per 1k calls for Agora, its PostgreSQL and Envoy; CPU 0 busy = the server CPU over the run (/proc/stat); " +
     "peer max = a bare @grpc/grpc-js + pg server running the same SELECT on the same database (no token check, log or metrics), as fast as it goes. " +
+    "own CPU = the Envoy rows again with Envoy on the load generator's CPU (when the bench pins), off CPU 0. " +
     "ratio = throughput relative to direct max (half rows: achieved / target rate).",
   rowLabel: "path",
   columns: [
