@@ -122,14 +122,17 @@ export const gateway: Scenario = {
       };
       const sum = details.summary as Record<string, number>;
       const change = (from: number, to: number) => `${from.toFixed(2)} → ${to.toFixed(2)} ms (${to >= from ? "+" : "−"}${Math.abs(to - from).toFixed(2)})`;
+      /** A half-load row's latency against the direct one's. */
+      const vsDirectHalf = (row: Row) =>
+        `p50 ${change(directHalf.metrics.p50Ms!, row.metrics.p50Ms!)}, p99 ${change(directHalf.metrics.p99Ms!, row.metrics.p99Ms!)}`;
       details.summaryLine =
         `Direct: ${Math.round(sum.directVsPeer! * 100)}% of the bare grpc-js + pg peer. ` +
         `Through Envoy: ${Math.round(sum.envoyThroughputRatio! * 100)}% of the direct maximum. At half the direct maximum (${sum.halfLoadRps} calls/s), ` +
-        `direct → through Envoy: p50 ${change(directHalf.metrics.p50Ms!, envoyHalf.metrics.p50Ms!)}, p99 ${change(directHalf.metrics.p99Ms!, envoyHalf.metrics.p99Ms!)}. ` +
+        `direct → through Envoy: ${vsDirectHalf(envoyHalf)}. ` +
         `Envoy shares CPU 0 with Agora and PostgreSQL, so that rate keeps CPU 0 busier through Envoy (see CPU 0 busy).` +
         (ownCpu
           ? ` With Envoy on the load generator's CPU (own CPU rows): ${Math.round(sum.envoyOwnCpuThroughputRatio! * 100)}% of the direct maximum; ` +
-            `at half load p50 ${change(directHalf.metrics.p50Ms!, ownCpu.half.metrics.p50Ms!)}, p99 ${change(directHalf.metrics.p99Ms!, ownCpu.half.metrics.p99Ms!)}.`
+            `at half load ${vsDirectHalf(ownCpu.half)}.`
           : "");
       return { status: "ok" as const, rows, details };
     } finally {

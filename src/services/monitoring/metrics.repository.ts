@@ -58,7 +58,8 @@ export interface StepRow {
 export function canonicalLabels(labels: Labels): string {
   const keys = Object.keys(labels);
   for (let i = 1; i < keys.length; i++) {
-    if (keys[i - 1]! > keys[i]!) return JSON.stringify(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
+    // A replacer array writes the properties in its order (label values are strings: nothing nested).
+    if (keys[i - 1]! > keys[i]!) return JSON.stringify(labels, keys.sort());
   }
   return JSON.stringify(labels);
 }
