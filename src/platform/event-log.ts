@@ -154,13 +154,29 @@ export class EventLog<T> {
     const name = then ? `${this.schema}.append-events+${then.name}` : `${this.schema}.append-events`;
     let text = then ? this.appendWithSql.get(name) : this.appendSql;
     if (text === undefined) this.appendWithSql.set(name, (text = this.appendWith(then!.sql)));
-    const rows = await preparedQuery<{ id: string }>(tx, name, text, [
-      `agora.events.${this.schema}`,
-      events.map((e) => Buffer.from(this.codec.encode(e))),
-      this.channel,
-      ...(then?.values ?? []),
-    ]);
+    const rows = await preparedQuery<{ id: string }>(tx, name, text, [...this.appendValues(events), ...(then?.values ?? [])]);
     return rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
+  }
+
+  /**
+   * The append as CTEs for a caller's own statement, which lists them in its WITH after its own: `locked`, `added`,
+   * `told` and `appended` (as `then` reads it), parameters $`p` to $`p`+2 (appendValues). With `gate`, the name of
+   * one of the caller's CTEs, the events are appended once per row it yields (none or one), and only after that
+   * row exists: a statement whose write decides whether anything happened appends only when it did, and takes the
+   * log's lock after its write, never before (the lock order of `append`). The statement must read `told`, which
+   * sends the NOTIFY and, being a SELECT, runs only when read.
+   */
+  appendCtes(p: number, gate?: string): string {
+    return `locked AS (SELECT pg_advisory_xact_lock(hashtext($${p}))${gate ? ` FROM ${gate}` : ""}),
+      added AS (INSERT INTO ${this.table} (payload)
+                SELECT payload FROM locked, unnest($${p + 1}::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
+      told AS (SELECT pg_notify($${p + 2}, (SELECT max(id) FROM added)::text) FROM locked),
+      appended AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM added)`;
+  }
+
+  /** The parameters of appendCtes: the lock's key, the encoded events, the NOTIFY channel. */
+  appendValues(events: T[]): unknown[] {
+    return [`agora.events.${this.schema}`, events.map((e) => Buffer.from(this.codec.encode(e))), this.channel];
   }
 
   /**
@@ -170,12 +186,7 @@ export class EventLog<T> {
    * query).
    */
   private appendWith(then: string | undefined): string {
-    return `WITH locked AS (SELECT pg_advisory_xact_lock(hashtext($1))),
-      added AS (INSERT INTO ${this.table} (payload)
-                SELECT payload FROM locked, unnest($2::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
-      told AS (SELECT pg_notify($3, (SELECT max(id) FROM added)::text) FROM locked)${
-        then ? `,
-      appended AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM added),
+    return `WITH ${this.appendCtes(1)}${then ? `,
       followed AS (${then})` : ""}
       SELECT added.id FROM added, told`;
   }

@@ -503,15 +503,19 @@ describe("reservation service", function () {
       expect((await rpcError(book(asAlice, at(11, 11), at(11, 12), "rules-conflict-self"))).code).to.equal(Code.AlreadyExists);
     });
 
-    it("takes the resource's lock before it books, even when no expired hold is there to release", async () => {
-      // The lock is folded into the release of expired holds: it must be taken whether or not that statement finds a hold.
+    it("books a resource it has read in one statement, without the resource's lock; on a resource new to it, its transaction takes the lock first", async () => {
+      // The transaction's lock is folded into the release of expired holds: it must be taken whether or not that
+      // statement finds a hold. The one-statement path needs no lock (ON CONFLICT DO NOTHING does not deadlock).
+      const { resource: fresh } = await admin.createResource({ resource: resource("Lock room", { type: "rulesroom" }) });
       const holder = new pg.Client({ connectionString: server.databaseUrl });
       await holder.connect();
       try {
         await holder.query("BEGIN");
-        await holder.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey(room.id)]);
+        await holder.query("SELECT pg_advisory_xact_lock(hashtext($1)), pg_advisory_xact_lock(hashtext($2))", [lockKey(room.id), lockKey(fresh!.id)]);
+        // room was booked by the tests above, so this instance has read it.
+        expect((await book(asAlice, at(11, 14), at(11, 15), "rules-nolock")).reservation!.status).to.equal(ReservationStatus.CONFIRMED);
         let settled = false;
-        const booking = book(asAlice, at(11, 16), at(11, 17), "rules-lock").finally(() => (settled = true));
+        const booking = book(asAlice, at(11, 16), at(11, 17), "rules-lock", { resourceId: fresh!.id }).finally(() => (settled = true));
         await new Promise((res) => setTimeout(res, 300));
         expect(settled, "the booking finished while another transaction held the resource's lock").to.equal(false);
         await holder.query("COMMIT");
@@ -519,6 +523,20 @@ describe("reservation service", function () {
       } finally {
         await holder.end();
       }
+    });
+
+    it("applies the rules to a resource as it is now, not as this instance last read it", async () => {
+      const { resource: changing } = await admin.createResource({ resource: resource("Changing room", { type: "rulesroom", capacity: 6 }) });
+      await book(asAlice, at(11, 10), at(11, 11), "rules-changing-1", { resourceId: changing!.id });
+      const { resource: smaller } = await admin.updateResource({ id: changing!.id, resource: { capacity: 2 }, updateMask: { paths: ["capacity"] } });
+      const tooMany = await rpcError(book(asAlice, at(11, 12), at(11, 13), "rules-changing-2", { resourceId: changing!.id, partySize: 4 }));
+      expect(tooMany.code).to.equal(Code.InvalidArgument);
+      expect(violations(tooMany).map((v) => v.field)).to.deep.equal(["party_size"]);
+      await admin.updateResource({ id: changing!.id, etag: smaller!.etag, resource: { active: false }, updateMask: { paths: ["active"] } });
+      const closed = await rpcError(book(asAlice, at(11, 12), at(11, 13), "rules-changing-3", { resourceId: changing!.id, partySize: 1 }));
+      expect(closed.code).to.equal(Code.FailedPrecondition);
+      const rows = await sql<{ n: number }>(server.databaseUrl, `SELECT count(*)::int AS n FROM "reservation".reservations WHERE resource_id = $1`, [changing!.id]);
+      expect(rows[0]!.n).to.equal(1);
     });
 
     it("refuses ConfirmReservation and RejectReservation from non-admins with PERMISSION_DENIED", async () => {
@@ -705,35 +723,48 @@ describe("reservation service", function () {
       await Promise.all([a?.shutdown(), b?.shutdown()]);
     });
 
-    it("lets exactly 1 of 200 concurrent bookings of one slot through two instances succeed; 199 get ALREADY_EXISTS", async () => {
-      const { resource: room } = await adminA.createResource({ resource: resource("Contended room", { capacity: 10 }) });
-      const start = at(20, 14);
-      const end = at(20, 15, 30);
-      const results = await Promise.allSettled(
-        Array.from({ length: 200 }, (_, i) => {
-          const u = users[i % users.length]!;
-          const c = i % 2 ? u.onB : u.onA;
-          return c.createReservation({ resourceId: room!.id, startTime: ts(start), endTime: ts(end), partySize: 1, requestId: `race-${i}` });
-        }),
-      );
-      const ok = results.filter((r) => r.status === "fulfilled");
-      const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => ConnectError.from(r.reason));
-      const codes: Record<string, number> = {};
-      for (const err of failed) codes[Code[err.code]] = (codes[Code[err.code]] ?? 0) + 1;
-      expect(codes).to.deep.equal({ AlreadyExists: 199 });
-      expect(ok).to.have.length(1);
-      for (const err of failed) {
-        const meta = errorMetadata(err);
-        expect(new Date(meta.conflict_start!).toISOString()).to.equal(start.toISOString());
-        expect(new Date(meta.conflict_end!).toISOString()).to.equal(end.toISOString());
-      }
-      const rows = await sql<{ n: number }>(
-        a.databaseUrl,
-        `SELECT count(*)::int AS n FROM "reservation".reservations WHERE resource_id = $1 AND status IN ('pending', 'confirmed')`,
-        [room!.id],
-      );
-      expect(rows[0]!.n).to.equal(1);
-    });
+    for (const known of [false, true]) {
+      it(`lets exactly 1 of 200 concurrent bookings of one slot through two instances succeed; 199 get ALREADY_EXISTS (${known ? "a resource both have read: one statement each" : "a new resource: transactions"})`, async () => {
+        const { resource: room } = await adminA.createResource({ resource: resource(`Contended room ${known}`, { capacity: 10 }) });
+        const day = known ? 21 : 20;
+        const start = at(day, 14);
+        const end = at(day, 15, 30);
+        if (known) {
+          await users[0]!.onA.createReservation({ resourceId: room!.id, startTime: ts(at(day, 9)), endTime: ts(at(day, 10)), partySize: 1, requestId: "race-known-a" });
+          await users[1]!.onB.createReservation({ resourceId: room!.id, startTime: ts(at(day, 10)), endTime: ts(at(day, 11)), partySize: 1, requestId: "race-known-b" });
+        }
+        const results = await Promise.allSettled(
+          Array.from({ length: 200 }, (_, i) => {
+            const u = users[i % users.length]!;
+            const c = i % 2 ? u.onB : u.onA;
+            return c.createReservation({ resourceId: room!.id, startTime: ts(start), endTime: ts(end), partySize: 1, requestId: `race-${known}-${i}` });
+          }),
+        );
+        const ok = results.filter((r) => r.status === "fulfilled");
+        const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => ConnectError.from(r.reason));
+        const codes: Record<string, number> = {};
+        for (const err of failed) codes[Code[err.code]] = (codes[Code[err.code]] ?? 0) + 1;
+        expect(codes).to.deep.equal({ AlreadyExists: 199 });
+        expect(ok).to.have.length(1);
+        for (const err of failed) {
+          const meta = errorMetadata(err);
+          expect(new Date(meta.conflict_start!).toISOString()).to.equal(start.toISOString());
+          expect(new Date(meta.conflict_end!).toISOString()).to.equal(end.toISOString());
+        }
+        const rows = await sql<{ n: number }>(
+          a.databaseUrl,
+          `SELECT count(*)::int AS n FROM "reservation".reservations WHERE resource_id = $1 AND status IN ('pending', 'confirmed')`,
+          [room!.id],
+        );
+        expect(rows[0]!.n).to.equal(known ? 3 : 1);
+        const told = await sql<{ n: number }>(
+          a.databaseUrl,
+          `SELECT count(*)::int AS n FROM "reservation".notifications WHERE resource_id = $1 AND start_time = $2 AND type = $3`,
+          [room!.id, start, NotificationType.CONFIRMED],
+        );
+        expect(told[0]!.n, "CONFIRMED notifications of the slot").to.equal(1);
+      });
+    }
 
     it("never stores overlapping active reservations under a random workload of 3,000 requests at concurrency 32", async () => {
       const random = prng(20300101);

@@ -22,13 +22,15 @@ export interface NewNotification {
   message: string;
 }
 
-/** A batch of notifications, one array per column, each naming its event (the append's `appended`). */
-const STORE_SQL = `INSERT INTO "${SCHEMA}".notifications
+/** A batch of notifications, one array per column from $`p`, each naming its event (the append's `appended`). */
+const storeSql = (p: number) => `INSERT INTO "${SCHEMA}".notifications
     (id, user_id, event_id, type, reservation_id, resource_id, start_time, end_time, message, read, created_at)
-  SELECT x.id, x.user_id, appended.id, x.type, x.reservation_id, x.resource_id, x.start_time, x.end_time, x.message, false, $12::timestamptz
-    FROM unnest($4::uuid[], $5::uuid[], $6::smallint[], $7::uuid[], $8::uuid[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+  SELECT x.id, x.user_id, appended.id, x.type, x.reservation_id, x.resource_id, x.start_time, x.end_time, x.message, false, $${p + 8}::timestamptz
+    FROM unnest($${p}::uuid[], $${p + 1}::uuid[], $${p + 2}::smallint[], $${p + 3}::uuid[], $${p + 4}::uuid[], $${p + 5}::timestamptz[], $${p + 6}::timestamptz[], $${p + 7}::text[])
            WITH ORDINALITY AS x(id, user_id, type, reservation_id, resource_id, start_time, end_time, message, n)
     JOIN appended USING (n)`;
+
+const STORE_SQL = storeSql(4);
 
 /**
  * Stores notifications and puts each on the event log in the same
@@ -42,6 +44,28 @@ export class NotificationRepository {
 
   async store(tx: Queryable, items: NewNotification[], now: Date): Promise<void> {
     if (items.length === 0) return;
+    const { messages, values } = this.rows(items, now);
+    // The rows go in with the events, in one statement.
+    await this.events.append(tx, messages, { name: "reservation.store-notifications", sql: STORE_SQL, values });
+  }
+
+  /**
+   * `store` as CTEs of a caller's statement (see EventLog.appendCtes), parameters from $`p` (storeValues): the
+   * notifications are stored, events and rows, once CTE `gate` yields its row, and not at all when it yields none.
+   */
+  storeCtes(gate: string, p: number): string {
+    return `${this.events.appendCtes(p, gate)},
+      followed AS (${storeSql(p + 3)})`;
+  }
+
+  /** The parameters of storeCtes. */
+  storeValues(items: NewNotification[], now: Date): unknown[] {
+    const { messages, values } = this.rows(items, now);
+    return [...this.events.appendValues(messages), ...values];
+  }
+
+  /** The events to append and the parameters of storeSql. */
+  private rows(items: NewNotification[], now: Date): { messages: Notification[]; values: unknown[] } {
     const messages = items.map((n) =>
       create(NotificationMessageSchema, {
         id: randomUUID(),
@@ -56,10 +80,8 @@ export class NotificationRepository {
       }),
     );
     const column = <V>(value: (m: Notification, i: number) => V) => messages.map(value);
-    // The rows go in with the events, in one statement.
-    await this.events.append(tx, messages, {
-      name: "reservation.store-notifications",
-      sql: STORE_SQL,
+    return {
+      messages,
       values: [
         column((m) => m.id),
         column((m) => m.userId),
@@ -71,7 +93,7 @@ export class NotificationRepository {
         column((m) => m.message),
         now,
       ],
-    });
+    };
   }
 
   /** The user's notifications, newest first, after `beforeEventId` (paging). */
