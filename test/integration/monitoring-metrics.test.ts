@@ -128,6 +128,19 @@ describe("monitoring: ingest and queries", () => {
       ]);
     });
 
+    it("stores the new samples of a batch that re-sends stored ones, and of the batches after it", async () => {
+      const first = [sample("test.gauge", T0 + 10 * SECOND, 1, { k: "mixed" }), sample("test.gauge", T0 + 20 * SECOND, 2, { k: "mixed" })];
+      expect(Number((await mon.reportMetricsBatch({ host: "h1", samples: first })).acceptedSamples)).to.equal(2);
+      const mixed = await mon.reportMetricsBatch({ host: "h1", samples: [...first, sample("test.gauge", T0 + 30 * SECOND, 3, { k: "mixed" })] });
+      expect([Number(mixed.acceptedSamples), Number(mixed.duplicateSamples)]).to.deep.equal([1, 2]);
+      const next = await mon.reportMetricsBatch({ host: "h1", samples: [sample("test.gauge", T0 + 40 * SECOND, 4, { k: "mixed" })] });
+      expect([Number(next.acceptedSamples), Number(next.duplicateSamples)]).to.deep.equal([1, 0]);
+      const raw = await query("test.gauge", T0, T0 + MINUTE, MINUTE, Resolution.RAW, "h1", { k: "mixed" });
+      const minute = await query("test.gauge", T0, T0 + MINUTE, MINUTE, Resolution.MINUTE, "h1", { k: "mixed" });
+      expect(raw.series[0]!.points.map(shape)).to.deep.equal([[4, 1, 2.5, 4]]);
+      expect(minute.series[0]!.points.map(shape)).to.deep.equal([[4, 1, 2.5, 4]]);
+    });
+
     it("does not count a re-sent sample twice, in raw data or rollups", async () => {
       const again = await mon.reportMetricsBatch({ host: "h1", samples: known.map(([t, v]) => sample("test.gauge", T0 + t, v, { k: "a" })) });
       expect(Number(again.acceptedSamples)).to.equal(0);

@@ -1,5 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { lockForTransaction, preparedQuery, retryTransaction, transaction } from "../../platform/db.js";
+import { isUniqueViolation, lockForTransaction, preparedQuery, retryTransaction, transaction } from "../../platform/db.js";
 import { quotaExceeded } from "../../platform/errors.js";
 
 /** The service's PostgreSQL schema: its migrations create it; openServiceDatabase, the event log and every SQL statement name it from here. */
@@ -86,6 +86,8 @@ export function withDates<R>(rows: R[], ...keys: (keyof R)[]): R[] {
 export class MetricsRepository {
   /** Series ids by seriesKey: series are never renamed, so entries stay true. */
   private readonly seriesIds = new Map<string, string>();
+  /** Until then, batches go straight to STORE_KNOWN_SQL: one of them met a sample stored before. */
+  private duplicatesUntil = 0;
 
   constructor(private readonly em: EntityManager) {}
 
@@ -95,7 +97,12 @@ export class MetricsRepository {
 
   /**
    * Stores samples and marks their hosts as reporting at `now`, in one
-   * statement (so one transaction and one round trip). Returns the positions
+   * statement (so one transaction and one round trip): a plain INSERT, which
+   * costs PostgreSQL about a third less per sample than ON CONFLICT DO NOTHING;
+   * when it meets a sample stored before (unique violation, nothing written),
+   * the batch goes again with ON CONFLICT, and so do the batches of the next
+   * DUPLICATES_EXPECTED_MS, so an agent that keeps re-sending costs one failed
+   * statement, not one per batch. Returns the positions
    * in `samples` of those not stored by it: stored before, or repeating an
    * earlier sample of `samples` (the first one carrying a sample stores it).
    * Usually none, so nothing comes back per stored sample. Columns go as arrays
@@ -103,16 +110,26 @@ export class MetricsRepository {
    */
   async store(samples: IncomingSample[], now: Date): Promise<Set<number>> {
     const ids = await this.resolveSeries(samples);
-    const hosts = [...new Set(samples.map((s) => s.host))].sort();
-    const notStored = await retryTransaction(() =>
-      preparedQuery<{ n: string }>(this.em, "monitoring.store-samples", STORE_SQL, [
-        `{${samples.map((s) => ids.get(s.series)!).join(",")}}`,
-        `{${samples.map((s) => s.timeMs).join(",")}}`,
-        `{${samples.map((s) => s.value).join(",")}}`,
-        hosts,
-        now,
-      ]),
-    );
+    const values = [
+      `{${samples.map((s) => ids.get(s.series)!).join(",")}}`,
+      `{${samples.map((s) => s.timeMs).join(",")}}`,
+      `{${samples.map((s) => s.value).join(",")}}`,
+      [...new Set(samples.map((s) => s.host))].sort(),
+      now,
+    ];
+    const run = (name: string, sql: string) => retryTransaction(() => preparedQuery<{ n: string }>(this.em, name, sql, values));
+    let notStored: { n: string }[];
+    if (Date.now() < this.duplicatesUntil) {
+      notStored = await run("monitoring.store-samples-known", STORE_KNOWN_SQL);
+    } else {
+      try {
+        notStored = await run("monitoring.store-samples", STORE_SQL);
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        this.duplicatesUntil = Date.now() + DUPLICATES_EXPECTED_MS;
+        notStored = await run("monitoring.store-samples-known", STORE_KNOWN_SQL);
+      }
+    }
     return new Set(notStored.map((r) => Number(r.n) - 1));
   }
 
@@ -268,10 +285,12 @@ export class MetricsRepository {
  * $1-$3), folds them into the rollups, moves each series' latest value and
  * marks the hosts ($4) as reporting at $5. Rows are sorted before they are
  * written so concurrent writers take their locks in one order. Returns the
- * positions (from 1) of the samples it did not store: already stored, or a
- * repeat of an earlier one in the arrays (the first one is the one written).
+ * positions (from 1) of the samples it did not store: a repeat of an earlier
+ * one in the arrays (the first one is the one written), or, when `known` (ON
+ * CONFLICT DO NOTHING), one already stored; without it such a sample fails
+ * the statement.
  */
-const STORE_SQL = `
+const storeSql = (known: boolean) => `
   WITH given AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) WITH ORDINALITY AS t(series_id, ms, value, n)
   ), input AS (
@@ -279,7 +298,7 @@ const STORE_SQL = `
     FROM given ORDER BY series_id, ms, n
   ), ins AS (
     INSERT INTO "${SCHEMA}".samples (series_id, time, value) SELECT series_id, time, value FROM input
-    ON CONFLICT DO NOTHING RETURNING series_id, time, value
+    ${known ? "ON CONFLICT DO NOTHING " : ""}RETURNING series_id, time, value
   ), minute AS (
     ${rollupUpsert("rollups_minute", "minute")}
   ), hour AS (
@@ -294,6 +313,13 @@ const STORE_SQL = `
     ON CONFLICT (name) DO UPDATE SET last_report_at = greatest("${SCHEMA}".hosts.last_report_at, excluded.last_report_at)
   )
   SELECT n FROM given EXCEPT SELECT input.n FROM input JOIN ins USING (series_id, time)`;
+
+/** Every sample new, or the statement fails with a unique violation and writes nothing. */
+const STORE_SQL = storeSql(false);
+/** Samples stored before are skipped (and their positions returned). */
+const STORE_KNOWN_SQL = storeSql(true);
+/** How long batches are written with STORE_KNOWN_SQL after one met a sample stored before. */
+const DUPLICATES_EXPECTED_MS = 10_000;
 
 /** Folds the inserted rows (CTE "ins") into a rollup table's buckets. */
 function rollupUpsert(table: string, unit: "minute" | "hour"): string {
