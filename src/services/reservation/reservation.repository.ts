@@ -294,8 +294,9 @@ export class ReservationRepository {
   /**
    * The booking in one statement (bookSql) against the resource as this instance last read it: the rules are
    * checked here first, and the statement books only if the row is still at that version. Undefined when it
-   * cannot decide (resource unknown here or changed, the rules refuse it, an earlier request... ) and `create`'s
-   * transaction must: a request the rules refuse may still be a retry, which gets its first answer.
+   * cannot decide, and `create`'s transaction must: the resource unknown here or changed, an expired hold to
+   * release, a booking committed after its snapshot, or the rules refusing (a refused request may still be a
+   * retry, which gets its first answer).
    */
   private async bookAtOnce(n: NewReservation, now: Date, check: (resource: ResourceEntity) => void): Promise<ReservationEntity | undefined> {
     const resource = this.resources.get(n.resourceId);
