@@ -117,18 +117,16 @@ export class MetricsRepository {
       [...new Set(samples.map((s) => s.host))].sort(),
       now,
     ];
-    const run = (name: string, sql: string) => retryTransaction(() => preparedQuery<{ n: string }>(this.em, name, sql, values));
+    const run = (known: boolean) =>
+      retryTransaction(() => preparedQuery<{ n: string }>(this.em, `monitoring.store-samples${known ? "-known" : ""}`, known ? STORE_KNOWN_SQL : STORE_SQL, values));
     let notStored: { n: string }[];
-    if (Date.now() < this.duplicatesUntil) {
-      notStored = await run("monitoring.store-samples-known", STORE_KNOWN_SQL);
-    } else {
-      try {
-        notStored = await run("monitoring.store-samples", STORE_SQL);
-      } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
-        this.duplicatesUntil = Date.now() + DUPLICATES_EXPECTED_MS;
-        notStored = await run("monitoring.store-samples-known", STORE_KNOWN_SQL);
-      }
+    try {
+      notStored = await run(Date.now() < this.duplicatesUntil);
+    } catch (err) {
+      // Only the plain INSERT fails on a stored sample.
+      if (!isUniqueViolation(err)) throw err;
+      this.duplicatesUntil = Date.now() + DUPLICATES_EXPECTED_MS;
+      notStored = await run(true);
     }
     return new Set(notStored.map((r) => Number(r.n) - 1));
   }

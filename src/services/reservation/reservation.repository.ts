@@ -60,6 +60,29 @@ const RELEASE_EXPIRED_HOLDS = `UPDATE ${TABLE} SET status = 'expired', version =
       AND resource_id = $2 AND status = 'pending' AND hold_expires_at <= $1 AND during && tstzrange($3, $4, '[)')
     RETURNING *`;
 
+/**
+ * How a booking ends, after its CTE `go` (one row when it may book): parameters $1-$12 as insertUnlessTaken's.
+ * `conflict` is the first active reservation in the way; without one, `inserted` is the new row (`onConflict`
+ * goes before its RETURNING); with one, `interest` stores the user's interest in the slot. bookingAnswer reads them.
+ */
+const bookingCtes = (onConflict: string) => `conflict AS (
+      SELECT start_time, end_time FROM ${TABLE}
+       WHERE ${blocking("$2", "$4", "$5", "$12")} AND EXISTS (SELECT FROM go)
+       ORDER BY start_time LIMIT 1),
+    inserted AS (
+      INSERT INTO ${TABLE}
+        (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
+      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12 FROM go
+       WHERE NOT EXISTS (SELECT FROM conflict)
+      ${onConflict}RETURNING *),
+    interest AS (
+      INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
+      SELECT $3, $2, $4, $5, $12 FROM conflict ON CONFLICT DO NOTHING)`;
+
+/** The one row a booking answers with: the new reservation's columns, or the times of the one in the way; and `more`. */
+const bookingAnswer = (more: string) => `SELECT inserted.*, conflict.start_time AS conflict_start, conflict.end_time AS conflict_end, ${more}
+      FROM (SELECT) one LEFT JOIN inserted ON true LEFT JOIN conflict ON true`;
+
 /** Every statement of the repository, prepared once per connection (preparedQuery): no query builder or hydration. */
 const SQL = {
   get: `SELECT * FROM ${TABLE} WHERE id = $1`,
@@ -82,21 +105,9 @@ const SQL = {
    * exclusion constraint see the same rows.
    */
   insertUnlessTaken: `WITH earlier AS (SELECT FROM ${TABLE} WHERE user_id = $3 AND request_id = $9),
-    conflict AS (
-      SELECT start_time, end_time FROM ${TABLE}
-       WHERE ${blocking("$2", "$4", "$5", "$12")} AND NOT EXISTS (SELECT FROM earlier)
-       ORDER BY start_time LIMIT 1),
-    inserted AS (
-      INSERT INTO ${TABLE}
-        (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
-      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12
-       WHERE NOT EXISTS (SELECT FROM conflict) AND NOT EXISTS (SELECT FROM earlier)
-      RETURNING *),
-    interest AS (
-      INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
-      SELECT $3, $2, $4, $5, $12 FROM conflict ON CONFLICT DO NOTHING)
-    SELECT inserted.*, conflict.start_time AS conflict_start, conflict.end_time AS conflict_end, EXISTS (SELECT FROM earlier) AS retried
-      FROM (SELECT) one LEFT JOIN inserted ON true LEFT JOIN conflict ON true`,
+    go AS (SELECT WHERE NOT EXISTS (SELECT FROM earlier)),
+    ${bookingCtes("")}
+    ${bookingAnswer("EXISTS (SELECT FROM earlier) AS retried")}`,
   /**
    * Moves active reservation $4 to [$1, $2) at time $3, at version $5 when given (an etag). A hold whose time
    * is up is not revived by moving it.
@@ -156,24 +167,9 @@ const bookSql = (storeNotification: string) => `WITH earlier AS (SELECT * FROM $
        WHERE x.id = $2 AND x.version = $13 AND NOT EXISTS (SELECT FROM earlier)
          AND NOT EXISTS (SELECT FROM ${TABLE}
                           WHERE resource_id = $2 AND status = 'pending' AND hold_expires_at <= $12 AND during && tstzrange($4, $5, '[)'))),
-    conflict AS (
-      SELECT start_time, end_time FROM ${TABLE}
-       WHERE ${blocking("$2", "$4", "$5", "$12")} AND EXISTS (SELECT FROM go)
-       ORDER BY start_time LIMIT 1),
-    inserted AS (
-      INSERT INTO ${TABLE}
-        (id, resource_id, user_id, start_time, end_time, party_size, notes, status, request_id, request_fingerprint, hold_expires_at, version, created_at, updated_at)
-      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12 FROM go
-       WHERE NOT EXISTS (SELECT FROM conflict)
-      ON CONFLICT DO NOTHING
-      RETURNING *),
-    interest AS (
-      INSERT INTO "${SCHEMA}".slot_interests (user_id, resource_id, start_time, end_time, created_at)
-      SELECT $3, $2, $4, $5, $12 FROM conflict ON CONFLICT DO NOTHING),
+    ${bookingCtes("ON CONFLICT DO NOTHING ")},
     ${storeNotification}
-  SELECT inserted.*, conflict.start_time AS conflict_start, conflict.end_time AS conflict_end,
-         (SELECT to_json(earlier) FROM earlier) AS earlier, (SELECT count(*) FROM told) AS told
-    FROM (SELECT) one LEFT JOIN inserted ON true LEFT JOIN conflict ON true`;
+  ${bookingAnswer("(SELECT to_json(earlier) FROM earlier) AS earlier, (SELECT count(*) FROM told) AS told")}`;
 
 /** Resources a booking's rules were last checked against, by id; more than this many and the cache starts over. */
 const RESOURCES_CACHED = 10_000;
