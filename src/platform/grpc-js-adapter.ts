@@ -18,6 +18,7 @@ import type http2 from "node:http2";
 import { create, fromBinary, isMessage, ScalarType, toBinary, type DescMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
 import { reflect } from "@bufbuild/protobuf/reflect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { anyPack } from "@bufbuild/protobuf/wkt";
 import {
   Code,
   ConnectError,
@@ -36,8 +37,8 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
+import { StatusSchema, type Status } from "../../gen/google/rpc/status_pb.js";
 import { callAbortKey, type CallAbort } from "./deadline.js";
 import { canceled, deadlineExceeded, unimplemented } from "./errors.js";
 import { watchIterable } from "./streams.js";
@@ -357,8 +358,7 @@ class AdapterCall implements CallAbort {
   status(err: unknown): grpc.StatusObject {
     const error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
     this.sendHeader();
-    const trailer = setTrailerStatus(new Headers(this.context.responseTrailer), error);
-    return { code: error.code as number, details: error.rawMessage, metadata: toMetadata(trailer) ?? new grpc.Metadata() };
+    return { code: error.code as number, details: error.rawMessage, metadata: errorTrailer(this.context.responseTrailer, error) };
   }
 
   end(): void {
@@ -473,6 +473,31 @@ export function bulkEncoder(desc: DescMessage): ((message: unknown) => Buffer | 
 }
 
 /** Connect headers as grpc-js metadata (binary values decoded), without the protocol's own fields; undefined when empty. */
+const STATUS_DETAILS = "grpc-status-details-bin";
+
+/**
+ * The google.rpc.Status of an error, as Connect's gRPC protocol writes it (setTrailerStatus). The adapter hands
+ * grpc-js its bytes, which grpc-js spells in base64 itself: setTrailerStatus returns them in base64, spelled a
+ * character at a time in JavaScript on Node 20 (some 20 KiB of strings for an ALREADY_EXISTS with its details),
+ * which toMetadata then had to decode again.
+ */
+function statusOf(error: ConnectError): Status {
+  return create(StatusSchema, {
+    code: error.code,
+    message: error.rawMessage,
+    details: error.details.map((d) => ("desc" in d ? anyPack(d.desc, create(d.desc, d.value)) : { typeUrl: `type.googleapis.com/${d.type}`, value: d.value })),
+  });
+}
+
+/** The trailers of a call that ends with `error`: the handler's, the error's metadata, and its details (grpc-js adds grpc-status and grpc-message). */
+export function errorTrailer(responseTrailer: Headers, error: ConnectError): grpc.Metadata {
+  const trailer = new Headers(responseTrailer);
+  error.metadata.forEach((value, key) => trailer.append(key, value));
+  const metadata = toMetadata(trailer) ?? new grpc.Metadata();
+  if (error.details.length > 0) metadata.set(STATUS_DETAILS, Buffer.from(toBinary(StatusSchema, statusOf(error))));
+  return metadata;
+}
+
 function toMetadata(headers: Headers): grpc.Metadata | undefined {
   let md: grpc.Metadata | undefined;
   headers.forEach((value, key) => {
