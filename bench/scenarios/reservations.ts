@@ -34,7 +34,7 @@ export const reservations: Scenario = {
   name: "reservations",
   title: "Reservations under contention",
   description:
-    "CreateReservation from N clients in closed loops, half of the requests racing for overlapping slots of one resource. " +
+    "CreateReservation from N clients in closed loops, half of the requests racing for overlapping slots of one resource; the database analysed after the warm-up. " +
     "attempts/s, commits/s (reservations created), conflicts/s (ALREADY_EXISTS); p50/p99 over all attempts; " +
     "double bookings = overlapping active reservations of one resource found in PostgreSQL afterwards (must be 0); " +
     "deadlocks = those PostgreSQL detected and broke (pg_stat_database); CPU ms per 1k attempts.",
@@ -127,8 +127,8 @@ export const reservations: Scenario = {
       await load(ctx.settings.warmupSeconds);
       // Measured as a running deployment books: with table statistics. Autovacuum analyses a table once a tenth of
       // it changed, looking once a minute; this scenario lasts some 35 s on a new database, so it analyses after the
-      // warm-up instead. Without statistics PostgreSQL looks a repeated request up through reservations_by_user and
-      // reads all of the user's reservations (performance.md, Reservations).
+      // warm-up instead: the plans made while the tables were nearly empty look a repeated request up through
+      // reservations_by_user, reading all of the user's reservations, and last until an ANALYZE (performance.md).
       await agora.query("ANALYZE");
       const runs: { t: Tally; seconds: number; cpu: Record<string, number>; rss: number }[] = [];
       for (let i = 0; i < ctx.settings.runs; i++) {
