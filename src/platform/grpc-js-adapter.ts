@@ -472,7 +472,6 @@ export function bulkEncoder(desc: DescMessage): ((message: unknown) => Buffer | 
   };
 }
 
-/** Connect headers as grpc-js metadata (binary values decoded), without the protocol's own fields; undefined when empty. */
 const STATUS_DETAILS = "grpc-status-details-bin";
 
 /**
@@ -498,6 +497,7 @@ export function errorTrailer(responseTrailer: Headers, error: ConnectError): grp
   return metadata;
 }
 
+/** Connect headers as grpc-js metadata (binary values decoded), without the protocol's own fields; undefined when empty. */
 function toMetadata(headers: Headers): grpc.Metadata | undefined {
   let md: grpc.Metadata | undefined;
   headers.forEach((value, key) => {

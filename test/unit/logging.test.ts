@@ -7,7 +7,7 @@ import { expect } from "chai";
  */
 async function logThroughChild(count: number, how: "return" | "process.exit" | "throw"): Promise<{ lines: string[]; code: number | null }> {
   const script = `
-    import { createLogger } from "./src/platform/logging.ts";
+    import { createLogger } from ${JSON.stringify(new URL("../../src/platform/logging.ts", import.meta.url).href)};
     const log = createLogger("info");
     for (let i = 0; i < ${count}; i++) log.info({ i, text: i % 3 === 0 ? "grüße 🚀 ünïcödé" : "plain" }, "line");
     ${how === "process.exit" ? "process.exit(0);" : how === "throw" ? "setImmediate(() => { throw new Error('boom'); });" : ""}
