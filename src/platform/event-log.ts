@@ -160,18 +160,19 @@ export class EventLog<T> {
 
   /**
    * The append as CTEs for a caller's own statement, which lists them in its WITH after its own: `locked`, `added`,
-   * `told` and `appended` (as `then` reads it), parameters $`p` to $`p`+2 (appendValues). With `gate`, the name of
-   * one of the caller's CTEs, the events are appended once per row it yields (none or one), and only after that
-   * row exists: a statement whose write decides whether anything happened appends only when it did, and takes the
-   * log's lock after its write, never before (the lock order of `append`). The statement must read `told`, which
-   * sends the NOTIFY and, being a SELECT, runs only when read.
+   * `told`, `appended` and, with `then` (a FollowingWrite's SQL), `followed`; parameters $`p` to $`p`+2
+   * (appendValues). With `gate`, the name of one of the caller's CTEs, the events are appended once per row it
+   * yields (none or one), and only after that row exists: a statement whose write decides whether anything
+   * happened appends only when it did, and takes the log's lock after its write, never before (the lock order of
+   * `append`). The statement must read `told`, which sends the NOTIFY and, being a SELECT, runs only when read.
    */
-  appendCtes(p: number, gate?: string): string {
+  appendCtes(p: number, gate?: string, then?: string): string {
     return `locked AS (SELECT pg_advisory_xact_lock(hashtext($${p}))${gate ? ` FROM ${gate}` : ""}),
       added AS (INSERT INTO ${this.table} (payload)
                 SELECT payload FROM locked, unnest($${p + 1}::bytea[]) WITH ORDINALITY AS e(payload, n) ORDER BY n RETURNING id),
       told AS (SELECT pg_notify($${p + 2}, (SELECT max(id) FROM added)::text) FROM locked),
-      appended AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM added)`;
+      appended AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM added)${then ? `,
+      followed AS (${then})` : ""}`;
   }
 
   /** The parameters of appendCtes: the lock's key, the encoded events, the NOTIFY channel. */
@@ -186,8 +187,7 @@ export class EventLog<T> {
    * query).
    */
   private appendWith(then: string | undefined): string {
-    return `WITH ${this.appendCtes(1)}${then ? `,
-      followed AS (${then})` : ""}
+    return `WITH ${this.appendCtes(1, undefined, then)}
       SELECT added.id FROM added, told`;
   }
 

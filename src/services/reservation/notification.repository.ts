@@ -54,8 +54,7 @@ export class NotificationRepository {
    * notifications are stored, events and rows, once CTE `gate` yields its row, and not at all when it yields none.
    */
   storeCtes(gate: string, p: number): string {
-    return `${this.events.appendCtes(p, gate)},
-      followed AS (${storeSql(p + 3)})`;
+    return this.events.appendCtes(p, gate, storeSql(p + 3));
   }
 
   /** The parameters of storeCtes. */

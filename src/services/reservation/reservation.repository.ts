@@ -245,22 +245,14 @@ export class ReservationRepository {
           const resource = resourceFromRow(resourceRow);
           this.remember(resource);
           check(resource);
-          const pending = resource.requiresApproval;
-          const [row] = await query(tx, "insertUnlessTaken", [
-            randomUUID(), n.resourceId, n.userId, n.start, n.end, n.partySize, n.notes,
-            pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
-            pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now,
-          ]);
+          const [row] = await query(tx, "insertUnlessTaken", this.bookingValues(n, randomUUID(), resource, now));
           if (row!.id === null) {
             await this.notifications.store(tx, notices, now);
             if (row!.retried) return { retried: true };
-            return { conflict: { start: new Date(row!.conflict_start as string), end: new Date(row!.conflict_end as string) } };
+            return { conflict: conflictOf(row!) };
           }
           const reservation = fromRow(row!);
-          notices.push(
-            notice(reservation, pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
-              pending ? `${resource.name} is held for you until an admin confirms it` : `${resource.name} is booked`),
-          );
+          notices.push(bookedNotice(reservation, resource));
           await this.notifications.store(tx, notices, now);
           return { reservation };
         }));
@@ -302,18 +294,12 @@ export class ReservationRepository {
     } catch {
       return undefined;
     }
-    const pending = resource.requiresApproval;
     const id = randomUUID();
-    const notification = notice(
-      { id, userId: n.userId, resourceId: n.resourceId, startTime: n.start, endTime: n.end },
-      pending ? NotificationType.PENDING : NotificationType.CONFIRMED,
-      pending ? `${resource.name} is held for you until an admin confirms it` : `${resource.name} is booked`,
-    );
+    const notification = bookedNotice({ id, userId: n.userId, resourceId: n.resourceId, startTime: n.start, endTime: n.end }, resource);
     const [row] = await retryTransaction(() =>
       preparedQuery<Record<string, unknown>>(this.em, "reservation.book", this.bookSql, [
-        id, n.resourceId, n.userId, n.start, n.end, n.partySize, n.notes,
-        pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
-        pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now, resource.version,
+        ...this.bookingValues(n, id, resource, now),
+        resource.version,
         ...this.notifications.storeValues([notification], now),
       ]),
     );
@@ -323,10 +309,18 @@ export class ReservationRepository {
       return earlier;
     }
     if (row!.id !== null) return fromRow(row!);
-    if (row!.conflict_start !== null) {
-      throw slotTaken(n.start, n.end, { start: new Date(row!.conflict_start as string), end: new Date(row!.conflict_end as string) });
-    }
+    if (row!.conflict_start !== null) throw slotTaken(n.start, n.end, conflictOf(row!));
     return undefined;
+  }
+
+  /** Parameters $1-$12 of a booking statement (insertUnlessTaken, bookSql): the new reservation `id` of `n` in `resource`. */
+  private bookingValues(n: NewReservation, id: string, resource: ResourceEntity, now: Date): unknown[] {
+    const pending = resource.requiresApproval;
+    return [
+      id, n.resourceId, n.userId, n.start, n.end, n.partySize, n.notes,
+      pending ? "pending" : "confirmed", n.requestId, n.requestFingerprint,
+      pending ? new Date(now.getTime() + this.holdMinutes * 60_000) : null, now,
+    ];
   }
 
   private remember(resource: ResourceEntity): void {
@@ -475,6 +469,18 @@ export function lockKey(resourceId: string): string {
 
 function notice(r: Pick<ReservationEntity, "id" | "userId" | "resourceId" | "startTime" | "endTime">, type: NotificationType, message: string): NewNotification {
   return { userId: r.userId, type, reservationId: r.id, resourceId: r.resourceId, startTime: r.startTime, endTime: r.endTime, message };
+}
+
+/** What the user is told of a booking just made: held for approval, or booked. */
+function bookedNotice(r: Parameters<typeof notice>[0], resource: ResourceEntity): NewNotification {
+  return resource.requiresApproval
+    ? notice(r, NotificationType.PENDING, `${resource.name} is held for you until an admin confirms it`)
+    : notice(r, NotificationType.CONFIRMED, `${resource.name} is booked`);
+}
+
+/** The reservation in the way, from a booking statement's answer (bookingAnswer). */
+function conflictOf(row: Record<string, unknown>): Slot {
+  return { start: new Date(row.conflict_start as string), end: new Date(row.conflict_end as string) };
 }
 
 function slotTaken(start: Date, end: Date, conflict: Slot | undefined) {
