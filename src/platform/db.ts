@@ -284,6 +284,7 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
     ensureDatabase: false,
     debug: false,
   });
+  statementPools.set(orm.em.getKnex(), statementPool(orm, options.poolSize, options.log));
   const lock = new pg.Client({ connectionString: options.url });
   await lock.connect();
   try {
@@ -296,14 +297,43 @@ export async function openServiceDatabase(options: ServiceDatabaseOptions): Prom
   return orm;
 }
 
-/** Rejects when the service's database does not answer (health checks). */
-export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
-  await orm.em.fork().execute("SELECT 1");
+/** Closes what openServiceDatabase opened: the statement pool and the ORM. */
+export async function closeServiceDatabase(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
+  const knex = orm.em.getKnex();
+  await statementPools.get(knex)?.end();
+  statementPools.delete(knex);
+  await orm.close();
 }
 
-/** The pg connections behind a knex instance (the ORM's pool, or a transaction's one connection). */
-function poolOf(knex: Knex): { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> } {
-  return knex.client as ReturnType<typeof poolOf>;
+/** Rejects when the service's database does not answer (health checks). */
+export async function ping(orm: MikroORM<PostgreSqlDriver>): Promise<void> {
+  await preparedQuery(orm.em, "agora.ping", "SELECT 1", []);
+}
+
+/**
+ * The connections of sqlTransaction() and of preparedQuery() outside a transaction, by the ORM they belong
+ * to: a pg.Pool beside the ORM's own (knex's tarn pool, which the ORM's queries and transaction() keep).
+ * tarn arms two timers and some ten promises for every connection it hands out, 10-15 µs of CPU per
+ * statement on the hot paths (docs/request-path.md, item 8); pg.Pool a promise or two.
+ */
+const statementPools = new WeakMap<Knex, pg.Pool>();
+
+/** A pg.Pool connecting exactly as the ORM's connections do (session timeouts, timestamps as text), as large as its pool. */
+function statementPool(orm: MikroORM<PostgreSqlDriver>, max: number, log: Logger): pg.Pool {
+  const settings = (orm.em.getKnex().client as { connectionSettings: pg.ClientConfig }).connectionSettings;
+  // knex keeps the password as a hidden (non-enumerable) property of its settings.
+  const pool = new pg.Pool({ ...settings, password: settings.password, max, idleTimeoutMillis: 30_000, allowExitOnIdle: true });
+  // A connection that breaks while handed out (between a transaction's statements) must not crash the process;
+  // pg.Pool drops it when it comes back.
+  pool.on("connect", (client) => client.on("error", (err) => log.warn({ err }, "database connection lost")));
+  pool.on("error", (err) => log.warn({ err }, "idle database connection lost"));
+  return pool;
+}
+
+function statementPoolOf(em: EntityManager): pg.Pool {
+  const pool = statementPools.get(em.getKnex());
+  if (!pool) throw new Error("preparedQuery: this EntityManager's ORM was not opened by openServiceDatabase (or is closed)");
+  return pool;
 }
 
 /** A transaction of sqlTransaction(): one connection, statements through preparedQuery only. */
@@ -311,33 +341,33 @@ export interface SqlTransaction {
   readonly connection: pg.PoolClient;
 }
 
-/** Where preparedQuery runs: an EntityManager (its transaction's connection, or the pool's) or a sqlTransaction(). */
+/** Where preparedQuery runs: an EntityManager (its transaction's connection, or the statement pool's) or a sqlTransaction(). */
 export type Queryable = EntityManager | SqlTransaction;
 
 /**
- * Runs `work` in a transaction on one connection of the ORM's pool: BEGIN,
+ * Runs `work` in a transaction on one connection of the statement pool: BEGIN,
  * then COMMIT when it returns or ROLLBACK when it throws. For paths whose every
  * statement is a preparedQuery: it skips what transaction() pays for a forked
  * EntityManager and knex's transaction object (a whole query builder made per
  * transaction).
  */
 export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransaction) => Promise<T>): Promise<T> {
-  const pool = poolOf(em.getKnex());
-  const connection = await pool.acquireConnection();
+  const connection = await statementPoolOf(em).connect();
+  let broken: Error | undefined;
   try {
     await connection.query("BEGIN");
     let result: T;
     try {
       result = await work({ connection });
     } catch (err) {
-      // A connection that cannot roll back is broken; knex's pool checks connections before handing them out again.
-      await connection.query("ROLLBACK").catch(() => undefined);
+      // A connection that cannot roll back is broken: the pool closes it instead of handing it out again.
+      await connection.query("ROLLBACK").catch((e: Error) => (broken = e));
       throw err;
     }
     await connection.query("COMMIT");
     return result;
   } finally {
-    await pool.releaseConnection(connection);
+    connection.release(broken);
   }
 }
 
@@ -345,18 +375,27 @@ export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransac
  * One statement as a named prepared statement (parsed and planned once per
  * connection), rows as pg returns them: no query builder, no identity map, no
  * hydration. Runs in the transaction when `on` is a sqlTransaction() or a
- * transaction()'s EntityManager, otherwise on a connection of the ORM's own pool.
+ * transaction()'s EntityManager, otherwise on a connection of the statement pool.
  * For hot paths; the repository that owns the table maps the rows (rowMapper).
  */
 export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, name: string, text: string, values: unknown[]): Promise<R[]> {
   if ("connection" in on) return (await on.connection.query<R>({ name, text, values })).rows;
-  // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
-  const pool = poolOf(on.getTransactionContext<Knex.Transaction>() ?? on.getKnex());
-  const connection = await pool.acquireConnection();
+  const trx = on.getTransactionContext<Knex.Transaction>();
+  if (trx) {
+    // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
+    const client = trx.client as unknown as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
+    const connection = await client.acquireConnection();
+    try {
+      return (await connection.query<R>({ name, text, values })).rows;
+    } finally {
+      await client.releaseConnection(connection);
+    }
+  }
+  const connection = await statementPoolOf(on).connect();
   try {
     return (await connection.query<R>({ name, text, values })).rows;
   } finally {
-    await pool.releaseConnection(connection);
+    connection.release();
   }
 }
 

@@ -4,7 +4,7 @@ import type { PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { create } from "@bufbuild/protobuf";
 import { StringValueSchema, type StringValue } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
-import { openServiceDatabase } from "../../src/platform/db.js";
+import { closeServiceDatabase, openServiceDatabase } from "../../src/platform/db.js";
 import { EventLog, protobufCodec } from "../../src/platform/event-log.js";
 import { PgPubSub } from "../../src/platform/pubsub.js";
 import { systemClock } from "../../src/platform/clock.js";
@@ -37,7 +37,7 @@ describe("event log", () => {
   afterEach(async () => {
     log.stop();
     await pubsub.close();
-    await orm.close();
+    await closeServiceDatabase(orm);
   });
 
   const append = (values: string[]) =>
@@ -46,12 +46,12 @@ describe("event log", () => {
   it("gives a subscriber that falls behind every event, in order, from the table", async () => {
     const abort = new AbortController();
     const feed = log.follow(0n, abort.signal, 60_000);
-    const firstItem = feed.next(); // the subscriber registers, catches up (nothing yet) and says it is live
+    // The subscriber registers, catches up (nothing yet) and says it is live.
+    const first = await feed.next();
+    expect(first.value, "the first item says the feed is live, and where").to.deep.equal({ heartbeat: true, cursor: 0n });
     // 20 events while the reader is not reading: far more than its queue of 5.
     for (let i = 0; i < 4; i++) await append([0, 1, 2, 3, 4].map((j) => `e${i * 5 + j}`));
     const seen: string[] = [];
-    const first = await firstItem;
-    expect(first.value, "the first item says the feed is live, and where").to.deep.equal({ heartbeat: true, cursor: 0n });
     while (seen.length < 20) {
       const next = await feed.next();
       if (next.done) break;

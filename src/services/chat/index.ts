@@ -1,5 +1,5 @@
 import { ChatService, Presence } from "../../../gen/agora/chat/v1/chat_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { ChatHub } from "./chat.hub.js";
@@ -53,7 +53,7 @@ export const chatModule: ServiceModule = {
       stop: async () => {
         await heartbeat.stop();
         hub.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },

@@ -1,7 +1,7 @@
 import path from "node:path";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { FileEventSchema, FileService } from "../../../gen/agora/files/v1/files_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
@@ -85,7 +85,7 @@ export const filesModule: ServiceModule = {
       stop: async () => {
         await sweeper.stop();
         events.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },

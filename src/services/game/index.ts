@@ -1,5 +1,5 @@
 import { GameService } from "../../../gen/agora/game/v1/game_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
@@ -81,7 +81,7 @@ export const gameModule: ServiceModule = {
         await matcher.stop();
         await sweeper.stop();
         events.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hash } from "@node-rs/argon2";
 import { IdentityService } from "../../../gen/agora/identity/v1/identity_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { identityHandlers } from "./identity.service.js";
 import { LoginThrottleRepository } from "./login-throttle.repository.js";
@@ -55,7 +55,7 @@ export const identityModule: ServiceModule = {
       jwks: key.jwks,
       register: (router) => router.service(IdentityService, handlers),
       ping: () => ping(orm),
-      stop: () => orm.close(),
+      stop: () => closeServiceDatabase(orm),
     };
   },
 };

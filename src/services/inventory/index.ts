@@ -1,5 +1,5 @@
 import { InventoryService, ProductEventSchema } from "../../../gen/agora/inventory/v1/inventory_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
@@ -29,7 +29,7 @@ export const inventoryModule: ServiceModule = {
       ping: () => ping(orm),
       stop: async () => {
         events.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },

@@ -1,5 +1,5 @@
 import { AlertEventSchema, MonitoringService } from "../../../gen/agora/monitoring/v1/monitoring_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
@@ -64,7 +64,7 @@ export const monitoringModule: ServiceModule = {
       stop: async () => {
         await Promise.all([evaluation.stop(), retention.stop()]);
         events.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },

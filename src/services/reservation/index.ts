@@ -1,5 +1,5 @@
 import { NotificationSchema as NotificationMessageSchema, ReservationService } from "../../../gen/agora/reservation/v1/reservation_pb.js";
-import { openServiceDatabase, ping } from "../../platform/db.js";
+import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/db.js";
 import { protobufCodec, serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
@@ -53,7 +53,7 @@ export const reservationModule: ServiceModule = {
       stop: async () => {
         await sweeper.stop();
         events.stop();
-        await orm.close();
+        await closeServiceDatabase(orm);
       },
     };
   },
