@@ -3,7 +3,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { REQUEST_ID_HEADER } from "./error-mapping.js";
-import type { ServerMetrics } from "./metrics.js";
+import type { MethodSeries, ServerMetrics } from "./metrics.js";
 import { watchIterable } from "./streams.js";
 
 const GRPC_TYPE = {
@@ -65,41 +65,29 @@ export class CallsInFlight {
  * and counts it in `calls` meanwhile.
  */
 export function observeInterceptor(log: Logger, metrics: ServerMetrics, calls: CallsInFlight): Interceptor {
-  // The labelled series of each method, looked up once (prom-client hashes the labels on every unlabelled call).
-  const series = new Map<DescMethod, ReturnType<typeof seriesOf>>();
-  const seriesFor = (method: DescMethod) => {
-    let s = series.get(method);
-    if (!s) series.set(method, (s = seriesOf(method)));
-    return s;
-  };
-  const seriesOf = (method: DescMethod) => {
-    const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
-    const handled = new Map<string, { inc(): void }>();
-    return {
-      name: `${labels.grpc_service}/${labels.grpc_method}`,
-      started: metrics.started.labels(labels),
-      latency: metrics.latency.labels(labels),
-      handled: (code: string) => {
-        let child = handled.get(code);
-        if (!child) handled.set(code, (child = metrics.handled.labels({ ...labels, grpc_code: code })));
-        return child;
-      },
-    };
+  // Each method's series and access-log name, looked up once.
+  const methods = new Map<DescMethod, { name: string; series: MethodSeries }>();
+  const methodOf = (method: DescMethod) => {
+    let m = methods.get(method);
+    if (!m) {
+      const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
+      methods.set(method, (m = { name: `${labels.grpc_service}/${labels.grpc_method}`, series: metrics.method(labels) }));
+    }
+    return m;
   };
   return (next) => async (req) => {
     const given = req.header.get(REQUEST_ID_HEADER);
     const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     req.header.set(REQUEST_ID_HEADER, requestId);
-    const method = seriesFor(req.method);
-    method.started.inc();
+    const method = methodOf(req.method);
+    method.series.started++;
     const startedAt = process.hrtime.bigint();
     calls.begin();
     const finish = (err: unknown) => {
       calls.end();
       const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
       const code = codeName(err);
-      method.handled(code).inc();
-      method.latency.observe(seconds);
+      method.series.end(code, seconds);
       const entry = {
         requestId,
         method: method.name,
