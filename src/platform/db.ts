@@ -380,23 +380,21 @@ export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransac
  */
 export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, name: string, text: string, values: unknown[]): Promise<R[]> {
   if ("connection" in on) return (await on.connection.query<R>({ name, text, values })).rows;
-  const trx = on.getTransactionContext<Knex.Transaction>();
-  if (trx) {
-    // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
-    const client = trx.client as unknown as { acquireConnection(): Promise<pg.PoolClient>; releaseConnection(c: pg.PoolClient): Promise<void> };
-    const connection = await client.acquireConnection();
-    try {
-      return (await connection.query<R>({ name, text, values })).rows;
-    } finally {
-      await client.releaseConnection(connection);
-    }
-  }
-  const connection = await statementPoolOf(on).connect();
+  // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
+  const transactionClient = on.getTransactionContext<Knex.Transaction>()?.client as unknown as KnexConnections | undefined;
+  const connection = transactionClient ? await transactionClient.acquireConnection() : await statementPoolOf(on).connect();
   try {
     return (await connection.query<R>({ name, text, values })).rows;
   } finally {
-    connection.release();
+    if (transactionClient) await transactionClient.releaseConnection(connection);
+    else connection.release();
   }
+}
+
+/** How knex hands out its connections. */
+interface KnexConnections {
+  acquireConnection(): Promise<pg.PoolClient>;
+  releaseConnection(connection: pg.PoolClient): Promise<void>;
 }
 
 const RETRYABLE_SQLSTATES = new Set(["40P01", "40001"]); // deadlock detected, serialization failure
