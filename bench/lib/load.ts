@@ -1,4 +1,4 @@
-/** A ghz load (warm-up, then several measured runs) with the server side's usage, reduced to medians. */
+/** A load of calls (ghz, or the Go load generator) with the server side's usage: warm-up, measured runs, medians. */
 import os from "node:os";
 import path from "node:path";
 import type { BenchContext } from "./context.js";
@@ -24,19 +24,26 @@ export interface LoadResult {
 
 export async function ghzLoad(ctx: BenchContext, label: string, watched: Watched[], spec: LoadSpec): Promise<LoadResult> {
   const s = ctx.settings;
-  const options = (seconds: number): GhzOptions => ({
-    concurrency: s.ghzConcurrency,
-    connections: s.ghzConnections,
-    ...spec,
-    durationSeconds: seconds,
-    cpus: cpuList(ctx.pinning.loadgen).length || os.availableParallelism(),
-    tmpDir: path.join(ctx.runDir, "ghz"),
-  });
+  return callLoad(ctx, label, watched, (seconds) =>
+    ghz({
+      concurrency: s.ghzConcurrency,
+      connections: s.ghzConnections,
+      ...spec,
+      durationSeconds: seconds,
+      cpus: cpuList(ctx.pinning.loadgen).length || os.availableParallelism(),
+      tmpDir: path.join(ctx.runDir, "ghz"),
+    }),
+  );
+}
+
+/** A load driven by `run(seconds)`, which reports as ghz does: a warm-up, then the measured runs. */
+export async function callLoad(ctx: BenchContext, label: string, watched: Watched[], run: (seconds: number) => Promise<GhzSummary>): Promise<LoadResult> {
+  const s = ctx.settings;
   ctx.log(`  ${label}: warm-up ${s.warmupSeconds}s`);
-  await ghz(options(s.warmupSeconds));
+  await run(s.warmupSeconds);
   const runs: RunResult[] = [];
   for (let i = 0; i < s.runs; i++) {
-    const { result, usage } = await measure(watched, ctx.pinning, () => ghz(options(s.runSeconds)));
+    const { result, usage } = await measure(watched, ctx.pinning, () => run(s.runSeconds));
     runs.push({ ghz: result, usage });
     ctx.log(`  ${label}: run ${i + 1}/${s.runs}: ${Math.round(result.rps)} ok/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors`);
   }

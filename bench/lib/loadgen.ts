@@ -10,6 +10,7 @@ import path from "node:path";
 import readline from "node:readline";
 import { REPO_ROOT } from "../../scripts/cluster.js";
 import { track } from "./children.js";
+import type { GhzSummary } from "./ghz.js";
 import { ensureGoBinary } from "./peers.js";
 
 const LOADGEN_DIR = path.join(REPO_ROOT, "bench", "loadgen");
@@ -47,10 +48,11 @@ export class Loadgen {
   private readonly exited: Promise<void>;
 
   /** Starts `command` with its settings; every line it writes goes to `onLine`. */
-  constructor(command: "chat-subscribers" | "files", settings: object, onLine: (line: string) => void, log: (line: string) => void) {
+  constructor(command: "chat-subscribers" | "files" | "unary", settings: object, onLine: (line: string) => void, log: (line: string) => void) {
     ensureBuilt(log);
     this.child = track(spawn(LOADGEN_BIN, [command], { stdio: ["pipe", "pipe", "inherit"] }));
-    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    // "close": after it exited and its output was read to the end.
+    this.exited = new Promise((resolve) => this.child.once("close", () => resolve()));
     this.send(JSON.stringify(settings));
     readline.createInterface({ input: this.child.stdout! }).on("line", onLine);
   }
@@ -64,11 +66,27 @@ export class Loadgen {
     this.child.stdin!.write(`${line}\n`);
   }
 
-  /** Ends its input, which ends every command; SIGKILL after 10 s. */
-  async close(): Promise<void> {
+  /** Ends its input, which ends every command; SIGKILL after `killAfterMs`. */
+  async close(killAfterMs = 10_000): Promise<void> {
     this.child.stdin!.end();
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), killAfterMs);
     await this.exited;
     clearTimeout(timer);
   }
+}
+
+/**
+ * Health/Check in closed loops over the Connect protocol or gRPC-Web (which ghz does not speak), `workers`
+ * sharing `connections` HTTP/2 connections, for `seconds`; reported as ghz reports.
+ */
+export async function unaryLoad(
+  settings: { url: string; protocol: "connect" | "grpc-web"; workers: number; connections: number; seconds: number },
+  log: (line: string) => void,
+): Promise<GhzSummary> {
+  let line: string | undefined;
+  const loadgen = new Loadgen("unary", settings, (l) => void (line ??= l), log);
+  await loadgen.close(settings.seconds * 1000 + 10_000);
+  if (!line) throw new Error(`the unary load generator answered nothing (${settings.protocol} on ${settings.url})`);
+  const r = JSON.parse(line) as Omit<GhzSummary, "rps" | "loadgenCpuMs"> & { cpuMs: number };
+  return { ...r, rps: r.ok / r.seconds, loadgenCpuMs: r.cpuMs };
 }

@@ -5,6 +5,7 @@
 //
 //	agora-bench-loadgen chat-subscribers   (chat.go)
 //	agora-bench-loadgen files              (files.go)
+//	agora-bench-loadgen unary              (unary.go)
 //
 // Each reads its settings as one JSON line on stdin and answers on stdout;
 // SIGTERM or SIGINT ends it.
@@ -25,9 +26,10 @@ func main() {
 	commands := map[string]func(context.Context, *bufio.Reader) error{
 		"chat-subscribers": chatSubscribers,
 		"files":            files,
+		"unary":            unary,
 	}
 	if len(os.Args) != 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: agora-bench-loadgen chat-subscribers|files (settings as one JSON line on stdin)")
+		fmt.Fprintln(os.Stderr, "usage: agora-bench-loadgen chat-subscribers|files|unary (settings as one JSON line on stdin)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -5,11 +5,16 @@
  * server) and Agora (all services, every interceptor, access log at the
  * default level; once as it runs, with native gRPC through grpc-js, and once
  * with GRPC_SERVER=connect). Health/Check is Agora's lightest RPC and the one call all
- * four serve unchanged, so the rows differ only in the server stack.
+ * four serve unchanged, so the rows differ only in the server stack. Connect-node
+ * and Agora are also called over the Connect protocol and gRPC-Web (HTTP/2 without
+ * TLS, the Go load generator with ghz's workers and connections), which both serve
+ * through Connect-node.
  */
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { startAgora } from "../lib/agora.js";
-import { ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { callLoad, ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { unaryLoad } from "../lib/loadgen.js";
+import type { Watched } from "../lib/measure.js";
 import { ensureGoPeer, PEERS, startPeer } from "../lib/peers.js";
 import { round } from "../lib/stats.js";
 
@@ -26,7 +31,8 @@ export const baselines: Scenario = {
   description:
     "grpc.health.v1.Health/Check (empty request) at maximum throughput (ghz, closed loop) against each server alone on the server CPU. " +
     "rps = OK calls per second; p50/p99 latency seen by ghz; CPU ms per 1k calls and peak RSS of the server process; " +
-    "CPU 0 busy = the server CPU over the run, every process on it included (/proc/stat); ratio = throughput relative to grpc-go.",
+    "CPU 0 busy = the server CPU over the run, every process on it included (/proc/stat); ratio = throughput relative to grpc-go. " +
+    "Rows named \"…, Connect\" and \"…, gRPC-Web\" make the same call over those protocols (HTTP/2 without TLS) from the Go load generator (bench/loadgen/unary.go).",
   rowLabel: "server",
   columns: [
     { key: "rps", label: "calls/s", digits: 0 },
@@ -50,9 +56,11 @@ export const baselines: Scenario = {
       const [cmd, args] = PEERS[name]();
       const peer = await startPeer(name, cmd, [...args], ctx.pinning.server);
       try {
-        const load = await ghzLoad(ctx, name, [{ name: "server", pid: peer.pid, rss: true }], { ...HEALTH_CHECK, target: peer.target });
+        const watched = [{ name: "server", pid: peer.pid, rss: true }];
+        const load = await ghzLoad(ctx, name, watched, { ...HEALTH_CHECK, target: peer.target });
         rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
         details[name] = { runs: load.runs, errorSample: load.errorSample };
+        if (name === "connect-node") await otherProtocols(ctx, name, watched, peer.target, rows, details);
       } finally {
         await peer.stop();
       }
@@ -65,6 +73,8 @@ export const baselines: Scenario = {
         const load = await ghzLoad(ctx, name, watched, { ...HEALTH_CHECK, target: agora.target });
         rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
         details[name] = { runs: load.runs, errorSample: load.errorSample };
+        // Connect and gRPC-Web take the same path whoever serves native gRPC.
+        if (!env.GRPC_SERVER) await otherProtocols(ctx, name, watched, agora.target, rows, details);
       } finally {
         await agora.stop();
       }
@@ -75,6 +85,11 @@ export const baselines: Scenario = {
     const agoraRow = rows.find((r) => r.name === "agora");
     const grpcJs = rows.find((r) => r.name === "grpc-js");
     if (connect && agoraRow) details.agoraVsConnect = round(agoraRow.metrics.rps! / connect.metrics.rps!, 3);
+    for (const protocol of OTHER_PROTOCOLS) {
+      const bare = rows.find((r) => r.name === `connect-node, ${protocol.label}`);
+      const ours = rows.find((r) => r.name === `agora, ${protocol.label}`);
+      if (bare && ours) details[`agoraVsConnect_${protocol.name}`] = round(ours.metrics.rps! / bare.metrics.rps!, 3);
+    }
     if (grpcJs && agoraRow) {
       details.agoraVsGrpcJs = round(agoraRow.metrics.rps! / grpcJs.metrics.rps!, 3);
       details.agoraCpuVsGrpcJs = round(agoraRow.metrics.cpuMsPer1k! / grpcJs.metrics.cpuMsPer1k!, 3);
@@ -83,12 +98,36 @@ export const baselines: Scenario = {
     if (details.agoraVsConnect !== undefined) {
       details.summaryLine =
         `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's and ${Math.round(Number(details.agoraVsGrpcJs) * 100)}% of bare grpc-js's Health/Check throughput, ` +
-        `at ${details.agoraCpuVsGrpcJs}× grpc-js's CPU per call (ratios in the table relative to ${reference?.name}).`;
+        `at ${details.agoraCpuVsGrpcJs}× grpc-js's CPU per call (ratios in the table relative to ${reference?.name}).` +
+        OTHER_PROTOCOLS.filter((p) => details[`agoraVsConnect_${p.name}`] !== undefined)
+          .map((p) => ` Over ${p.label}: ${Math.round(Number(details[`agoraVsConnect_${p.name}`]) * 100)}% of bare Connect-node's.`)
+          .join("");
     }
     if (Object.keys(skipped).length) details.skipped = skipped;
     return { status: "ok" as const, rows, details };
   },
 };
+
+/** The protocols ghz does not speak, driven by the Go load generator (bench/loadgen/unary.go) with ghz's workers and connections. */
+const OTHER_PROTOCOLS = [
+  { name: "connect", label: "Connect" },
+  { name: "grpc-web", label: "gRPC-Web" },
+] as const;
+
+/** The rows of `server` (Connect-node on both protocols) over Connect and gRPC-Web, HTTP/2 without TLS. */
+async function otherProtocols(ctx: BenchContext, server: string, watched: Watched[], target: string, rows: Row[], details: Record<string, unknown>): Promise<void> {
+  for (const protocol of OTHER_PROTOCOLS) {
+    const name = `${server}, ${protocol.label}`;
+    const load = await callLoad(ctx, name, watched, (seconds) =>
+      unaryLoad(
+        { url: `http://${target}`, protocol: protocol.name, workers: ctx.settings.ghzConcurrency, connections: ctx.settings.ghzConnections, seconds },
+        ctx.log,
+      ),
+    );
+    rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
+    details[name] = { runs: load.runs, errorSample: load.errorSample };
+  }
+}
 
 /** The server process is called "server" in every row; the table wants plain names. */
 function rename(m: Record<string, number>): Record<string, number> {
