@@ -85,10 +85,14 @@ export const baselines: Scenario = {
     const agoraRow = rows.find((r) => r.name === "agora");
     const grpcJs = rows.find((r) => r.name === "grpc-js");
     if (connect && agoraRow) details.agoraVsConnect = round(agoraRow.metrics.rps! / connect.metrics.rps!, 3);
+    const overOtherProtocols: string[] = [];
     for (const protocol of OTHER_PROTOCOLS) {
       const bare = rows.find((r) => r.name === `connect-node, ${protocol.label}`);
       const ours = rows.find((r) => r.name === `agora, ${protocol.label}`);
-      if (bare && ours) details[`agoraVsConnect_${protocol.name}`] = round(ours.metrics.rps! / bare.metrics.rps!, 3);
+      if (!bare || !ours) continue;
+      const ratio = round(ours.metrics.rps! / bare.metrics.rps!, 3);
+      details[`agoraVsConnect_${protocol.name}`] = ratio;
+      overOtherProtocols.push(` Over ${protocol.label}: ${Math.round(ratio * 100)}% of bare Connect-node's.`);
     }
     if (grpcJs && agoraRow) {
       details.agoraVsGrpcJs = round(agoraRow.metrics.rps! / grpcJs.metrics.rps!, 3);
@@ -99,9 +103,7 @@ export const baselines: Scenario = {
       details.summaryLine =
         `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's and ${Math.round(Number(details.agoraVsGrpcJs) * 100)}% of bare grpc-js's Health/Check throughput, ` +
         `at ${details.agoraCpuVsGrpcJs}× grpc-js's CPU per call (ratios in the table relative to ${reference?.name}).` +
-        OTHER_PROTOCOLS.filter((p) => details[`agoraVsConnect_${p.name}`] !== undefined)
-          .map((p) => ` Over ${p.label}: ${Math.round(Number(details[`agoraVsConnect_${p.name}`]) * 100)}% of bare Connect-node's.`)
-          .join("");
+        overOtherProtocols.join("");
     }
     if (Object.keys(skipped).length) details.skipped = skipped;
     return { status: "ok" as const, rows, details };

@@ -25,12 +25,22 @@ export class MethodSeries {
   started = 0;
   /** Calls ended, by status code name. */
   readonly handled = new Map<string, number>();
-  /** Calls per latency bucket (not cumulative: the samples add them up). */
+  /** Calls per latency bucket (not cumulative: the samples add them up); past the last bound, only in `handled`. */
   readonly buckets = new Float64Array(LATENCY_BUCKETS.length);
   seconds = 0;
-  ended = 0;
 
-  constructor(readonly labels: MethodLabels) {}
+  /** `labels`, and the method's "service/method" name (the access log's). */
+  constructor(
+    readonly labels: MethodLabels,
+    readonly name: string,
+  ) {}
+
+  /** Calls ended, whatever their code. */
+  get ended(): number {
+    let calls = 0;
+    for (const n of this.handled.values()) calls += n;
+    return calls;
+  }
 
   end(code: string, seconds: number): void {
     this.handled.set(code, (this.handled.get(code) ?? 0) + 1);
@@ -38,7 +48,6 @@ export class MethodSeries {
     while (bucket < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[bucket]!) bucket++;
     if (bucket < LATENCY_BUCKETS.length) this.buckets[bucket]!++;
     this.seconds += seconds;
-    this.ended++;
   }
 }
 
@@ -60,11 +69,12 @@ export class ServerMetrics {
     this.register(latency, "Time from the start of an RPC to its end, in seconds (streams: their whole life).", "histogram", () =>
       [...this.methods.values()].flatMap((m) => {
         let calls = 0;
+        const ended = m.ended;
         return [
           ...LATENCY_BUCKETS.map((le, i) => ({ labels: { le, ...m.labels }, value: (calls += m.buckets[i]!), metricName: `${latency}_bucket` })),
-          { labels: { le: "+Inf", ...m.labels }, value: m.ended, metricName: `${latency}_bucket` },
+          { labels: { le: "+Inf", ...m.labels }, value: ended, metricName: `${latency}_bucket` },
           { labels: { ...m.labels }, value: m.seconds, metricName: `${latency}_sum` },
-          { labels: { ...m.labels }, value: m.ended, metricName: `${latency}_count` },
+          { labels: { ...m.labels }, value: ended, metricName: `${latency}_count` },
         ];
       }),
     );
@@ -72,9 +82,9 @@ export class ServerMetrics {
 
   /** A method's series, made on first use (the caller keeps it: each call counts into it directly). */
   method(labels: MethodLabels): MethodSeries {
-    const key = `${labels.grpc_service}/${labels.grpc_method}`;
-    let series = this.methods.get(key);
-    if (!series) this.methods.set(key, (series = new MethodSeries(labels)));
+    const name = `${labels.grpc_service}/${labels.grpc_method}`;
+    let series = this.methods.get(name);
+    if (!series) this.methods.set(name, (series = new MethodSeries(labels, name)));
     return series;
   }
 

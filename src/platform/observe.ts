@@ -65,13 +65,13 @@ export class CallsInFlight {
  * and counts it in `calls` meanwhile.
  */
 export function observeInterceptor(log: Logger, metrics: ServerMetrics, calls: CallsInFlight): Interceptor {
-  // Each method's series and access-log name, looked up once.
-  const methods = new Map<DescMethod, { name: string; series: MethodSeries }>();
+  // Each method's series (with its access-log name), looked up once.
+  const methods = new Map<DescMethod, MethodSeries>();
   const methodOf = (method: DescMethod) => {
     let m = methods.get(method);
     if (!m) {
-      const labels = { grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
-      methods.set(method, (m = { name: `${labels.grpc_service}/${labels.grpc_method}`, series: metrics.method(labels) }));
+      m = metrics.method({ grpc_type: GRPC_TYPE[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name });
+      methods.set(method, m);
     }
     return m;
   };
@@ -80,14 +80,14 @@ export function observeInterceptor(log: Logger, metrics: ServerMetrics, calls: C
     const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
     req.header.set(REQUEST_ID_HEADER, requestId);
     const method = methodOf(req.method);
-    method.series.started++;
+    method.started++;
     const startedAt = process.hrtime.bigint();
     calls.begin();
     const finish = (err: unknown) => {
       calls.end();
       const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
       const code = codeName(err);
-      method.series.end(code, seconds);
+      method.end(code, seconds);
       const entry = {
         requestId,
         method: method.name,
