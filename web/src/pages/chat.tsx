@@ -285,7 +285,8 @@ export function Chat() {
             {[...convs.values()].map((c) => (
               <button type="button" role="tab" key={c.id} aria-selected={c.id === active} onClick={() => setActive(c.id)}>
                 {c.title}
-                {c.unread > 0 && <span class="badge bad"> {c.unread} unread</span>}
+                {/* The open tab's messages are read: its badge goes in the same render that shows them. */}
+                {c.unread > 0 && c.id !== active && <span class="badge bad"> {c.unread} unread</span>}
               </button>
             ))}
           </div>
