@@ -22,9 +22,17 @@ export interface LoadResult {
   errorSample: Record<string, number>;
 }
 
-export async function ghzLoad(ctx: BenchContext, label: string, watched: Watched[], spec: LoadSpec): Promise<LoadResult> {
+/** One load of a scenario: what it is called, whose usage is measured, and how to run it for `seconds`. */
+export interface LoadPlan {
+  label: string;
+  watched: Watched[];
+  run: (seconds: number) => Promise<GhzSummary>;
+}
+
+/** A ghz run of `spec` with the bench's workers, connections and CPUs. */
+export function ghzRun(ctx: BenchContext, spec: LoadSpec): LoadPlan["run"] {
   const s = ctx.settings;
-  return callLoad(ctx, label, watched, (seconds) =>
+  return (seconds) =>
     ghz({
       concurrency: s.ghzConcurrency,
       connections: s.ghzConnections,
@@ -32,22 +40,44 @@ export async function ghzLoad(ctx: BenchContext, label: string, watched: Watched
       durationSeconds: seconds,
       cpus: cpuList(ctx.pinning.loadgen).length || os.availableParallelism(),
       tmpDir: path.join(ctx.runDir, "ghz"),
-    }),
-  );
+    });
+}
+
+export async function ghzLoad(ctx: BenchContext, label: string, watched: Watched[], spec: LoadSpec): Promise<LoadResult> {
+  return callLoad(ctx, label, watched, ghzRun(ctx, spec));
 }
 
 /** A load driven by `run(seconds)`, which reports as ghz does: a warm-up, then the measured runs. */
-export async function callLoad(ctx: BenchContext, label: string, watched: Watched[], run: (seconds: number) => Promise<GhzSummary>): Promise<LoadResult> {
+export async function callLoad(ctx: BenchContext, label: string, watched: Watched[], run: LoadPlan["run"]): Promise<LoadResult> {
+  const [result] = await interleavedLoads(ctx, [{ label, watched, run }]);
+  return result!;
+}
+
+/**
+ * Loads whose figures are compared with each other (a server against its peer), measured in turns: each one's
+ * warm-up, then run 1 of each in order, run 2 of each, and so on. This VM's speed drifts by a fifth or more over
+ * minutes; in turns, a drift falls on every load of a round alike instead of on whichever ran later.
+ */
+export async function interleavedLoads(ctx: BenchContext, plans: LoadPlan[]): Promise<LoadResult[]> {
   const s = ctx.settings;
-  ctx.log(`  ${label}: warm-up ${s.warmupSeconds}s`);
-  await run(s.warmupSeconds);
-  const runs: RunResult[] = [];
-  for (let i = 0; i < s.runs; i++) {
-    const { result, usage } = await measure(watched, ctx.pinning, () => run(s.runSeconds));
-    runs.push({ ghz: result, usage });
-    ctx.log(`  ${label}: run ${i + 1}/${s.runs}: ${Math.round(result.rps)} ok/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors`);
+  for (const p of plans) {
+    ctx.log(`  ${p.label}: warm-up ${s.warmupSeconds}s`);
+    await p.run(s.warmupSeconds);
   }
-  return { metrics: reduce(runs, watched), runs, errorSample: Object.assign({}, ...runs.map((r) => r.ghz.errorSample)) };
+  const runs = plans.map((): RunResult[] => []);
+  for (let i = 0; i < s.runs; i++) {
+    for (const [j, p] of plans.entries()) {
+      const { result, usage } = await measure(p.watched, ctx.pinning, () => p.run(s.runSeconds));
+      runs[j]!.push({ ghz: result, usage });
+      ctx.log(`  ${p.label}: run ${i + 1}/${s.runs}: ${Math.round(result.rps)} ok/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors`);
+    }
+  }
+  return plans.map((p, j) => ({ metrics: reduce(runs[j]!, p.watched), runs: runs[j]!, errorSample: Object.assign({}, ...runs[j]!.map((r) => r.ghz.errorSample)) }));
+}
+
+/** Run by run ratios of two interleaved loads' throughput (`of` ÷ `to`): how much the ratio of their medians moves. */
+export function pairedRatios(of: LoadResult, to: LoadResult): number[] {
+  return of.runs.map((r, i) => Math.round((r.ghz.rps / to.runs[i]!.ghz.rps) * 1000) / 1000);
 }
 
 /** Median of each metric over the runs: throughput, latency, CPU per 1k calls and peak RSS of each watched process. */

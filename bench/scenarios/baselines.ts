@@ -12,7 +12,7 @@
  */
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { startAgora } from "../lib/agora.js";
-import { callLoad, ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { ghzRun, interleavedLoads, loadNotes, pairedRatios, type LoadPlan, type LoadSpec } from "../lib/load.js";
 import { unaryLoad } from "../lib/loadgen.js";
 import type { Watched } from "../lib/measure.js";
 import { ensureGoPeer, PEERS, startPeer } from "../lib/peers.js";
@@ -29,7 +29,7 @@ export const baselines: Scenario = {
   name: "baselines",
   title: "Baselines: Health/Check on bare servers and on Agora",
   description:
-    "grpc.health.v1.Health/Check (empty request) at maximum throughput (ghz, closed loop) against each server alone on the server CPU. " +
+    "grpc.health.v1.Health/Check (empty request) at maximum throughput (ghz, closed loop) against each server, one at a time on the server CPU (the others idle there), in turns: run 1 of every row, then run 2 of every row, and so on. " +
     "rps = OK calls per second; p50/p99 latency seen by ghz; CPU ms per 1k calls and peak RSS of the server process; " +
     "CPU 0 busy = the server CPU over the run, every process on it included (/proc/stat); ratio = throughput relative to grpc-go. " +
     "Rows named \"…, Connect\" and \"…, gRPC-Web\" make the same call over those protocols (HTTP/2 without TLS) from the Go load generator (bench/loadgen/unary.go).",
@@ -48,36 +48,49 @@ export const baselines: Scenario = {
     const details: Record<string, unknown> = { call: HEALTH_CHECK.call };
     const skipped: Record<string, string> = {};
     const goProblem = ensureGoPeer(ctx.log);
-    for (const name of ["connect-node", "grpc-js", "grpc-go"] as const) {
-      if (name === "grpc-go" && goProblem) {
-        skipped[name] = goProblem;
-        continue;
+    // Every server runs for the whole scenario (the idle ones on CPU 0 too), and their loads take turns
+    // (interleavedLoads): the ratios between rows compare runs minutes apart at most, not the first row's
+    // against the last's.
+    const stops: (() => Promise<void>)[] = [];
+    try {
+      const plans: LoadPlan[] = [];
+      const serve = (name: string, target: string, watched: Watched[], otherProtocols: boolean) => {
+        plans.push({ label: name, watched, run: ghzRun(ctx, { ...HEALTH_CHECK, target }) });
+        if (!otherProtocols) return;
+        for (const protocol of OTHER_PROTOCOLS) {
+          const settings = { url: `http://${target}`, protocol: protocol.name, workers: ctx.settings.ghzConcurrency, connections: ctx.settings.ghzConnections };
+          plans.push({ label: `${name}, ${protocol.label}`, watched, run: (seconds) => unaryLoad({ ...settings, seconds }, ctx.log) });
+        }
+      };
+      for (const name of ["connect-node", "grpc-js", "grpc-go"] as const) {
+        if (name === "grpc-go" && goProblem) {
+          skipped[name] = goProblem;
+          continue;
+        }
+        const [cmd, args] = PEERS[name]();
+        const peer = await startPeer(name, cmd, [...args], ctx.pinning.server);
+        stops.push(() => peer.stop());
+        serve(name, peer.target, [{ name: "server", pid: peer.pid, rss: true }], name === "connect-node");
       }
-      const [cmd, args] = PEERS[name]();
-      const peer = await startPeer(name, cmd, [...args], ctx.pinning.server);
-      try {
-        const watched = [{ name: "server", pid: peer.pid, rss: true }];
-        const load = await ghzLoad(ctx, name, watched, { ...HEALTH_CHECK, target: peer.target });
-        rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
-        details[name] = { runs: load.runs, errorSample: load.errorSample };
-        if (name === "connect-node") await otherProtocols(ctx, name, watched, peer.target, rows, details);
-      } finally {
-        await peer.stop();
-      }
-    }
-    // Agora as it runs (native gRPC through grpc-js), then with GRPC_SERVER=connect (every protocol on Connect-node).
-    for (const [name, env] of [["agora", {}], ["agora, gRPC on connect-node", { GRPC_SERVER: "connect" }]] as const) {
-      const agora = await startAgora(ctx, `baselines-${env.GRPC_SERVER ?? "grpc-js"}`, { env });
-      try {
+      // Agora as it runs (native gRPC through grpc-js), then with GRPC_SERVER=connect (every protocol on Connect-node).
+      for (const [name, env] of [["agora", {}], ["agora, gRPC on connect-node", { GRPC_SERVER: "connect" }]] as const) {
+        const agora = await startAgora(ctx, `baselines-${env.GRPC_SERVER ?? "grpc-js"}`, { env });
+        stops.push(() => agora.stop());
         const watched = agora.watched().filter((w) => w.name === "agora").map((w) => ({ ...w, name: "server" }));
-        const load = await ghzLoad(ctx, name, watched, { ...HEALTH_CHECK, target: agora.target });
+        // Connect and gRPC-Web take the same path whoever serves native gRPC.
+        serve(name, agora.target, watched, !env.GRPC_SERVER);
+      }
+      const loads = await interleavedLoads(ctx, plans);
+      for (const [i, load] of loads.entries()) {
+        const name = plans[i]!.label;
         rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
         details[name] = { runs: load.runs, errorSample: load.errorSample };
-        // Connect and gRPC-Web take the same path whoever serves native gRPC.
-        if (!env.GRPC_SERVER) await otherProtocols(ctx, name, watched, agora.target, rows, details);
-      } finally {
-        await agora.stop();
       }
+      const agoraLoad = loads[plans.findIndex((p) => p.label === "agora")];
+      const grpcJsLoad = loads[plans.findIndex((p) => p.label === "grpc-js")];
+      if (agoraLoad && grpcJsLoad) details.agoraVsGrpcJsByRun = pairedRatios(agoraLoad, grpcJsLoad);
+    } finally {
+      for (const stop of stops.reverse()) await stop();
     }
     const reference = rows.find((r) => r.name === "grpc-go") ?? rows.find((r) => r.name === "connect-node");
     for (const r of rows) if (reference) r.metrics.ratio = round(r.metrics.rps! / reference.metrics.rps!, 3);
@@ -115,21 +128,6 @@ const OTHER_PROTOCOLS = [
   { name: "connect", label: "Connect" },
   { name: "grpc-web", label: "gRPC-Web" },
 ] as const;
-
-/** The rows of `server` (Connect-node on both protocols) over Connect and gRPC-Web, HTTP/2 without TLS. */
-async function otherProtocols(ctx: BenchContext, server: string, watched: Watched[], target: string, rows: Row[], details: Record<string, unknown>): Promise<void> {
-  for (const protocol of OTHER_PROTOCOLS) {
-    const name = `${server}, ${protocol.label}`;
-    const load = await callLoad(ctx, name, watched, (seconds) =>
-      unaryLoad(
-        { url: `http://${target}`, protocol: protocol.name, workers: ctx.settings.ghzConcurrency, connections: ctx.settings.ghzConnections, seconds },
-        ctx.log,
-      ),
-    );
-    rows.push({ name, metrics: rename(load.metrics), notes: loadNotes(ctx, load.metrics) });
-    details[name] = { runs: load.runs, errorSample: load.errorSample };
-  }
-}
 
 /** The server process is called "server" in every row; the table wants plain names. */
 function rename(m: Record<string, number>): Record<string, number> {

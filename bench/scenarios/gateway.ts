@@ -13,7 +13,7 @@
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
-import { ghzLoad, loadNotes, type LoadSpec } from "../lib/load.js";
+import { ghzLoad, ghzRun, interleavedLoads, loadNotes, pairedRatios, type LoadPlan, type LoadResult, type LoadSpec } from "../lib/load.js";
 import { PEERS, startPeer } from "../lib/peers.js";
 import { pin } from "../lib/proc.js";
 import { round } from "../lib/stats.js";
@@ -27,7 +27,8 @@ export const gateway: Scenario = {
     "CPU ms per 1k calls for Agora, its PostgreSQL and Envoy; CPU 0 busy = the server CPU over the run (/proc/stat); " +
     "peer max = a bare @grpc/grpc-js + pg server running the same SELECT on the same database (no token check, log or metrics), as fast as it goes. " +
     "own CPU = the Envoy rows again with Envoy on the load generator's CPU (when the bench pins), off CPU 0. " +
-    "ratio = throughput relative to direct max (half rows: achieved / target rate).",
+    "ratio = throughput relative to direct max (half rows: achieved / target rate). " +
+    "The three max rows take turns run by run (run 1 of each, then run 2 of each, …), and so do the two half rows, so that their ratios compare runs made minutes apart at most.",
   rowLabel: "path",
   columns: [
     { key: "targetRps", label: "target/s", digits: 0 },
@@ -67,34 +68,40 @@ export const gateway: Scenario = {
       });
       const rows: Row[] = [];
       const details: Record<string, unknown> = { productId: product!.id };
-      const add = async (name: string, target: string, withEnvoy: boolean, rps?: number) => {
-        const load = await ghzLoad(ctx, name, agora.watched(withEnvoy), { ...spec(target), rps });
-        const row: Row = { name, metrics: load.metrics, notes: loadNotes(ctx, load.metrics) };
-        if (rps) row.metrics.targetRps = Math.round(rps);
-        if (row.metrics.serverCpuBusy !== undefined) row.metrics.serverCpuBusyPercent = row.metrics.serverCpuBusy * 100;
-        rows.push(row);
+      const row = (name: string, load: LoadResult, rps?: number): Row => {
+        const r: Row = { name, metrics: load.metrics, notes: loadNotes(ctx, load.metrics) };
+        if (rps) r.metrics.targetRps = Math.round(rps);
+        if (r.metrics.serverCpuBusy !== undefined) r.metrics.serverCpuBusyPercent = r.metrics.serverCpuBusy * 100;
+        rows.push(r);
         details[name] = { runs: load.runs, errorSample: load.errorSample };
-        return row;
+        return r;
       };
+      const add = async (name: string, target: string, withEnvoy: boolean, rps?: number) =>
+        row(name, await ghzLoad(ctx, name, agora.watched(withEnvoy), { ...spec(target), rps }), rps);
+      // The three maxima take turns (interleavedLoads), so their ratios compare runs made at the same speed of the VM.
       const [cmd, args] = PEERS["grpc-js-product"](agora.databaseUrl);
       const peer = await startPeer("grpc-js-product", cmd, [...args], ctx.pinning.server);
-      let peerRow: Row;
+      let peerRow: Row, direct: Row, viaEnvoy: Row;
       try {
-        // The peer's figures go in the Agora columns ("server").
-        const watched = [{ name: "agora", pid: peer.pid, rss: true }, { name: "postgres", pid: ctx.postgresPid, tree: true }];
-        const load = await ghzLoad(ctx, "peer max", watched, spec(peer.target));
-        peerRow = { name: "peer max", metrics: load.metrics, notes: loadNotes(ctx, load.metrics) };
-        if (peerRow.metrics.serverCpuBusy !== undefined) peerRow.metrics.serverCpuBusyPercent = peerRow.metrics.serverCpuBusy * 100;
-        rows.push(peerRow);
-        details["peer max"] = { runs: load.runs, errorSample: load.errorSample };
+        const maxima: LoadPlan[] = [
+          // The peer's figures go in the Agora columns ("server").
+          { label: "peer max", watched: [{ name: "agora", pid: peer.pid, rss: true }, { name: "postgres", pid: ctx.postgresPid, tree: true }], run: ghzRun(ctx, spec(peer.target)) },
+          { label: "direct max", watched: agora.watched(false), run: ghzRun(ctx, spec(agora.target)) },
+          { label: "envoy max", watched: agora.watched(true), run: ghzRun(ctx, spec(agora.gatewayTarget)) },
+        ];
+        const loads = await interleavedLoads(ctx, maxima);
+        [peerRow, direct, viaEnvoy] = loads.map((load, i) => row(maxima[i]!.label, load)) as [Row, Row, Row];
+        details.directVsPeerByRun = pairedRatios(loads[1]!, loads[0]!);
+        details.envoyVsDirectByRun = pairedRatios(loads[2]!, loads[1]!);
       } finally {
         await peer.stop();
       }
-      const direct = await add("direct max", agora.target, false);
-      const viaEnvoy = await add("envoy max", agora.gatewayTarget, true);
       const half = direct.metrics.rps! / 2;
-      const directHalf = await add("direct half", agora.target, false, half);
-      const envoyHalf = await add("envoy half", agora.gatewayTarget, true, half);
+      const halves: LoadPlan[] = [
+        { label: "direct half", watched: agora.watched(false), run: ghzRun(ctx, { ...spec(agora.target), rps: half }) },
+        { label: "envoy half", watched: agora.watched(true), run: ghzRun(ctx, { ...spec(agora.gatewayTarget), rps: half }) },
+      ];
+      const [directHalf, envoyHalf] = (await interleavedLoads(ctx, halves)).map((load, i) => row(halves[i]!.label, load, half)) as [Row, Row];
       // The same with Envoy on the load generator's CPU instead of CPU 0, as a deployment gives a proxy cores of
       // its own: what Envoy adds as a proxy, apart from the CPU it takes from Agora and PostgreSQL above.
       let ownCpu: { max: Row; half: Row } | undefined;
