@@ -63,6 +63,8 @@ interface StatLine {
   ppid: number;
   /** utime + stime, in clock ticks. */
   ticks: number;
+  /** cutime + cstime: the ticks of its children that ended and were waited for. */
+  endedChildrenTicks: number;
 }
 
 function readStat(pid: number): StatLine | undefined {
@@ -76,8 +78,8 @@ function readStat(pid: number): StatLine | undefined {
   const close = text.lastIndexOf(")");
   const comm = text.slice(text.indexOf("(") + 1, close);
   const fields = text.slice(close + 2).split(" ");
-  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-  return { pid, comm, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
+  return { pid, comm, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]), endedChildrenTicks: Number(fields[13]) + Number(fields[14]) };
 }
 
 function allStats(): StatLine[] {
@@ -110,11 +112,16 @@ export function childrenNamed(pid: number, comm: string): number[] {
   return allStats().filter((s) => s.ppid === pid && s.comm === comm).map((s) => s.pid);
 }
 
-/** CPU milliseconds (user + system) used so far by the process, or by it and its descendants. */
+/** CPU milliseconds (user + system) used so far by the process, or by it and its descendants (those that ended included). */
 export function cpuMs(pid: number, tree = false): number {
   const pids = tree ? [pid, ...descendants(pid)] : [pid];
   let ticks = 0;
-  for (const p of pids) ticks += readStat(p)?.ticks ?? 0;
+  for (const p of pids) {
+    const stat = readStat(p);
+    // A tree's members that ended (PostgreSQL's backends when a pool closes idle connections) count on:
+    // their time moves to their parent's cutime/cstime when it waits for them.
+    ticks += (stat?.ticks ?? 0) + (tree ? (stat?.endedChildrenTicks ?? 0) : 0);
+  }
   return (ticks * 1000) / CLK_TCK;
 }
 
