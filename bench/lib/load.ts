@@ -54,19 +54,22 @@ export async function callLoad(ctx: BenchContext, label: string, watched: Watche
 }
 
 /**
- * Loads whose figures are compared with each other (a server against its peer), measured in turns: each one's
- * warm-up, then run 1 of each in order, run 2 of each, and so on. This VM's speed drifts by a fifth or more over
- * minutes; in turns, a drift falls on every load of a round alike instead of on whichever ran later.
+ * Loads whose figures are compared with each other (a server against its peer), measured in turns: run 1 of each in
+ * order, then run 2 of each, and so on, so that a drift of this VM's speed (a fifth or more over minutes) falls on
+ * every load of a round alike instead of on whichever ran later. Each run follows a warm-up of its own: after the
+ * other loads' turns a server is idle for a minute or so, and its first seconds back cost 20-60% more CPU per call
+ * than the next (Agora's Health/Check, five alternations), which would make every row slower than it runs.
  */
 export async function interleavedLoads(ctx: BenchContext, plans: LoadPlan[]): Promise<LoadResult[]> {
   const s = ctx.settings;
-  for (const p of plans) {
-    ctx.log(`  ${p.label}: warm-up ${s.warmupSeconds}s`);
-    await p.run(s.warmupSeconds);
-  }
   const runs = plans.map((): RunResult[] => []);
   for (let i = 0; i < s.runs; i++) {
     for (const [j, p] of plans.entries()) {
+      // One load alone runs back to back: its first warm-up is enough.
+      if (i === 0 || plans.length > 1) {
+        if (i === 0) ctx.log(`  ${p.label}: warm-up ${s.warmupSeconds}s${plans.length > 1 ? " before each run" : ""}`);
+        await p.run(s.warmupSeconds);
+      }
       const { result, usage } = await measure(p.watched, ctx.pinning, () => p.run(s.runSeconds));
       runs[j]!.push({ ghz: result, usage });
       ctx.log(`  ${p.label}: run ${i + 1}/${s.runs}: ${Math.round(result.rps)} ok/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors`);
