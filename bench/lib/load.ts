@@ -58,7 +58,7 @@ export async function callLoad(ctx: BenchContext, label: string, watched: Watche
  * order, then run 2 of each, and so on, so that a drift of this VM's speed (a fifth or more over minutes) falls on
  * every load of a round alike instead of on whichever ran later. Each run follows a warm-up of its own: after the
  * other loads' turns a server is idle for a minute or so, and its first seconds back cost 20-60% more CPU per call
- * than the next (Agora's Health/Check, five alternations), which would make every row slower than it runs.
+ * than the next (Agora's Health/Check, four alternations), which would make every row slower than it runs.
  */
 export async function interleavedLoads(ctx: BenchContext, plans: LoadPlan[]): Promise<LoadResult[]> {
   const s = ctx.settings;
