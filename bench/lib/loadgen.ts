@@ -4,14 +4,13 @@
  * read their settings as one JSON line on stdin and answer with lines on
  * stdout. It runs on the load generator's CPU like the bench itself.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import readline from "node:readline";
 import { REPO_ROOT } from "../../scripts/cluster.js";
 import { track } from "./children.js";
 import type { GhzSummary } from "./ghz.js";
-import { ensureGoBinary } from "./peers.js";
+import { ensureGoBinary, GO_CLIENT_STUBS } from "./peers.js";
 
 const LOADGEN_DIR = path.join(REPO_ROOT, "bench", "loadgen");
 const LOADGEN_BIN = path.join(REPO_ROOT, ".tools", "bin", "agora-bench-loadgen");
@@ -25,17 +24,7 @@ function ensureBuilt(log: (line: string) => void): void {
       what: "the Go load generators",
       dir: LOADGEN_DIR,
       bin: LOADGEN_BIN,
-      inputs: [
-        "buf.gen.go.yaml",
-        "examples/go/go.mod",
-        "examples/go/go.sum",
-        ...fs
-          .readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" })
-          .filter((f) => f.endsWith(".proto"))
-          .sort()
-          .map((f) => `proto/${f}`),
-      ],
-      prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
+      ...GO_CLIENT_STUBS,
     },
     log,
   );

@@ -1,7 +1,7 @@
 /**
  * The baseline servers the bench compares Agora with (bench/peers/): bare
  * Connect-node, bare @grpc/grpc-js and bare grpc-go, each serving only
- * grpc.health.v1.Health/Check. The Go one is built into .tools/bin on first
+ * grpc.health.v1.Health/Check, and GetProduct's peers (@grpc/grpc-js + pg, connect-go + pgx). The Go one is built into .tools/bin on first
  * use (again only when its sources change), as is every Go program of the bench.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -18,6 +18,29 @@ export const GO_PEER_BIN = path.join(REPO_ROOT, ".tools", "bin", "agora-bench-go
 export function ensureGoPeer(log: (line: string) => void): string | undefined {
   return ensureGoBinary({ what: "the grpc-go peer", dir: GO_PEER_DIR, bin: GO_PEER_BIN }, log);
 }
+
+const GO_PRODUCT_DIR = path.join(REPO_ROOT, "bench", "peers", "go-product");
+const GO_PRODUCT_BIN = path.join(REPO_ROOT, ".tools", "bin", "agora-bench-go-product");
+
+/** Builds the Go GetProduct peer (connect-go + pgx) unless the binary matches its sources; returns why it cannot be built, if so. */
+export function ensureGoProductPeer(log: (line: string) => void): string | undefined {
+  return ensureGoBinary({ what: "the Go GetProduct peer", dir: GO_PRODUCT_DIR, bin: GO_PRODUCT_BIN, ...GO_CLIENT_STUBS }, log);
+}
+
+/** What a Go program built on the Go client stubs of proto/ (examples/go/gen) is also made from, and how the stubs are made. */
+export const GO_CLIENT_STUBS: Pick<GoProgram, "inputs" | "prepare"> = {
+  inputs: [
+    "buf.gen.go.yaml",
+    "examples/go/go.mod",
+    "examples/go/go.sum",
+    ...fs
+      .readdirSync(path.join(REPO_ROOT, "proto"), { recursive: true, encoding: "utf8" })
+      .filter((f) => f.endsWith(".proto"))
+      .sort()
+      .map((f) => `proto/${f}`),
+  ],
+  prepare: () => execFileSync(path.join(REPO_ROOT, "node_modules", ".bin", "buf"), ["generate", "--template", "buf.gen.go.yaml"], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] }),
+};
 
 export interface GoProgram {
   /** For messages: "the grpc-go peer". */
@@ -106,4 +129,6 @@ export const PEERS = {
   "grpc-go": () => [GO_PEER_BIN, ["-addr", "127.0.0.1:0"]] as const,
   /** GetProduct on Agora's database (bench/peers/grpcjs-product.ts). */
   "grpc-js-product": (databaseUrl: string) => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-product.ts", databaseUrl]] as const,
+  /** The same in Go, connect-go + pgx (bench/peers/go-product; ensureGoProductPeer builds it). */
+  "go-product": (databaseUrl: string) => [GO_PRODUCT_BIN, ["-db", databaseUrl, "-addr", "127.0.0.1:0"]] as const,
 };

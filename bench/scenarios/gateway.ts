@@ -6,7 +6,8 @@
  * rate of half the direct maximum (open loop), where the latency difference is
  * what Envoy adds when neither side is saturated. The `peer max` row is a bare
  * @grpc/grpc-js + pg server (bench/peers/grpcjs-product.ts) running the same
- * SELECT on the same database, as fast as it goes: the limit of a Node server.
+ * SELECT on the same database, as fast as it goes: the limit of a Node server;
+ * `go peer max` is the same in Go (bench/peers/go-product, connect-go + pgx).
  * The `own CPU` rows repeat the Envoy rows with Envoy on the load generator's
  * CPU: what Envoy adds as a proxy when it takes no CPU from Agora and PostgreSQL.
  */
@@ -14,7 +15,7 @@ import type { BenchContext, Row, Scenario } from "../lib/context.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import { ghzLoad, ghzRun, interleavedLoads, loadNotes, pairedRatios, type LoadPlan, type LoadResult, type LoadSpec } from "../lib/load.js";
-import { PEERS, startPeer } from "../lib/peers.js";
+import { ensureGoProductPeer, PEERS, startPeer, type Peer } from "../lib/peers.js";
 import { pin } from "../lib/proc.js";
 import { round } from "../lib/stats.js";
 
@@ -25,10 +26,10 @@ export const gateway: Scenario = {
     "InventoryService/GetProduct (authenticated, one PostgreSQL read) against the instance directly and through Envoy. " +
     "max = closed loop, as fast as it goes; half = open loop at 50% of the direct maximum. " +
     "CPU ms per 1k calls for Agora, its PostgreSQL and Envoy; CPU 0 busy = the server CPU over the run (/proc/stat); " +
-    "peer max = a bare @grpc/grpc-js + pg server running the same SELECT on the same database (no token check, log or metrics), as fast as it goes. " +
+    "peer max = a bare @grpc/grpc-js + pg server running the same SELECT on the same database (no token check, log or metrics), as fast as it goes; go peer max = the same in Go (connect-go + pgx). " +
     "own CPU = the Envoy rows again with Envoy on the load generator's CPU (when the bench pins), off CPU 0. " +
     "ratio = throughput relative to direct max (half rows: achieved / target rate). " +
-    "The three max rows take turns run by run (run 1 of each, then run 2 of each, …), and so do the two half rows, so that their ratios compare runs made minutes apart at most.",
+    "The max rows take turns run by run (run 1 of each, then run 2 of each, …), and so do the two half rows, so that their ratios compare runs made minutes apart at most.",
   rowLabel: "path",
   columns: [
     { key: "targetRps", label: "target/s", digits: 0 },
@@ -78,23 +79,36 @@ export const gateway: Scenario = {
       };
       const add = async (name: string, target: string, withEnvoy: boolean, rps?: number) =>
         row(name, await ghzLoad(ctx, name, agora.watched(withEnvoy), { ...spec(target), rps }), rps);
-      // The three maxima take turns (interleavedLoads), so their ratios compare runs made at the same speed of the VM.
-      const [cmd, args] = PEERS["grpc-js-product"](agora.databaseUrl);
-      const peer = await startPeer("grpc-js-product", cmd, [...args], ctx.pinning.server);
+      // The maxima take turns (interleavedLoads), so their ratios compare runs made at the same speed of the VM.
+      const peers: Peer[] = [];
       let peerRow: Row, direct: Row, viaEnvoy: Row;
       try {
+        const [cmd, args] = PEERS["grpc-js-product"](agora.databaseUrl);
+        peers.push(await startPeer("grpc-js-product", cmd, [...args], ctx.pinning.server));
+        const goProblem = ensureGoProductPeer(ctx.log);
+        if (goProblem) details.skipped = { "go peer max": goProblem };
+        else {
+          const [goCmd, goArgs] = PEERS["go-product"](agora.databaseUrl);
+          peers.push(await startPeer("go-product", goCmd, [...goArgs], ctx.pinning.server));
+        }
+        // A peer's figures go in the Agora columns ("server").
+        const peerPlan = (label: string, peer: Peer): LoadPlan => ({
+          label,
+          watched: [{ name: "agora", pid: peer.pid, rss: true }, { name: "postgres", pid: ctx.postgresPid, tree: true }],
+          run: ghzRun(ctx, spec(peer.target)),
+        });
         const maxima: LoadPlan[] = [
-          // The peer's figures go in the Agora columns ("server").
-          { label: "peer max", watched: [{ name: "agora", pid: peer.pid, rss: true }, { name: "postgres", pid: ctx.postgresPid, tree: true }], run: ghzRun(ctx, spec(peer.target)) },
+          peerPlan("peer max", peers[0]!),
           { label: "direct max", watched: agora.watched(false), run: ghzRun(ctx, spec(agora.target)) },
           { label: "envoy max", watched: agora.watched(true), run: ghzRun(ctx, spec(agora.gatewayTarget)) },
+          ...(peers[1] ? [peerPlan("go peer max", peers[1])] : []),
         ];
         const loads = await interleavedLoads(ctx, maxima);
         [peerRow, direct, viaEnvoy] = loads.map((load, i) => row(maxima[i]!.label, load)) as [Row, Row, Row];
         details.directVsPeerByRun = pairedRatios(loads[1]!, loads[0]!);
         details.envoyVsDirectByRun = pairedRatios(loads[2]!, loads[1]!);
       } finally {
-        await peer.stop();
+        for (const peer of peers) await peer.stop();
       }
       const half = direct.metrics.rps! / 2;
       const halves: LoadPlan[] = [

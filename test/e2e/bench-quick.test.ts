@@ -59,7 +59,7 @@ describe("e2e: npm run bench -- --quick", function () {
     }
   });
 
-  it("compares Agora with the three bare servers on every protocol, the direct path with a bare grpc-js + pg peer, and Envoy with the direct path", () => {
+  it("compares Agora with the three bare servers on every protocol, the direct path with bare grpc-js + pg and Go + pgx peers, and Envoy with the direct path", () => {
     const baselines = result.scenarios.baselines!.rows;
     const otherProtocols = ["connect-node, Connect", "connect-node, gRPC-Web", "agora, Connect", "agora, gRPC-Web"];
     expect(baselines.map((r) => r.name)).to.have.members(["connect-node", "grpc-js", "grpc-go", "agora", "agora, gRPC on connect-node", ...otherProtocols]);
@@ -69,7 +69,7 @@ describe("e2e: npm run bench -- --quick", function () {
     }
     // Envoy is moved to the load generator's CPU for the own-CPU rows only when the bench pins its processes.
     const ownCpu = result.pinning.loadgen ? ["envoy max, own CPU", "envoy half, own CPU"] : [];
-    expect(result.scenarios.gateway!.rows.map((r) => r.name)).to.have.members(["peer max", "direct max", "envoy max", "direct half", "envoy half", ...ownCpu]);
+    expect(result.scenarios.gateway!.rows.map((r) => r.name)).to.have.members(["peer max", "go peer max", "direct max", "envoy max", "direct half", "envoy half", ...ownCpu]);
     for (const row of result.scenarios.gateway!.rows) expect(row.metrics.cpuMsPer1k_agora, row.name).to.be.greaterThan(0);
   });
 
