@@ -1,8 +1,9 @@
 /**
  * The baseline servers the bench compares Agora with (bench/peers/): bare
  * Connect-node, bare @grpc/grpc-js and bare grpc-go, each serving only
- * grpc.health.v1.Health/Check, and GetProduct's peers (@grpc/grpc-js + pg, connect-go + pgx). The Go one is built into .tools/bin on first
- * use (again only when its sources change), as is every Go program of the bench.
+ * grpc.health.v1.Health/Check, and GetProduct's peers (@grpc/grpc-js + pg,
+ * connect-go + pgx). The Go ones are built into .tools/bin on first use (again
+ * only when their sources change), as is every Go program of the bench.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
