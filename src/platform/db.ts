@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
 import { FlushMode, MikroORM, NotFoundError, OptimisticLockError, ReferenceKind, Type, type Constructor, type EntitySchema, type MigrationObject, type RequiredEntityData } from "@mikro-orm/core";
@@ -379,16 +380,78 @@ export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransac
  * For hot paths; the repository that owns the table maps the rows (rowMapper).
  */
 export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, name: string, text: string, values: unknown[]): Promise<R[]> {
-  if ("connection" in on) return (await on.connection.query<R>({ name, text, values })).rows;
+  if ("connection" in on) return runPrepared<R>(on.connection, name, text, values);
   // Inside transaction(), knex's transaction client hands out the transaction's connection (and "releases" it as a no-op).
   const transactionClient = on.getTransactionContext<Knex.Transaction>()?.client as unknown as KnexConnections | undefined;
   const connection = transactionClient ? await transactionClient.acquireConnection() : await statementPoolOf(on).connect();
   try {
-    return (await connection.query<R>({ name, text, values })).rows;
+    return await runPrepared<R>(connection, name, text, values);
   } finally {
     if (transactionClient) await transactionClient.releaseConnection(connection);
     else connection.release();
   }
+}
+
+/** What PreparedStatementQuery uses of pg's Query (pg ~8.23; test/integration/db.test.ts runs it). */
+interface PgQuery {
+  name: string;
+  portal: string;
+  values: unknown[];
+  binary: boolean;
+  rows: number | undefined;
+  prepare(connection: PgConnection): void;
+  hasBeenParsed(connection: PgConnection): boolean;
+  handleRowDescription(message: { fields: unknown[] }): void;
+  handleError(err: unknown, connection: PgConnection): void;
+  _getRows(connection: PgConnection, rows: number | undefined): void;
+}
+interface PgConnection {
+  bind(config: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (value: unknown) => unknown }): void;
+}
+const PgQuery = pg.Query as unknown as new (config: pg.QueryConfig, callback: (err: Error | null, result: pg.QueryResult) => void) => PgQuery;
+const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (value: unknown) => unknown };
+/** The result description of each named statement, by the connection it was prepared on. */
+const descriptions = new WeakMap<PgConnection, Map<string, unknown[]>>();
+
+/**
+ * A named statement that asks PostgreSQL to describe its result only the first time on a connection. pg sends
+ * Describe with every execution and parses the RowDescription that comes back every time: 10-25 µs of Node's CPU
+ * per query of GetProduct's 13 columns (docs/request-path.md, item 9). The description is kept per connection, as
+ * pg keeps the statements it parsed there. PostgreSQL never changes a prepared statement's result type: it refuses
+ * to run the statement instead ("cached plan must not change result type").
+ */
+class PreparedStatementQuery extends PgQuery {
+  private connection: PgConnection | undefined;
+
+  override prepare(connection: PgConnection): void {
+    this.connection = connection;
+    const fields = descriptions.get(connection)?.get(this.name);
+    if (!fields || !this.hasBeenParsed(connection)) return super.prepare(connection);
+    try {
+      connection.bind({ portal: this.portal, statement: this.name, values: this.values, binary: this.binary, valueMapper: prepareValue });
+    } catch (err) {
+      // As pg does: a value that cannot be sent fails the query before anything runs.
+      this.handleError(err, connection);
+      return;
+    }
+    super.handleRowDescription({ fields });
+    this._getRows(connection, this.rows);
+  }
+
+  override handleRowDescription(message: { fields: unknown[] }): void {
+    const connection = this.connection!;
+    let known = descriptions.get(connection);
+    if (!known) descriptions.set(connection, (known = new Map()));
+    known.set(this.name, message.fields);
+    super.handleRowDescription(message);
+  }
+}
+
+/** Runs a named statement on `client` through PreparedStatementQuery: the rows, as client.query() gives them. */
+function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[]): Promise<R[]> {
+  return new Promise((resolve, reject) => {
+    client.query(new PreparedStatementQuery({ name, text, values }, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
+  });
 }
 
 /** How knex hands out its connections. */
