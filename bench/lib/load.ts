@@ -62,14 +62,13 @@ export async function callLoad(ctx: BenchContext, label: string, watched: Watche
  */
 export async function interleavedLoads(ctx: BenchContext, plans: LoadPlan[]): Promise<LoadResult[]> {
   const s = ctx.settings;
+  // One load alone runs back to back: its first warm-up is enough.
+  const warmEachRun = plans.length > 1;
   const runs = plans.map((): RunResult[] => []);
   for (let i = 0; i < s.runs; i++) {
     for (const [j, p] of plans.entries()) {
-      // One load alone runs back to back: its first warm-up is enough.
-      if (i === 0 || plans.length > 1) {
-        if (i === 0) ctx.log(`  ${p.label}: warm-up ${s.warmupSeconds}s${plans.length > 1 ? " before each run" : ""}`);
-        await p.run(s.warmupSeconds);
-      }
+      if (i === 0) ctx.log(`  ${p.label}: warm-up ${s.warmupSeconds}s${warmEachRun ? " before each run" : ""}`);
+      if (i === 0 || warmEachRun) await p.run(s.warmupSeconds);
       const { result, usage } = await measure(p.watched, ctx.pinning, () => p.run(s.runSeconds));
       runs[j]!.push({ ghz: result, usage });
       ctx.log(`  ${p.label}: run ${i + 1}/${s.runs}: ${Math.round(result.rps)} ok/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors`);

@@ -392,7 +392,7 @@ export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, 
   }
 }
 
-/** What PreparedStatementQuery uses of pg's Query (pg ~8.23; test/integration/db.test.ts runs it). */
+/** What PreparedStatementQuery uses of pg's Query (pg ~8.23; test/integration/prepared-query.test.ts runs it). */
 interface PgQuery {
   name: string;
   portal: string;
@@ -448,10 +448,16 @@ class PreparedStatementQuery extends PgQuery {
 }
 
 /** Runs a named statement on `client` through PreparedStatementQuery: the rows, as client.query() gives them. */
-function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[]): Promise<R[]> {
-  return new Promise((resolve, reject) => {
-    client.query(new PreparedStatementQuery({ name, text, values }, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
-  });
+async function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[]): Promise<R[]> {
+  try {
+    return await new Promise<R[]>((resolve, reject) => {
+      client.query(new PreparedStatementQuery({ name, text, values }, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
+    });
+  } catch (err) {
+    // As client.query()'s promise does: a stack that leads back to the caller, not to the socket's read.
+    if (err instanceof Error) Error.captureStackTrace(err);
+    throw err;
+  }
 }
 
 /** How knex hands out its connections. */

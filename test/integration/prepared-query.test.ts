@@ -14,13 +14,13 @@ describe("preparedQuery: a named statement described once per connection", funct
   this.timeout(60_000);
   let orm: MikroORM<PostgreSqlDriver>;
   let describes = 0;
-  const describe = (pg as unknown as { Connection: { prototype: { describe(...a: unknown[]): void } } }).Connection.prototype;
-  const original = describe.describe;
+  const wire = (pg as unknown as { Connection: { prototype: { describe(...a: unknown[]): void } } }).Connection.prototype;
+  const original = wire.describe;
 
   before(async () => {
     // One connection, so that every statement runs where the one before it ran.
     orm = await openServiceDatabase({ url: await freshDatabase(), schema: "inventory", entities: [], migrations: [Migration20261121000000], poolSize: 1, log: quietLog });
-    describe.describe = function (this: unknown, ...args: unknown[]) {
+    wire.describe = function (this: unknown, ...args: unknown[]) {
       describes++;
       return original.apply(this, args);
     };
@@ -33,7 +33,7 @@ describe("preparedQuery: a named statement described once per connection", funct
     );
   });
   after(async () => {
-    describe.describe = original;
+    wire.describe = original;
     await closeServiceDatabase(orm);
   });
 
