@@ -392,41 +392,58 @@ export async function preparedQuery<R extends pg.QueryResultRow>(on: Queryable, 
   }
 }
 
-/** What PreparedStatementQuery uses of pg's Query (pg ~8.23; test/integration/prepared-query.test.ts runs it). */
+/** What PreparedStatementQuery uses of pg's Query and Result (pg ~8.23; test/integration/prepared-query.test.ts runs it). */
 interface PgQuery {
   name: string;
   portal: string;
   values: unknown[];
   binary: boolean;
   rows: number | undefined;
+  _result: PgResult;
+  _accumulateRows: boolean;
   prepare(connection: PgConnection): void;
   hasBeenParsed(connection: PgConnection): boolean;
   handleRowDescription(message: { fields: unknown[] }): void;
   handleError(err: unknown, connection: PgConnection): void;
   _getRows(connection: PgConnection, rows: number | undefined): void;
 }
+interface PgResult {
+  fields: unknown[];
+  _parsers: unknown[] | undefined;
+  _prebuiltEmptyResultObject: object | null;
+}
 interface PgConnection {
   bind(config: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (value: unknown) => unknown }): void;
 }
-const PgQuery = pg.Query as unknown as new (config: pg.QueryConfig, callback: (err: Error | null, result: pg.QueryResult) => void) => PgQuery;
+type QueryCallback = (err: Error | null, result: pg.QueryResult) => void;
+const PgQuery = pg.Query as unknown as new (text: string, values: unknown[], callback: QueryCallback) => PgQuery;
 const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (value: unknown) => unknown };
-/** The result description of each named statement, by the connection it was prepared on. */
-const descriptions = new WeakMap<PgConnection, Map<string, unknown[]>>();
+/** A statement's result as PostgreSQL described it, with the column parsers pg made from that description (they depend on it alone). */
+type Description = Pick<PgResult, "fields" | "_parsers" | "_prebuiltEmptyResultObject">;
+/** The description of each named statement, by the connection it was prepared on. */
+const descriptions = new WeakMap<PgConnection, Map<string, Description>>();
 
 /**
  * A named statement that asks PostgreSQL to describe its result only the first time on a connection. pg sends
  * Describe with every execution and parses the RowDescription that comes back every time: 10-25 µs of Node's CPU
  * per query of GetProduct's 13 columns (docs/request-path.md, item 9). The description is kept per connection, as
- * pg keeps the statements it parsed there. PostgreSQL never changes a prepared statement's result type: it refuses
- * to run the statement instead ("cached plan must not change result type").
+ * pg keeps the statements it parsed there, and so are the column parsers pg builds from it (another 5-15 µs per
+ * query when made again). PostgreSQL never changes a prepared statement's result type: it refuses to run the
+ * statement instead ("cached plan must not change result type").
  */
 class PreparedStatementQuery extends PgQuery {
   private connection: PgConnection | undefined;
 
+  constructor(name: string, text: string, values: unknown[], callback: QueryCallback) {
+    // Not a config object: pg copies one property descriptor by descriptor (cloneQueryConfig), about 10 µs a query.
+    super(text, values, callback);
+    this.name = name;
+  }
+
   override prepare(connection: PgConnection): void {
     this.connection = connection;
-    const fields = descriptions.get(connection)?.get(this.name);
-    if (!fields || !this.hasBeenParsed(connection)) return super.prepare(connection);
+    const described = descriptions.get(connection)?.get(this.name);
+    if (!described || !this.hasBeenParsed(connection)) return super.prepare(connection);
     try {
       connection.bind({ portal: this.portal, statement: this.name, values: this.values, binary: this.binary, valueMapper: prepareValue });
     } catch (err) {
@@ -434,16 +451,19 @@ class PreparedStatementQuery extends PgQuery {
       this.handleError(err, connection);
       return;
     }
-    super.handleRowDescription({ fields });
+    // What handleRowDescription does for a single result whose rows go to the callback, with the parsers made before.
+    Object.assign(this._result, described);
+    this._accumulateRows = true;
     this._getRows(connection, this.rows);
   }
 
   override handleRowDescription(message: { fields: unknown[] }): void {
+    super.handleRowDescription(message);
     const connection = this.connection!;
     let known = descriptions.get(connection);
     if (!known) descriptions.set(connection, (known = new Map()));
-    known.set(this.name, message.fields);
-    super.handleRowDescription(message);
+    const { fields, _parsers, _prebuiltEmptyResultObject } = this._result;
+    known.set(this.name, { fields, _parsers, _prebuiltEmptyResultObject });
   }
 }
 
@@ -451,7 +471,7 @@ class PreparedStatementQuery extends PgQuery {
 async function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[]): Promise<R[]> {
   try {
     return await new Promise<R[]>((resolve, reject) => {
-      client.query(new PreparedStatementQuery({ name, text, values }, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
+      client.query(new PreparedStatementQuery(name, text, values, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
     });
   } catch (err) {
     // As client.query()'s promise does: a stack that leads back to the caller, not to the socket's read.
