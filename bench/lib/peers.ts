@@ -97,6 +97,9 @@ export async function startPeer(name: string, command: string, args: string[], c
       const m = /listening (\d+)/.exec(output);
       if (m) {
         clearTimeout(timer);
+        // What it writes from now on (a peer's access log) is read and dropped, not kept.
+        child.stdout!.off("data", onData).resume();
+        child.stderr!.off("data", onData).resume();
         resolve(Number(m[1]));
       }
     };
@@ -127,6 +130,8 @@ export async function startPeer(name: string, command: string, args: string[], c
 export const PEERS = {
   "connect-node": () => [process.execPath, ["--import", "tsx", "bench/peers/connect-health.ts"]] as const,
   "grpc-js": () => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-health.ts"]] as const,
+  /** The same server doing Agora's per-call work (request id, access log, metrics) in its handler. */
+  "grpc-js with features": () => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-health.ts", "--features"]] as const,
   "grpc-go": () => [GO_PEER_BIN, ["-addr", "127.0.0.1:0"]] as const,
   /** GetProduct on Agora's database (bench/peers/grpcjs-product.ts). */
   "grpc-js-product": (databaseUrl: string) => [process.execPath, ["--import", "tsx", "bench/peers/grpcjs-product.ts", databaseUrl]] as const,

@@ -1,8 +1,9 @@
 /**
  * 1. Baselines: the same unary call, grpc.health.v1.Health/Check with an empty
  * request, under the same ghz settings against a bare Connect-node server, a
- * bare @grpc/grpc-js server, a bare grpc-go server (grpc-go's own health
- * server) and Agora (all services, every interceptor, access log at the
+ * bare @grpc/grpc-js server, the same doing Agora's per-call work in its
+ * handler (bench/peers/grpcjs-health.ts --features), a bare grpc-go server
+ * (grpc-go's own health server) and Agora (all services, every interceptor, access log at the
  * default level; once as it runs, with native gRPC through grpc-js, and once
  * with GRPC_SERVER=connect). Health/Check is Agora's lightest RPC and the one call all
  * four serve unchanged, so the rows differ only in the server stack. Connect-node
@@ -62,7 +63,7 @@ export const baselines: Scenario = {
           plans.push({ label: `${name}, ${protocol.label}`, watched, run: (seconds) => unaryLoad({ ...settings, seconds }, ctx.log) });
         }
       };
-      for (const name of ["connect-node", "grpc-js", "grpc-go"] as const) {
+      for (const name of ["connect-node", "grpc-js", "grpc-js with features", "grpc-go"] as const) {
         if (name === "grpc-go" && goProblem) {
           skipped[name] = goProblem;
           continue;
@@ -88,7 +89,9 @@ export const baselines: Scenario = {
       }
       const agoraLoad = loads[plans.findIndex((p) => p.label === "agora")];
       const grpcJsLoad = loads[plans.findIndex((p) => p.label === "grpc-js")];
+      const featuresLoad = loads[plans.findIndex((p) => p.label === "grpc-js with features")];
       if (agoraLoad && grpcJsLoad) details.agoraVsGrpcJsByRun = pairedRatios(agoraLoad, grpcJsLoad);
+      if (featuresLoad && grpcJsLoad) details.featuresVsGrpcJsByRun = pairedRatios(featuresLoad, grpcJsLoad);
     } finally {
       for (const stop of stops.reverse()) await stop();
     }
@@ -111,11 +114,14 @@ export const baselines: Scenario = {
       details.agoraVsGrpcJs = round(agoraRow.metrics.rps! / grpcJs.metrics.rps!, 3);
       details.agoraCpuVsGrpcJs = round(agoraRow.metrics.cpuMsPer1k! / grpcJs.metrics.cpuMsPer1k!, 3);
     }
+    const features = rows.find((r) => r.name === "grpc-js with features");
+    if (grpcJs && features) details.featuresVsGrpcJs = round(features.metrics.rps! / grpcJs.metrics.rps!, 3);
     details.ratioReference = reference?.name;
     if (details.agoraVsConnect !== undefined) {
       details.summaryLine =
         `Agora serves ${Math.round(Number(details.agoraVsConnect) * 100)}% of bare Connect-node's and ${Math.round(Number(details.agoraVsGrpcJs) * 100)}% of bare grpc-js's Health/Check throughput, ` +
         `at ${details.agoraCpuVsGrpcJs}× grpc-js's CPU per call (ratios in the table relative to ${reference?.name}).` +
+        (details.featuresVsGrpcJs !== undefined ? ` grpc-js doing Agora's per-call work in its handler: ${Math.round(Number(details.featuresVsGrpcJs) * 100)}% of bare grpc-js's.` : "") +
         overOtherProtocols.join("");
     }
     if (Object.keys(skipped).length) details.skipped = skipped;

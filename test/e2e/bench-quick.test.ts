@@ -62,7 +62,7 @@ describe("e2e: npm run bench -- --quick", function () {
   it("compares Agora with the three bare servers on every protocol, the direct path with bare grpc-js + pg and Go + pgx peers, and Envoy with the direct path", () => {
     const baselines = result.scenarios.baselines!.rows;
     const otherProtocols = ["connect-node, Connect", "connect-node, gRPC-Web", "agora, Connect", "agora, gRPC-Web"];
-    expect(baselines.map((r) => r.name)).to.have.members(["connect-node", "grpc-js", "grpc-go", "agora", "agora, gRPC on connect-node", ...otherProtocols]);
+    expect(baselines.map((r) => r.name)).to.have.members(["connect-node", "grpc-js", "grpc-js with features", "grpc-go", "agora", "agora, gRPC on connect-node", ...otherProtocols]);
     for (const row of baselines.filter((r) => otherProtocols.includes(r.name))) {
       expect(row.metrics.rps, row.name).to.be.greaterThan(0);
       expect(row.metrics.errors, row.name).to.equal(0);
