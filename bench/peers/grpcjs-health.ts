@@ -13,13 +13,14 @@
  *
  * Usage: node --import tsx bench/peers/grpcjs-health.ts [port] [--features] (prints "listening <port>").
  */
-import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { REQUEST_ID_HEADER } from "../../src/platform/error-mapping.js";
 import { createLogger } from "../../src/platform/logging.js";
 import { ServerMetrics } from "../../src/platform/metrics.js";
+import { requestIdFrom } from "../../src/platform/observe.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const definition = protoLoader.loadSync("grpc/health/v1/health.proto", { includeDirs: [path.join(root, "third_party/proto")] });
@@ -33,13 +34,13 @@ type Check = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendU
 const bare: Check = (_call, callback) => callback(null, { status: "SERVING" });
 
 function withFeatures(): Check {
+  const service = "grpc.health.v1.Health";
   const log = createLogger("info");
-  const series = new ServerMetrics().method({ grpc_type: "unary", grpc_service: "grpc.health.v1.Health", grpc_method: "Check" });
-  const publicServices = new Set(["grpc.health.v1.Health"]);
-  const requestIdPattern = /^[\w.:-]{1,128}$/;
+  const series = new ServerMetrics().method({ grpc_type: "unary", grpc_service: service, grpc_method: "Check" });
+  const publicServices = new Set([service]);
   return (call, callback) => {
-    const given = call.metadata.get("x-request-id")[0];
-    const requestId = typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
+    const given = call.metadata.get(REQUEST_ID_HEADER)[0];
+    const requestId = requestIdFrom(typeof given === "string" ? given : undefined);
     series.started++;
     const startedAt = process.hrtime.bigint();
     const finish = (code: string) => {
@@ -47,7 +48,7 @@ function withFeatures(): Check {
       series.end(code, seconds);
       log.info({ requestId, method: series.name, code, durationMs: Math.round(seconds * 1e6) / 1e3 }, "rpc");
     };
-    if (!publicServices.has("grpc.health.v1.Health")) {
+    if (!publicServices.has(service)) {
       callback({ code: grpc.status.UNAUTHENTICATED });
       return finish("UNAUTHENTICATED");
     }
@@ -58,7 +59,7 @@ function withFeatures(): Check {
     }
     void Promise.resolve({ status: "SERVING" }).then((response) => {
       const header = new grpc.Metadata();
-      header.set("x-request-id", requestId);
+      header.set(REQUEST_ID_HEADER, requestId);
       call.sendMetadata(header);
       callback(null, response);
       finish("OK");

@@ -15,6 +15,11 @@ const GRPC_TYPE = {
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/;
 
+/** A call's request id: the caller's x-request-id when it is sane, else a new one. */
+export function requestIdFrom(given: string | null | undefined): string {
+  return given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+}
+
 function codeName(err: unknown): string {
   if (err === undefined) return "OK";
   const code = err instanceof ConnectError ? err.code : Code.Unknown;
@@ -76,8 +81,7 @@ export function observeInterceptor(log: Logger, metrics: ServerMetrics, calls: C
     return m;
   };
   return (next) => async (req) => {
-    const given = req.header.get(REQUEST_ID_HEADER);
-    const requestId = given && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+    const requestId = requestIdFrom(req.header.get(REQUEST_ID_HEADER));
     req.header.set(REQUEST_ID_HEADER, requestId);
     const method = methodOf(req.method);
     method.started++;
