@@ -340,6 +340,8 @@ function statementPoolOf(em: EntityManager): pg.Pool {
 /** A transaction of sqlTransaction(): one connection, statements through preparedQuery only. */
 export interface SqlTransaction {
   readonly connection: pg.PoolClient;
+  /** Set by commitWith(): the transaction ended with its last statement. */
+  ended?: boolean;
 }
 
 /** Where preparedQuery runs: an EntityManager (its transaction's connection, or the statement pool's) or a sqlTransaction(). */
@@ -354,22 +356,47 @@ export type Queryable = EntityManager | SqlTransaction;
  */
 export async function sqlTransaction<T>(em: EntityManager, work: (tx: SqlTransaction) => Promise<T>): Promise<T> {
   const connection = await statementPoolOf(em).connect();
+  const tx: SqlTransaction = { connection };
   let broken: Error | undefined;
   try {
     await connection.query("BEGIN");
     let result: T;
     try {
-      result = await work({ connection });
+      result = await work(tx);
     } catch (err) {
       // A connection that cannot roll back is broken: the pool closes it instead of handing it out again.
-      await connection.query("ROLLBACK").catch((e: Error) => (broken = e));
+      if (!tx.ended) await connection.query("ROLLBACK").catch((e: Error) => (broken = e));
       throw err;
     }
-    await connection.query("COMMIT");
+    if (!tx.ended) await connection.query("COMMIT");
     return result;
   } finally {
     connection.release(broken);
   }
+}
+
+/**
+ * The last statement of a sqlTransaction(), sent with the COMMIT in one write: PostgreSQL commits as soon as the
+ * statement is done instead of waiting for Node to read its result and ask. A statement that takes a lock every
+ * writer queues for (the event log's append) then holds it for PostgreSQL's own time, not also for a round trip
+ * through an event loop that may be busy. The statement's rows once committed; when the statement fails,
+ * PostgreSQL answers the COMMIT with ROLLBACK, and its error is thrown.
+ */
+export async function commitWith<R extends pg.QueryResultRow>(tx: SqlTransaction, name: string, text: string, values: unknown[]): Promise<R[]> {
+  tx.ended = true;
+  // Both queued now, in this order: pg hands the COMMIT's answer to the second.
+  const statement = runPrepared<R>(tx.connection, name, text, values, true);
+  const ending = new Promise<string>((resolve, reject) => {
+    tx.connection.query(new SentCommit((err, result) => (err ? reject(err) : resolve(result.command))) as unknown as pg.Submittable);
+  });
+  const [rows, ended] = await Promise.allSettled([statement, ending]);
+  if (rows.status === "rejected") throw rows.reason;
+  if (ended.status === "rejected") {
+    if (ended.reason instanceof Error) Error.captureStackTrace(ended.reason);
+    throw ended.reason;
+  }
+  if (ended.value !== "COMMIT") throw new Error(`the transaction ended with ${ended.value}, not COMMIT`);
+  return rows.value;
 }
 
 /**
@@ -402,6 +429,7 @@ interface PgQuery {
   _result: PgResult;
   _accumulateRows: boolean;
   prepare(connection: PgConnection): void;
+  submit(connection: PgConnection): Error | null;
   hasBeenParsed(connection: PgConnection): boolean;
   handleRowDescription(message: { fields: unknown[] }): void;
   handleError(err: unknown, connection: PgConnection): void;
@@ -413,6 +441,9 @@ interface PgResult {
   _prebuiltEmptyResultObject: object | null;
 }
 interface PgConnection {
+  stream: { cork(): void; uncork(): void };
+  query(text: string): void;
+  sync(): void;
   bind(config: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (value: unknown) => unknown }): void;
 }
 type QueryCallback = (err: Error | null, result: pg.QueryResult) => void;
@@ -433,11 +464,33 @@ const descriptions = new WeakMap<PgConnection, Map<string, Description>>();
  */
 class PreparedStatementQuery extends PgQuery {
   private connection: PgConnection | undefined;
+  private submitting = false;
+  private failedToSend = false;
 
-  constructor(name: string, text: string, values: unknown[], callback: QueryCallback) {
+  /** With `commit`, the statement is followed by COMMIT in the same write (commitWith), or by ROLLBACK when it could not be sent. */
+  constructor(name: string, text: string, values: unknown[], callback: QueryCallback, private readonly commit = false) {
     // Not a config object: pg copies one property descriptor by descriptor (cloneQueryConfig), about 10 µs a query.
     super(text, values, callback);
     this.name = name;
+  }
+
+  override submit(connection: PgConnection): Error | null {
+    if (!this.commit) return super.submit(connection);
+    connection.stream.cork();
+    try {
+      this.submitting = true;
+      const refused = super.submit(connection);
+      this.submitting = false;
+      connection.query(refused || this.failedToSend ? "ROLLBACK" : "COMMIT");
+      return refused;
+    } finally {
+      connection.stream.uncork();
+    }
+  }
+
+  override handleError(err: unknown, connection: PgConnection): void {
+    if (this.submitting) this.failedToSend = true;
+    super.handleError(err, connection);
   }
 
   override prepare(connection: PgConnection): void {
@@ -447,7 +500,8 @@ class PreparedStatementQuery extends PgQuery {
     try {
       connection.bind({ portal: this.portal, statement: this.name, values: this.values, binary: this.binary, valueMapper: prepareValue });
     } catch (err) {
-      // As pg does: a value that cannot be sent fails the query before anything runs.
+      // As pg does: a value that cannot be sent fails the query before anything runs (and Sync ends it).
+      connection.sync();
       this.handleError(err, connection);
       return;
     }
@@ -468,15 +522,26 @@ class PreparedStatementQuery extends PgQuery {
 }
 
 /** Runs a named statement on `client` through PreparedStatementQuery: the rows, as client.query() gives them. */
-async function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[]): Promise<R[]> {
+async function runPrepared<R extends pg.QueryResultRow>(client: pg.ClientBase, name: string, text: string, values: unknown[], commit = false): Promise<R[]> {
   try {
     return await new Promise<R[]>((resolve, reject) => {
-      client.query(new PreparedStatementQuery(name, text, values, (err, result) => (err ? reject(err) : resolve(result.rows as R[]))) as unknown as pg.Submittable);
+      client.query(new PreparedStatementQuery(name, text, values, (err, result) => (err ? reject(err) : resolve(result.rows as R[])), commit) as unknown as pg.Submittable);
     });
   } catch (err) {
     // As client.query()'s promise does: a stack that leads back to the caller, not to the socket's read.
     if (err instanceof Error) Error.captureStackTrace(err);
     throw err;
+  }
+}
+
+/** The answer to a COMMIT (or ROLLBACK) a PreparedStatementQuery already sent: it sends nothing itself. */
+class SentCommit extends PgQuery {
+  constructor(callback: QueryCallback) {
+    super("COMMIT", [], callback);
+  }
+
+  override submit(): Error | null {
+    return null;
   }
 }
 

@@ -4,7 +4,7 @@ import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { Clock } from "./clock.js";
-import { preparedQuery, type Queryable } from "./db.js";
+import { commitWith, preparedQuery, type Queryable, type SqlTransaction } from "./db.js";
 import type { ServiceDeps } from "./service-module.js";
 import { failedPrecondition, outOfRange } from "./errors.js";
 import type { PubSub, Unsubscribe } from "./pubsub.js";
@@ -64,9 +64,16 @@ export interface EventLogOptions<T> {
   clock: Clock;
   /** Events a subscriber may have waiting before it drops them and catches up from the table. */
   maxQueue?: number;
+  /**
+   * The keys an event concerns (a game, a ticket): a stream that follows one key (`follow`'s `key`) is handed
+   * only the events naming it, so an event wakes the streams it concerns and not every stream of the instance.
+   */
+  keysOf?: (event: T) => readonly string[];
 }
 
 const PAGE = 500;
+
+const ids = (rows: { id: string }[]): bigint[] => rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
 
 /** A service's event log on `<schema>.events`, with the settings every service shares (retention, heartbeats, clock). */
 export function serviceEventLog<T>(
@@ -74,9 +81,11 @@ export function serviceEventLog<T>(
   em: EntityManager,
   schema: string,
   codec: EventCodec<T>,
+  keysOf?: (event: T) => readonly string[],
 ): EventLog<T> {
   const { config, pubsub, log, clock } = deps;
   return new EventLog({
+    keysOf,
     em,
     schema,
     pubsub,
@@ -98,7 +107,9 @@ export function serviceEventLog<T>(
  * smaller id committing late. That makes `id` a resumable cursor.
  */
 export class EventLog<T> {
+  /** The streams following every event, and those following one key (keysOf). */
   private readonly subscribers = new Set<Subscriber<T>>();
+  private readonly keyed = new Map<string, Set<Subscriber<T>>>();
   private head = 0n;
   private unsubscribe: Unsubscribe | undefined;
   private pumping: Promise<void> | undefined;
@@ -113,6 +124,7 @@ export class EventLog<T> {
   private readonly heartbeatMs: number;
   private readonly clock: Clock;
   private readonly maxQueue: number;
+  private readonly keysOf: ((event: T) => readonly string[]) | undefined;
   /** The two statements every commit costs (prepared per connection): the append, and the read of each instance someone watches. */
   private readonly appendSql: string;
   /** The append followed by a caller's write, by the write's statement name. */
@@ -129,6 +141,7 @@ export class EventLog<T> {
     this.heartbeatMs = o.heartbeatMs;
     this.clock = o.clock;
     this.maxQueue = o.maxQueue ?? 1000;
+    this.keysOf = o.keysOf;
     this.appendSql = this.appendWith(undefined);
     this.readSql = `SELECT id, payload FROM ${this.table} WHERE id > $1 ORDER BY id LIMIT $2`;
   }
@@ -151,11 +164,23 @@ export class EventLog<T> {
    */
   async append(tx: Queryable, events: T[], then?: FollowingWrite): Promise<bigint[]> {
     if (events.length === 0) return [];
+    return ids(await preparedQuery<{ id: string }>(tx, ...this.appendStatement(events, then)));
+  }
+
+  /**
+   * `append` as the last statement of a sqlTransaction(), sent with its COMMIT (commitWith): the log's lock is
+   * held for PostgreSQL's time alone. With no events it sends nothing, and sqlTransaction commits as usual.
+   */
+  async appendAndCommit(tx: SqlTransaction, events: T[], then?: FollowingWrite): Promise<bigint[]> {
+    if (events.length === 0) return [];
+    return ids(await commitWith<{ id: string }>(tx, ...this.appendStatement(events, then)));
+  }
+
+  private appendStatement(events: T[], then: FollowingWrite | undefined): [name: string, text: string, values: unknown[]] {
     const name = then ? `${this.schema}.append-events+${then.name}` : `${this.schema}.append-events`;
     let text = then ? this.appendWithSql.get(name) : this.appendSql;
     if (text === undefined) this.appendWithSql.set(name, (text = this.appendWith(then!.sql)));
-    const rows = await preparedQuery<{ id: string }>(tx, name, text, [...this.appendValues(events), ...(then?.values ?? [])]);
-    return rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
+    return [name, text, [...this.appendValues(events), ...(then?.values ?? [])]];
   }
 
   /**
@@ -205,6 +230,7 @@ export class EventLog<T> {
     clearInterval(this.pruneTimer);
     this.unsubscribe?.();
     for (const s of this.subscribers) s.wake();
+    for (const set of this.keyed.values()) for (const s of set) s.wake();
   }
 
   /** The id of the newest event this instance has seen. */
@@ -291,11 +317,13 @@ export class EventLog<T> {
    * Every event after `afterId` (or, without it, from now on), then live ones,
    * each exactly once and in order; a heartbeat after `heartbeatMs` of quiet.
    * Memory per subscriber stays bounded: one that falls too far behind drops its
-   * queue and catches up from the table.
+   * queue and catches up from the table. With `key` (the log needs `keysOf`),
+   * only the events naming that key, and only those wake the stream.
    */
-  async *follow(afterId: bigint | undefined, signal: AbortSignal, heartbeatMs: number): AsyncGenerator<FeedItem<T>> {
+  async *follow(afterId: bigint | undefined, signal: AbortSignal, heartbeatMs: number, key?: string): AsyncGenerator<FeedItem<T>> {
     const sub = new Subscriber<T>(this.maxQueue);
-    this.subscribers.add(sub);
+    const wanted = key === undefined ? undefined : this.keyFilter(key);
+    this.subscribe(sub, key);
     const onAbort = () => sub.wake();
     signal.addEventListener("abort", onAbort);
     try {
@@ -309,7 +337,7 @@ export class EventLog<T> {
           for (;;) {
             const page = await this.read(last);
             for (const item of page) {
-              yield item;
+              if (!wanted || wanted(item.event)) yield item;
               last = item.id;
             }
             if (page.length < PAGE || signal.aborted) break;
@@ -336,9 +364,34 @@ export class EventLog<T> {
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
-      this.subscribers.delete(sub);
+      this.unsubscribeFrom(sub, key);
     }
     throw signal.reason;
+  }
+
+  private keyFilter(key: string): (event: T) => boolean {
+    const keysOf = this.keysOf;
+    if (!keysOf) throw new Error(`the ${this.schema} event log has no keysOf: it cannot follow a key`);
+    return (event) => keysOf(event).includes(key);
+  }
+
+  private subscribe(sub: Subscriber<T>, key: string | undefined): void {
+    if (key === undefined) {
+      this.subscribers.add(sub);
+      return;
+    }
+    let set = this.keyed.get(key);
+    if (!set) this.keyed.set(key, (set = new Set()));
+    set.add(sub);
+  }
+
+  private unsubscribeFrom(sub: Subscriber<T>, key: string | undefined): void {
+    if (key === undefined) {
+      this.subscribers.delete(sub);
+      return;
+    }
+    const set = this.keyed.get(key);
+    if (set?.delete(sub) && set.size === 0) this.keyed.delete(key);
   }
 
   /**
@@ -348,7 +401,7 @@ export class EventLog<T> {
    * No id (signals may have been missed) or someone following: read.
    */
   private signalled(payload: string | undefined): void {
-    if (this.subscribers.size === 0 && !this.pumping && payload && /^[0-9]{1,19}$/.test(payload)) {
+    if (this.subscribers.size === 0 && this.keyed.size === 0 && !this.pumping && payload && /^[0-9]{1,19}$/.test(payload)) {
       const id = BigInt(payload);
       if (id > this.head) this.head = id;
       return;
@@ -370,6 +423,9 @@ export class EventLog<T> {
           for (const item of page) {
             this.head = item.id;
             for (const s of this.subscribers) s.push(item);
+            if (this.keyed.size > 0) {
+              for (const key of this.keysOf!(item.event)) for (const s of this.keyed.get(key) ?? []) s.push(item);
+            }
           }
           if (page.length < PAGE) break;
         }

@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { StringValueSchema, type StringValue } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
 import { closeServiceDatabase, openServiceDatabase } from "../../src/platform/db.js";
-import { EventLog, protobufCodec } from "../../src/platform/event-log.js";
+import { EventLog, protobufCodec, type FeedItem } from "../../src/platform/event-log.js";
 import { PgPubSub } from "../../src/platform/pubsub.js";
 import { systemClock } from "../../src/platform/clock.js";
 import { Migration20261121000000 } from "../../src/services/inventory/migrations/Migration20261121000000.js";
@@ -31,6 +31,8 @@ describe("event log", () => {
       heartbeatMs: 60_000,
       clock: systemClock,
       maxQueue: 5,
+      // "key:rest" events concern "key" (follow's key).
+      keysOf: (e) => [e.value.split(":")[0]!],
     });
     await log.start();
   });
@@ -85,6 +87,42 @@ describe("event log", () => {
     abort.abort();
     expect(seen, "caught up from the table").to.deep.equal(["b", "c", "d"]);
     expect(!live.done && "event" in live.value && live.value.event.value, "then live").to.equal("e");
+  });
+
+  it("hands a stream that follows a key only the events naming it, from the table and live, in order, also after falling behind", async () => {
+    await append(["a:1", "b:1", "a:2"]);
+    const abort = new AbortController();
+    const a = log.follow(0n, abort.signal, 60_000, "a");
+    const b = log.follow(0n, abort.signal, 60_000, "b");
+    const events = async (feed: AsyncGenerator<FeedItem<StringValue>>, n: number) => {
+      const seen: string[] = [];
+      while (seen.length < n) {
+        const next = await feed.next();
+        if (next.done) break;
+        if ("event" in next.value) seen.push(next.value.event.value);
+      }
+      return seen;
+    };
+    expect(await events(a, 2), "a's events from the table").to.deep.equal(["a:1", "a:2"]);
+    expect(await events(b, 1), "b's").to.deep.equal(["b:1"]);
+    // Live: twelve events of b among twelve of c while b reads nothing: b's queue (5) overflows and it catches up from the table.
+    await append(Array.from({ length: 12 }, (_, i) => [`b:${i + 2}`, `c:${i + 2}`]).flat());
+    await append(["a:3", "c:1", "a:4"]);
+    const [fromA, fromB] = await Promise.all([events(a, 2), events(b, 12)]);
+    abort.abort();
+    expect(fromA, "a's live events, none of b's or c's").to.deep.equal(["a:3", "a:4"]);
+    expect(fromB, "b's, after falling behind").to.deep.equal(Array.from({ length: 12 }, (_, i) => `b:${i + 2}`));
+  });
+
+  it("refuses to follow a key on a log that cannot say which keys an event concerns", async () => {
+    const plain = new EventLog({ em: orm.em, schema: "inventory", pubsub, codec: protobufCodec(StringValueSchema), log: quietLog, retentionMs: 3_600_000, heartbeatMs: 60_000, clock: systemClock });
+    let error: unknown;
+    try {
+      await plain.follow(0n, new AbortController().signal, 60_000, "a").next();
+    } catch (err) {
+      error = err;
+    }
+    expect(String(error)).to.contain("no keysOf");
   });
 
   it("prunes old events but keeps the newest, and refuses cursors whose events are gone", async () => {

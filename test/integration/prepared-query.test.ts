@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/core";
 import type { PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { expect } from "chai";
 import pg from "pg";
-import { closeServiceDatabase, openServiceDatabase, preparedQuery } from "../../src/platform/db.js";
+import { closeServiceDatabase, commitWith, openServiceDatabase, preparedQuery, sqlTransaction } from "../../src/platform/db.js";
 import { Migration20261121000000 } from "../../src/services/inventory/migrations/Migration20261121000000.js";
 import { freshDatabase, quietLog } from "../support/harness.js";
 
@@ -66,6 +66,39 @@ describe("preparedQuery: a named statement described once per connection", funct
     );
     expect(err?.code).to.equal("22P02");
     expect(await preparedQuery(orm.em, "test.select", SELECT, [ID])).to.have.length(1);
+  });
+
+  it("commitWith sends the last statement with its COMMIT; a statement that fails, or cannot be sent, rolls the whole transaction back", async () => {
+    const insert = `INSERT INTO "inventory".products (id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, created_at, updated_at)
+       VALUES ($1, $2, '', 3, 1, 1, 0, 'EUR', 0, now(), now()) RETURNING name`;
+    const ids = ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000003"];
+    const count = async () => Number((await preparedQuery<{ n: string }>(orm.em, "test.count", `SELECT count(*) AS n FROM "inventory".products`, []))[0]!.n);
+    // Not inside the transaction that wrote (pool of one: the same connection): no transaction id is assigned yet.
+    const idle = async () => (await preparedQuery<{ idle: boolean }>(orm.em, "test.idle", "SELECT pg_current_xact_id_if_assigned() IS NULL AS idle", []))[0]!.idle;
+    const before = await count();
+    const rows = await sqlTransaction(orm.em, async (tx) => {
+      await preparedQuery(tx, "test.insert-named", insert, [ids[0], "first"]);
+      return commitWith<{ name: string }>(tx, "test.insert-named", insert, [ids[1], "second"]);
+    });
+    expect(rows, "the statement's rows").to.deep.equal([{ name: "second" }]);
+    expect(await count(), "both rows committed").to.equal(before + 2);
+    expect(await idle(), "the connection is out of the transaction").to.equal(true);
+
+    const failure = (work: Promise<unknown>) => work.then(() => undefined, (e: unknown) => e as { code?: string });
+    const duplicate = await failure(sqlTransaction(orm.em, async (tx) => {
+      await preparedQuery(tx, "test.insert-named", insert, [ids[2], "third"]);
+      return commitWith(tx, "test.insert-named", insert, [ids[0], "again"]);
+    }));
+    expect(duplicate?.code, "PostgreSQL's error").to.equal("23505");
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    const unsendable = await failure(sqlTransaction(orm.em, async (tx) => {
+      await preparedQuery(tx, "test.insert-named", insert, [ids[2], "third"]);
+      return commitWith(tx, "test.insert-named", insert, [ids[1], circular]);
+    }));
+    expect(unsendable, "the value's error").to.be.instanceOf(TypeError);
+    expect(await count(), "nothing of either transaction committed").to.equal(before + 2);
+    expect(await idle(), "the connection is out of the transaction and usable").to.equal(true);
   });
 
   it("is refused by PostgreSQL, not read with the old description, once the table's columns change", async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { retryTransaction, transaction } from "../../platform/db.js";
+import { commitWith, preparedQuery, retryTransaction, sqlTransaction, transaction, type Queryable } from "../../platform/db.js";
 import { alreadyExists, notFound } from "../../platform/errors.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { assertSameRequest } from "../../platform/idempotency.js";
@@ -81,6 +81,9 @@ export type NewGame = Pick<
 /** What the event log carries: which game (or which tickets) changed; readers load the state. */
 export type GameEvent = { game: string; version: string } | { tickets: string[] };
 
+/** The ids an event concerns (game and ticket ids are both UUIDs): a stream follows its game's or its ticket's. */
+export const gameEventKeys = (e: GameEvent): readonly string[] => ("game" in e ? [e.game] : e.tickets);
+
 /** A game with its moves, as loaded (and locked) in a transaction. */
 export interface GameState {
   game: GameRow;
@@ -100,8 +103,15 @@ const UNIQUE_VIOLATION = "23505";
 /** A game's columns and its moves as JSON, in one statement so that both come from one snapshot. */
 const WITH_MOVES = `g.*, (SELECT coalesce(json_agg(m ORDER BY m.number), '[]'::json) FROM "${SCHEMA}".moves m WHERE m.game_id = g.id) AS moves`;
 
+const GET_GAME = `SELECT ${WITH_MOVES} FROM "${SCHEMA}".games g WHERE g.id = $1`;
+/** The game with its moves, its row locked (the moves as the statement's snapshot saw them: see change()). */
+const LOCK_GAME = `${GET_GAME} FOR UPDATE OF g`;
+const MOVES = `SELECT * FROM "${SCHEMA}".moves WHERE game_id = $1 ORDER BY number`;
+
+const move = (m: MoveRow): MoveRow => ({ ...m, created_at: new Date(m.created_at) });
+
 function withMoves({ moves, ...game }: GameRow & { moves: MoveRow[] }): GameState {
-  return { game: numbers(game), moves: moves.map((m) => ({ ...m, created_at: new Date(m.created_at) })) };
+  return { game: numbers(game), moves: moves.map(move) };
 }
 
 const date = (d: Date | string | null) => (d === null ? null : new Date(d));
@@ -119,12 +129,26 @@ const numbers = (g: GameRow): GameRow => ({
   ended_at: date(g.ended_at),
 });
 
+/** change()'s write: $1 the game, $2-$6 the new moves' columns, then MUTABLE's values, then the event log's append. */
+function saveGameSql(events: EventLog<GameEvent>): string {
+  return `WITH
+      added_moves AS (INSERT INTO "${SCHEMA}".moves (game_id, number, cell, mark, user_id, created_at)
+                      SELECT $1::uuid, * FROM unnest($2::int[], $3::int[], $4::text[], $5::uuid[], $6::timestamptz[])),
+      saved AS (UPDATE "${SCHEMA}".games SET ${MUTABLE.map((k, i) => `${k} = $${i + 7}`).join(", ")}, version = version + 1 WHERE id = $1 RETURNING *),
+      ${events.appendCtes(MUTABLE.length + 7)}
+    SELECT saved.* FROM saved, told`;
+}
+
 /** Owns every query on games, moves, ratings and tickets. */
 export class GameRepository {
+  private readonly saveSql: string;
+
   constructor(
     private readonly em: EntityManager,
     private readonly events: EventLog<GameEvent>,
-  ) {}
+  ) {
+    this.saveSql = saveGameSql(events);
+  }
 
   private get db() {
     return this.em.fork();
@@ -132,13 +156,9 @@ export class GameRepository {
 
   /** A game with its moves, read in one statement (one snapshot: never a move list newer than the game row). */
   async get(id: string): Promise<GameState> {
-    const [row] = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(`SELECT ${WITH_MOVES} FROM "${SCHEMA}".games g WHERE g.id = ?`, [id]);
+    const [row] = await preparedQuery<GameRow & { moves: MoveRow[] }>(this.em, "game.get-game", GET_GAME, [id]);
     if (!row) throw notFound("game", id);
     return withMoves(row);
-  }
-
-  private movesOf(db: EntityManager, id: string): Promise<MoveRow[]> {
-    return db.execute<MoveRow[]>(`SELECT * FROM "${SCHEMA}".moves WHERE game_id = ? ORDER BY number`, [id]);
   }
 
   /**
@@ -163,16 +183,30 @@ export class GameRepository {
   }
 
   /** Inserts a game inside the caller's transaction, with its event. */
-  async insertGame(tx: EntityManager, game: NewGame, fingerprint: string | null = null): Promise<GameState> {
-    const id = randomUUID();
-    const [row] = await tx.execute<GameRow[]>(
+  async insertGame(tx: Queryable, game: NewGame, fingerprint: string | null = null): Promise<GameState> {
+    const [state] = await this.insertGames(tx, [game], fingerprint);
+    await this.events.append(tx, [{ game: state!.game.id, version: "1" }]);
+    return state!;
+  }
+
+  /** Inserts games in one statement inside the caller's transaction, in the order given; their events are the caller's to append. */
+  private async insertGames(tx: Queryable, games: NewGame[], fingerprint: string | null = null): Promise<GameState[]> {
+    const ids = games.map(() => randomUUID());
+    const column = <K extends keyof NewGame>(k: K) => games.map((g) => g[k]);
+    const rows = await preparedQuery<GameRow>(
+      tx,
+      "game.insert-games",
       `INSERT INTO "${SCHEMA}".games (id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, request_fingerprint, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
-      [id, game.status, game.x_id, game.x_name, game.o_id, game.o_name, game.challenger_id, game.x_rating, game.o_rating, game.turn_seconds,
-        game.turn_deadline, game.rated, game.request_id, game.request_id ? fingerprint : null, game.created_at, game.created_at],
+       SELECT *, created_at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[], $6::text[], $7::uuid[], $8::float8[], $9::float8[], $10::int[],
+                            $11::timestamptz[], $12::bool[], $13::text[], $14::text[], $15::timestamptz[])
+         AS g(id, status, x_id, x_name, o_id, o_name, challenger_id, x_rating, o_rating, turn_seconds, turn_deadline, rated, request_id, request_fingerprint, created_at)
+       RETURNING *`,
+      [ids, column("status"), column("x_id"), column("x_name"), column("o_id"), column("o_name"), column("challenger_id"), column("x_rating"),
+        column("o_rating"), column("turn_seconds"), column("turn_deadline"), column("rated"), column("request_id"),
+        games.map((g) => (g.request_id ? fingerprint : null)), column("created_at")],
     );
-    await this.events.append(tx, [{ game: id, version: "1" }]);
-    return { game: numbers(row!), moves: [] };
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.map((id) => ({ game: numbers(byId.get(id)!), moves: [] }));
   }
 
   private async byRequest(challengerId: string, requestId: string, fingerprint: string | null): Promise<GameState | undefined> {
@@ -199,15 +233,21 @@ export class GameRepository {
   ): Promise<{ state: GameState; value: T } | undefined> {
     let failure: unknown;
     const done = await retryTransaction(() =>
-      transaction(this.em, async (tx) => {
+      sqlTransaction(this.em, async (tx) => {
         failure = undefined;
-        const [row] = await tx.execute<GameRow[]>(`SELECT * FROM "${SCHEMA}".games WHERE id = ? FOR UPDATE${options.skipLocked ? " SKIP LOCKED" : ""}`, [id]);
+        const [row] = options.skipLocked
+          ? await preparedQuery<GameRow & { moves: MoveRow[] }>(tx, "game.lock-game-skip-locked", `${LOCK_GAME} SKIP LOCKED`, [id])
+          : await preparedQuery<GameRow & { moves: MoveRow[] }>(tx, "game.lock-game", LOCK_GAME, [id]);
         if (!row) {
           if (options.skipLocked) return undefined;
           throw notFound("game", id);
         }
-        const before = numbers(row);
-        const state: GameState = { game: { ...before }, moves: await this.movesOf(tx, id) };
+        const locked = withMoves(row);
+        // The moves come from the snapshot the statement took before it waited for the lock: when the game row
+        // (read after the wait) counts more, a move was committed meanwhile, and a new statement sees it.
+        if (locked.moves.length !== locked.game.move_count) locked.moves = (await preparedQuery<MoveRow>(tx, "game.moves", MOVES, [id])).map(move);
+        const before = locked.game;
+        const state: GameState = { game: { ...before }, moves: locked.moves };
         const known = state.moves.length;
         const gtx = new GameTx(tx, this);
         let value: T | undefined;
@@ -220,18 +260,22 @@ export class GameRepository {
         if (!MUTABLE.some((k) => String(state.game[k]) !== String(before[k])) && state.moves.length === known && !gtx.ratings) {
           return { state, value: value as T };
         }
-        for (const m of state.moves.slice(known)) {
-          await tx.execute(`INSERT INTO "${SCHEMA}".moves (game_id, number, cell, mark, user_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
-            id, m.number, m.cell, m.mark, m.user_id, m.created_at,
-          ]);
-        }
         if (gtx.ratings) await this.rate(tx, state.game, gtx.ratings);
-        const [saved] = await tx.execute<GameRow[]>(
-          `UPDATE "${SCHEMA}".games SET ${MUTABLE.map((k) => `${k} = ?`).join(", ")}, version = version + 1 WHERE id = ? RETURNING *`,
-          [...MUTABLE.map((k) => state.game[k]), id],
-        );
+        // The new moves, the game and its event in one statement (the version it bumps is the one the event names),
+        // sent with the COMMIT: the event log's lock is held for PostgreSQL's time alone.
+        const added = state.moves.slice(known);
+        const events = [{ game: id, version: String(BigInt(before.version) + 1n) }, ...gtx.extraEvents];
+        const [saved] = await commitWith<GameRow>(tx, "game.save-game", this.saveSql, [
+          id,
+          added.map((m) => m.number),
+          added.map((m) => m.cell),
+          added.map((m) => m.mark),
+          added.map((m) => m.user_id),
+          added.map((m) => m.created_at),
+          ...MUTABLE.map((k) => state.game[k]),
+          ...this.events.appendValues(events),
+        ]);
         state.game = numbers(saved!);
-        await this.events.append(tx, [{ game: id, version: state.game.version }, ...gtx.extraEvents]);
         return { state, value: value as T };
       }),
     );
@@ -240,18 +284,22 @@ export class GameRepository {
   }
 
   /** Locks both players' ratings (in user id order: no deadlock), applies the change, records it on the game. */
-  private async rate(tx: EntityManager, game: GameRow, change: RatingChange): Promise<void> {
+  private async rate(tx: Queryable, game: GameRow, change: RatingChange): Promise<void> {
     await this.ensureRatings(tx, [
       { id: game.x_id, name: game.x_name },
       { id: game.o_id, name: game.o_name },
     ], game.updated_at);
-    const rows = await tx.execute<RatingRow[]>(`SELECT * FROM "${SCHEMA}".ratings WHERE user_id IN (?, ?) ORDER BY user_id FOR UPDATE`, [game.x_id, game.o_id]);
+    const rows = await preparedQuery<RatingRow>(tx, "game.lock-ratings", `SELECT * FROM "${SCHEMA}".ratings WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE`, [
+      [game.x_id, game.o_id],
+    ]);
     const x = rows.find((r) => r.user_id === game.x_id)!;
     const o = rows.find((r) => r.user_id === game.o_id)!;
     const next = change(x, o);
     for (const r of [next.x, next.o]) {
-      await tx.execute(
-        `UPDATE "${SCHEMA}".ratings SET rating = ?, deviation = ?, volatility = ?, games = ?, wins = ?, losses = ?, draws = ?, streak = ?, updated_at = ? WHERE user_id = ?`,
+      await preparedQuery(
+        tx,
+        "game.update-rating",
+        `UPDATE "${SCHEMA}".ratings SET rating = $1, deviation = $2, volatility = $3, games = $4, wins = $5, losses = $6, draws = $7, streak = $8, updated_at = $9 WHERE user_id = $10`,
         [r.rating, r.deviation, r.volatility, r.games, r.wins, r.losses, r.draws, r.streak, game.updated_at, r.user_id],
       );
     }
@@ -259,10 +307,12 @@ export class GameRepository {
     game.o_change = next.o.rating - o.rating;
   }
 
-  async ensureRatings(db: EntityManager, players: { id: string; name: string }[], now: Date): Promise<void> {
+  async ensureRatings(db: Queryable, players: { id: string; name: string }[], now: Date): Promise<void> {
     for (const p of players) {
-      await db.execute(
-        `INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+      await preparedQuery(
+        db,
+        "game.ensure-rating",
+        `INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (user_id) DO UPDATE SET username = excluded.username`,
         [p.id, p.name, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility, now],
       );
@@ -377,24 +427,35 @@ export class GameRepository {
     pair: (tickets: TicketRow[]) => [TicketRow, TicketRow][],
     newGame: (a: TicketRow, b: TicketRow) => NewGame,
   ): Promise<number> {
-    return transaction(this.em, async (tx) => {
-      const [lock] = await tx.execute<{ ok: boolean }[]>(`SELECT pg_try_advisory_xact_lock(hashtext('agora.game.matchmaker')) AS ok`);
+    return sqlTransaction(this.em, async (tx) => {
+      const [lock] = await preparedQuery<{ ok: boolean }>(tx, "game.matchmaker-lock", `SELECT pg_try_advisory_xact_lock(hashtext('agora.game.matchmaker')) AS ok`, []);
       if (!lock?.ok) return 0;
-      const stale = await tx.execute<{ id: string }[]>(
-        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE status = 'searching' AND seen_at < now() - make_interval(secs => ?) RETURNING id`,
+      const stale = await preparedQuery<{ id: string }>(
+        tx,
+        "game.drop-stale-tickets",
+        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE status = 'searching' AND seen_at < now() - make_interval(secs => $1) RETURNING id`,
         [staleSeconds],
       );
       const waiting = (
-        await tx.execute<TicketRow[]>(`SELECT * FROM "${SCHEMA}".tickets WHERE status = 'searching' ORDER BY created_at, id FOR UPDATE SKIP LOCKED`)
+        await preparedQuery<TicketRow>(tx, "game.waiting-tickets", `SELECT * FROM "${SCHEMA}".tickets WHERE status = 'searching' ORDER BY created_at, id FOR UPDATE SKIP LOCKED`, [])
       ).map(ticketNumbers);
       const pairs = pair(waiting);
-      const matched: string[] = stale.map((s) => s.id);
-      for (const [a, b] of pairs) {
-        const { game } = await this.insertGame(tx, newGame(a, b));
-        await tx.execute(`UPDATE "${SCHEMA}".tickets SET status = 'matched', game_id = ? WHERE id IN (?, ?)`, [game.id, a.id, b.id]);
-        matched.push(a.id, b.id);
+      // Every pair's game in one statement, both tickets of every pair in another, all events in the last.
+      const games = await this.insertGames(tx, pairs.map(([a, b]) => newGame(a, b)));
+      const matched = pairs.flatMap(([a, b], i) => [{ ticket: a.id, game: games[i]!.game.id }, { ticket: b.id, game: games[i]!.game.id }]);
+      if (matched.length > 0) {
+        await preparedQuery(
+          tx,
+          "game.match-tickets",
+          `UPDATE "${SCHEMA}".tickets t SET status = 'matched', game_id = m.game FROM unnest($1::uuid[], $2::uuid[]) AS m(ticket, game) WHERE t.id = m.ticket`,
+          [matched.map((m) => m.ticket), matched.map((m) => m.game)],
+        );
       }
-      if (matched.length > 0) await this.events.append(tx, [{ tickets: matched }]);
+      const changed = [...stale.map((s) => s.id), ...matched.map((m) => m.ticket)];
+      await this.events.appendAndCommit(tx, [
+        ...games.map(({ game }): GameEvent => ({ game: game.id, version: "1" })),
+        ...(changed.length > 0 ? [{ tickets: changed }] : []),
+      ]);
       return pairs.length;
     });
   }
@@ -408,14 +469,14 @@ export class GameTx {
   readonly extraEvents: GameEvent[] = [];
 
   constructor(
-    readonly tx: EntityManager,
+    readonly tx: Queryable,
     private readonly repo: GameRepository,
   ) {}
 
   /** Current ratings of players (new players get the starting rating). */
   async ratingsOf(players: { id: string; name: string }[], now: Date): Promise<Map<string, RatingRow>> {
     await this.repo.ensureRatings(this.tx, players, now);
-    const rows = await this.tx.execute<RatingRow[]>(`SELECT * FROM "${SCHEMA}".ratings WHERE user_id = ANY(?::uuid[])`, [pgArray(players.map((p) => p.id))]);
+    const rows = await preparedQuery<RatingRow>(this.tx, "game.ratings", `SELECT * FROM "${SCHEMA}".ratings WHERE user_id = ANY($1::uuid[])`, [players.map((p) => p.id)]);
     return new Map(rows.map((r) => [r.user_id, ratingNumbers(r)]));
   }
 

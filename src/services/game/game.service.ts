@@ -62,26 +62,32 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
    * state after every change (with the moves not sent yet), heartbeats while quiet.
    */
   async function* follow(gameId: string, afterMove: number, signal: AbortSignal): AsyncGenerator<{ update: GameUpdate; state: GameState } | { heartbeat: Heartbeat }> {
-    // Events before `from` are in the state read next; later ones follow (no gap).
-    const from = d.events.position;
-    let state = await d.repo.get(gameId);
-    if (afterMove > state.moves.length) {
-      throw outOfRange("CURSOR_AHEAD", `after_move_number ${afterMove} is ahead of the game (${state.moves.length} moves)`, { moves: String(state.moves.length) });
-    }
-    let sent = afterMove;
-    const update = (kind: UpdateKind) => {
-      const u = create(GameUpdateSchema, { kind, game: toGame(state), newMoves: state.moves.slice(sent).map(toMove) });
-      sent = state.moves.length;
-      return { update: u, state };
-    };
-    yield update(UpdateKind.SNAPSHOT);
-    for await (const item of d.events.follow(from, signal, d.heartbeatMs)) {
-      if ("heartbeat" in item) {
-        yield { heartbeat: heartbeat(state) };
-      } else if ("game" in item.event && item.event.game === gameId && BigInt(item.event.version) > BigInt(state.game.version)) {
-        state = await d.repo.get(gameId);
-        yield update(UpdateKind.CHANGE);
+    // Subscribed first (the feed's first item says it is live): changes committed before are in the state read
+    // next, later ones follow, and those in both are skipped by their version. No read of the log to catch up.
+    const feed = d.events.follow(undefined, signal, d.heartbeatMs, gameId);
+    try {
+      await feed.next();
+      let state = await d.repo.get(gameId);
+      if (afterMove > state.moves.length) {
+        throw outOfRange("CURSOR_AHEAD", `after_move_number ${afterMove} is ahead of the game (${state.moves.length} moves)`, { moves: String(state.moves.length) });
       }
+      let sent = afterMove;
+      const update = (kind: UpdateKind) => {
+        const u = create(GameUpdateSchema, { kind, game: toGame(state), newMoves: state.moves.slice(sent).map(toMove) });
+        sent = state.moves.length;
+        return { update: u, state };
+      };
+      yield update(UpdateKind.SNAPSHOT);
+      for await (const item of feed) {
+        if ("heartbeat" in item) {
+          yield { heartbeat: heartbeat(state) };
+        } else if ("game" in item.event && BigInt(item.event.version) > BigInt(state.game.version)) {
+          state = await d.repo.get(gameId);
+          yield update(UpdateKind.CHANGE);
+        }
+      }
+    } finally {
+      await feed.return(undefined);
     }
   }
 
@@ -100,9 +106,9 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
       void d.matchNow().catch((err) => d.log.warn({ err }, "matchmaking round failed"));
       let lastSeen = Date.now();
       try {
-        for await (const item of d.events.follow(from, ctx.signal, d.config.ticketTickMs)) {
-          const mine = !("heartbeat" in item) && "tickets" in item.event && item.event.tickets.includes(ticket.id);
-          if (!mine && Date.now() - lastSeen < d.config.ticketTickMs) continue;
+        for await (const item of d.events.follow(from, ctx.signal, d.config.ticketTickMs, ticket.id)) {
+          // An event names this ticket; a heartbeat refreshes it, at most once a tick.
+          if ("heartbeat" in item && Date.now() - lastSeen < d.config.ticketTickMs) continue;
           lastSeen = Date.now();
           ticket = (await d.repo.touchTicket(ticket.id)) ?? { ...ticket, status: "cancelled" };
           yield await reply();

@@ -3,7 +3,7 @@ import { closeServiceDatabase, openServiceDatabase, ping } from "../../platform/
 import { serviceEventLog } from "../../platform/event-log.js";
 import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
-import { GameRepository, SCHEMA, type GameEvent } from "./game.repository.js";
+import { GameRepository, SCHEMA, gameEventKeys, type GameEvent } from "./game.repository.js";
 import { gameHandlers } from "./game.service.js";
 import { timeoutIfDue } from "./game.logic.js";
 import { pairTickets } from "./matchmaking.js";
@@ -29,7 +29,7 @@ export const gameModule: ServiceModule = {
       poolSize: config.dbPoolSize,
       log,
     });
-    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, eventCodec);
+    const events = serviceEventLog({ config, pubsub, log, clock }, orm.em, SCHEMA, eventCodec, gameEventKeys);
     await events.start();
     const repo = new GameRepository(orm.em, events);
     const settings = config.game;
