@@ -1,6 +1,7 @@
 // Hole 5 of issue 15: connections that never send a complete request are closed, on every path of the
 // one-port listener; streams that keep moving are not. Raw sockets (net, http2) play the slow clients.
 import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
 import { expect } from "chai";
@@ -70,6 +71,24 @@ describe("connections that never send a complete request (issue 15, hole 5)", ()
     // Whatever the slow client did, the server still answers everyone else.
     const { status } = await client(Health, server.url).check({});
     expect(status).to.equal(Status.SERVING);
+  });
+
+  it("takes 1,000 connections opened at once without the kernel dropping one (the listen backlog)", async function () {
+    const netstat = "/proc/net/netstat";
+    const somaxconn = Number(await fs.readFile("/proc/sys/net/core/somaxconn", "utf8").catch(() => "0"));
+    if (somaxconn < 1024) this.skip(); // not Linux, or a kernel that caps the backlog below the burst
+    // The kernel's count of connections dropped because a listener's accept queue was full (every listener's).
+    const overflows = async () => {
+      const [names, values] = (await fs.readFile(netstat, "utf8")).split("\n").filter((l) => l.startsWith("TcpExt:")).map((l) => l.split(" "));
+      return Number(values![names!.indexOf("ListenOverflows")]);
+    };
+    const before = await overflows();
+    const { hostname, port } = new URL(server.url);
+    // Opened in one synchronous loop: this process (the server's too) accepts none of them before it ends.
+    const sockets = Array.from({ length: 1000 }, () => net.connect(Number(port), hostname));
+    await Promise.all(sockets.map((s) => new Promise((resolve, reject) => s.once("connect", resolve).once("error", reject))));
+    for (const s of sockets) s.on("error", () => undefined).destroy();
+    expect((await overflows()) - before, "connections dropped with the accept queue full").to.equal(0);
   });
 
   it("closes a TCP connection that sends nothing", async () => {
