@@ -320,8 +320,8 @@ export class GameRepository {
   }
 
   /** A player's rating row with their rank among players with a rated game (undefined: never rated). */
-  async rating(userId: string, db: EntityManager = this.db): Promise<RatingRow | undefined> {
-    const [row] = await db.execute<RatingRow[]>(
+  async rating(userId: string): Promise<RatingRow | undefined> {
+    const [row] = await this.db.execute<RatingRow[]>(
       `SELECT r.*, CASE WHEN r.games > 0 THEN (SELECT count(*)::int + 1 FROM "${SCHEMA}".ratings b
                  WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) ELSE 0 END AS rank
          FROM "${SCHEMA}".ratings r WHERE r.user_id = ?`,
@@ -379,19 +379,24 @@ export class GameRepository {
   /** Puts the player in the pool, replacing a waiting ticket they had (that stream then ends). */
   async enqueue(user: { id: string; name: string }, turnSeconds: number, now: Date): Promise<TicketRow> {
     return retryTransaction(() =>
-      transaction(this.em, async (tx) => {
-        const replaced = await tx.execute<{ id: string }[]>(
-          `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' RETURNING id`,
+      sqlTransaction(this.em, async (tx) => {
+        const replaced = await preparedQuery<{ id: string }>(
+          tx,
+          "game.replace-ticket",
+          `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = $1 AND status = 'searching' RETURNING id`,
           [user.id],
         );
-        await this.ensureRatings(tx, [user], now);
-        const rating = (await this.rating(user.id, tx))!;
-        const [ticket] = await tx.execute<TicketRow[]>(
-          `INSERT INTO "${SCHEMA}".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, 'searching', ?) RETURNING *`,
-          [randomUUID(), user.id, user.name, rating.rating, rating.deviation, turnSeconds, now],
+        // The player's rating row (made with the starting rating the first time) and the ticket that carries it.
+        const [ticket] = await preparedQuery<TicketRow>(
+          tx,
+          "game.insert-ticket",
+          `WITH rated AS (INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES ($2, $3, $6, $7, $8, $5)
+                          ON CONFLICT (user_id) DO UPDATE SET username = excluded.username RETURNING rating, deviation)
+           INSERT INTO "${SCHEMA}".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
+           SELECT $1::uuid, $2::uuid, $3, rating, deviation, $4::int, 'searching', $5::timestamptz FROM rated RETURNING *`,
+          [randomUUID(), user.id, user.name, turnSeconds, now, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility],
         );
-        if (replaced.length > 0) await this.events.append(tx, [{ tickets: replaced.map((r) => r.id) }]);
+        await this.events.appendAndCommit(tx, replaced.length > 0 ? [{ tickets: replaced.map((r) => r.id) }] : []);
         return ticketNumbers(ticket!);
       }),
     );
@@ -399,18 +404,20 @@ export class GameRepository {
 
   /** The ticket, marking it seen (database time): a ticket nobody looks at is dropped from the pool. */
   async touchTicket(id: string): Promise<TicketRow | undefined> {
-    const [row] = await this.db.execute<TicketRow[]>(`UPDATE "${SCHEMA}".tickets SET seen_at = now() WHERE id = ? RETURNING *`, [id]);
+    const [row] = await preparedQuery<TicketRow>(this.em, "game.touch-ticket", `UPDATE "${SCHEMA}".tickets SET seen_at = now() WHERE id = $1 RETURNING *`, [id]);
     return row ? ticketNumbers(row) : undefined;
   }
 
   /** Withdraws the user's waiting tickets (one, or all); returns how many. */
   async cancelTickets(userId: string, ticketId?: string): Promise<number> {
-    return transaction(this.em, async (tx) => {
-      const rows = await tx.execute<{ id: string }[]>(
-        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = ? AND status = 'searching' AND (?::uuid IS NULL OR id = ?::uuid) RETURNING id`,
-        [userId, ticketId ?? null, ticketId ?? null],
+    return sqlTransaction(this.em, async (tx) => {
+      const rows = await preparedQuery<{ id: string }>(
+        tx,
+        "game.cancel-tickets",
+        `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = $1 AND status = 'searching' AND ($2::uuid IS NULL OR id = $2::uuid) RETURNING id`,
+        [userId, ticketId ?? null],
       );
-      if (rows.length > 0) await this.events.append(tx, [{ tickets: rows.map((r) => r.id) }]);
+      await this.events.appendAndCommit(tx, rows.length > 0 ? [{ tickets: rows.map((r) => r.id) }] : []);
       return rows.length;
     });
   }
