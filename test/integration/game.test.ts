@@ -362,6 +362,13 @@ describe("game service", function () {
     await eventually(() => updates.length > 0, "the ticket");
     expect(updates[0]!.ticket!.status).to.equal(TicketStatus.SEARCHING);
     expect(updates[0]!.ticket!.ratingWindow).to.equal(200); // provisional: twice the base window
+    // While it waits, its instance marks the ticket seen every tick (a ticket nobody refreshes leaves the pool),
+    // and the stream sends it every tick.
+    const seen = async () => (await sql<{ seen: string }>(server.databaseUrl, `SELECT seen_at::text AS seen FROM "game".tickets WHERE id = $1`, [updates[0]!.ticket!.id]))[0]!.seen;
+    const first = await seen();
+    await eventually(async () => (await seen()) !== first, "the ticket refreshed");
+    await eventually(() => updates.length >= 3, "a quiet tick's update");
+    expect(updates.map((u) => u.ticket!.status), "waiting").to.deep.equal(updates.map(() => TicketStatus.SEARCHING));
     expect((await lone.games.cancelMatch({})).cancelled).to.equal(1);
     await stream;
     expect(updates.at(-1)!.ticket!.status).to.equal(TicketStatus.CANCELLED);

@@ -402,10 +402,19 @@ export class GameRepository {
     );
   }
 
-  /** The ticket, marking it seen (database time): a ticket nobody looks at is dropped from the pool. */
-  async touchTicket(id: string): Promise<TicketRow | undefined> {
-    const [row] = await preparedQuery<TicketRow>(this.em, "game.touch-ticket", `UPDATE "${SCHEMA}".tickets SET seen_at = now() WHERE id = $1 RETURNING *`, [id]);
+  /** A ticket as stored. */
+  async ticket(id: string): Promise<TicketRow | undefined> {
+    const [row] = await preparedQuery<TicketRow>(this.em, "game.ticket", `SELECT * FROM "${SCHEMA}".tickets WHERE id = $1`, [id]);
     return row ? ticketNumbers(row) : undefined;
+  }
+
+  /**
+   * Marks waiting tickets seen (database time), in one statement: every instance does so for its open FindMatch
+   * streams every tick, and a ticket nobody refreshes (its instance died) is dropped from the pool (matchRound).
+   */
+  async refreshTickets(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await preparedQuery(this.em, "game.refresh-tickets", `UPDATE "${SCHEMA}".tickets SET seen_at = now() WHERE id = ANY($1::uuid[]) AND status = 'searching'`, [ids]);
   }
 
   /** Withdraws the user's waiting tickets (one, or all); returns how many. */

@@ -38,6 +38,8 @@ export interface GameDeps {
   clock: Clock;
   log: Logger;
   heartbeatMs: number;
+  /** The tickets this instance's FindMatch streams hold open: index.ts refreshes them together every tick. */
+  liveTickets: Set<string>;
   /** Runs a round of matchmaking now (after a player queues). */
   matchNow: () => Promise<void>;
 }
@@ -102,20 +104,25 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
         const game = ticket.game_id ? toGame(await d.repo.get(ticket.game_id)) : undefined;
         return create(FindMatchResponseSchema, { ticket: toTicket(ticket, ratingWindow(ticket, now, d.config.window), now), game });
       };
-      yield await reply();
-      void d.matchNow().catch((err) => d.log.warn({ err }, "matchmaking round failed"));
-      let lastSeen = Date.now();
+      d.liveTickets.add(ticket.id);
       try {
+        yield await reply();
+        void d.matchNow().catch((err) => d.log.warn({ err }, "matchmaking round failed"));
+        let lastSent = Date.now();
         for await (const item of d.events.follow(from, ctx.signal, d.config.ticketTickMs, ticket.id)) {
-          // An event names this ticket; a heartbeat refreshes it, at most once a tick.
-          if ("heartbeat" in item && Date.now() - lastSeen < d.config.ticketTickMs) continue;
-          lastSeen = Date.now();
-          ticket = (await d.repo.touchTicket(ticket.id)) ?? { ...ticket, status: "cancelled" };
+          if ("heartbeat" in item) {
+            // Every change of the ticket is an event: a quiet tick sends it as it was, its window wider.
+            if (Date.now() - lastSent < d.config.ticketTickMs) continue;
+          } else {
+            ticket = (await d.repo.ticket(ticket.id)) ?? { ...ticket, status: "cancelled" };
+          }
+          lastSent = Date.now();
           yield await reply();
           if (ticket.status !== "searching") return;
         }
       } finally {
         // The ticket ends with the stream.
+        d.liveTickets.delete(ticket.id);
         if (ticket.status === "searching") await d.repo.cancelTickets(caller.userId, ticket.id).catch((err) => d.log.warn({ err }, "ticket not withdrawn"));
       }
     },

@@ -73,12 +73,18 @@ export const gameModule: ServiceModule = {
       }
     });
 
-    const handlers = gameHandlers({ repo, events, pageTokens, config: settings, clock, log, heartbeatMs: config.heartbeatIntervalMs, matchNow });
+    // The tickets of this instance's FindMatch streams, marked seen together every tick: one statement (and one
+    // commit) per instance and tick, not one per waiting player (docs/game.md, Bench).
+    const liveTickets = new Set<string>();
+    const refresher = every(settings.ticketTickMs, log, "game ticket refresh", () => repo.refreshTickets([...liveTickets]));
+
+    const handlers = gameHandlers({ repo, events, pageTokens, config: settings, clock, log, heartbeatMs: config.heartbeatIntervalMs, liveTickets, matchNow });
     return {
       register: (router) => router.service(GameService, handlers),
       ping: () => ping(orm),
       stop: async () => {
         await matcher.stop();
+        await refresher.stop();
         await sweeper.stop();
         events.stop();
         await closeServiceDatabase(orm);
