@@ -376,8 +376,8 @@ export class GameRepository {
 
   // ---- matchmaking pool ----
 
-  /** Puts the player in the pool, replacing a waiting ticket they had (that stream then ends). */
-  async enqueue(user: { id: string; name: string }, turnSeconds: number, now: Date): Promise<TicketRow> {
+  /** Puts the player in the pool as ticket `id`, replacing a waiting ticket they had (that stream then ends). */
+  async enqueue(user: { id: string; name: string }, turnSeconds: number, now: Date, id: string): Promise<TicketRow> {
     return retryTransaction(() =>
       sqlTransaction(this.em, async (tx) => {
         const replaced = await preparedQuery<{ id: string }>(
@@ -394,7 +394,7 @@ export class GameRepository {
                           ON CONFLICT (user_id) DO UPDATE SET username = excluded.username RETURNING rating, deviation)
            INSERT INTO "${SCHEMA}".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
            SELECT $1::uuid, $2::uuid, $3, rating, deviation, $4::int, 'searching', $5::timestamptz FROM rated RETURNING *`,
-          [randomUUID(), user.id, user.name, turnSeconds, now, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility],
+          [id, user.id, user.name, turnSeconds, now, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility],
         );
         await this.events.appendAndCommit(tx, replaced.length > 0 ? [{ tickets: replaced.map((r) => r.id) }] : []);
         return ticketNumbers(ticket!);

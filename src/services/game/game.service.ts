@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -27,7 +28,7 @@ import { fingerprint, isKeyset, isNumericKeyset, pageSize, type PageTokens } fro
 import { assertValid } from "../../platform/validation.js";
 import * as logic from "./game.logic.js";
 import { statusFromProto, toGame, toMove, toPlayerStats, toTicket } from "./game.mapper.js";
-import type { GameEvent, GameRepository, GameState, GameTx } from "./game.repository.js";
+import type { GameEvent, GameRepository, GameState, GameTx, TicketRow } from "./game.repository.js";
 import { ratingWindow } from "./matchmaking.js";
 
 export interface GameDeps {
@@ -40,8 +41,8 @@ export interface GameDeps {
   heartbeatMs: number;
   /** The tickets this instance's FindMatch streams hold open: index.ts refreshes them together every tick. */
   liveTickets: Set<string>;
-  /** Runs a round of matchmaking now (after a player queues). */
-  matchNow: () => Promise<void>;
+  /** Asks for a round of matchmaking soon (after a player queues). */
+  matchNow: () => void;
 }
 
 const actor = (c: Caller) => ({ id: c.userId, name: c.username });
@@ -97,33 +98,38 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
     async *findMatch(req, ctx) {
       const caller = callerOf(ctx);
       const turnSeconds = req.turnSeconds || d.config.turnSeconds;
-      const from = d.events.position;
-      let ticket = await d.repo.enqueue(actor(caller), turnSeconds, d.clock.now());
-      const reply = async () => {
+      const reply = async (t: TicketRow) => {
         const now = d.clock.now();
-        const game = ticket.game_id ? toGame(await d.repo.get(ticket.game_id)) : undefined;
-        return create(FindMatchResponseSchema, { ticket: toTicket(ticket, ratingWindow(ticket, now, d.config.window), now), game });
+        const game = t.game_id ? toGame(await d.repo.get(t.game_id)) : undefined;
+        return create(FindMatchResponseSchema, { ticket: toTicket(t, ratingWindow(t, now, d.config.window), now), game });
       };
-      d.liveTickets.add(ticket.id);
+      // Following the ticket's key before the ticket exists: every event about it arrives, none to read back.
+      const id = randomUUID();
+      const feed = d.events.follow(undefined, ctx.signal, d.config.ticketTickMs, id);
+      let ticket: TicketRow | undefined;
       try {
-        yield await reply();
-        void d.matchNow().catch((err) => d.log.warn({ err }, "matchmaking round failed"));
+        await feed.next();
+        ticket = await d.repo.enqueue(actor(caller), turnSeconds, d.clock.now(), id);
+        d.liveTickets.add(id);
+        yield await reply(ticket);
+        d.matchNow();
         let lastSent = Date.now();
-        for await (const item of d.events.follow(from, ctx.signal, d.config.ticketTickMs, ticket.id)) {
+        for await (const item of feed) {
           if ("heartbeat" in item) {
             // Every change of the ticket is an event: a quiet tick sends it as it was, its window wider.
             if (Date.now() - lastSent < d.config.ticketTickMs) continue;
           } else {
-            ticket = (await d.repo.ticket(ticket.id)) ?? { ...ticket, status: "cancelled" };
+            ticket = (await d.repo.ticket(id)) ?? { ...ticket, status: "cancelled" };
           }
           lastSent = Date.now();
-          yield await reply();
+          yield await reply(ticket);
           if (ticket.status !== "searching") return;
         }
       } finally {
         // The ticket ends with the stream.
-        d.liveTickets.delete(ticket.id);
-        if (ticket.status === "searching") await d.repo.cancelTickets(caller.userId, ticket.id).catch((err) => d.log.warn({ err }, "ticket not withdrawn"));
+        d.liveTickets.delete(id);
+        await feed.return(undefined);
+        if (ticket?.status === "searching") await d.repo.cancelTickets(caller.userId, id).catch((err) => d.log.warn({ err }, "ticket not withdrawn"));
       }
     },
 

@@ -38,7 +38,7 @@ export const gameModule: ServiceModule = {
     // sooner than 15 s: with three ticks (3 s), 1,000 players queueing at once on a busy instance were refreshed
     // late and their live tickets cancelled, ending their FindMatch streams without a match.
     const staleSeconds = Math.max(15, Math.ceil((10 * settings.ticketTickMs) / 1000));
-    const matchNow = async () => {
+    const matchRound = async () => {
       const now = clock.now();
       await repo.matchRound(
         staleSeconds,
@@ -63,7 +63,8 @@ export const gameModule: ServiceModule = {
         },
       );
     };
-    const matcher = every(settings.matchIntervalMs, log, "game matchmaking", matchNow);
+    // On a timer, and after a player queues: one round at a time per instance, one more if players queued during it.
+    const matcher = every(settings.matchIntervalMs, log, "game matchmaking", matchRound);
 
     // Every instance sweeps; the game's row lock makes each timeout happen once, also against a racing move.
     const sweeper = every(settings.sweepIntervalMs, log, "game clock sweep", async () => {
@@ -78,7 +79,7 @@ export const gameModule: ServiceModule = {
     const liveTickets = new Set<string>();
     const refresher = every(settings.ticketTickMs, log, "game ticket refresh", () => repo.refreshTickets([...liveTickets]));
 
-    const handlers = gameHandlers({ repo, events, pageTokens, config: settings, clock, log, heartbeatMs: config.heartbeatIntervalMs, liveTickets, matchNow });
+    const handlers = gameHandlers({ repo, events, pageTokens, config: settings, clock, log, heartbeatMs: config.heartbeatIntervalMs, liveTickets, matchNow: () => matcher.now() });
     return {
       register: (router) => router.service(GameService, handlers),
       ping: () => ping(orm),
