@@ -314,6 +314,17 @@ export class EventLog<T> {
   }
 
   /**
+   * `follow` from now on, subscribed once this resolves: a caller that then reads the state the events describe
+   * misses nothing committed after that read, and has nothing to read back from the log. The feed's first item
+   * (it is live) is consumed here; the caller return()s the feed when done.
+   */
+  async live(signal: AbortSignal, heartbeatMs: number, key?: string): Promise<AsyncGenerator<FeedItem<T>>> {
+    const feed = this.follow(undefined, signal, heartbeatMs, key);
+    await feed.next();
+    return feed;
+  }
+
+  /**
    * Every event after `afterId` (or, without it, from now on), then live ones,
    * each exactly once and in order; a heartbeat after `heartbeatMs` of quiet.
    * Memory per subscriber stays bounded: one that falls too far behind drops its

@@ -36,20 +36,20 @@ export interface ConnectionTimeouts {
 }
 
 /**
+ * Connections the kernel may hold for the listener before it accepts them. With Node's default, 511, a burst of
+ * 1,000 connections arriving while the event loop is busy (a reconnect storm after a restart; the game bench opens
+ * 1,000 at once) overflows the queue: Linux drops the SYN of a connection that finds it full, and its client tries
+ * again 1 s later, then 3 s. Linux caps this at net.core.somaxconn (4096 by default since 5.4).
+ */
+const LISTEN_BACKLOG = 4096;
+
+/**
  * One TCP port for every protocol: HTTP/2 with prior knowledge (gRPC, as
  * `grpcurl -plaintext` speaks it) and HTTP/1.1 (Connect with JSON from curl,
  * gRPC-Web). Node's http2 server falls back to HTTP/1 only under TLS (ALPN), so
  * the first bytes of each connection are sniffed and the socket is handed to the
  * matching server.
  */
-/**
- * Connections the kernel may hold for the listener before it accepts them. Node's default, 511, overflowed when
- * 1,000 clients connected at once (the game bench, a reconnect storm after a restart): Linux drops the SYN of a
- * connection that finds the queue full, and its client tries again 1 s later, then 3 s, then 7 s. Linux caps this at
- * net.core.somaxconn (4096 by default since 5.4).
- */
-const LISTEN_BACKLOG = 4096;
-
 export class DualProtocolListener {
   readonly tcp: net.Server;
   private readonly h1: http.Server;

@@ -139,6 +139,23 @@ function saveGameSql(events: EventLog<GameEvent>): string {
     SELECT saved.* FROM saved, told`;
 }
 
+/**
+ * Players' rating rows, made with the starting rating the first time (the name kept current), returned: $1 their
+ * ids, $2 their names, $3 the time, $4-$6 the starting rating (ensureRatingsValues).
+ */
+const ENSURE_RATINGS = `INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at)
+  SELECT id, name, $4::float8, $5::float8, $6::float8, $3::timestamptz FROM unnest($1::uuid[], $2::text[]) AS p(id, name)
+  ON CONFLICT (user_id) DO UPDATE SET username = excluded.username RETURNING *`;
+
+const ensureRatingsValues = (players: { id: string; name: string }[], now: Date): unknown[] => [
+  players.map((p) => p.id),
+  players.map((p) => p.name),
+  now,
+  NEW_PLAYER.rating,
+  NEW_PLAYER.deviation,
+  NEW_PLAYER.volatility,
+];
+
 /** Owns every query on games, moves, ratings and tickets. */
 export class GameRepository {
   private readonly saveSql: string;
@@ -308,15 +325,7 @@ export class GameRepository {
   }
 
   async ensureRatings(db: Queryable, players: { id: string; name: string }[], now: Date): Promise<void> {
-    for (const p of players) {
-      await preparedQuery(
-        db,
-        "game.ensure-rating",
-        `INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (user_id) DO UPDATE SET username = excluded.username`,
-        [p.id, p.name, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility, now],
-      );
-    }
+    await preparedQuery(db, "game.ensure-ratings", ENSURE_RATINGS, ensureRatingsValues(players, now));
   }
 
   /** A player's rating row with their rank among players with a rated game (undefined: never rated). */
@@ -386,15 +395,14 @@ export class GameRepository {
           `UPDATE "${SCHEMA}".tickets SET status = 'cancelled' WHERE user_id = $1 AND status = 'searching' RETURNING id`,
           [user.id],
         );
-        // The player's rating row (made with the starting rating the first time) and the ticket that carries it.
+        // The player's rating row (ensureRatings) and the ticket that carries it, in one statement.
         const [ticket] = await preparedQuery<TicketRow>(
           tx,
           "game.insert-ticket",
-          `WITH rated AS (INSERT INTO "${SCHEMA}".ratings (user_id, username, rating, deviation, volatility, updated_at) VALUES ($2, $3, $6, $7, $8, $5)
-                          ON CONFLICT (user_id) DO UPDATE SET username = excluded.username RETURNING rating, deviation)
+          `WITH rated AS (${ENSURE_RATINGS})
            INSERT INTO "${SCHEMA}".tickets (id, user_id, username, rating, deviation, turn_seconds, status, created_at)
-           SELECT $1::uuid, $2::uuid, $3, rating, deviation, $4::int, 'searching', $5::timestamptz FROM rated RETURNING *`,
-          [id, user.id, user.name, turnSeconds, now, NEW_PLAYER.rating, NEW_PLAYER.deviation, NEW_PLAYER.volatility],
+           SELECT $7::uuid, user_id, username, rating, deviation, $8::int, 'searching', $3::timestamptz FROM rated RETURNING *`,
+          [...ensureRatingsValues([user], now), id, turnSeconds],
         );
         await this.events.appendAndCommit(tx, replaced.length > 0 ? [{ tickets: replaced.map((r) => r.id) }] : []);
         return ticketNumbers(ticket!);

@@ -65,11 +65,10 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
    * state after every change (with the moves not sent yet), heartbeats while quiet.
    */
   async function* follow(gameId: string, afterMove: number, signal: AbortSignal): AsyncGenerator<{ update: GameUpdate; state: GameState } | { heartbeat: Heartbeat }> {
-    // Subscribed first (the feed's first item says it is live): changes committed before are in the state read
-    // next, later ones follow, and those in both are skipped by their version. No read of the log to catch up.
-    const feed = d.events.follow(undefined, signal, d.heartbeatMs, gameId);
+    // Subscribed first: changes committed before are in the state read next, later ones follow, and those in both
+    // are skipped by their version.
+    const feed = await d.events.live(signal, d.heartbeatMs, gameId);
     try {
-      await feed.next();
       let state = await d.repo.get(gameId);
       if (afterMove > state.moves.length) {
         throw outOfRange("CURSOR_AHEAD", `after_move_number ${afterMove} is ahead of the game (${state.moves.length} moves)`, { moves: String(state.moves.length) });
@@ -103,12 +102,11 @@ export function gameHandlers(d: GameDeps): ServiceImpl<typeof GameService> {
         const game = t.game_id ? toGame(await d.repo.get(t.game_id)) : undefined;
         return create(FindMatchResponseSchema, { ticket: toTicket(t, ratingWindow(t, now, d.config.window), now), game });
       };
-      // Following the ticket's key before the ticket exists: every event about it arrives, none to read back.
+      // Following the ticket's key before the ticket exists: every event about it arrives.
       const id = randomUUID();
-      const feed = d.events.follow(undefined, ctx.signal, d.config.ticketTickMs, id);
+      const feed = await d.events.live(ctx.signal, d.config.ticketTickMs, id);
       let ticket: TicketRow | undefined;
       try {
-        await feed.next();
         ticket = await d.repo.enqueue(actor(caller), turnSeconds, d.clock.now(), id);
         d.liveTickets.add(id);
         yield await reply(ticket);
