@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { expect } from "chai";
+import pg from "pg";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   Category,
@@ -12,7 +13,7 @@ import {
   type ProductEvent,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, PreconditionFailureSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { client, PROTOCOLS, startTestServer, type TestServer, rpcError } from "../support/harness.js";
+import { client, eventually, PROTOCOLS, startTestServer, type TestServer, rpcError } from "../support/harness.js";
 
 type Inventory = Client<typeof InventoryService>;
 
@@ -253,6 +254,34 @@ describe("inventory service", () => {
         expect(r.movement).to.deep.equal(first.movement);
       }
       expect((await inv.getProduct({ id: p!.id })).product!.quantity).to.equal(8);
+    });
+
+    it("applies a request_id once when its repeats wait for the product's lock while the first commits", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Raced", { quantity: 5 }) });
+      // The row is held here until the requests queue for it; whichever gets it first applies the movement,
+      // and the others, whose statements started before that commit, must find it and replay it.
+      const holder = new pg.Client({ connectionString: server.databaseUrl });
+      await holder.connect();
+      try {
+        await holder.query("BEGIN");
+        await holder.query(`SELECT 1 FROM "inventory".products WHERE id = $1 FOR UPDATE`, [p!.id]);
+        const calls = Array.from({ length: 6 }, () => inv.adjustStock({ productId: p!.id, delta: 2, reason: "delivery", requestId: "r-1" }));
+        await eventually(async () => {
+          const { rows } = await holder.query<{ n: number }>(
+            `SELECT count(DISTINCT pid)::int AS n FROM pg_locks WHERE NOT granted`,
+          );
+          return rows[0]!.n >= 3;
+        }, "AdjustStock calls waiting for the product's lock");
+        await holder.query("COMMIT");
+        const results = await Promise.all(calls);
+        const applied = results.filter((r) => !r.replayed);
+        expect(applied).to.have.length(1);
+        for (const r of results) expect(r.movement).to.deep.equal(applied[0]!.movement);
+      } finally {
+        await holder.end();
+      }
+      expect((await inv.getProduct({ id: p!.id })).product!.quantity).to.equal(7);
+      expect((await inv.listStockMovements({ productId: p!.id })).movements).to.have.length(1);
     });
 
     it("rejects a zero delta and an unknown product", async () => {

@@ -11,7 +11,7 @@ import {
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import type { Clock } from "../../platform/clock.js";
-import { insertEntity, isUniqueViolation, preparedQuery, rowMapper, transaction, updateEntity } from "../../platform/db.js";
+import { commitWith, insertEntity, isUniqueViolation, preparedQuery, retryTransaction, rowMapper, sqlTransaction, transaction, updateEntity } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
@@ -26,6 +26,28 @@ const GET_PRODUCT_SQL =
   `FROM "${SCHEMA}".products WHERE id = $1`;
 
 const fromRow = rowMapper(ProductSchema);
+const movementFromRow = rowMapper(StockMovementSchema);
+
+/**
+ * Product $1 locked, with the version and the movement of request $2 (as JSON, `earlier`) as the statement's
+ * snapshot saw them: taken before any wait for the lock, unlike the row, which is read after it (READ COMMITTED).
+ */
+const LOCK_FOR_MOVEMENT = `SELECT p.*, (SELECT version FROM "${SCHEMA}".products WHERE id = $1) AS seen_version,
+    (SELECT to_json(m) FROM "${SCHEMA}".stock_movements m WHERE m.product_id = $1 AND m.request_id = $2) AS earlier
+  FROM "${SCHEMA}".products p WHERE p.id = $1 FOR UPDATE OF p`;
+
+const MOVEMENT_BY_REQUEST = `SELECT * FROM "${SCHEMA}".stock_movements WHERE product_id = $1 AND request_id = $2`;
+
+/**
+ * A movement of product $1 to quantity $2 at time $3: the product's new quantity and version, movement $4 (delta
+ * $5, reason $6, request $7 with fingerprint $8) and its events (EventLog.appendCtes, from $9), in one statement.
+ */
+const saveMovementSql = (events: EventLog<ProductEvent>) => `WITH
+    moved AS (UPDATE "${SCHEMA}".products SET quantity = $2, version = version + 1, updated_at = $3 WHERE id = $1 RETURNING id),
+    movement AS (INSERT INTO "${SCHEMA}".stock_movements (id, product_id, delta, quantity_after, reason, request_id, request_fingerprint, created_at)
+                 VALUES ($4, $1, $5, $2, $6, $7, $8, $3)),
+    ${events.appendCtes(9)}
+  SELECT moved.id FROM moved, told`;
 
 /** Position of the last row of a page, for keyset paging: [sort value, id]. */
 export type KeysetPosition = [string | number, string];
@@ -48,11 +70,15 @@ const ORDER_COLUMNS: Record<ProductOrder, { column: string; value: (p: ProductEn
 
 /** Owns every query on products and stock movements, and the events they emit. */
 export class ProductRepository {
+  private readonly saveMovementSql: string;
+
   constructor(
     private readonly em: EntityManager,
     private readonly events: EventLog<ProductEvent>,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.saveMovementSql = saveMovementSql(events);
+  }
 
   /** The hot read (GetProduct): one prepared statement, no ORM hydration (bench: issue 16). */
   async get(id: string): Promise<ProductEntity> {
@@ -178,9 +204,11 @@ export class ProductRepository {
   }
 
   /**
-   * Applies a stock movement exactly once per (product, request id). The product
-   * row is locked first, so concurrent movements of one product queue up and a
-   * repeat of a request id finds the movement its first attempt committed.
+   * Applies a stock movement exactly once per (product, request id). The product row is locked first, so
+   * concurrent movements of one product queue up and a repeat of a request id finds the movement its first
+   * attempt committed. A transaction of prepared statements: BEGIN, the lock with the earlier movement
+   * (LOCK_FOR_MOVEMENT), then the update, the movement and its events in one statement sent with the COMMIT
+   * (commitWith): the event log's lock is held for PostgreSQL's time alone.
    */
   async adjustStock(
     productId: string,
@@ -190,47 +218,64 @@ export class ProductRepository {
     fingerprint: string,
   ): Promise<{ product: ProductEntity; movement: StockMovementEntity; replayed: boolean }> {
     const now = this.clock.now();
-    return transaction(this.em, async (tx) => {
-      const product = await tx.findOne(ProductSchema, { id: productId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (!product) throw notFound("product", productId);
-      const earlier = await tx.findOne(StockMovementSchema, { productId, requestId });
-      if (earlier) {
-        assertSameRequest(earlier.requestFingerprint, fingerprint);
-        return { product, movement: earlier, replayed: true };
-      }
-      const quantityAfter = product.quantity + delta;
-      if (quantityAfter < 0) {
-        throw failedPrecondition(
-          "INSUFFICIENT_STOCK",
-          `only ${product.quantity} unit(s) of product ${productId} in stock; cannot remove ${-delta}`,
-          { type: "STOCK", subject: `products/${productId}`, description: `available quantity is ${product.quantity}` },
-          { available_quantity: String(product.quantity), requested_delta: String(delta) },
-        );
-      }
-      if (quantityAfter > INT32_MAX) {
-        throw outOfRange("QUANTITY_TOO_LARGE", `quantity would exceed ${INT32_MAX}`, { max_quantity: String(INT32_MAX) });
-      }
-      const wasLow = isLowStock(product);
-      await updateEntity(tx, product, (p) => {
-        p.quantity = quantityAfter;
-        p.updatedAt = now;
-      });
-      const movement = await insertEntity(tx, StockMovementSchema, {
-        id: randomUUID(),
-        productId,
-        delta,
-        quantityAfter,
-        reason,
-        requestId,
-        requestFingerprint: fingerprint,
-        createdAt: now,
-      });
-      const events = [event(ProductEventType.STOCK_ADJUSTED, now, product, movement)];
-      const crossing = lowStockCrossing(wasLow, product);
-      if (crossing) events.push(event(crossing, now, product));
-      await this.events.append(tx, events);
-      return { product, movement, replayed: false };
-    });
+    return retryTransaction(() =>
+      sqlTransaction(this.em, async (tx) => {
+        const [row] = await preparedQuery<Record<string, unknown>>(tx, "inventory.lock-for-movement", LOCK_FOR_MOVEMENT, [productId, requestId]);
+        if (!row) throw notFound("product", productId);
+        const product = fromRow(row);
+        // The earlier movement comes from the snapshot taken before the lock's wait: when the product changed
+        // meanwhile, a movement may have committed with it, and a new statement sees it.
+        let earlier = row.earlier as Record<string, unknown> | null;
+        if (row.seen_version !== product.version) {
+          [earlier = null] = await preparedQuery(tx, "inventory.movement-by-request", MOVEMENT_BY_REQUEST, [productId, requestId]);
+        }
+        if (earlier) {
+          const movement = movementFromRow(earlier);
+          assertSameRequest(movement.requestFingerprint, fingerprint);
+          return { product, movement, replayed: true };
+        }
+        const quantityAfter = product.quantity + delta;
+        if (quantityAfter < 0) {
+          throw failedPrecondition(
+            "INSUFFICIENT_STOCK",
+            `only ${product.quantity} unit(s) of product ${productId} in stock; cannot remove ${-delta}`,
+            { type: "STOCK", subject: `products/${productId}`, description: `available quantity is ${product.quantity}` },
+            { available_quantity: String(product.quantity), requested_delta: String(delta) },
+          );
+        }
+        if (quantityAfter > INT32_MAX) {
+          throw outOfRange("QUANTITY_TOO_LARGE", `quantity would exceed ${INT32_MAX}`, { max_quantity: String(INT32_MAX) });
+        }
+        const wasLow = isLowStock(product);
+        // The row is locked: these are the values the statement below writes.
+        Object.assign(product, { quantity: quantityAfter, version: product.version + 1, updatedAt: now });
+        const movement: StockMovementEntity = {
+          id: randomUUID(),
+          productId,
+          delta,
+          quantityAfter,
+          reason,
+          requestId,
+          requestFingerprint: fingerprint,
+          createdAt: now,
+        };
+        const events = [event(ProductEventType.STOCK_ADJUSTED, now, product, movement)];
+        const crossing = lowStockCrossing(wasLow, product);
+        if (crossing) events.push(event(crossing, now, product));
+        await commitWith(tx, "inventory.save-movement", this.saveMovementSql, [
+          productId,
+          quantityAfter,
+          now,
+          movement.id,
+          delta,
+          reason,
+          requestId,
+          fingerprint,
+          ...this.events.appendValues(events),
+        ]);
+        return { product, movement, replayed: false };
+      }),
+    );
   }
 
   async listMovements(productId: string, after: KeysetPosition | undefined, limit: number): Promise<StockMovementEntity[]> {
