@@ -8,7 +8,7 @@ import {
   type NotificationType,
 } from "../../../gen/agora/reservation/v1/reservation_pb.js";
 import { notFound } from "../../platform/errors.js";
-import { updateEntity, type Queryable } from "../../platform/db.js";
+import { updateEntity, type SqlTransaction } from "../../platform/db.js";
 import type { EventLog } from "../../platform/event-log.js";
 import { NotificationSchema, SCHEMA, type NotificationEntity } from "./reservation.entity.js";
 
@@ -42,11 +42,14 @@ export class NotificationRepository {
     private readonly events: EventLog<Notification>,
   ) {}
 
-  async store(tx: Queryable, items: NewNotification[], now: Date): Promise<void> {
+  /**
+   * Stores the notifications as the last statement of a sqlTransaction: the rows go in with the events, in one
+   * statement sent with the COMMIT (EventLog.appendAndCommit). With none, the transaction commits as usual.
+   */
+  async storeAndCommit(tx: SqlTransaction, items: NewNotification[], now: Date): Promise<void> {
     if (items.length === 0) return;
     const { messages, values } = this.rows(items, now);
-    // The rows go in with the events, in one statement.
-    await this.events.append(tx, messages, { name: "reservation.store-notifications", sql: STORE_SQL, values });
+    await this.events.appendAndCommit(tx, messages, { name: "reservation.store-notifications", sql: STORE_SQL, values });
   }
 
   /**

@@ -183,8 +183,9 @@ async function query<R extends Record<string, unknown>>(on: Queryable, statement
  * `reservations_no_overlap` is what makes double booking impossible; this
  * class turns its verdicts into answers and keeps notifications in the same
  * transactions as the changes they describe. Notifications are stored last in
- * each transaction: storing takes the event log's lock, and a transaction that
- * holds it then never waits on another, so it cannot close a deadlock cycle.
+ * each transaction, sent with its COMMIT (storeAndCommit): storing takes the
+ * event log's lock, a transaction that holds it then never waits on another, so
+ * it cannot close a deadlock cycle, and it holds it for PostgreSQL's time alone.
  */
 export class ReservationRepository {
   /** The resources bookings were checked against (bookAtOnce); a row at another version is never booked from here. */
@@ -221,8 +222,9 @@ export class ReservationRepository {
    * throws to refuse. A refused booking still commits what it did on the way: the expired holds it released
    * (with their notifications) and the caller's interest in the slot (RESOURCE_AVAILABLE when it frees up).
    * One round trip when this instance has checked a booking of the resource before (bookAtOnce); otherwise, and
-   * whenever that statement cannot decide, a transaction of five (four when refused): BEGIN, startBooking,
-   * insertUnlessTaken, the event-log append with the notifications, COMMIT.
+   * whenever that statement cannot decide, a transaction of four round trips: BEGIN, startBooking,
+   * insertUnlessTaken, then the event-log append with the notifications sent with the COMMIT (or the COMMIT
+   * alone when there is nothing to tell).
    */
   async create(n: NewReservation, now: Date, check: (resource: ResourceEntity) => void): Promise<ReservationEntity> {
     const booked = await this.bookAtOnce(n, now, check);
@@ -238,7 +240,7 @@ export class ReservationRepository {
           if (earlierRow) {
             const earlier = fromRow(earlierRow);
             assertSameRequest(earlier.requestFingerprint, n.requestFingerprint);
-            await this.notifications.store(tx, notices, now);
+            await this.notifications.storeAndCommit(tx, notices, now);
             return { reservation: earlier };
           }
           if (!resourceRow) throw notFound("resource", n.resourceId);
@@ -247,13 +249,13 @@ export class ReservationRepository {
           check(resource);
           const [row] = await query(tx, "insertUnlessTaken", this.bookingValues(n, randomUUID(), resource, now));
           if (row!.id === null) {
-            await this.notifications.store(tx, notices, now);
+            await this.notifications.storeAndCommit(tx, notices, now);
             if (row!.retried) return { retried: true };
             return { conflict: conflictOf(row!) };
           }
           const reservation = fromRow(row!);
           notices.push(bookedNotice(reservation, resource));
-          await this.notifications.store(tx, notices, now);
+          await this.notifications.storeAndCommit(tx, notices, now);
           return { reservation };
         }));
         if ("reservation" in booked) return booked.reservation;
@@ -349,7 +351,7 @@ export class ReservationRepository {
         if (!row) throw notActive(current);
         const moved = fromRow(row);
         notices.push(...(await this.freed(tx, current.resourceId, current.startTime, current.endTime, now)));
-        await this.notifications.store(tx, notices, now);
+        await this.notifications.storeAndCommit(tx, notices, now);
         return moved;
       }));
     } catch (err) {
@@ -377,7 +379,7 @@ export class ReservationRepository {
       const changed = fromRow(row);
       const notices = [notice(changed, notification.type, notification.message)];
       if (!ACTIVE.includes(to)) notices.push(...(await this.freed(tx, changed.resourceId, changed.startTime, changed.endTime, now)));
-      await this.notifications.store(tx, notices, now);
+      await this.notifications.storeAndCommit(tx, notices, now);
       return changed;
     }));
   }
@@ -386,7 +388,7 @@ export class ReservationRepository {
   async expireHolds(now: Date, batch = 500): Promise<number> {
     return retryTransaction(() => sqlTransaction(this.em, async (tx) => {
       const rows = await query(tx, "expireHolds", [now, batch]);
-      await this.notifications.store(tx, await this.afterExpiry(tx, rows.map(fromRow), now), now);
+      await this.notifications.storeAndCommit(tx, await this.afterExpiry(tx, rows.map(fromRow), now), now);
       return rows.length;
     }));
   }
@@ -401,7 +403,7 @@ export class ReservationRepository {
     return retryTransaction(() => sqlTransaction(this.em, async (tx) => {
       const rows = await query(tx, "dueReminders", [now, new Date(now.getTime() + leadMinutes * 60_000), batch]);
       const due = rows.map(fromRow);
-      await this.notifications.store(
+      await this.notifications.storeAndCommit(
         tx,
         due.map((r) => notice(r, NotificationType.REMINDER, `your reservation starts at ${iso(r.startTime)}`)),
         now,
