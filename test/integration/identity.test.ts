@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
+import pg from "pg";
 import { decodeProtectedHeader, SignJWT, type JSONWebKeySet } from "jose";
 import { IdentityService, Role } from "../../gen/agora/identity/v1/identity_pb.js";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
@@ -70,6 +71,28 @@ describe("identity and access control", () => {
       // ...while the refresh token still works and yields a fresh access token.
       const { tokens: renewed } = await identity().refresh({ refreshToken: fourth.refreshToken });
       expect((await identity(renewed!.accessToken).getMe({})).user!.username).to.equal("carol");
+    });
+
+    it("leaves a refresh token valid when its replacement cannot be stored, so a retry is not taken for a leak", async () => {
+      await identity().register({ username: "rita", password: "rita's long password", displayName: "Rita", email: "rita@example.com" });
+      const first = await login(server.url, "rita", "rita's long password");
+      // PostgreSQL refuses the next refresh token stored, as a failing disk or a lost connection would.
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        await db.query(`CREATE FUNCTION identity.refuse_token() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$`);
+        await db.query(`CREATE TRIGGER refuse_token BEFORE INSERT ON identity.refresh_tokens FOR EACH ROW EXECUTE FUNCTION identity.refuse_token()`);
+        const failed = await rpcError(identity().refresh({ refreshToken: first.refreshToken }));
+        expect(failed.code).to.equal(Code.Internal);
+      } finally {
+        await db.query(`DROP TRIGGER IF EXISTS refuse_token ON identity.refresh_tokens`);
+        await db.query(`DROP FUNCTION IF EXISTS identity.refuse_token()`);
+        await db.end();
+      }
+      const { tokens: second } = await identity().refresh({ refreshToken: first.refreshToken });
+      expect((await identity(second!.accessToken).getMe({})).user!.username).to.equal("rita");
+      // The retry spent it: a third use is a replay, as always.
+      expect((await rpcError(identity().refresh({ refreshToken: first.refreshToken }))).code).to.equal(Code.Unauthenticated);
     });
 
     it("answers an unknown user, a wrong password and a disabled user alike, and throttles guessing", async () => {

@@ -10,7 +10,7 @@ import { invalidArgument, resourceExhausted, unauthenticated } from "../../platf
 import { fingerprint, isStringPosition, pageSize, type PageTokens } from "../../platform/paging.js";
 import { roleFromProto, toUser, toUserProfile } from "./identity.mapper.js";
 import type { LoginThrottleRepository } from "./login-throttle.repository.js";
-import type { SessionRepository } from "./session.repository.js";
+import type { IssuedRefreshToken, SessionRepository } from "./session.repository.js";
 import type { AccessTokenIssuer, TokenSubject } from "./tokens.js";
 import type { UserRepository } from "./user.repository.js";
 
@@ -30,10 +30,11 @@ export interface IdentityDeps {
 
 export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentityService> {
   const pages = d.pageTokens;
-  async function tokensFor(user: TokenSubject, familyId: string | undefined): Promise<Tokens> {
-    const now = d.clock.now();
+  async function tokensFor(user: TokenSubject): Promise<Tokens> {
     const access = await d.accessTokens.issue(user);
-    const refresh = await d.sessions.issue(user.id, familyId, now, d.auth.refreshTokenTtlSeconds);
+    return tokensOf(access, await d.sessions.issue(user.id, d.clock.now(), d.auth.refreshTokenTtlSeconds));
+  }
+  function tokensOf(access: { token: string; expiresAt: Date }, refresh: IssuedRefreshToken): Tokens {
     return create(TokensSchema, {
       accessToken: access.token,
       accessTokenExpireTime: timestampFromDate(access.expiresAt),
@@ -71,18 +72,16 @@ export function identityHandlers(d: IdentityDeps): ServiceImpl<typeof IdentitySe
       const passwordOk = await verify(user?.passwordHash ?? d.dummyHash, req.password).catch(() => false);
       if (!user || !passwordOk || user.disabled) throw unauthenticated("BAD_CREDENTIALS", BAD_CREDENTIALS);
       await d.throttle.succeeded(req.username, address, now);
-      return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, undefined) };
+      return { user: toUser(user), tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }) };
     },
 
     async refresh(req) {
-      const rotated = await d.sessions.rotate(req.refreshToken, d.clock.now());
-      if (!rotated.ok) throw invalidRefreshToken();
-      const user = await d.users.get(rotated.userId).catch(() => undefined);
-      if (!user || user.disabled) {
-        await d.sessions.revokeFamily(rotated.familyId, d.clock.now());
+      const rotated = await d.sessions.rotate(req.refreshToken, d.clock.now(), d.auth.refreshTokenTtlSeconds);
+      if (!rotated.ok) {
+        if (rotated.reason === "inactive") await d.sessions.revokeFamily(rotated.familyId, d.clock.now());
         throw invalidRefreshToken();
       }
-      return { tokens: await tokensFor({ id: user.id, username: user.username, role: user.role }, rotated.familyId) };
+      return { tokens: tokensOf(await d.accessTokens.issue(rotated.user), rotated.refresh) };
     },
 
     async logout(req, ctx) {
