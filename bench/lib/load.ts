@@ -82,6 +82,26 @@ export function pairedRatios(of: LoadResult, to: LoadResult): number[] {
   return of.runs.map((r, i) => Math.round((r.ghz.rps / to.runs[i]!.ghz.rps) * 1000) / 1000);
 }
 
+/**
+ * A TypeScript harness's measured runs (after its warm-up): `load(seconds)` run ctx.settings.runs times, each under
+ * measure() of `watched`, and logged as `describe` puts it.
+ */
+export async function measuredRuns<T>(
+  ctx: BenchContext,
+  watched: Watched[],
+  seconds: number,
+  load: (seconds: number) => Promise<T>,
+  describe: (result: T, usage: Usage) => string,
+): Promise<{ result: T; usage: Usage }[]> {
+  const runs: { result: T; usage: Usage }[] = [];
+  for (let i = 0; i < ctx.settings.runs; i++) {
+    const run = await measure(watched, ctx.pinning, () => load(seconds));
+    runs.push(run);
+    ctx.log(`  run ${i + 1}/${ctx.settings.runs}: ${describe(run.result, run.usage)}`);
+  }
+  return runs;
+}
+
 /** Median of each metric over the runs: throughput, latency, CPU per 1k calls and peak RSS of each watched process. */
 export function reduce(runs: RunResult[], watched: Watched[]): Record<string, number> {
   const m: Record<string, number> = {

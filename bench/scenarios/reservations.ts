@@ -14,7 +14,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measure, perThousand } from "../lib/measure.js";
+import { measuredRuns } from "../lib/load.js";
+import { perThousand } from "../lib/measure.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const SLOT = 30 * 60_000;
@@ -130,15 +131,12 @@ export const reservations: Scenario = {
       // warm-up instead: the plans made while the tables were nearly empty look a repeated request up through
       // reservations_by_user, reading all of the user's reservations, and last until an ANALYZE (performance.md).
       await agora.query("ANALYZE");
-      const runs: { t: Tally; seconds: number; cpu: Record<string, number>; rss: number }[] = [];
-      for (let i = 0; i < ctx.settings.runs; i++) {
-        const { result: t, usage } = await measure(agora.watched(), ctx.pinning, () => load(runSeconds));
-        runs.push({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN });
-        ctx.log(
-          `  ${clients} clients: run ${i + 1}/${ctx.settings.runs}: ${Math.round(t.attempts / usage.seconds)} attempts/s, ` +
-            `${Math.round(t.commits / usage.seconds)} commits/s, p99 ${t.all.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
-        );
-      }
+      const runs = (
+        await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
+          `${Math.round(t.attempts / usage.seconds)} attempts/s, ${Math.round(t.commits / usage.seconds)} commits/s, ` +
+          `p99 ${t.all.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
+        )
+      ).map(({ result: t, usage }) => ({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN }));
 
       const [overlaps] = await agora.query<{ n: string }>(
         `SELECT count(*) AS n FROM "reservation".reservations a JOIN "reservation".reservations b

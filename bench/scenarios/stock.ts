@@ -12,7 +12,8 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measure, perThousand } from "../lib/measure.js";
+import { measuredRuns } from "../lib/load.js";
+import { perThousand } from "../lib/measure.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const START_QUANTITY = 1_000_000;
@@ -117,15 +118,12 @@ export const stock: Scenario = {
       ctx.log(`  ${clients} clients, ${productCount} products: warm-up ${ctx.settings.warmupSeconds}s`);
       await load(ctx.settings.warmupSeconds);
       await agora.query("ANALYZE");
-      const runs: { t: Tally; seconds: number; cpu: Record<string, number>; rss: number }[] = [];
-      for (let i = 0; i < ctx.settings.runs; i++) {
-        const { result: t, usage } = await measure(agora.watched(), ctx.pinning, () => load(runSeconds));
-        runs.push({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN });
-        ctx.log(
-          `  ${clients} clients: run ${i + 1}/${ctx.settings.runs}: ${Math.round(t.calls / usage.seconds)} calls/s, ` +
-            `${Math.round(t.applied / usage.seconds)} applied/s, p99 ${t.latency.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
-        );
-      }
+      const runs = (
+        await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
+          `${Math.round(t.calls / usage.seconds)} calls/s, ${Math.round(t.applied / usage.seconds)} applied/s, ` +
+          `p99 ${t.latency.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
+        )
+      ).map(({ result: t, usage }) => ({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN }));
 
       const stored = await agora.query<{ id: string; quantity: number; movements: string; moved: string }>(
         `SELECT p.id, p.quantity, count(m.id) AS movements, coalesce(sum(m.delta), 0) AS moved
