@@ -102,6 +102,15 @@ export async function measuredRuns<T>(
   return runs;
 }
 
+/** Medians over measuredRuns: Agora's and PostgreSQL's CPU per 1,000 of a run's `operations`, and Agora's peak RSS. */
+export function serverUsage<T>(runs: { result: T; usage: Usage }[], operations: (result: T) => number): Record<string, number> {
+  return {
+    cpuMsPer1k_agora: median(runs.map((r) => perThousand(r.usage.cpuMs.agora ?? 0, operations(r.result)))),
+    cpuMsPer1k_postgres: median(runs.map((r) => perThousand(r.usage.cpuMs.postgres ?? 0, operations(r.result)))),
+    peakRssMB_agora: median(runs.map((r) => r.usage.peakRssMB.agora ?? Number.NaN)),
+  };
+}
+
 /** Median of each metric over the runs: throughput, latency, CPU per 1k calls and peak RSS of each watched process. */
 export function reduce(runs: RunResult[], watched: Watched[]): Record<string, number> {
   const m: Record<string, number> = {

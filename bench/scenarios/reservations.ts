@@ -14,8 +14,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measuredRuns } from "../lib/load.js";
-import { perThousand } from "../lib/measure.js";
+import { measuredRuns, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const SLOT = 30 * 60_000;
@@ -131,12 +130,10 @@ export const reservations: Scenario = {
       // warm-up instead: the plans made while the tables were nearly empty look a repeated request up through
       // reservations_by_user, reading all of the user's reservations, and last until an ANALYZE (performance.md).
       await agora.query("ANALYZE");
-      const runs = (
-        await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
-          `${Math.round(t.attempts / usage.seconds)} attempts/s, ${Math.round(t.commits / usage.seconds)} commits/s, ` +
-          `p99 ${t.all.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
-        )
-      ).map(({ result: t, usage }) => ({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN }));
+      const runs = await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
+        `${Math.round(t.attempts / usage.seconds)} attempts/s, ${Math.round(t.commits / usage.seconds)} commits/s, ` +
+        `p99 ${t.all.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
+      );
 
       const [overlaps] = await agora.query<{ n: string }>(
         `SELECT count(*) AS n FROM "reservation".reservations a JOIN "reservation".reservations b
@@ -150,20 +147,18 @@ export const reservations: Scenario = {
       const doubleBookings = Number(overlaps!.n);
       const storedActive = Number(stored!.n);
       const count = (match: (name: string) => boolean) =>
-        runs.reduce((a, r) => a + Object.entries(r.t.errors).filter(([name]) => match(name)).reduce((x, [, n]) => x + n, 0), 0);
+        runs.reduce((a, r) => a + Object.entries(r.result.errors).filter(([name]) => match(name)).reduce((x, [, n]) => x + n, 0), 0);
       // ABORTED asks the client to retry (a deadlock or lock timeout the server's own retries did not get past).
       const aborted = count((name) => name.startsWith("Aborted"));
       const errors = count((name) => !name.startsWith("Aborted"));
       const metrics: Record<string, number> = {
-        attemptsPerSecond: median(runs.map((r) => r.t.attempts / r.seconds)),
-        commitsPerSecond: median(runs.map((r) => r.t.commits / r.seconds)),
-        conflictsPerSecond: median(runs.map((r) => r.t.conflicts / r.seconds)),
-        p50Ms: median(runs.map((r) => r.t.all.percentile(50))),
-        p99Ms: median(runs.map((r) => r.t.all.percentile(99))),
-        p99CommitMs: median(runs.map((r) => r.t.committed.percentile(99))),
-        cpuMsPer1k_agora: median(runs.map((r) => perThousand(r.cpu.agora ?? 0, r.t.attempts))),
-        cpuMsPer1k_postgres: median(runs.map((r) => perThousand(r.cpu.postgres ?? 0, r.t.attempts))),
-        peakRssMB_agora: median(runs.map((r) => r.rss)),
+        attemptsPerSecond: median(runs.map((r) => r.result.attempts / r.usage.seconds)),
+        commitsPerSecond: median(runs.map((r) => r.result.commits / r.usage.seconds)),
+        conflictsPerSecond: median(runs.map((r) => r.result.conflicts / r.usage.seconds)),
+        p50Ms: median(runs.map((r) => r.result.all.percentile(50))),
+        p99Ms: median(runs.map((r) => r.result.all.percentile(99))),
+        p99CommitMs: median(runs.map((r) => r.result.committed.percentile(99))),
+        ...serverUsage(runs, (t) => t.attempts),
         errors,
         aborted,
         deadlocks: Number(deadlocks!.n),
@@ -181,7 +176,7 @@ export const reservations: Scenario = {
         status: "ok" as const,
         rows,
         details: {
-          runs: runs.map((r) => ({ attempts: r.t.attempts, commits: r.t.commits, conflicts: r.t.conflicts, errors: r.t.errors, seconds: r.seconds })),
+          runs: runs.map((r) => ({ attempts: r.result.attempts, commits: r.result.commits, conflicts: r.result.conflicts, errors: r.result.errors, seconds: r.usage.seconds })),
           checks: { doubleBookings, storedActive, commitsSeen },
           summaryLine:
             `Double bookings found in PostgreSQL afterwards: ${doubleBookings} (${storedActive} active reservations stored, ${commitsSeen} commits seen by the clients); ` +

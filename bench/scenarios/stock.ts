@@ -12,8 +12,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measuredRuns } from "../lib/load.js";
-import { perThousand } from "../lib/measure.js";
+import { measuredRuns, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const START_QUANTITY = 1_000_000;
@@ -118,12 +117,10 @@ export const stock: Scenario = {
       ctx.log(`  ${clients} clients, ${productCount} products: warm-up ${ctx.settings.warmupSeconds}s`);
       await load(ctx.settings.warmupSeconds);
       await agora.query("ANALYZE");
-      const runs = (
-        await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
-          `${Math.round(t.calls / usage.seconds)} calls/s, ${Math.round(t.applied / usage.seconds)} applied/s, ` +
-          `p99 ${t.latency.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
-        )
-      ).map(({ result: t, usage }) => ({ t, seconds: usage.seconds, cpu: usage.cpuMs, rss: usage.peakRssMB.agora ?? Number.NaN }));
+      const runs = await measuredRuns(ctx, agora.watched(), runSeconds, load, (t, usage) =>
+        `${Math.round(t.calls / usage.seconds)} calls/s, ${Math.round(t.applied / usage.seconds)} applied/s, ` +
+        `p99 ${t.latency.percentile(99).toFixed(1)} ms, errors ${JSON.stringify(t.errors)}`,
+      );
 
       const stored = await agora.query<{ id: string; quantity: number; movements: string; moved: string }>(
         `SELECT p.id, p.quantity, count(m.id) AS movements, coalesce(sum(m.delta), 0) AS moved
@@ -134,15 +131,13 @@ export const stock: Scenario = {
       ).length;
       const movements = stored.reduce((a, r) => a + Number(r.movements), 0);
       const lostOrDoubled = wrongProducts + Math.abs(movements - appliedSeen);
-      const errors = runs.reduce((a, r) => a + Object.values(r.t.errors).reduce((x, n) => x + n, 0), 0);
+      const errors = runs.reduce((a, r) => a + Object.values(r.result.errors).reduce((x, n) => x + n, 0), 0);
       const metrics: Record<string, number> = {
-        callsPerSecond: median(runs.map((r) => r.t.calls / r.seconds)),
-        appliedPerSecond: median(runs.map((r) => r.t.applied / r.seconds)),
-        p50Ms: median(runs.map((r) => r.t.latency.percentile(50))),
-        p99Ms: median(runs.map((r) => r.t.latency.percentile(99))),
-        cpuMsPer1k_agora: median(runs.map((r) => perThousand(r.cpu.agora ?? 0, r.t.calls))),
-        cpuMsPer1k_postgres: median(runs.map((r) => perThousand(r.cpu.postgres ?? 0, r.t.calls))),
-        peakRssMB_agora: median(runs.map((r) => r.rss)),
+        callsPerSecond: median(runs.map((r) => r.result.calls / r.usage.seconds)),
+        appliedPerSecond: median(runs.map((r) => r.result.applied / r.usage.seconds)),
+        p50Ms: median(runs.map((r) => r.result.latency.percentile(50))),
+        p99Ms: median(runs.map((r) => r.result.latency.percentile(99))),
+        ...serverUsage(runs, (t) => t.calls),
         lostOrDoubled,
         errors,
         movements,
@@ -156,7 +151,7 @@ export const stock: Scenario = {
         status: "ok" as const,
         rows,
         details: {
-          runs: runs.map((r) => ({ calls: r.t.calls, applied: r.t.applied, replayed: r.t.replayed, refused: r.t.refused, errors: r.t.errors, seconds: r.seconds })),
+          runs: runs.map((r) => ({ calls: r.result.calls, applied: r.result.applied, replayed: r.result.replayed, refused: r.result.refused, errors: r.result.errors, seconds: r.usage.seconds })),
           checks: { wrongProducts, movements, appliedSeen },
           summaryLine:
             `Stored afterwards: ${movements} movements for ${appliedSeen} calls the clients saw applied; ` +
