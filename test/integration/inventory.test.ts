@@ -118,6 +118,25 @@ describe("inventory service", () => {
       expect(stale.findDetails(ErrorInfoSchema)[0]?.metadata.current_etag).to.equal(updated!.etag);
     });
 
+    it("applies concurrent updates without an etag one after the other, each to the one before, none refused", async () => {
+      const { product: p } = await inv.createProduct({ product: product("Shelf", { lowStockThreshold: 0 }) });
+      // Half change the description, half the threshold.
+      const updated = (
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            i % 2 === 0
+              ? inv.updateProduct({ id: p!.id, product: { description: `text ${i}` }, updateMask: { paths: ["description"] } })
+              : inv.updateProduct({ id: p!.id, product: { lowStockThreshold: i }, updateMask: { paths: ["low_stock_threshold"] } }),
+          ),
+        )
+      ).map((r) => r.product!);
+      const version = (q: { etag: string }) => Number(JSON.parse(q.etag));
+      expect(updated.map(version).sort((a, b) => a - b)).to.deep.equal([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      // Each answer is the product as that update left it; the last one is what is stored.
+      const { product: after } = await inv.getProduct({ id: p!.id });
+      expect(after).to.deep.equal(updated.find((q) => version(q) === 11));
+    });
+
     it("validates the product as updated and refuses masks naming quantity or unknown fields", async () => {
       const { product: p } = await inv.createProduct({ product: product("Chair") });
       const empty = await rpcError(inv.updateProduct({ id: p!.id, product: { name: "" }, updateMask: { paths: ["name"] } }));

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { LockMode } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { ConnectError } from "@connectrpc/connect";
 import {
@@ -11,7 +10,7 @@ import {
   type ProductEvent,
 } from "../../../gen/agora/inventory/v1/inventory_pb.js";
 import type { Clock } from "../../platform/clock.js";
-import { commitWith, insertEntity, isUniqueViolation, preparedQuery, retryTransaction, rowMapper, sqlTransaction, transaction, updateEntity } from "../../platform/db.js";
+import { commitWith, isUniqueViolation, preparedQuery, retryTransaction, rowMapper, sqlTransaction, type SqlTransaction } from "../../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from "../../platform/errors.js";
 import { assertEtag } from "../../platform/etag.js";
 import type { EventLog } from "../../platform/event-log.js";
@@ -49,6 +48,35 @@ const saveMovementSql = (events: EventLog<ProductEvent>) => `WITH
     ${events.appendCtes(9)}
   SELECT moved.id FROM moved, told`;
 
+const LOCK_PRODUCT = `SELECT * FROM "${SCHEMA}".products WHERE id = $1 FOR UPDATE`;
+const PRODUCT_BY_REQUEST = `SELECT * FROM "${SCHEMA}".products WHERE request_id = $1`;
+
+/**
+ * The product's editable columns ($2-$8) and its update time ($9), version bumped, for product $1; then the events
+ * (EventLog.appendCtes, from $10).
+ */
+const saveProductSql = (events: EventLog<ProductEvent>) => `WITH
+    saved AS (UPDATE "${SCHEMA}".products
+                 SET name = $2, description = $3, category = $4, price_units = $5, price_nanos = $6, currency_code = $7,
+                     low_stock_threshold = $8, version = version + 1, updated_at = $9
+               WHERE id = $1 RETURNING id),
+    ${events.appendCtes(10, "saved")}
+  SELECT saved.id FROM saved, told`;
+
+/** A new product ($1-$12, created and updated at $13) and its event (EventLog.appendCtes, from $14), appended once it is in. */
+const insertProductSql = (events: EventLog<ProductEvent>) => `WITH
+    inserted AS (INSERT INTO "${SCHEMA}".products (id, name, description, category, quantity, price_units, price_nanos, currency_code,
+                   low_stock_threshold, version, request_id, request_fingerprint, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING id),
+    ${events.appendCtes(14, "inserted")}
+  SELECT inserted.id FROM inserted, told`;
+
+/** Product $1 deleted (its movements with it) and its event (EventLog.appendCtes, from $2). */
+const deleteProductSql = (events: EventLog<ProductEvent>) => `WITH
+    gone AS (DELETE FROM "${SCHEMA}".products WHERE id = $1 RETURNING id),
+    ${events.appendCtes(2, "gone")}
+  SELECT gone.id FROM gone, told`;
+
 /** Position of the last row of a page, for keyset paging: [sort value, id]. */
 export type KeysetPosition = [string | number, string];
 
@@ -71,6 +99,9 @@ const ORDER_COLUMNS: Record<ProductOrder, { column: string; value: (p: ProductEn
 /** Owns every query on products and stock movements, and the events they emit. */
 export class ProductRepository {
   private readonly saveMovementSql: string;
+  private readonly saveProductSql: string;
+  private readonly insertProductSql: string;
+  private readonly deleteProductSql: string;
 
   constructor(
     private readonly em: EntityManager,
@@ -78,6 +109,9 @@ export class ProductRepository {
     private readonly clock: Clock,
   ) {
     this.saveMovementSql = saveMovementSql(events);
+    this.saveProductSql = saveProductSql(events);
+    this.insertProductSql = insertProductSql(events);
+    this.deleteProductSql = deleteProductSql(events);
   }
 
   /** The hot read (GetProduct): one prepared statement, no ORM hydration (bench: issue 16). */
@@ -94,27 +128,43 @@ export class ProductRepository {
   async create(fields: ProductFields, quantity: number, requestId: string, fingerprint: string): Promise<ProductEntity> {
     const now = this.clock.now();
     const earlier = async () => {
-      const product = requestId ? await this.em.fork().findOne(ProductSchema, { requestId }) : null;
+      if (!requestId) return null;
+      const [row] = await preparedQuery(this.em, "inventory.product-by-request", PRODUCT_BY_REQUEST, [requestId]);
+      const product = row ? fromRow(row) : null;
       if (product) assertSameRequest(product.requestFingerprint, fingerprint);
       return product;
     };
     const first = await earlier();
     if (first) return first;
+    const product: ProductEntity = {
+      ...fields,
+      id: randomUUID(),
+      quantity,
+      version: 1,
+      requestId: requestId || null,
+      requestFingerprint: requestId ? fingerprint : null,
+      createdAt: now,
+      updatedAt: now,
+    };
     try {
-      return await transaction(this.em, async (tx) => {
-        const product = await insertEntity(tx, ProductSchema, {
-          ...fields,
-          id: randomUUID(),
-          quantity,
-          version: 1,
-          requestId: requestId || null,
-          requestFingerprint: requestId ? fingerprint : null,
-          createdAt: now,
-          updatedAt: now,
-        });
-        await this.events.append(tx, [event(ProductEventType.CREATED, now, product)]);
-        return product;
-      });
+      // One statement, so no transaction: the row and its event go in together or not at all.
+      await preparedQuery(this.em, "inventory.insert-product", this.insertProductSql, [
+        product.id,
+        product.name,
+        product.description,
+        product.category,
+        product.quantity,
+        product.priceUnits,
+        product.priceNanos,
+        product.currencyCode,
+        product.lowStockThreshold,
+        product.version,
+        product.requestId,
+        product.requestFingerprint,
+        now,
+        ...this.events.appendValues([event(ProductEventType.CREATED, now, product)]),
+      ]);
+      return product;
     } catch (err) {
       if (isUniqueViolation(err)) {
         // A concurrent retry with the same request id won the race (whichever unique index
@@ -166,24 +216,32 @@ export class ProductRepository {
     return rows.map((r) => em.map(ProductSchema, r));
   }
 
-  /** Applies `change` to the product if its etag (when given) still matches. */
+  /**
+   * Applies `change` to the product, locked, if its etag (when given) still matches: concurrent changes queue up
+   * and each applies to the one before it. The write and its events are one statement sent with the COMMIT.
+   */
   async update(id: string, etag: string, change: (p: ProductEntity) => void): Promise<ProductEntity> {
     const now = this.clock.now();
     try {
-      return await transaction(this.em, async (tx) => {
-        const product = await tx.findOne(ProductSchema, { id });
-        if (!product) throw notFound("product", id);
-        assertEtag("product", product, etag);
+      return await this.changeLocked(id, etag, async (tx, product) => {
         const wasLow = isLowStock(product);
-        // The version check in the UPDATE turns a concurrent change into ABORTED.
-        await updateEntity(tx, product, (p) => {
-          change(p);
-          p.updatedAt = now;
-        });
+        change(product);
+        Object.assign(product, { version: product.version + 1, updatedAt: now });
         const events = [event(ProductEventType.UPDATED, now, product)];
         const crossing = lowStockCrossing(wasLow, product);
         if (crossing) events.push(event(crossing, now, product));
-        await this.events.append(tx, events);
+        await commitWith(tx, "inventory.save-product", this.saveProductSql, [
+          id,
+          product.name,
+          product.description,
+          product.category,
+          product.priceUnits,
+          product.priceNanos,
+          product.currencyCode,
+          product.lowStockThreshold,
+          now,
+          ...this.events.appendValues(events),
+        ]);
         return product;
       });
     } catch (err) {
@@ -194,13 +252,22 @@ export class ProductRepository {
 
   async delete(id: string, etag: string): Promise<void> {
     const now = this.clock.now();
-    await transaction(this.em, async (tx) => {
-      const product = await tx.findOne(ProductSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (!product) throw notFound("product", id);
-      assertEtag("product", product, etag);
-      await this.events.append(tx, [event(ProductEventType.DELETED, now, product)]);
-      await tx.nativeDelete(ProductSchema, { id });
+    await this.changeLocked(id, etag, async (tx, product) => {
+      await commitWith(tx, "inventory.delete-product", this.deleteProductSql, [id, ...this.events.appendValues([event(ProductEventType.DELETED, now, product)])]);
     });
+  }
+
+  /** `work` on product `id`, locked, in a sqlTransaction; NOT_FOUND when there is none, ABORTED when `etag` is stale. */
+  private changeLocked<T>(id: string, etag: string, work: (tx: SqlTransaction, product: ProductEntity) => Promise<T>): Promise<T> {
+    return retryTransaction(() =>
+      sqlTransaction(this.em, async (tx) => {
+        const [row] = await preparedQuery(tx, "inventory.lock-product", LOCK_PRODUCT, [id]);
+        if (!row) throw notFound("product", id);
+        const product = fromRow(row);
+        assertEtag("product", product, etag);
+        return work(tx, product);
+      }),
+    );
   }
 
   /**
