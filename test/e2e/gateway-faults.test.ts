@@ -177,61 +177,93 @@ describe("e2e: faults through the gateway (drain, freeze, lock holder, kill -9)"
     await cluster.allHealthy();
   });
 
-  it("freezes an instance while it holds a service's event-log lock: writes through the other instance finish within the bound, nothing half-applied", async () => {
-    const [holder, other] = cluster.instances as [Instance, Instance];
-    const direct = (i: Instance) => client(InventoryService, `http://127.0.0.1:${i.port}`, "grpc", token);
-    // Parks the holder's create right after it took the event-log lock: its INSERT into the log waits for this table lock.
+  /**
+   * Parks `call` on `holder` until its statement waits for `table`, which this test holds in `mode`, then freezes
+   * the holder and lets the statement go on: returns the waiting session's pid and the call's answer to come.
+   */
+  async function parkAndFreeze(holder: Instance, table: string, mode: string, call: () => Promise<unknown>): Promise<{ pid: number; answer: Promise<string> }> {
     await db.query("BEGIN");
-    await db.query(`LOCK TABLE "inventory".events IN SHARE ROW EXCLUSIVE MODE`);
-    const held = direct(holder)
-      .createProduct({ product: product("lock-holder") })
-      .then(() => "OK", codeOf);
+    await db.query(`LOCK TABLE ${table} IN ${mode} MODE`);
+    const answer = call().then(() => "OK", codeOf);
     let pid = 0;
     try {
       await eventually(async () => {
         const { rows } = await db.query<{ pid: number }>(
           // By the lock it waits for, not by its query text: a statement already prepared on that connection takes
           // its locks at Bind, before pg_stat_activity shows its text (seen as "BEGIN;" in 2 of 6 runs).
-          `SELECT pid FROM pg_locks WHERE NOT granted AND relation = '"inventory".events'::regclass AND pid <> pg_backend_pid()`,
+          `SELECT pid FROM pg_locks WHERE NOT granted AND relation = $1::regclass AND pid <> pg_backend_pid()`,
+          [table],
         );
         pid = rows[0]?.pid ?? 0;
         return pid !== 0;
-      }, "the holder's insert to wait", 10_000);
+      }, `the holder's statement to wait for ${table}`, 10_000);
       holder.pause();
     } finally {
       await db.query("ROLLBACK");
     }
-    // The holder's session now sits idle in its transaction, holding the lock, its process frozen.
+    return { pid, answer };
+  }
+
+  it("freezes an instance in the middle of a CreateProduct: its statement commits without it, holding no lock", async () => {
+    const [holder, other] = cluster.instances as [Instance, Instance];
+    const direct = (i: Instance) => client(InventoryService, `http://127.0.0.1:${i.port}`, "grpc", token);
+    // The holder's one statement (the row, then the event-log lock and the event) waits for the log's table.
+    const { pid, answer } = await parkAndFreeze(holder, `"inventory".events`, "SHARE ROW EXCLUSIVE", () =>
+      direct(holder).createProduct({ product: product("frozen-creator") }),
+    );
+    const writes = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => direct(other).createProduct({ product: product(`unblocked-${i}`) }).then(() => "OK", codeOf)),
+    );
+    // PostgreSQL finished the statement and committed it on its own: the session is not left in a transaction.
+    await eventually(async () => (await db.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid])).rows[0]?.state === "idle", "the holder's session to be idle");
+    holder.resume();
+    const { rows: stored } = await db.query<{ name: string }>(`SELECT name FROM "inventory".products WHERE name = 'frozen-creator' OR name LIKE 'unblocked-%'`);
+    console.log(`      creator frozen mid-statement: ${JSON.stringify(tally(writes))} through the other instance; its session idle, its caller got ${await answer}`);
+    expect(writes).to.deep.equal(writes.map(() => "OK"));
+    expect(await answer).to.equal("OK");
+    expect(stored.map((r) => r.name)).to.include("frozen-creator");
+    await cluster.allHealthy();
+  });
+
+  it("freezes an instance while it holds a product's lock: updates through the other instance finish within the bound, nothing half-applied", async () => {
+    const [holder, other] = cluster.instances as [Instance, Instance];
+    const direct = (i: Instance) => client(InventoryService, `http://127.0.0.1:${i.port}`, "grpc", token);
+    const { product: p } = await direct(other).createProduct({ product: product("lock-target") });
+    const setDescription = (c: Client<typeof InventoryService>, text: string) =>
+      c.updateProduct({ id: p!.id, product: { description: text }, updateMask: { paths: ["description"] } });
+    // The holder's UpdateProduct locks the row, then its process freezes before it sends the write and the COMMIT.
+    const { pid, answer } = await parkAndFreeze(holder, `"inventory".products`, "EXCLUSIVE", () => setDescription(direct(holder), "by the frozen holder"));
+    await eventually(
+      async () => (await db.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid])).rows[0]?.state === "idle in transaction",
+      "the holder to sit in its transaction with the row locked",
+    );
     const started = Date.now();
     const writes = await Promise.all(
       Array.from({ length: 8 }, async (_, i) => {
         const t = Date.now();
-        const result = await direct(other)
-          .createProduct({ product: product(`lock-other-${i}`), requestId: `lock-other-${i}` })
-          .then(() => undefined, (err: unknown) => ConnectError.from(err));
-        return { name: `lock-other-${i}`, err: result, ms: Date.now() - t };
+        const err = await setDescription(direct(other), `update ${i}`).then(() => undefined, (e: unknown) => ConnectError.from(e));
+        return { err, ms: Date.now() - t };
       }),
     );
     const allDone = Date.now() - started;
     const { rows: session } = await db.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid]);
     holder.resume();
-    const holderAnswer = await held;
-    const { rows: stored } = await db.query<{ name: string }>(`SELECT name FROM "inventory".products WHERE name LIKE 'lock-%'`);
-    const names = stored.map((r) => r.name);
+    const holderAnswer = await answer;
+    const { product: after } = await direct(other).getProduct({ id: p!.id });
     console.log(
-      `      lock holder frozen: ${writes.filter((w) => !w.err).length}/${writes.length} writes through the other instance OK, ` +
+      `      lock holder frozen: ${writes.filter((w) => !w.err).length}/${writes.length} updates through the other instance OK, ` +
         `slowest ${Math.max(...writes.map((w) => w.ms))} ms, all done in ${allDone} ms ` +
         `(idle_in_transaction_session_timeout ${SESSION_TIMEOUTS.idle_in_transaction_session_timeout} ms, lock_timeout ${SESSION_TIMEOUTS.lock_timeout} ms); ` +
         `holder's session ${session.length ? "still open" : "ended by PostgreSQL"}; holder's caller got ${holderAnswer}`,
     );
     // PostgreSQL cut the hung holder off (idle-in-transaction timeout) long before the writers' lock_timeout backstop.
     expect(writes.map((w) => w.err?.message ?? "OK")).to.deep.equal(writes.map(() => "OK"));
-    expect(names).to.include.members(writes.map((w) => w.name));
     expect(Math.max(...writes.map((w) => w.ms)), "slowest write (ms)").to.be.lessThan(SESSION_TIMEOUTS.lock_timeout);
     expect(session, "the frozen holder's session was ended").to.deep.equal([]);
-    // The holder's own create was rolled back with its session: not half-applied, and its caller told so.
+    // The holder's own update was rolled back with its session: not half-applied, and its caller told so.
     expect(holderAnswer).to.equal("Unavailable");
-    expect(names).to.not.include("lock-holder");
+    expect(after!.description).to.match(/^update \d$/);
+    expect(after!.etag).to.equal('"9"');
     await cluster.allHealthy();
   });
 
