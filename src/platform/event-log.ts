@@ -107,9 +107,8 @@ export function serviceEventLog<T>(
  * smaller id committing late. That makes `id` a resumable cursor.
  */
 export class EventLog<T> {
-  /** The streams following every event, and those following one key (keysOf). */
-  private readonly subscribers = new Set<Subscriber<T>>();
-  private readonly keyed = new Map<string, Set<Subscriber<T>>>();
+  /** The streams following each key (keysOf), and under `undefined` those following every event. */
+  private readonly followers = new Map<string | undefined, Set<Subscriber<T>>>();
   private head = 0n;
   private unsubscribe: Unsubscribe | undefined;
   private pumping: Promise<void> | undefined;
@@ -200,6 +199,16 @@ export class EventLog<T> {
       followed AS (${then})` : ""}`;
   }
 
+  /**
+   * A caller's write and its append as one statement: the caller's CTEs `ctes`, one of which, `gate`, yields the
+   * row written (the append is gated on it: appendCtes), then the append from $`p`; it answers `gate`'s row.
+   */
+  afterWrite(ctes: string, gate: string, p: number): string {
+    return `WITH ${ctes},
+      ${this.appendCtes(p, gate)}
+    SELECT ${gate}.* FROM ${gate}, told`;
+  }
+
   /** The parameters of appendCtes: the lock's key, the encoded events, the NOTIFY channel. */
   appendValues(events: T[]): unknown[] {
     return [`agora.events.${this.schema}`, events.map((e) => Buffer.from(this.codec.encode(e))), this.channel];
@@ -229,8 +238,7 @@ export class EventLog<T> {
   stop(): void {
     clearInterval(this.pruneTimer);
     this.unsubscribe?.();
-    for (const s of this.subscribers) s.wake();
-    for (const set of this.keyed.values()) for (const s of set) s.wake();
+    for (const set of this.followers.values()) for (const s of set) s.wake();
   }
 
   /** The id of the newest event this instance has seen. */
@@ -387,22 +395,14 @@ export class EventLog<T> {
   }
 
   private subscribe(sub: Subscriber<T>, key: string | undefined): void {
-    if (key === undefined) {
-      this.subscribers.add(sub);
-      return;
-    }
-    let set = this.keyed.get(key);
-    if (!set) this.keyed.set(key, (set = new Set()));
+    let set = this.followers.get(key);
+    if (!set) this.followers.set(key, (set = new Set()));
     set.add(sub);
   }
 
   private unsubscribeFrom(sub: Subscriber<T>, key: string | undefined): void {
-    if (key === undefined) {
-      this.subscribers.delete(sub);
-      return;
-    }
-    const set = this.keyed.get(key);
-    if (set?.delete(sub) && set.size === 0) this.keyed.delete(key);
+    const set = this.followers.get(key);
+    if (set?.delete(sub) && set.size === 0) this.followers.delete(key);
   }
 
   /**
@@ -412,7 +412,7 @@ export class EventLog<T> {
    * No id (signals may have been missed) or someone following: read.
    */
   private signalled(payload: string | undefined): void {
-    if (this.subscribers.size === 0 && this.keyed.size === 0 && !this.pumping && payload && /^[0-9]{1,19}$/.test(payload)) {
+    if (this.followers.size === 0 && !this.pumping && payload && /^[0-9]{1,19}$/.test(payload)) {
       const id = BigInt(payload);
       if (id > this.head) this.head = id;
       return;
@@ -433,10 +433,8 @@ export class EventLog<T> {
           const page = await this.read(this.head);
           for (const item of page) {
             this.head = item.id;
-            for (const s of this.subscribers) s.push(item);
-            if (this.keyed.size > 0) {
-              for (const key of this.keysOf!(item.event)) for (const s of this.keyed.get(key) ?? []) s.push(item);
-            }
+            for (const s of this.followers.get(undefined) ?? []) s.push(item);
+            for (const key of this.keysOf?.(item.event) ?? []) for (const s of this.followers.get(key) ?? []) s.push(item);
           }
           if (page.length < PAGE) break;
         }

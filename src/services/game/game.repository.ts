@@ -131,12 +131,13 @@ const numbers = (g: GameRow): GameRow => ({
 
 /** change()'s write: $1 the game, $2-$6 the new moves' columns, then MUTABLE's values, then the event log's append. */
 function saveGameSql(events: EventLog<GameEvent>): string {
-  return `WITH
-      added_moves AS (INSERT INTO "${SCHEMA}".moves (game_id, number, cell, mark, user_id, created_at)
-                      SELECT $1::uuid, * FROM unnest($2::int[], $3::int[], $4::text[], $5::uuid[], $6::timestamptz[])),
-      saved AS (UPDATE "${SCHEMA}".games SET ${MUTABLE.map((k, i) => `${k} = $${i + 7}`).join(", ")}, version = version + 1 WHERE id = $1 RETURNING *),
-      ${events.appendCtes(MUTABLE.length + 7)}
-    SELECT saved.* FROM saved, told`;
+  return events.afterWrite(
+    `added_moves AS (INSERT INTO "${SCHEMA}".moves (game_id, number, cell, mark, user_id, created_at)
+                     SELECT $1::uuid, * FROM unnest($2::int[], $3::int[], $4::text[], $5::uuid[], $6::timestamptz[])),
+     saved AS (UPDATE "${SCHEMA}".games SET ${MUTABLE.map((k, i) => `${k} = $${i + 7}`).join(", ")}, version = version + 1 WHERE id = $1 RETURNING *)`,
+    "saved",
+    MUTABLE.length + 7,
+  );
 }
 
 /**

@@ -37,45 +37,42 @@ const LOCK_FOR_MOVEMENT = `SELECT p.*, (SELECT version FROM "${SCHEMA}".products
 
 const MOVEMENT_BY_REQUEST = `SELECT * FROM "${SCHEMA}".stock_movements WHERE product_id = $1 AND request_id = $2`;
 
-/**
- * A movement of product $1 to quantity $2 at time $3: the product's new quantity and version, movement $4 (delta
- * $5, reason $6, request $7 with fingerprint $8) and its events (EventLog.appendCtes, from $9), in one statement.
- */
-const saveMovementSql = (events: EventLog<ProductEvent>) => `WITH
-    moved AS (UPDATE "${SCHEMA}".products SET quantity = $2, version = version + 1, updated_at = $3 WHERE id = $1 RETURNING id),
-    movement AS (INSERT INTO "${SCHEMA}".stock_movements (id, product_id, delta, quantity_after, reason, request_id, request_fingerprint, created_at)
-                 VALUES ($4, $1, $5, $2, $6, $7, $8, $3)),
-    ${events.appendCtes(9)}
-  SELECT moved.id FROM moved, told`;
-
 const LOCK_PRODUCT = `SELECT * FROM "${SCHEMA}".products WHERE id = $1 FOR UPDATE`;
 const PRODUCT_BY_REQUEST = `SELECT * FROM "${SCHEMA}".products WHERE request_id = $1`;
 
-/**
- * The product's editable columns ($2-$8) and its update time ($9), version bumped, for product $1; then the events
- * (EventLog.appendCtes, from $10).
- */
-const saveProductSql = (events: EventLog<ProductEvent>) => `WITH
-    saved AS (UPDATE "${SCHEMA}".products
+/** The writes, each with its events in the same statement (EventLog.afterWrite). */
+const writeStatements = (events: EventLog<ProductEvent>) => ({
+  /**
+   * A movement of product $1 to quantity $2 at time $3: the product's new quantity and version, movement $4 (delta
+   * $5, reason $6, request $7 with fingerprint $8), then the events from $9.
+   */
+  saveMovement: events.afterWrite(
+    `moved AS (UPDATE "${SCHEMA}".products SET quantity = $2, version = version + 1, updated_at = $3 WHERE id = $1 RETURNING id),
+    movement AS (INSERT INTO "${SCHEMA}".stock_movements (id, product_id, delta, quantity_after, reason, request_id, request_fingerprint, created_at)
+                 VALUES ($4, $1, $5, $2, $6, $7, $8, $3))`,
+    "moved",
+    9,
+  ),
+  /** Product $1's editable columns ($2-$8) and update time ($9), version bumped; then the events from $10. */
+  saveProduct: events.afterWrite(
+    `saved AS (UPDATE "${SCHEMA}".products
                  SET name = $2, description = $3, category = $4, price_units = $5, price_nanos = $6, currency_code = $7,
                      low_stock_threshold = $8, version = version + 1, updated_at = $9
-               WHERE id = $1 RETURNING id),
-    ${events.appendCtes(10, "saved")}
-  SELECT saved.id FROM saved, told`;
-
-/** A new product ($1-$12, created and updated at $13) and its event (EventLog.appendCtes, from $14), appended once it is in. */
-const insertProductSql = (events: EventLog<ProductEvent>) => `WITH
-    inserted AS (INSERT INTO "${SCHEMA}".products (id, name, description, category, quantity, price_units, price_nanos, currency_code,
+               WHERE id = $1 RETURNING id)`,
+    "saved",
+    10,
+  ),
+  /** A new product ($1-$12, created and updated at $13); then its event from $14. */
+  insertProduct: events.afterWrite(
+    `inserted AS (INSERT INTO "${SCHEMA}".products (id, name, description, category, quantity, price_units, price_nanos, currency_code,
                    low_stock_threshold, version, request_id, request_fingerprint, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING id),
-    ${events.appendCtes(14, "inserted")}
-  SELECT inserted.id FROM inserted, told`;
-
-/** Product $1 deleted (its movements with it) and its event (EventLog.appendCtes, from $2). */
-const deleteProductSql = (events: EventLog<ProductEvent>) => `WITH
-    gone AS (DELETE FROM "${SCHEMA}".products WHERE id = $1 RETURNING id),
-    ${events.appendCtes(2, "gone")}
-  SELECT gone.id FROM gone, told`;
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING id)`,
+    "inserted",
+    14,
+  ),
+  /** Product $1 deleted (its movements with it); then its event from $2. */
+  deleteProduct: events.afterWrite(`gone AS (DELETE FROM "${SCHEMA}".products WHERE id = $1 RETURNING id)`, "gone", 2),
+});
 
 /** Position of the last row of a page, for keyset paging: [sort value, id]. */
 export type KeysetPosition = [string | number, string];
@@ -98,20 +95,14 @@ const ORDER_COLUMNS: Record<ProductOrder, { column: string; value: (p: ProductEn
 
 /** Owns every query on products and stock movements, and the events they emit. */
 export class ProductRepository {
-  private readonly saveMovementSql: string;
-  private readonly saveProductSql: string;
-  private readonly insertProductSql: string;
-  private readonly deleteProductSql: string;
+  private readonly sql: ReturnType<typeof writeStatements>;
 
   constructor(
     private readonly em: EntityManager,
     private readonly events: EventLog<ProductEvent>,
     private readonly clock: Clock,
   ) {
-    this.saveMovementSql = saveMovementSql(events);
-    this.saveProductSql = saveProductSql(events);
-    this.insertProductSql = insertProductSql(events);
-    this.deleteProductSql = deleteProductSql(events);
+    this.sql = writeStatements(events);
   }
 
   /** The hot read (GetProduct): one prepared statement, no ORM hydration (bench: issue 16). */
@@ -148,7 +139,7 @@ export class ProductRepository {
     };
     try {
       // One statement, so no transaction: the row and its event go in together or not at all.
-      await preparedQuery(this.em, "inventory.insert-product", this.insertProductSql, [
+      await preparedQuery(this.em, "inventory.insert-product", this.sql.insertProduct, [
         product.id,
         product.name,
         product.description,
@@ -230,7 +221,7 @@ export class ProductRepository {
         const events = [event(ProductEventType.UPDATED, now, product)];
         const crossing = lowStockCrossing(wasLow, product);
         if (crossing) events.push(event(crossing, now, product));
-        await commitWith(tx, "inventory.save-product", this.saveProductSql, [
+        await commitWith(tx, "inventory.save-product", this.sql.saveProduct, [
           id,
           product.name,
           product.description,
@@ -253,7 +244,7 @@ export class ProductRepository {
   async delete(id: string, etag: string): Promise<void> {
     const now = this.clock.now();
     await this.changeLocked(id, etag, async (tx, product) => {
-      await commitWith(tx, "inventory.delete-product", this.deleteProductSql, [id, ...this.events.appendValues([event(ProductEventType.DELETED, now, product)])]);
+      await commitWith(tx, "inventory.delete-product", this.sql.deleteProduct, [id, ...this.events.appendValues([event(ProductEventType.DELETED, now, product)])]);
     });
   }
 
@@ -329,7 +320,7 @@ export class ProductRepository {
         const events = [event(ProductEventType.STOCK_ADJUSTED, now, product, movement)];
         const crossing = lowStockCrossing(wasLow, product);
         if (crossing) events.push(event(crossing, now, product));
-        await commitWith(tx, "inventory.save-movement", this.saveMovementSql, [
+        await commitWith(tx, "inventory.save-movement", this.sql.saveMovement, [
           productId,
           quantityAfter,
           now,
