@@ -82,6 +82,16 @@ export function pairedRatios(of: LoadResult, to: LoadResult): number[] {
   return of.runs.map((r, i) => Math.round((r.ghz.rps / to.runs[i]!.ghz.rps) * 1000) / 1000);
 }
 
+/** Each of `clients` runs `step(client, index, k)` (k counting its own calls) in a closed loop until `seconds` have passed. */
+export async function closedLoops<C>(clients: C[], seconds: number, step: (client: C, index: number, k: number) => Promise<void>): Promise<void> {
+  const deadline = performance.now() + seconds * 1000;
+  await Promise.all(
+    clients.map(async (c, i) => {
+      for (let k = 0; performance.now() < deadline; k++) await step(c, i, k);
+    }),
+  );
+}
+
 /**
  * A TypeScript harness's measured runs (after its warm-up): `load(seconds)` run ctx.settings.runs times, each under
  * measure() of `watched`, and logged as `describe` puts it.

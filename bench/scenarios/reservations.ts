@@ -14,7 +14,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, measuredRuns, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const SLOT = 30 * 60_000;
@@ -114,12 +114,7 @@ export const reservations: Scenario = {
       };
       const load = async (seconds: number): Promise<Tally> => {
         const t: Tally = { attempts: 0, commits: 0, conflicts: 0, errors: {}, all: new LatencyHistogram(), committed: new LatencyHistogram() };
-        const deadline = performance.now() + seconds * 1000;
-        await Promise.all(
-          callers.map(async (c, i) => {
-            for (let k = 0; performance.now() < deadline; k++) await book(c, i, k % 2 === 0, t);
-          }),
-        );
+        await closedLoops(callers, seconds, (c, i, k) => book(c, i, k % 2 === 0, t));
         return t;
       };
 

@@ -12,11 +12,18 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, measuredRuns, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const START_QUANTITY = 1_000_000;
 const HOT_PRODUCTS = 4;
+
+/** One AdjustStock request. */
+interface Move {
+  productId: string;
+  delta: number;
+  requestId: string;
+}
 
 interface Tally {
   calls: number;
@@ -72,9 +79,12 @@ export const stock: Scenario = {
       let appliedSeen = 0;
       let seq = 0;
 
-      const call = async (c: Client<typeof InventoryService>, k: number, last: { productId: string; delta: number; requestId: string } | undefined, t: Tally) => {
-        let req: { productId: string; delta: number; requestId: string };
-        if (k % 16 === 15 && last) req = last;
+      // Each client's last request, which one call in 16 repeats.
+      const last: (Move | undefined)[] = [];
+      const call = async (c: Client<typeof InventoryService>, client: number, k: number, t: Tally) => {
+        let req: Move;
+        const previous = last[client];
+        if (k % 16 === 15 && previous) req = previous;
         else {
           const productId = k % 2 === 0 ? products[Math.floor(Math.random() * HOT_PRODUCTS)]! : products[Math.floor(Math.random() * products.length)]!;
           const units = 1 + Math.floor(Math.random() * 5);
@@ -100,17 +110,11 @@ export const stock: Scenario = {
           }
         }
         t.latency.record(performance.now() - sentAt);
-        return req;
+        last[client] = req;
       };
       const load = async (seconds: number): Promise<Tally> => {
         const t: Tally = { calls: 0, applied: 0, replayed: 0, refused: 0, errors: {}, latency: new LatencyHistogram() };
-        const deadline = performance.now() + seconds * 1000;
-        await Promise.all(
-          callers.map(async (c) => {
-            let last: { productId: string; delta: number; requestId: string } | undefined;
-            for (let k = 0; performance.now() < deadline; k++) last = await call(c, k, last, t);
-          }),
-        );
+        await closedLoops(callers, seconds, (c, i, k) => call(c, i, k, t));
         return t;
       };
 
