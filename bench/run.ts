@@ -5,7 +5,7 @@
  * and prints the summary tables (markdown).
  *
  *   --quick            smaller counts, shorter runs, one run each (about 2 minutes)
- *   --only a,b         only these scenarios (baselines, gateway, chat, reservations, stock, files, monitoring, game)
+ *   --only a,b         only these scenarios (baselines, gateway, chat, reservations, stock, catalog, files, monitoring, game)
  *   --out <dir>        where the JSON goes (default bench/results); scratch data in <dir>/tmp
  *   --profile          servers under test write V8 CPU profiles (node --cpu-prof); top frames are printed
  *   --no-pin           do not pin servers and load generators to separate CPUs
@@ -39,8 +39,9 @@ import { game } from "./scenarios/game.js";
 import { monitoring } from "./scenarios/monitoring.js";
 import { reservations } from "./scenarios/reservations.js";
 import { stock } from "./scenarios/stock.js";
+import { catalog } from "./scenarios/catalog.js";
 
-const SCENARIOS: Scenario[] = [baselines, gateway, chat, reservations, stock, files, monitoring, game];
+const SCENARIOS: Scenario[] = [baselines, gateway, chat, reservations, stock, catalog, files, monitoring, game];
 
 const { values: args } = parseArgs({
   options: {

@@ -23,6 +23,7 @@ export interface Settings {
   };
   reservations: { clients: number; runSeconds: number };
   stock: { clients: number; products: number; runSeconds: number };
+  catalog: { clients: number; products: number; runSeconds: number };
   files: { megabytes: number };
   monitoring: { clients: number; pointsPerBatch: number; runSeconds: number };
   /** Games played at once (twice as many players queue for them first). */
@@ -38,6 +39,7 @@ export const FULL: Settings = {
   chat: { subscribers: [100, 1000], users: 100, window: 8, runSeconds: 5, holdStreams: 1000, holdSeconds: 300 },
   reservations: { clients: 32, runSeconds: 8 },
   stock: { clients: 32, products: 64, runSeconds: 8 },
+  catalog: { clients: 16, products: 2000, runSeconds: 8 },
   files: { megabytes: 256 },
   monitoring: { clients: 8, pointsPerBatch: 100, runSeconds: 5 },
   game: { games: 500 },
@@ -52,6 +54,7 @@ export const QUICK: Settings = {
   chat: { subscribers: [50, 200], users: 50, window: 8, runSeconds: 2, holdStreams: 200, holdSeconds: 10 },
   reservations: { clients: 32, runSeconds: 3 },
   stock: { clients: 32, products: 64, runSeconds: 3 },
+  catalog: { clients: 16, products: 300, runSeconds: 3 },
   files: { megabytes: 32 },
   monitoring: { clients: 4, pointsPerBatch: 100, runSeconds: 2 },
   game: { games: 25 },

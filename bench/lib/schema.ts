@@ -10,7 +10,7 @@ import type { Settings } from "./context.js";
 export const SCHEMA = "agora-bench/1";
 
 /** Every scenario, in the order they run. */
-export const SCENARIO_NAMES = ["baselines", "gateway", "chat", "reservations", "stock", "files", "monitoring", "game"] as const;
+export const SCENARIO_NAMES = ["baselines", "gateway", "chat", "reservations", "stock", "catalog", "files", "monitoring", "game"] as const;
 
 export interface BenchResult {
   schema: typeof SCHEMA;
