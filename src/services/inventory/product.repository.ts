@@ -20,9 +20,28 @@ import { ProductEntity, ProductSchema, SCHEMA, StockMovementEntity, StockMovemen
 
 const INT32_MAX = 2_147_483_647;
 
-const GET_PRODUCT_SQL =
-  "SELECT id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, request_id, created_at, updated_at " +
-  `FROM "${SCHEMA}".products WHERE id = $1`;
+/** What a product is answered with: every column but its search vector and its request's fingerprint. */
+const PRODUCT_COLUMNS =
+  "id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, request_id, created_at, updated_at";
+
+const GET_PRODUCT_SQL = `SELECT ${PRODUCT_COLUMNS} FROM "${SCHEMA}".products WHERE id = $1`;
+
+/**
+ * Products matching words $2 (a tsquery of stemmed prefixes) in name or description, or with a name similar to
+ * query $1 (a typo), in category $3 unless 0; ranked, $4 from position $5.
+ */
+const SEARCH_SQL = `SELECT ${PRODUCT_COLUMNS}, ts_rank_cd(search, q.ts) + public.similarity(name, $1) AS score
+    FROM "${SCHEMA}".products, to_tsquery('english', $2) AS q(ts)
+   WHERE (search @@ q.ts OR public.similarity(name, $1) > 0.3)
+     AND ($3::smallint = 0 OR category = $3::smallint)
+   ORDER BY score DESC, name, id
+   LIMIT $4 OFFSET $5`;
+
+/** Product $1's movements, newest first, $2 of them; with `after`, those before position ($3, $4). */
+const movementsSql = (after: boolean) =>
+  `SELECT * FROM "${SCHEMA}".stock_movements WHERE product_id = $1 ${after ? "AND (created_at, id) < ($3, $4) " : ""}ORDER BY created_at DESC, id DESC LIMIT $2`;
+
+const PRODUCT_EXISTS = `SELECT 1 FROM "${SCHEMA}".products WHERE id = $1`;
 
 const fromRow = rowMapper(ProductSchema);
 const movementFromRow = rowMapper(StockMovementSchema);
@@ -168,20 +187,23 @@ export class ProductRepository {
     }
   }
 
+  /**
+   * A page of products in one order, filtered: one prepared statement per combination of order, direction and
+   * filters (48 at most, each named after its combination), answered without the ORM.
+   */
   async list(q: ListProductsQuery): Promise<ProductEntity[]> {
     const { column } = ORDER_COLUMNS[q.order];
-    const direction = q.descending ? "desc" : "asc";
-    const qb = this.em.fork().createQueryBuilder(ProductSchema, "p").select("*");
-    if (q.category) qb.andWhere({ category: q.category });
-    if (q.lowStockOnly) qb.andWhere("p.quantity <= p.low_stock_threshold");
-    if (q.after) {
-      const op = q.descending ? "<" : ">";
-      qb.andWhere(`(p.${column}, p.id) ${op} (?, ?)`, q.after);
-    }
-    return qb
-      .orderBy({ [`p.${column}`]: direction, "p.id": direction })
-      .limit(q.limit)
-      .getResult();
+    const direction = q.descending ? "DESC" : "ASC";
+    const values: unknown[] = [];
+    const where: string[] = [];
+    if (q.category) where.push(`category = $${values.push(q.category)}`);
+    if (q.lowStockOnly) where.push("quantity <= low_stock_threshold");
+    if (q.after) where.push(`(${column}, id) ${q.descending ? "<" : ">"} ($${values.push(q.after[0])}, $${values.push(q.after[1])})`);
+    const text =
+      `SELECT ${PRODUCT_COLUMNS} FROM "${SCHEMA}".products ${where.length ? `WHERE ${where.join(" AND ")} ` : ""}` +
+      `ORDER BY ${column} ${direction}, id ${direction} LIMIT $${values.push(q.limit)}`;
+    const name = `inventory.list.${column}.${direction}.${q.category ? "c" : ""}${q.lowStockOnly ? "l" : ""}${q.after ? "a" : ""}`;
+    return (await preparedQuery(this.em, name, text, values)).map(fromRow);
   }
 
   positionOf(p: ProductEntity, order: ProductOrder): KeysetPosition {
@@ -194,17 +216,7 @@ export class ProductRepository {
    */
   async search(words: string[], raw: string, category: number, offset: number, limit: number): Promise<ProductEntity[]> {
     const tsquery = words.map((w) => `${w}:*`).join(" & ");
-    const rows = await this.em.fork().execute<Record<string, unknown>[]>(
-      `SELECT p.*, ts_rank_cd(p.search, q.ts) + public.similarity(p.name, ?) AS score
-         FROM "${SCHEMA}".products p, to_tsquery('english', ?) AS q(ts)
-        WHERE (p.search @@ q.ts OR public.similarity(p.name, ?) > 0.3)
-          AND (?::smallint = 0 OR p.category = ?::smallint)
-        ORDER BY score DESC, p.name, p.id
-        LIMIT ? OFFSET ?`,
-      [raw, tsquery, raw, category, category, limit, offset],
-    );
-    const em = this.em.fork();
-    return rows.map((r) => em.map(ProductSchema, r));
+    return (await preparedQuery(this.em, "inventory.search", SEARCH_SQL, [raw, tsquery, category, limit, offset])).map(fromRow);
   }
 
   /**
@@ -337,11 +349,12 @@ export class ProductRepository {
   }
 
   async listMovements(productId: string, after: KeysetPosition | undefined, limit: number): Promise<StockMovementEntity[]> {
-    const em = this.em.fork();
-    if (!(await em.count(ProductSchema, { id: productId }))) throw notFound("product", productId);
-    const qb = em.createQueryBuilder(StockMovementSchema, "m").select("*").where({ productId });
-    if (after) qb.andWhere("(m.created_at, m.id) < (?, ?)", after);
-    return qb.orderBy({ "m.created_at": "desc", "m.id": "desc" }).limit(limit).getResult();
+    const rows = await preparedQuery(this.em, `inventory.movements${after ? ".after" : ""}`, movementsSql(Boolean(after)), [productId, limit, ...(after ?? [])]);
+    // No movements: an unknown product is NOT_FOUND, not an empty page.
+    if (rows.length === 0 && (await preparedQuery(this.em, "inventory.product-exists", PRODUCT_EXISTS, [productId])).length === 0) {
+      throw notFound("product", productId);
+    }
+    return rows.map(movementFromRow);
   }
 }
 
