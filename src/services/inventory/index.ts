@@ -5,6 +5,7 @@ import type { ServiceModule } from "../../platform/service-module.js";
 import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
 import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
+import { Migration20261127000000 } from "./migrations/Migration20261127000000.js";
 import { ProductSchema, SCHEMA, StockMovementSchema } from "./product.entity.js";
 import { ProductRepository } from "./product.repository.js";
 
@@ -17,7 +18,7 @@ export const inventoryModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [ProductSchema, StockMovementSchema],
-      migrations: [Migration20261121000000, Migration20261125180000],
+      migrations: [Migration20261121000000, Migration20261125180000, Migration20261127000000],
       poolSize: config.dbPoolSize,
       log,
     });

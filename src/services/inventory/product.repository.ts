@@ -27,15 +27,11 @@ const PRODUCT_COLUMNS =
 const GET_PRODUCT_SQL = `SELECT ${PRODUCT_COLUMNS} FROM "${SCHEMA}".products WHERE id = $1`;
 
 /**
- * Products matching words $2 (a tsquery of stemmed prefixes) in name or description, or with a name similar to
- * query $1 (a typo), in category $3 unless 0; ranked, $4 from position $5.
+ * Products matching words $2 (stemmed prefixes, a tsquery's text) in name or description, or with a name similar to
+ * query $1 (a typo: more than 0.3 of their trigrams shared), in category $3 unless 0; ranked, $4 from position $5.
+ * A function of the schema (its migration says why), which answers the product columns and the score.
  */
-const SEARCH_SQL = `SELECT ${PRODUCT_COLUMNS}, ts_rank_cd(search, q.ts) + public.similarity(name, $1) AS score
-    FROM "${SCHEMA}".products, to_tsquery('english', $2) AS q(ts)
-   WHERE (search @@ q.ts OR public.similarity(name, $1) > 0.3)
-     AND ($3::smallint = 0 OR category = $3::smallint)
-   ORDER BY score DESC, name, id
-   LIMIT $4 OFFSET $5`;
+const SEARCH_SQL = `SELECT * FROM "${SCHEMA}".search_products($1, to_tsquery('english', $2), $3, $4, $5)`;
 
 /** Product $1's movements, newest first, $2 of them; with `after`, those before position ($3, $4). */
 const movementsSql = (after: boolean) =>
