@@ -169,6 +169,30 @@ describe("inventory service", () => {
       expect(typo.products.map((p) => p.name)).to.include("Notebook");
       expect((await rpcError(inv.searchProducts({ query: "!!!" }))).code).to.equal(Code.InvalidArgument);
     });
+
+    it("searches through the indexes, never by reading every product (where the planner would, on a table this small)", async () => {
+      for (const name of ["Xylofon classic", "Xylofon mini", "Ocarina"]) await inv.createProduct({ product: product(name, { category: Category.ELECTRONICS }) });
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        // SearchProducts' statement, counted by this session's own counters for the products table within one
+        // transaction (no statistics delay): a word, a typo, a category, nothing found.
+        await db.query("BEGIN");
+        for (const [query, category, found] of [["xylofon", 0, 2], ["Ocarna", 0, 1], ["ocarina", Category.ELECTRONICS, 1], ["ocarina", Category.OFFICE, 0], ["zebra", 0, 0]] as const) {
+          const words = query.split(" ").map((w) => `${w}:*`).join(" & ");
+          const rows = await db.query(`SELECT * FROM "inventory".search_products($1, to_tsquery('english', $2), $3, 20, 0)`, [query, words, category]);
+          expect(rows.rowCount, query).to.equal(found);
+        }
+        const { rows } = await db.query<{ seq_scan: string; idx_scan: string }>(
+          `SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'inventory' AND relname = 'products'`,
+        );
+        await db.query("COMMIT");
+        expect(Number(rows[0]!.seq_scan)).to.equal(0);
+        expect(Number(rows[0]!.idx_scan)).to.be.at.least(4);
+      } finally {
+        await db.end();
+      }
+    });
   });
 
   describe("listing", () => {
