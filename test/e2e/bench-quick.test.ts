@@ -73,11 +73,18 @@ describe("e2e: npm run bench -- --quick", function () {
     for (const row of result.scenarios.gateway!.rows) expect(row.metrics.cpuMsPer1k_agora, row.name).to.be.greaterThan(0);
   });
 
-  it("finds no double booking and loses no chat message or file byte", () => {
+  it("finds no double booking, no stock movement lost or doubled, no wrong listing, and loses no chat message or file byte", () => {
     const booking = result.scenarios.reservations!.rows[0]!.metrics;
     expect(booking.doubleBookings).to.equal(0);
     expect(booking.storedActive).to.equal(booking.commitsSeen);
     expect(booking.commitsPerSecond).to.be.greaterThan(0);
+    const stock = result.scenarios.stock!.rows[0]!.metrics;
+    expect(stock.lostOrDoubled).to.equal(0);
+    expect(stock.appliedSeen).to.be.greaterThan(0);
+    const catalog = result.scenarios.catalog!.rows[0]!.metrics;
+    expect(catalog.walkErrors).to.equal(0);
+    expect(catalog.errors).to.equal(0);
+    expect(catalog.productsPerSecond).to.be.greaterThan(0);
     for (const row of result.scenarios.chat!.rows) {
       expect(row.metrics.streamErrors, row.name).to.equal(0);
       expect(row.metrics.deliveredPerSecond, row.name).to.be.greaterThan(0);
