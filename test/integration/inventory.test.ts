@@ -234,6 +234,34 @@ describe("inventory service", () => {
       expect(pages).to.equal(25);
     });
 
+    it("pages every order both ways, each product once and in order, ties broken by id", async () => {
+      const key = (p: Product, order: ProductOrder): [string | number | bigint, string] =>
+        order === ProductOrder.QUANTITY ? [p.quantity, p.id]
+        : order === ProductOrder.UPDATE_TIME ? [p.updateTime!.seconds * 1_000_000_000n + BigInt(p.updateTime!.nanos), p.id]
+        : [p.name, p.id];
+      for (const orderBy of [ProductOrder.NAME, ProductOrder.QUANTITY, ProductOrder.UPDATE_TIME]) {
+        for (const descending of [false, true]) {
+          const seen: Product[] = [];
+          let pageToken = "";
+          do {
+            const page = await list.listProducts({ pageSize: 400, orderBy, descending, pageToken });
+            seen.push(...page.products);
+            pageToken = page.nextPageToken;
+          } while (pageToken);
+          const label = `${ProductOrder[orderBy]}${descending ? " descending" : ""}`;
+          expect(new Set(seen.map((p) => p.id)).size, label).to.equal(2500);
+          expect(seen, label).to.have.length(2500);
+          const keys = seen.map((p) => key(p, orderBy));
+          const inOrder = keys.every((k, i) => {
+            if (i === 0) return true;
+            const [a, b] = descending ? [k, keys[i - 1]!] : [keys[i - 1]!, k];
+            return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+          });
+          expect(inOrder, label).to.equal(true);
+        }
+      }
+    });
+
     it("filters by category and low stock, orders by quantity descending, and keeps the filters in the token", async () => {
       const seen: Product[] = [];
       let pageToken = "";
