@@ -1,6 +1,7 @@
 /** A load of calls (ghz, or the Go load generator) with the server side's usage: warm-up, measured runs, medians. */
 import os from "node:os";
 import path from "node:path";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import type { BenchContext } from "./context.js";
 import { ghz, type GhzOptions, type GhzSummary } from "./ghz.js";
 import { measure, perThousand, type Usage, type Watched } from "./measure.js";
@@ -90,6 +91,17 @@ export async function closedLoops<C>(clients: C[], seconds: number, step: (clien
       for (let k = 0; performance.now() < deadline; k++) await step(c, i, k);
     }),
   );
+}
+
+/** Counts an unexpected error of a TypeScript harness's call under its code and message (a run's `errors`). */
+export function countError(errors: Record<string, number>, e: ConnectError): void {
+  const name = `${Code[e.code] ?? e.code}: ${e.rawMessage.slice(0, 160)}`;
+  errors[name] = (errors[name] ?? 0) + 1;
+}
+
+/** The unexpected errors of all measured runs together. */
+export function totalErrors(runs: { result: { errors: Record<string, number> } }[]): number {
+  return runs.reduce((a, r) => a + Object.values(r.result.errors).reduce((x, n) => x + n, 0), 0);
 }
 
 /**

@@ -9,11 +9,11 @@
  * exactly the products its filters select, each once, in its order: a walk
  * that does not is counted (walk errors, must be 0).
  */
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService, ProductOrder, type Product } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, countError, measuredRuns, serverUsage, totalErrors } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const LIST_PAGE = 50;
@@ -142,9 +142,7 @@ export const catalog: Scenario = {
             }
           }
         } catch (err) {
-          const e = ConnectError.from(err);
-          const name = `${Code[e.code] ?? e.code}: ${e.rawMessage.slice(0, 160)}`;
-          t.errors[name] = (t.errors[name] ?? 0) + 1;
+          countError(t.errors, ConnectError.from(err));
           walks[client] = undefined;
         }
         t.latency.record(performance.now() - sentAt);
@@ -164,7 +162,7 @@ export const catalog: Scenario = {
       );
 
       const walkErrors = runs.reduce((a, r) => a + r.result.walkErrors, 0);
-      const errors = runs.reduce((a, r) => a + Object.values(r.result.errors).reduce((x, n) => x + n, 0), 0);
+      const errors = totalErrors(runs);
       const metrics: Record<string, number> = {
         callsPerSecond: median(runs.map((r) => r.result.calls / r.usage.seconds)),
         productsPerSecond: median(runs.map((r) => r.result.products / r.usage.seconds)),

@@ -14,7 +14,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, countError, measuredRuns, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const SLOT = 30 * 60_000;
@@ -106,10 +106,7 @@ export const reservations: Scenario = {
           t.all.record(ms);
           const e = ConnectError.from(err);
           if (e.code === Code.AlreadyExists) t.conflicts++;
-          else {
-            const name = `${Code[e.code] ?? e.code}: ${e.rawMessage.slice(0, 160)}`;
-            t.errors[name] = (t.errors[name] ?? 0) + 1;
-          }
+          else countError(t.errors, e);
         }
       };
       const load = async (seconds: number): Promise<Tally> => {

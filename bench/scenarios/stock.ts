@@ -12,7 +12,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, countError, measuredRuns, serverUsage, totalErrors } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const START_QUANTITY = 1_000_000;
@@ -104,10 +104,7 @@ export const stock: Scenario = {
         } catch (err) {
           const e = ConnectError.from(err);
           if (e.code === Code.FailedPrecondition) t.refused++;
-          else {
-            const name = `${Code[e.code] ?? e.code}: ${e.rawMessage.slice(0, 160)}`;
-            t.errors[name] = (t.errors[name] ?? 0) + 1;
-          }
+          else countError(t.errors, e);
         }
         t.latency.record(performance.now() - sentAt);
         last[client] = req;
@@ -135,7 +132,7 @@ export const stock: Scenario = {
       ).length;
       const movements = stored.reduce((a, r) => a + Number(r.movements), 0);
       const lostOrDoubled = wrongProducts + Math.abs(movements - appliedSeen);
-      const errors = runs.reduce((a, r) => a + Object.values(r.result.errors).reduce((x, n) => x + n, 0), 0);
+      const errors = totalErrors(runs);
       const metrics: Record<string, number> = {
         callsPerSecond: median(runs.map((r) => r.result.calls / r.usage.seconds)),
         appliedPerSecond: median(runs.map((r) => r.result.applied / r.usage.seconds)),

@@ -37,8 +37,6 @@ const SEARCH_SQL = `SELECT * FROM "${SCHEMA}".search_products($1, to_tsquery('en
 const movementsSql = (after: boolean) =>
   `SELECT * FROM "${SCHEMA}".stock_movements WHERE product_id = $1 ${after ? "AND (created_at, id) < ($3, $4) " : ""}ORDER BY created_at DESC, id DESC LIMIT $2`;
 
-const PRODUCT_EXISTS = `SELECT 1 FROM "${SCHEMA}".products WHERE id = $1`;
-
 const fromRow = rowMapper(ProductSchema);
 const movementFromRow = rowMapper(StockMovementSchema);
 
@@ -346,10 +344,8 @@ export class ProductRepository {
 
   async listMovements(productId: string, after: KeysetPosition | undefined, limit: number): Promise<StockMovementEntity[]> {
     const rows = await preparedQuery(this.em, `inventory.movements${after ? ".after" : ""}`, movementsSql(Boolean(after)), [productId, limit, ...(after ?? [])]);
-    // No movements: an unknown product is NOT_FOUND, not an empty page.
-    if (rows.length === 0 && (await preparedQuery(this.em, "inventory.product-exists", PRODUCT_EXISTS, [productId])).length === 0) {
-      throw notFound("product", productId);
-    }
+    // No movements: an unknown product is NOT_FOUND (get), not an empty page.
+    if (rows.length === 0) await this.get(productId);
     return rows.map(movementFromRow);
   }
 }
