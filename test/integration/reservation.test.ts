@@ -873,6 +873,73 @@ describe("reservation service", function () {
     });
   });
 
+  describe("a long history", () => {
+    // 40,000 past reservations of two rooms, a quarter of them one user's and each of the others a different user's,
+    // with fresh statistics, and every plan generic (made without the parameters' values, as a connection's plan of a
+    // statement is from its sixth run when it looks no worse): where the planner once chose to walk
+    // reservations_by_start from the oldest reservation for the slot's conflicts, and reservations_by_user for the
+    // request's earlier booking.
+    let server: TestServer;
+    let heavy: User;
+    const HISTORY = 40_000;
+    const BOOKINGS = 12;
+    const reads = async () => {
+      const rows = await sql<{ indexrelname: string; idx_tup_read: string }>(
+        server.databaseUrl,
+        `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'reservation' AND relname = 'reservations'`,
+      );
+      const [table] = await sql<{ seq_tup_read: string; n_tup_ins: string }>(
+        server.databaseUrl,
+        `SELECT seq_tup_read, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = 'reservation' AND relname = 'reservations'`,
+      );
+      return { ...Object.fromEntries(rows.map((r) => [r.indexrelname, Number(r.idx_tup_read)])), seq: Number(table!.seq_tup_read), inserted: Number(table!.n_tup_ins) };
+    };
+
+    before(async () => {
+      const url = await freshDatabase();
+      await sql(process.env.AGORA_TEST_DATABASE_URL!, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET plan_cache_mode = force_generic_plan`);
+      server = await startTestServer({ ...ENV, SCHEDULER_INTERVAL_MS: "3600000" }, url);
+      heavy = await newUser(server, "history-heavy");
+      const admin = client(ReservationService, server.url, "grpc", server.adminToken);
+      const rooms = [];
+      for (const name of ["History room A", "History room B"]) rooms.push((await admin.createResource({ resource: resource(name, { type: "historyroom" }) })).resource!.id);
+      await sql(
+        server.databaseUrl,
+        `INSERT INTO "reservation".reservations (id, resource_id, user_id, start_time, end_time, party_size, status, request_id, version, created_at, updated_at)
+         SELECT gen_random_uuid(), ($1::uuid[])[1 + i % 2], CASE WHEN i % 4 = 0 THEN $2::uuid ELSE gen_random_uuid() END,
+                t, t + interval '30 minutes', 1, 'confirmed', gen_random_uuid()::text, 1, t, t
+           FROM generate_series(0, $3::int - 1) i, LATERAL (SELECT timestamptz '2020-01-01' + (i / 2) * interval '1 hour' AS t) s`,
+        [rooms, heavy.id, HISTORY],
+      );
+      await sql(server.databaseUrl, `ANALYZE "reservation".reservations`);
+      await eventually(async () => (await reads()).inserted === HISTORY, "the history's statistics");
+    });
+    after(async () => {
+      await server?.shutdown();
+    });
+
+    it("books without reading the history: the slot's conflicts through the exclusion constraint's index, the request through its own", async () => {
+      const asHeavy = client(ReservationService, server.url, "grpc", heavy.token);
+      const { resources } = await asHeavy.listAvailableResources({ type: "historyroom", startTime: ts(at(2, 8)), endTime: ts(at(2, 9)), partySize: 1 });
+      expect(resources).to.have.length(2);
+      const before = await reads();
+      for (let i = 0; i < BOOKINGS; i++) {
+        const { reservation } = await asHeavy.createReservation({
+          resourceId: resources[0]!.id, startTime: ts(at(2, 8 + i)), endTime: ts(at(2, 9 + i)), partySize: 1, requestId: `history-${i}`,
+        });
+        expect(reservation!.status).to.equal(ReservationStatus.CONFIRMED);
+      }
+      // The server's connection reports its counters once idle; its inserts come with the reads they made.
+      await eventually(async () => (await reads()).inserted === HISTORY + BOOKINGS, "the bookings' statistics");
+      const after = await reads();
+      const read = (key: string) => (after as Record<string, number>)[key]! - (before as Record<string, number>)[key]!;
+      expect(read("reservations_by_start"), "rows read through reservations_by_start").to.equal(0);
+      expect(read("reservations_by_user"), "rows read through reservations_by_user").to.equal(0);
+      expect(read("seq"), "rows read by sequential scans").to.equal(0);
+      expect(read("reservations_no_overlap"), "rows read through the exclusion constraint's index").to.be.below(10 * BOOKINGS);
+    });
+  });
+
   describe("reservation lifecycle", () => {
     const clock = new ManualClock(new Date(T0));
     let server: TestServer;

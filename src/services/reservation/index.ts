@@ -5,6 +5,7 @@ import { every } from "../../platform/periodic.js";
 import type { ServiceModule } from "../../platform/service-module.js";
 import { Migration20261121200000 } from "./migrations/Migration20261121200000.js";
 import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
+import { Migration20261127100000 } from "./migrations/Migration20261127100000.js";
 import { NotificationRepository } from "./notification.repository.js";
 import { NotificationSchema, ReservationSchema, ResourceSchema, SCHEMA } from "./reservation.entity.js";
 import { ReservationRepository } from "./reservation.repository.js";
@@ -20,7 +21,7 @@ export const reservationModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [ResourceSchema, ReservationSchema, NotificationSchema],
-      migrations: [Migration20261121200000, Migration20261125180000],
+      migrations: [Migration20261121200000, Migration20261125180000, Migration20261127100000],
       poolSize: config.dbPoolSize,
       log,
     });
