@@ -13,7 +13,7 @@ import {
   type ProductEvent,
 } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, PreconditionFailureSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { client, eventually, PROTOCOLS, startTestServer, type TestServer, rpcError } from "../support/harness.js";
+import { client, eventually, genericPlanDatabase, PROTOCOLS, rpcError, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 
 type Inventory = Client<typeof InventoryService>;
 
@@ -362,6 +362,84 @@ describe("inventory service", () => {
         inv.adjustStock({ productId: "00000000-0000-4000-8000-000000000001", delta: 1, reason: "x", requestId: "z" }),
       );
       expect(missing.code).to.equal(Code.NotFound);
+    });
+  });
+
+  describe("a large catalog", () => {
+    // 20,000 products, 10 of them low on stock, fresh statistics, every plan generic, one connection (so that the
+    // stock change at the end reports its counters with the listings'). `quantity <= low_stock_threshold` compares
+    // two columns, which PostgreSQL estimates as a third of the products.
+    let server: TestServer;
+    let admin: Inventory;
+    const PRODUCTS = 20_000;
+    const reads = () => tableReads(server.databaseUrl, "inventory", "products");
+    /** The products low on stock, k = 1..10: product 2000·k, quantity 10 − k, category 1 + k mod 4, updated k·3 mod 10 minutes in. */
+    const low = Array.from({ length: 10 }, (_, i) => i + 1).map((k) => ({
+      name: `Stock ${String(2000 * k).padStart(5, "0")}`,
+      quantity: 10 - k,
+      category: 1 + (k % 4),
+      updated: (k * 3) % 10,
+    }));
+
+    before(async () => {
+      server = await startTestServer({ DB_POOL_SIZE: "1" }, await genericPlanDatabase());
+      admin = client(InventoryService, server.url, "grpc", server.adminToken);
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        await db.query(
+          `INSERT INTO "inventory".products (id, name, description, category, quantity, price_units, price_nanos, currency_code, low_stock_threshold, version, created_at, updated_at)
+           SELECT gen_random_uuid(), 'Stock ' || lpad(i::text, 5, '0'), '',
+                  CASE WHEN i % 2000 = 0 THEN 1 + (i / 2000) % 4 ELSE 1 + i % 5 END,
+                  CASE WHEN i % 2000 = 0 THEN 10 - i / 2000 ELSE 100 + i % 50 END, 1, 0, 'EUR', 10, 1, t, t
+             FROM generate_series(1, $1::int) i,
+                  LATERAL (SELECT timestamptz '2030-01-01' + CASE WHEN i % 2000 = 0 THEN (i / 2000 * 3) % 10 ELSE 20 + i END * interval '1 minute' AS t) s`,
+          [PRODUCTS],
+        );
+        await db.query(`ANALYZE "inventory".products`);
+      } finally {
+        await db.end();
+      }
+      await eventually(async () => (await reads()).inserted === PRODUCTS, "the catalog's statistics");
+    });
+    after(() => server?.shutdown());
+
+    it("lists the products low on stock from their own indexes, in every order both ways, with and without a category", async () => {
+      const before = await reads();
+      const orders: [ProductOrder, (p: (typeof low)[number]) => string | number][] = [
+        [ProductOrder.NAME, (p) => p.name],
+        [ProductOrder.QUANTITY, (p) => p.quantity],
+        [ProductOrder.UPDATE_TIME, (p) => p.updated],
+      ];
+      for (const [orderBy, key] of orders) {
+        for (const descending of [false, true]) {
+          for (const category of [Category.UNSPECIFIED, Category.CLOTHING]) {
+            const expected = low
+              .filter((p) => !category || p.category === category)
+              .sort((a, b) => (key(a) < key(b) ? -1 : 1) * (descending ? -1 : 1))
+              .map((p) => p.name);
+            const seen: string[] = [];
+            let pageToken = "";
+            do {
+              const page = await admin.listProducts({ pageSize: 3, lowStockOnly: true, orderBy, descending, category, pageToken });
+              seen.push(...page.products.map((p) => p.name));
+              pageToken = page.nextPageToken;
+            } while (pageToken);
+            expect(seen, `${ProductOrder[orderBy]}${descending ? " descending" : ""}, category ${category}`).to.deep.equal(expected);
+          }
+        }
+      }
+      // A write on the same connection: once its row is counted, so are the listings' reads.
+      const { products } = await admin.listProducts({ pageSize: 1 });
+      await admin.adjustStock({ productId: products[0]!.id, delta: 1, reason: "count", requestId: "large-catalog" });
+      await eventually(async () => (await tableReads(server.databaseUrl, "inventory", "stock_movements")).inserted === 1, "the listings' statistics");
+      const after = await reads();
+      const read = (key: string) => after[key]! - before[key]!;
+      for (const index of ["products_name_order", "products_quantity_order", "products_updated_order", "products_category", "seq"]) {
+        expect(read(index), `rows read through ${index}`).to.be.below(PRODUCTS / 10);
+      }
+      const fromLowStock = read("products_low_stock_by_name") + read("products_low_stock_by_quantity") + read("products_low_stock_by_updated");
+      expect(fromLowStock, "rows read through the low-stock indexes").to.be.within(1, 400);
     });
   });
 

@@ -16,7 +16,7 @@ import {
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { lockKey } from "../../src/services/reservation/reservation.repository.js";
-import { client, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { client, eventually, freshDatabase, genericPlanDatabase, PROTOCOLS, rpcError, signUp, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Reservations = Client<typeof ReservationService>;
@@ -875,43 +875,34 @@ describe("reservation service", function () {
 
   describe("a long history", () => {
     // 40,000 past reservations of two rooms, a quarter of them one user's and each of the others a different user's,
-    // with fresh statistics, and every plan generic (made without the parameters' values, as a connection's plan of a
-    // statement is from its sixth run when it looks no worse): where the planner once chose to walk
-    // reservations_by_start from the oldest reservation for the slot's conflicts, and reservations_by_user for the
-    // request's earlier booking.
+    // with fresh statistics, and every plan generic: where the planner once chose to walk reservations_by_start from
+    // the oldest reservation for the slot's conflicts, and reservations_by_user for the request's earlier booking.
     let server: TestServer;
     let heavy: User;
     const HISTORY = 40_000;
     const BOOKINGS = 12;
-    const reads = async () => {
-      const rows = await sql<{ indexrelname: string; idx_tup_read: string }>(
-        server.databaseUrl,
-        `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'reservation' AND relname = 'reservations'`,
-      );
-      const [table] = await sql<{ seq_tup_read: string; n_tup_ins: string }>(
-        server.databaseUrl,
-        `SELECT seq_tup_read, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = 'reservation' AND relname = 'reservations'`,
-      );
-      return { ...Object.fromEntries(rows.map((r) => [r.indexrelname, Number(r.idx_tup_read)])), seq: Number(table!.seq_tup_read), inserted: Number(table!.n_tup_ins) };
-    };
+    const reads = () => tableReads(server.databaseUrl, "reservation", "reservations");
 
     before(async () => {
-      const url = await freshDatabase();
-      await sql(process.env.AGORA_TEST_DATABASE_URL!, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET plan_cache_mode = force_generic_plan`);
-      server = await startTestServer({ ...ENV, SCHEDULER_INTERVAL_MS: "3600000" }, url);
+      server = await startTestServer({ ...ENV, SCHEDULER_INTERVAL_MS: "3600000" }, await genericPlanDatabase());
       heavy = await newUser(server, "history-heavy");
       const admin = client(ReservationService, server.url, "grpc", server.adminToken);
       const rooms = [];
       for (const name of ["History room A", "History room B"]) rooms.push((await admin.createResource({ resource: resource(name, { type: "historyroom" }) })).resource!.id);
-      await sql(
-        server.databaseUrl,
-        `INSERT INTO "reservation".reservations (id, resource_id, user_id, start_time, end_time, party_size, status, request_id, version, created_at, updated_at)
-         SELECT gen_random_uuid(), ($1::uuid[])[1 + i % 2], CASE WHEN i % 4 = 0 THEN $2::uuid ELSE gen_random_uuid() END,
-                t, t + interval '30 minutes', 1, 'confirmed', gen_random_uuid()::text, 1, t, t
-           FROM generate_series(0, $3::int - 1) i, LATERAL (SELECT timestamptz '2020-01-01' + (i / 2) * interval '1 hour' AS t) s`,
-        [rooms, heavy.id, HISTORY],
-      );
-      await sql(server.databaseUrl, `ANALYZE "reservation".reservations`);
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        await db.query(
+          `INSERT INTO "reservation".reservations (id, resource_id, user_id, start_time, end_time, party_size, status, request_id, version, created_at, updated_at)
+           SELECT gen_random_uuid(), ($1::uuid[])[1 + i % 2], CASE WHEN i % 4 = 0 THEN $2::uuid ELSE gen_random_uuid() END,
+                  t, t + interval '30 minutes', 1, 'confirmed', gen_random_uuid()::text, 1, t, t
+             FROM generate_series(0, $3::int - 1) i, LATERAL (SELECT timestamptz '2020-01-01' + (i / 2) * interval '1 hour' AS t) s`,
+          [rooms, heavy.id, HISTORY],
+        );
+        await db.query(`ANALYZE "reservation".reservations`);
+      } finally {
+        await db.end();
+      }
       await eventually(async () => (await reads()).inserted === HISTORY, "the history's statistics");
     });
     after(async () => {
@@ -929,10 +920,9 @@ describe("reservation service", function () {
         });
         expect(reservation!.status).to.equal(ReservationStatus.CONFIRMED);
       }
-      // The server's connection reports its counters once idle; its inserts come with the reads they made.
       await eventually(async () => (await reads()).inserted === HISTORY + BOOKINGS, "the bookings' statistics");
       const after = await reads();
-      const read = (key: string) => (after as Record<string, number>)[key]! - (before as Record<string, number>)[key]!;
+      const read = (key: string) => after[key]! - before[key]!;
       expect(read("reservations_by_start"), "rows read through reservations_by_start").to.equal(0);
       expect(read("reservations_by_user"), "rows read through reservations_by_user").to.equal(0);
       expect(read("seq"), "rows read by sequential scans").to.equal(0);

@@ -39,6 +39,50 @@ export async function freshDatabase(): Promise<string> {
   return app.toString();
 }
 
+/**
+ * A fresh database where every plan is generic (`plan_cache_mode`): made without the parameters' values, as a
+ * connection's plan of a prepared statement is from its sixth run whenever it looks no worse than the custom ones.
+ * Where a statement's plan depends on estimates, this is the case to test.
+ */
+export async function genericPlanDatabase(): Promise<string> {
+  const url = await freshDatabase();
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  await admin.connect();
+  try {
+    await admin.query(`ALTER DATABASE ${new URL(url).pathname.slice(1)} SET plan_cache_mode = force_generic_plan`);
+  } finally {
+    await admin.end();
+  }
+  return url;
+}
+
+/**
+ * PostgreSQL's counters for one table: rows read through each of its indexes (by name), by sequential scans (`seq`),
+ * and rows inserted (`inserted`). A server's connection reports them once idle, a second at most after its last
+ * statement: wait for a count you expect (`eventually`) before reading the others.
+ */
+export async function tableReads(url: string, schema: string, table: string): Promise<Record<string, number>> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const indexes = await c.query<{ indexrelname: string; idx_tup_read: string }>(
+      `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = $2`,
+      [schema, table],
+    );
+    const rows = await c.query<{ seq_tup_read: string; n_tup_ins: string }>(
+      `SELECT seq_tup_read, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
+      [schema, table],
+    );
+    return {
+      ...Object.fromEntries(indexes.rows.map((r) => [r.indexrelname, Number(r.idx_tup_read)])),
+      seq: Number(rows.rows[0]!.seq_tup_read),
+      inserted: Number(rows.rows[0]!.n_tup_ins),
+    };
+  } finally {
+    await c.end();
+  }
+}
+
 export interface TestServer extends AgoraServer {
   databaseUrl: string;
   config: Config;

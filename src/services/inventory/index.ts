@@ -6,6 +6,7 @@ import { inventoryHandlers } from "./inventory.service.js";
 import { Migration20261121000000 } from "./migrations/Migration20261121000000.js";
 import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
 import { Migration20261127000000 } from "./migrations/Migration20261127000000.js";
+import { Migration20261127110000 } from "./migrations/Migration20261127110000.js";
 import { ProductSchema, SCHEMA, StockMovementSchema } from "./product.entity.js";
 import { ProductRepository } from "./product.repository.js";
 
@@ -18,7 +19,7 @@ export const inventoryModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [ProductSchema, StockMovementSchema],
-      migrations: [Migration20261121000000, Migration20261125180000, Migration20261127000000],
+      migrations: [Migration20261121000000, Migration20261125180000, Migration20261127000000, Migration20261127110000],
       poolSize: config.dbPoolSize,
       log,
     });
