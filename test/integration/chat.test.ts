@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { expect } from "chai";
+import pg from "pg";
 import {
   ChatRequestSchema,
   ChatService,
@@ -21,10 +22,12 @@ import {
   client,
   eventually,
   freshDatabase,
+  genericPlanDatabase,
   PROTOCOLS,
   rpcError,
   signUp,
   startTestServer,
+  tableReads,
   type ProtocolName,
   type TestServer,
 } from "../support/harness.js";
@@ -808,6 +811,48 @@ describe("chat service", function () {
     const newest = await c.getHistory({ conversation: toRoom(roomId), pageSize: 3 });
     expect(seqs(newest.messages)).to.deep.equal([31, 30, 29]);
     expect(newest.more).to.equal(true);
+  });
+});
+
+describe("chat with many direct conversations", function () {
+  // 20,000 direct conversations of other users, fresh statistics, every plan generic, one connection (so that the
+  // stream's end, a DELETE of its presence row, reports its counters with the stream's start).
+  const CONVERSATIONS = 20_000;
+  let server: TestServer;
+
+  before(async () => {
+    server = await startTestServer({ ...ENV, DB_POOL_SIZE: "1" }, await genericPlanDatabase());
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    try {
+      await db.query(
+        `INSERT INTO "chat".conversations (id, kind, user_a, user_b)
+         SELECT gen_random_uuid(), 'direct', least(x, y), greatest(x, y)
+           FROM (SELECT gen_random_uuid() AS x, gen_random_uuid() AS y FROM generate_series(1, $1::int)) pairs`,
+        [CONVERSATIONS],
+      );
+      await db.query(`ANALYZE "chat".conversations`);
+    } finally {
+      await db.end();
+    }
+    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "conversations")).inserted === CONVERSATIONS, "the conversations' statistics");
+  });
+  after(() => server?.shutdown());
+
+  it("opens a stream without reading everyone's conversations: the user's are found through an index on either side", async () => {
+    const token = await signUp(server.url, name("many"));
+    const peer = await signUp(server.url, name("peer"));
+    // A direct conversation of the user's own, among everyone else's.
+    const chat = client(ChatService, server.url, "grpc", token);
+    await chat.sendMessage({ message: { to: toUser(userIdOf(peer)), clientId: "hello", text: "hello" } });
+    const before = await tableReads(server.databaseUrl, "chat", "conversations");
+    const stream = subscribe(chat);
+    await stream.ready();
+    stream.close();
+    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "sessions")).deleted === 1, "the stream's statistics");
+    const after = await tableReads(server.databaseUrl, "chat", "conversations");
+    expect(after.seq - before.seq, "conversations read by sequential scans").to.equal(0);
+    expect(after.conversations_direct_by_user_b! - before.conversations_direct_by_user_b!, "rows read through conversations_direct_by_user_b").to.be.at.most(1);
   });
 });
 

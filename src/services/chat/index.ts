@@ -8,6 +8,7 @@ import { chatHandlers } from "./chat.service.js";
 import { Migration20261121300000 } from "./migrations/Migration20261121300000.js";
 import { Migration20261125170000 } from "./migrations/Migration20261125170000.js";
 import { Migration20261125210000 } from "./migrations/Migration20261125210000.js";
+import { Migration20261127120000 } from "./migrations/Migration20261127120000.js";
 import { PresenceRepository } from "./presence.repository.js";
 
 export const chatModule: ServiceModule = {
@@ -19,7 +20,7 @@ export const chatModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261121300000, Migration20261125170000, Migration20261125210000],
+      migrations: [Migration20261121300000, Migration20261125170000, Migration20261125210000, Migration20261127120000],
       poolSize: config.dbPoolSize,
       log,
     });
