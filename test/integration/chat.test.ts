@@ -814,10 +814,10 @@ describe("chat service", function () {
   });
 });
 
-describe("chat with many direct conversations", function () {
-  // 20,000 direct conversations of other users, fresh statistics, every plan generic, one connection (so that the
-  // stream's end, a DELETE of its presence row, reports its counters with the stream's start).
-  const CONVERSATIONS = 20_000;
+describe("chat among many users", function () {
+  // 20,000 direct conversations and 20,000 rooms (half public, half private) of other users, fresh statistics, every
+  // plan generic, one connection per pool (so that a write after a call reports its counters with the call's).
+  const OTHERS = 20_000;
   let server: TestServer;
 
   before(async () => {
@@ -829,13 +829,21 @@ describe("chat with many direct conversations", function () {
         `INSERT INTO "chat".conversations (id, kind, user_a, user_b)
          SELECT gen_random_uuid(), 'direct', least(x, y), greatest(x, y)
            FROM (SELECT gen_random_uuid() AS x, gen_random_uuid() AS y FROM generate_series(1, $1::int)) pairs`,
-        [CONVERSATIONS],
+        [OTHERS],
+      );
+      await db.query(
+        `INSERT INTO "chat".rooms (id, name, visibility, owner_id, created_at)
+         SELECT gen_random_uuid(), 'room ' || lpad(i::text, 5, '0'), CASE WHEN i % 2 = 0 THEN 'public' ELSE 'private' END, gen_random_uuid(), now()
+           FROM generate_series(1, $1::int) i`,
+        [OTHERS],
       );
       await db.query(`ANALYZE "chat".conversations`);
+      await db.query(`ANALYZE "chat".rooms`);
     } finally {
       await db.end();
     }
-    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "conversations")).inserted === CONVERSATIONS, "the conversations' statistics");
+    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "conversations")).inserted === OTHERS, "the conversations' statistics");
+    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "rooms")).inserted === OTHERS, "the rooms' statistics");
   });
   after(() => server?.shutdown());
 
@@ -849,10 +857,30 @@ describe("chat with many direct conversations", function () {
     const stream = subscribe(chat);
     await stream.ready();
     stream.close();
+    // The stream's end deletes its presence row on the same connection.
     await eventually(async () => (await tableReads(server.databaseUrl, "chat", "sessions")).deleted === 1, "the stream's statistics");
     const after = await tableReads(server.databaseUrl, "chat", "conversations");
     expect(after.seq - before.seq, "conversations read by sequential scans").to.equal(0);
     expect(after.conversations_direct_by_user_b! - before.conversations_direct_by_user_b!, "rows read through conversations_direct_by_user_b").to.be.at.most(1);
+  });
+
+  it("creates rooms and lists public and own private rooms without reading every room", async () => {
+    const chat = client(ChatService, server.url, "grpc", await signUp(server.url, name("lister")));
+    await chat.createRoom({ name: "room 00001x", visibility: RoomVisibility.PRIVATE });
+    const before = await tableReads(server.databaseUrl, "chat", "rooms");
+    const names: string[] = [];
+    let pageToken = "";
+    for (let page = 0; page < 3; page++) {
+      const listed = await chat.listRooms({ pageSize: 4, pageToken });
+      names.push(...listed.rooms.map((r) => r.name));
+      pageToken = listed.nextPageToken;
+    }
+    // Public rooms are the even ones; of the private ones, only the user's own.
+    expect(names).to.deep.equal(["room 00001x", "room 00002", "room 00004", "room 00006", "room 00008", "room 00010", "room 00012", "room 00014", "room 00016", "room 00018", "room 00020", "room 00022"]);
+    await chat.createRoom({ name: "another", visibility: RoomVisibility.PUBLIC });
+    await eventually(async () => (await tableReads(server.databaseUrl, "chat", "rooms")).inserted === OTHERS + 2, "the calls' statistics");
+    const after = await tableReads(server.databaseUrl, "chat", "rooms");
+    expect(after.seq - before.seq, "rooms read by sequential scans").to.equal(0);
   });
 });
 

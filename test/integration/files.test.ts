@@ -8,6 +8,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { expect } from "chai";
+import pg from "pg";
 import {
   FileEventType,
   FileService,
@@ -30,6 +31,7 @@ import {
   rpcError,
   signUp,
   startTestServer,
+  tableReads,
   type ProtocolName,
   type TestServer,
 } from "../support/harness.js";
@@ -934,6 +936,55 @@ describe("files service", function () {
         }),
       );
       contents.forEach((c, i) => expect(received[i]!.equals(c), `download ${i}`).to.equal(true));
+    });
+  });
+
+  describe("among many users' files", () => {
+    // 20,000 files of other users, fresh statistics, one connection (so that the delete at the end reports its
+    // counters with the listings').
+    const OTHERS = 20_000;
+    let server: TestServer;
+
+    before(async () => {
+      server = await startFiles({ DB_POOL_SIZE: "1" }, new ManualClock(), newDataDir().dataDir);
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        await db.query(
+          `INSERT INTO "files".files (id, owner_id, path, latest_version, size, sha256, created_at, updated_at)
+           SELECT gen_random_uuid(), gen_random_uuid(), 'list/' || i, 1, 1, 'x', now(), now() FROM generate_series(1, $1::int) i`,
+          [OTHERS],
+        );
+        await db.query(`ANALYZE "files".files`);
+      } finally {
+        await db.end();
+      }
+      await eventually(async () => (await tableReads(server.databaseUrl, "files", "files")).inserted === OTHERS, "the files' statistics");
+    });
+    after(() => server?.shutdown());
+
+    it("lists a user's own and shared files without reading everyone's", async () => {
+      const [owner, sharer] = [await newUser(server, "many-owner"), await newUser(server, "many-sharer")];
+      const mine = [];
+      for (const p of ["list/a", "list/b", "list/c"]) mine.push((await upload(owner.files, byPath(p), Buffer.from(p))).file!);
+      const shared = (await upload(sharer.files, byPath("list/bb"), Buffer.from("shared"))).file!;
+      await sharer.files.shareFile({ fileId: shared.id, userId: owner.id, role: Role.READER });
+      const before = await tableReads(server.databaseUrl, "files", "files");
+      const pages: string[][] = [];
+      let pageToken = "";
+      do {
+        const page = await owner.files.listFiles({ prefix: "list/", pageSize: 2, pageToken });
+        pages.push(page.files.map((f) => f.path));
+        pageToken = page.nextPageToken;
+      } while (pageToken && pages.length < 10);
+      expect(pages.flat()).to.deep.equal(["list/a", "list/b", "list/bb", "list/c"]);
+      // A write on the same connection: once it is counted, so are the listings' reads.
+      await owner.files.deleteFile({ fileId: mine[0]!.id });
+      await eventually(async () => (await tableReads(server.databaseUrl, "files", "files")).updated > before.updated, "the listings' statistics");
+      const after = await tableReads(server.databaseUrl, "files", "files");
+      expect(after.seq - before.seq, "files read by sequential scans").to.equal(0);
+      const throughIndexes = Object.keys(after).filter((k) => k.startsWith("files_")).reduce((n, k) => n + after[k]! - before[k]!, 0);
+      expect(throughIndexes, "files read through indexes").to.be.below(50);
     });
   });
 

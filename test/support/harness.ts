@@ -58,7 +58,7 @@ export async function genericPlanDatabase(): Promise<string> {
 
 /**
  * PostgreSQL's counters for one table: rows read through each of its indexes (by name), by sequential scans (`seq`),
- * and rows inserted and deleted (`inserted`, `deleted`). A server's connection reports them once idle, a second at
+ * and rows inserted, updated and deleted (`inserted`, `updated`, `deleted`). A server's connection reports them once idle, a second at
  * most after its last statement: wait for a count you expect (`eventually`) before reading the others.
  */
 export async function tableReads(url: string, schema: string, table: string): Promise<Record<string, number>> {
@@ -69,14 +69,15 @@ export async function tableReads(url: string, schema: string, table: string): Pr
       `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = $2`,
       [schema, table],
     );
-    const rows = await c.query<{ seq_tup_read: string; n_tup_ins: string; n_tup_del: string }>(
-      `SELECT seq_tup_read, n_tup_ins, n_tup_del FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
+    const rows = await c.query<{ seq_tup_read: string; n_tup_ins: string; n_tup_upd: string; n_tup_del: string }>(
+      `SELECT seq_tup_read, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
       [schema, table],
     );
     return {
       ...Object.fromEntries(indexes.rows.map((r) => [r.indexrelname, Number(r.idx_tup_read)])),
       seq: Number(rows.rows[0]!.seq_tup_read),
       inserted: Number(rows.rows[0]!.n_tup_ins),
+      updated: Number(rows.rows[0]!.n_tup_upd),
       deleted: Number(rows.rows[0]!.n_tup_del),
     };
   } finally {

@@ -129,15 +129,20 @@ export class ChatRepository {
     return { room, member };
   }
 
-  /** Public rooms and the user's rooms, by name. */
+  /**
+   * Public rooms and the user's private rooms, by name: a page of each, through rooms_public and members_by_user,
+   * merged. As one query (public, or the user a member), PostgreSQL read every room (docs/performance.md).
+   */
   async listRooms(userId: string, after: [string, string] | undefined, limit: number): Promise<RoomRow[]> {
+    const [name, id] = after ?? ["", "00000000-0000-0000-0000-000000000000"];
     return this.db.execute<RoomRow[]>(
       `SELECT r.*, (SELECT count(*)::int FROM "${SCHEMA}".members m WHERE m.room_id = r.id) AS member_count
-         FROM "${SCHEMA}".rooms r
-        WHERE (r.visibility = 'public' OR EXISTS (SELECT 1 FROM "${SCHEMA}".members m WHERE m.room_id = r.id AND m.user_id = ?))
-          AND (r.name, r.id) > (?, ?::uuid)
+         FROM ((SELECT * FROM "${SCHEMA}".rooms WHERE visibility = 'public' AND (name, id) > (?, ?::uuid) ORDER BY name, id LIMIT ?)
+               UNION ALL
+               (SELECT r.* FROM "${SCHEMA}".members m JOIN "${SCHEMA}".rooms r ON r.id = m.room_id
+                 WHERE m.user_id = ? AND r.visibility = 'private' AND (r.name, r.id) > (?, ?::uuid) ORDER BY r.name, r.id LIMIT ?)) r
         ORDER BY r.name, r.id LIMIT ?`,
-      [userId, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+      [name, id, limit, userId, name, id, limit, limit],
     );
   }
 

@@ -9,6 +9,7 @@ import { Migration20261121300000 } from "./migrations/Migration20261121300000.js
 import { Migration20261125170000 } from "./migrations/Migration20261125170000.js";
 import { Migration20261125210000 } from "./migrations/Migration20261125210000.js";
 import { Migration20261127120000 } from "./migrations/Migration20261127120000.js";
+import { Migration20261127140000 } from "./migrations/Migration20261127140000.js";
 import { PresenceRepository } from "./presence.repository.js";
 
 export const chatModule: ServiceModule = {
@@ -20,7 +21,7 @@ export const chatModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261121300000, Migration20261125170000, Migration20261125210000, Migration20261127120000],
+      migrations: [Migration20261121300000, Migration20261125170000, Migration20261125210000, Migration20261127120000, Migration20261127140000],
       poolSize: config.dbPoolSize,
       log,
     });

@@ -234,17 +234,23 @@ export class FilesRepository {
     );
   }
 
-  /** The caller's files and those shared with them, by path. */
+  /**
+   * The caller's files and those shared with them, by path: a page of each, through files_by_owner_path and
+   * shares_by_user, merged. As one query whose condition spans the two tables (owner, or shared), PostgreSQL could
+   * only test it after joining every file of every user (docs/performance.md).
+   */
   async list(userId: string, prefix: string, includeDeleted: boolean, after: [string, string] | undefined, limit: number) {
+    const [path, id] = after ?? ["", "00000000-0000-0000-0000-000000000000"];
     return this.db.execute<FileRow[]>(
-      `SELECT f.*, CASE WHEN f.owner_id = ? THEN 'owner' ELSE s.role END AS role
-         FROM "${SCHEMA}".files f LEFT JOIN "${SCHEMA}".shares s ON s.file_id = f.id AND s.user_id = ?
-        WHERE (f.owner_id = ? OR s.user_id IS NOT NULL)
-          AND starts_with(f.path, ?)
-          AND (f.deleted_at IS NULL OR (? AND f.owner_id = ?))
-          AND (f.path, f.id) > (?, ?::uuid)
-        ORDER BY f.path, f.id LIMIT ?`,
-      [userId, userId, userId, prefix, includeDeleted, userId, after?.[0] ?? "", after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+      `(SELECT f.*, 'owner' AS role FROM "${SCHEMA}".files f
+         WHERE f.owner_id = ? AND starts_with(f.path, ?) AND (f.deleted_at IS NULL OR ?) AND (f.path, f.id) > (?, ?::uuid)
+         ORDER BY f.path, f.id LIMIT ?)
+       UNION ALL
+       (SELECT f.*, s.role FROM "${SCHEMA}".shares s JOIN "${SCHEMA}".files f ON f.id = s.file_id
+         WHERE s.user_id = ? AND f.owner_id <> ? AND starts_with(f.path, ?) AND f.deleted_at IS NULL AND (f.path, f.id) > (?, ?::uuid)
+         ORDER BY f.path, f.id LIMIT ?)
+       ORDER BY path, id LIMIT ?`,
+      [userId, prefix, includeDeleted, path, id, limit, userId, userId, prefix, path, id, limit, limit],
     );
   }
 

@@ -11,6 +11,7 @@ import { FilesRepository, SCHEMA } from "./files.repository.js";
 import { filesHandlers } from "./files.service.js";
 import { Migration20261121400000 } from "./migrations/Migration20261121400000.js";
 import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
+import { Migration20261127130000 } from "./migrations/Migration20261127130000.js";
 
 export const filesModule: ServiceModule = {
   name: "files",
@@ -20,7 +21,7 @@ export const filesModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261121400000, Migration20261125180000],
+      migrations: [Migration20261121400000, Migration20261125180000, Migration20261127130000],
       poolSize: config.dbPoolSize,
       log,
     });
