@@ -20,7 +20,7 @@ import {
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { client, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { client, connectionsClosed, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 
 type Games = Client<typeof GameService>;
 
@@ -397,6 +397,57 @@ describe("game service", function () {
       expect(around.caller!.rank).to.equal(4);
       expect(around.entries.map((e) => e.rank)).to.deep.equal([3, 4]);
       expect((await rpcError(a.games.getLeaderboard({ pageToken: "garbage" }))).code).to.equal(Code.InvalidArgument);
+    } finally {
+      await solo.shutdown();
+    }
+  });
+
+  it("pages a leaderboard of 5,000 players without ranking every player for each row, and finds the caller among them", async () => {
+    // Counters are read once the server has shut down (every connection reports its own as it closes).
+    const PLAYERS = 5_000;
+    const PAGE = 100;
+    const url = await freshDatabase();
+    const reads = async () => {
+      const r = await tableReads(url, "game", "ratings");
+      return Object.entries(r).filter(([k]) => k.startsWith("ratings_") || k === "seq").reduce((n, [, v]) => n + v, 0);
+    };
+    let solo = await startTestServer(ENV, url, undefined, clock);
+    const me = await player(solo, "deep_caller");
+    // Ratings 1000 to 1498 in steps of 0.5, about five players each (ties ordered by user id); the caller at 1450.25.
+    await sql(
+      url,
+      `INSERT INTO "game".ratings (user_id, username, rating, deviation, volatility, games, wins, updated_at)
+       SELECT gen_random_uuid(), 'p' || i, 1000 + (i % 997) * 0.5, 60, 0.06, 1, 1, now() FROM generate_series(1, $1::int) i
+       UNION ALL SELECT $2::uuid, 'deep_caller', 1450.25, 60, 0.06, 1, 1, now()`,
+      [PLAYERS, me.id],
+    );
+    await sql(url, `ANALYZE "game".ratings`);
+    await eventually(async () => (await tableReads(url, "game", "ratings")).inserted === PLAYERS + 1, "the ratings' statistics");
+    try {
+      const before = await reads();
+      const entries = [];
+      let pageToken = "";
+      let pages = 0;
+      do {
+        const page = await me.games.getLeaderboard({ pageSize: PAGE, pageToken });
+        entries.push(...page.entries);
+        pageToken = page.nextPageToken;
+        pages++;
+      } while (pageToken && pages < 100);
+      expect(entries.map((e) => e.rank)).to.deep.equal(Array.from({ length: PLAYERS + 1 }, (_, i) => i + 1));
+      for (let i = 1; i < entries.length; i++) {
+        const [p, q] = [entries[i - 1]!, entries[i]!];
+        expect(p.rating > q.rating || (p.rating === q.rating && p.userId < q.userId), `rating desc, then user id, at ${i}`).to.equal(true);
+      }
+      await solo.shutdown();
+      await connectionsClosed(url);
+      // Each page counts the players before it once (through ratings_board or, on a table this small, by reading it):
+      // at most the board once per page. Counting them for each row read a hundred times that.
+      expect(await reads() - before, "ratings read to page the board").to.be.below(2 * (PLAYERS + 1) * pages);
+      const around = await client(GameService, (solo = await startTestServer(ENV, url, undefined, clock)).url, "grpc", me.token).getLeaderboard({ aroundCaller: true, pageSize: 5 });
+      const rank = entries.find((e) => e.userId === me.id)!.rank;
+      expect(around.caller!.rank).to.equal(rank);
+      expect(around.entries.map((e) => e.rank)).to.deep.equal(Array.from({ length: 11 }, (_, i) => rank - 5 + i));
     } finally {
       await solo.shutdown();
     }

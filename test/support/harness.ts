@@ -85,6 +85,23 @@ export async function tableReads(url: string, schema: string, table: string): Pr
   }
 }
 
+/**
+ * Waits until no other connection is open on the database (after a server's shutdown): a connection reports its
+ * counters (tableReads) as it closes, so then every one of them is counted.
+ */
+export async function connectionsClosed(url: string): Promise<void> {
+  await eventually(async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+      return rows[0]!.n === 0;
+    } finally {
+      await c.end();
+    }
+  }, "the database's other connections to close");
+}
+
 export interface TestServer extends AgoraServer {
   databaseUrl: string;
   config: Config;

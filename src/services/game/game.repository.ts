@@ -340,15 +340,23 @@ export class GameRepository {
     return row ? ratingNumbers(row) : undefined;
   }
 
-  /** Rated players best first, after the keyset [rating, user_id], with their ranks. */
+  /**
+   * Rated players best first, after the keyset [rating, user_id], with their ranks: the page read from ratings_board
+   * from the keyset on, and the players before it counted once, each row's rank that count plus its place in the
+   * page (the order is total, so ranks are consecutive). Counting the players above each row, and testing the
+   * keyset as a filter from the top of the board, cost a page of n rows at depth d some n × d (docs/performance.md).
+   */
   async leaderboard(after: [number, string] | undefined, limit: number): Promise<RatingRow[]> {
+    const [rating, userId] = after ?? ["Infinity", "00000000-0000-0000-0000-000000000000"];
     const rows = await this.db.execute<RatingRow[]>(
-      `SELECT r.*, (SELECT count(*)::int + 1 FROM "${SCHEMA}".ratings b
-                     WHERE b.games > 0 AND (b.rating > r.rating OR (b.rating = r.rating AND b.user_id < r.user_id))) AS rank
-         FROM "${SCHEMA}".ratings r
-        WHERE r.games > 0 AND (?::float8 IS NULL OR r.rating < ? OR (r.rating = ? AND r.user_id > ?::uuid))
-        ORDER BY r.rating DESC, r.user_id LIMIT ?`,
-      [after?.[0] ?? null, after?.[0] ?? 0, after?.[0] ?? 0, after?.[1] ?? "00000000-0000-0000-0000-000000000000", limit],
+      `SELECT r.*, (SELECT count(*)::int FROM "${SCHEMA}".ratings b
+                     WHERE b.games > 0 AND (b.rating > ?::float8 OR (b.rating = ?::float8 AND b.user_id <= ?::uuid)))
+                   + (row_number() OVER (ORDER BY r.rating DESC, r.user_id))::int AS rank
+         FROM (SELECT * FROM "${SCHEMA}".ratings
+                WHERE games > 0 AND rating <= ?::float8 AND (rating < ?::float8 OR user_id > ?::uuid)
+                ORDER BY rating DESC, user_id LIMIT ?) r
+        ORDER BY r.rating DESC, r.user_id`,
+      [rating, rating, userId, rating, rating, userId, limit],
     );
     return rows.map(ratingNumbers);
   }
