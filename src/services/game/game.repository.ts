@@ -371,14 +371,19 @@ export class GameRepository {
     return rows.map(ratingNumbers);
   }
 
-  /** A player's games newest first, after the keyset [created_at, id]. */
+  /**
+   * A player's games newest first, after the keyset [created_at, id]: a page of those they played as X and a page of
+   * those as O, each from its index in order (games_by_x, games_by_o), merged. As one query on `x_id = $1 OR o_id = $1`,
+   * PostgreSQL read and sorted all of the player's games for every page (docs/performance.md).
+   */
   async list(userId: string, statuses: GameStatus[], after: [string, string] | undefined, limit: number): Promise<GameState[]> {
+    const side = (column: string) => `(SELECT * FROM "${SCHEMA}".games WHERE ${column} = ? AND (cardinality(?::text[]) = 0 OR status = ANY(?::text[]))
+          AND (created_at, id) < (?::timestamptz, ?::uuid) ORDER BY created_at DESC, id DESC LIMIT ?)`;
+    const [createdAt, id] = after ?? ["infinity", "ffffffff-ffff-ffff-ffff-ffffffffffff"];
+    const values = [userId, pgArray(statuses), pgArray(statuses), createdAt, id, limit];
     const rows = await this.db.execute<(GameRow & { moves: MoveRow[] })[]>(
-      `SELECT ${WITH_MOVES} FROM "${SCHEMA}".games g
-        WHERE (g.x_id = ? OR g.o_id = ?) AND (cardinality(?::text[]) = 0 OR g.status = ANY(?::text[]))
-          AND (g.created_at, g.id) < (?::timestamptz, ?::uuid)
-        ORDER BY g.created_at DESC, g.id DESC LIMIT ?`,
-      [userId, userId, pgArray(statuses), pgArray(statuses), after?.[0] ?? "infinity", after?.[1] ?? "ffffffff-ffff-ffff-ffff-ffffffffffff", limit],
+      `SELECT ${WITH_MOVES} FROM (${side("x_id")} UNION ALL ${side("o_id")}) g ORDER BY g.created_at DESC, g.id DESC LIMIT ?`,
+      [...values, ...values, limit],
     );
     return rows.map(withMoves);
   }
