@@ -2,7 +2,6 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, type Client, type ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
-import pg from "pg";
 import {
   EndReason,
   GameResult,
@@ -21,7 +20,7 @@ import {
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { client, connectionsClosed, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, startTestServer, tableReads, type TestServer } from "../support/harness.js";
+import { client, connectionsClosed, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 
 type Games = Client<typeof GameService>;
 
@@ -45,16 +44,6 @@ async function player(server: TestServer, name: string, protocol: (typeof PROTOC
   const token = await signUp(server.url, name);
   const id = (await client(IdentityService, server.url, "grpc", token).getMe({})).user!.id;
   return { name, id, token, games: client(GameService, server.url, protocol, token) };
-}
-
-async function sql<R>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query(text, params)).rows as R[];
-  } finally {
-    await c.end();
-  }
 }
 
 const reason = (err: ConnectError) => err.findDetails(ErrorInfoSchema)[0]?.reason;

@@ -20,7 +20,7 @@ import {
 } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { client, eventually, quietLog, rpcError, signUp, startTestServer, type TestServer } from "../support/harness.js";
+import { client, connectionsClosed, eventually, freshDatabase, quietLog, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Monitoring = Client<typeof MonitoringService>;
@@ -314,5 +314,43 @@ describe("monitoring: alerts", () => {
       const critical = (await admin.listAlerts({ minSeverity: Severity.CRITICAL })).alerts;
       expect(critical.every((a) => a.severity === Severity.CRITICAL)).to.equal(true);
     });
+  });
+});
+
+describe("monitoring: a long alert history", () => {
+  // 20,000 resolved alerts of 20 rules and 200 hosts, and 5 of a quiet host, fresh statistics. Counters are read once
+  // the server has shut down (every connection reports its own as it closes).
+  const ALERTS = 20_000;
+
+  it("lists one rule's and one quiet host's alerts without walking every alert", async () => {
+    const url = await freshDatabase();
+    const server = await startTestServer({ ...ENV, MONITORING_EVALUATE_INTERVAL_MS: "3600000" }, url, quietLog);
+    try {
+      await sql(
+        url,
+        `INSERT INTO "monitoring".alerts (id, kind, source, subject, rule_id, name, host, labels, state, severity, value, threshold, started_at, resolved_at, summary)
+         SELECT gen_random_uuid(), 1, 'rule', 'series-' || i, 'rule-' || (i % 20), 'r', CASE WHEN i % 4000 = 7 THEN 'quiet-host' ELSE 'host-' || (i % 200) END,
+                '{}', 3, 1, 1, 0, t, t + interval '1 minute', 's'
+           FROM generate_series(1, $1::int) i, LATERAL (SELECT timestamptz '2030-01-01' + i * interval '1 minute' AS t) s`,
+        [ALERTS],
+      );
+      await sql(url, `ANALYZE "monitoring".alerts`);
+      await eventually(async () => (await tableReads(url, "monitoring", "alerts")).inserted === ALERTS, "the alerts' statistics");
+      const reads = async () => {
+        const r = await tableReads(url, "monitoring", "alerts");
+        return Object.entries(r).filter(([k]) => k.startsWith("alerts_") || k === "seq").reduce((n, [, v]) => n + v, 0);
+      };
+      const before = await reads();
+      const admin = client(MonitoringService, server.url, "grpc", server.adminToken);
+      const quiet = (await admin.listAlerts({ host: "quiet-host" })).alerts;
+      expect(quiet.map((a) => a.host)).to.deep.equal(["quiet-host", "quiet-host", "quiet-host", "quiet-host", "quiet-host"]);
+      const rule = (await admin.listAlerts({ ruleId: "rule-3", pageSize: 10 })).alerts;
+      expect(rule.map((a) => a.ruleId)).to.deep.equal(Array(10).fill("rule-3"));
+      await server.shutdown();
+      await connectionsClosed(url);
+      expect(await reads() - before, "alerts read for the two listings").to.be.below(100);
+    } finally {
+      await server.shutdown();
+    }
   });
 });

@@ -16,7 +16,7 @@ import {
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { lockKey } from "../../src/services/reservation/reservation.repository.js";
-import { client, eventually, freshDatabase, genericPlanDatabase, PROTOCOLS, rpcError, signUp, startTestServer, tableReads, type TestServer } from "../support/harness.js";
+import { client, eventually, freshDatabase, genericPlanDatabase, PROTOCOLS, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Reservations = Client<typeof ReservationService>;
@@ -70,16 +70,6 @@ function expectInvalid(err: ConnectError, field: string): string {
 
 function errorMetadata(err: ConnectError): Record<string, string> {
   return err.findDetails(ErrorInfoSchema)[0]?.metadata ?? {};
-}
-
-async function sql<R extends Record<string, unknown> = Record<string, unknown>>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query(text, params)).rows as R[];
-  } finally {
-    await c.end();
-  }
 }
 
 /** Pairs of active reservations of one resource whose slots overlap: must always be 0. */

@@ -39,6 +39,17 @@ export async function freshDatabase(): Promise<string> {
   return app.toString();
 }
 
+/** Runs one statement on its own connection; returns its rows. */
+export async function sql<R = Record<string, unknown>>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(text, params)).rows as R[];
+  } finally {
+    await c.end();
+  }
+}
+
 /**
  * A fresh database where every plan is generic (`plan_cache_mode`): made without the parameters' values, as a
  * connection's plan of a prepared statement is from its sixth run whenever it looks no worse than the custom ones.

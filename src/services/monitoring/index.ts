@@ -9,6 +9,7 @@ import { Ingestor } from "./ingest.js";
 import { MetricsRepository, SCHEMA } from "./metrics.repository.js";
 import { Migration20261122000000 } from "./migrations/Migration20261122000000.js";
 import { Migration20261125180000 } from "./migrations/Migration20261125180000.js";
+import { Migration20261127160000 } from "./migrations/Migration20261127160000.js";
 import { toAlertEvent } from "./monitoring.mapper.js";
 import { monitoringHandlers } from "./monitoring.service.js";
 
@@ -24,7 +25,7 @@ export const monitoringModule: ServiceModule = {
       url: databaseUrl,
       schema: SCHEMA,
       entities: [],
-      migrations: [Migration20261122000000, Migration20261125180000],
+      migrations: [Migration20261122000000, Migration20261125180000, Migration20261127160000],
       poolSize: config.dbPoolSize,
       log,
     });
