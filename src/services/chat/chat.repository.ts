@@ -131,7 +131,7 @@ export class ChatRepository {
 
   /**
    * Public rooms and the user's private rooms, by name: a page of each, through rooms_public and members_by_user,
-   * merged. As one query (public, or the user a member), PostgreSQL read every room (docs/performance.md).
+   * merged. As one query (public, or the user a member), PostgreSQL read every room (docs/scaling.md).
    */
   async listRooms(userId: string, after: [string, string] | undefined, limit: number): Promise<RoomRow[]> {
     const [name, id] = after ?? ["", "00000000-0000-0000-0000-000000000000"];

@@ -237,7 +237,7 @@ export class FilesRepository {
   /**
    * The caller's files and those shared with them, by path: a page of each, through files_by_owner_path and
    * shares_by_user, merged. As one query whose condition spans the two tables (owner, or shared), PostgreSQL could
-   * only test it after joining every file of every user (docs/performance.md).
+   * only test it after joining every file of every user (docs/scaling.md).
    */
   async list(userId: string, prefix: string, includeDeleted: boolean, after: [string, string] | undefined, limit: number) {
     const [path, id] = after ?? ["", "00000000-0000-0000-0000-000000000000"];

@@ -344,7 +344,7 @@ export class GameRepository {
    * Rated players best first, after the keyset [rating, user_id], with their ranks: the page read from ratings_board
    * from the keyset on, and the players before it counted once, each row's rank that count plus its place in the
    * page (the order is total, so ranks are consecutive). Counting the players above each row, and testing the
-   * keyset as a filter from the top of the board, cost a page of n rows at depth d some n × d (docs/performance.md).
+   * keyset as a filter from the top of the board, cost a page of n rows at depth d some n × d (docs/scaling.md).
    */
   async leaderboard(after: [number, string] | undefined, limit: number): Promise<RatingRow[]> {
     const [rating, userId] = after ?? ["Infinity", "00000000-0000-0000-0000-000000000000"];
@@ -374,7 +374,7 @@ export class GameRepository {
   /**
    * A player's games newest first, after the keyset [created_at, id]: a page of those they played as X and a page of
    * those as O, each from its index in order (games_by_x, games_by_o), merged. As one query on `x_id = $1 OR o_id = $1`,
-   * PostgreSQL read and sorted all of the player's games for every page (docs/performance.md).
+   * PostgreSQL read and sorted all of the player's games for every page (docs/scaling.md).
    */
   async list(userId: string, statuses: GameStatus[], after: [string, string] | undefined, limit: number): Promise<GameState[]> {
     const side = (column: string) => `(SELECT * FROM "${SCHEMA}".games WHERE ${column} = ? AND (cardinality(?::text[]) = 0 OR status = ANY(?::text[]))

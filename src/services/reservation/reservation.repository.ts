@@ -55,7 +55,7 @@ const blocking = (r: string, start: string, end: string, now: string) =>
  * time. The rows in the way are found on their own (MATERIALIZED), through the exclusion constraint's index, and
  * sorted afterwards. As one query with ORDER BY start_time LIMIT 1, a generic plan could walk reservations_by_start
  * from the first reservation ever made, expecting to meet a match soon, and read every reservation of every resource
- * whenever the slot is free: 45-374 ms per booking with 40,000 reservations over two resources (docs/performance.md).
+ * whenever the slot is free: 45-374 ms per booking with 40,000 reservations over two resources (docs/scaling.md).
  */
 const firstInTheWay = (where: string) => `blockers AS MATERIALIZED (SELECT start_time, end_time FROM ${TABLE} WHERE ${where}),
     conflict AS (SELECT start_time, end_time FROM blockers ORDER BY start_time LIMIT 1)`;

@@ -3,7 +3,7 @@ import { Migration } from "@mikro-orm/migrations";
 /**
  * One rule's and one host's alerts newest first, for ListAlerts filtered by either. Alerts are kept; with only
  * alerts_by_start, such a listing walked every alert of every rule and host to find a quiet host's few
- * (docs/performance.md).
+ * (docs/scaling.md).
  */
 export class Migration20261127160000 extends Migration {
   override async up(): Promise<void> {
