@@ -20,7 +20,7 @@ import {
 import { IdentityService } from "../../gen/agora/identity/v1/identity_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { client, connectionsClosed, eventually, freshDatabase, PROTOCOLS, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
+import { client, connectionsClosed, eventually, freshDatabase, PROTOCOLS, rowsRead, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 
 type Games = Client<typeof GameService>;
 
@@ -396,10 +396,7 @@ describe("game service", function () {
     const GAMES = 4_000;
     const PAGE = 20;
     const url = await freshDatabase();
-    const reads = async () => {
-      const r = await tableReads(url, "game", "games");
-      return Object.entries(r).filter(([k]) => k.startsWith("games_") || k === "seq").reduce((n, [, v]) => n + v, 0);
-    };
+    const reads = () => rowsRead(url, "game", "games");
     let solo = await startTestServer(ENV, url, undefined, clock);
     try {
       const me = await player(solo, "busy_player");
@@ -439,10 +436,7 @@ describe("game service", function () {
     const PLAYERS = 5_000;
     const PAGE = 100;
     const url = await freshDatabase();
-    const reads = async () => {
-      const r = await tableReads(url, "game", "ratings");
-      return Object.entries(r).filter(([k]) => k.startsWith("ratings_") || k === "seq").reduce((n, [, v]) => n + v, 0);
-    };
+    const reads = () => rowsRead(url, "game", "ratings");
     let solo = await startTestServer(ENV, url, undefined, clock);
     const me = await player(solo, "deep_caller");
     // Ratings 1000 to 1498 in steps of 0.5, about five players each (ties ordered by user id); the caller at 1450.25.

@@ -20,7 +20,7 @@ import {
 } from "../../gen/agora/monitoring/v1/monitoring_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { client, connectionsClosed, eventually, freshDatabase, quietLog, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
+import { client, connectionsClosed, eventually, freshDatabase, quietLog, rowsRead, rpcError, signUp, sql, startTestServer, tableReads, type TestServer } from "../support/harness.js";
 import { StreamRecorder } from "../support/stream-recorder.js";
 
 type Monitoring = Client<typeof MonitoringService>;
@@ -336,10 +336,7 @@ describe("monitoring: a long alert history", () => {
       );
       await sql(url, `ANALYZE "monitoring".alerts`);
       await eventually(async () => (await tableReads(url, "monitoring", "alerts")).inserted === ALERTS, "the alerts' statistics");
-      const reads = async () => {
-        const r = await tableReads(url, "monitoring", "alerts");
-        return Object.entries(r).filter(([k]) => k.startsWith("alerts_") || k === "seq").reduce((n, [, v]) => n + v, 0);
-      };
+      const reads = () => rowsRead(url, "monitoring", "alerts");
       const before = await reads();
       const admin = client(MonitoringService, server.url, "grpc", server.adminToken);
       const quiet = (await admin.listAlerts({ host: "quiet-host" })).alerts;

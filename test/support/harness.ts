@@ -96,6 +96,12 @@ export async function tableReads(url: string, schema: string, table: string): Pr
   }
 }
 
+/** Rows of one table read so far by its indexes and by sequential scans together (tableReads, summed). */
+export async function rowsRead(url: string, schema: string, table: string): Promise<number> {
+  const { inserted, updated, deleted, ...reads } = await tableReads(url, schema, table);
+  return Object.values(reads).reduce((n, v) => n + v, 0);
+}
+
 /**
  * Waits until no other connection is open on the database (after a server's shutdown): a connection reports its
  * counters (tableReads) as it closes, so then every one of them is counted.
