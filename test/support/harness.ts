@@ -57,43 +57,34 @@ export async function sql<R = Record<string, unknown>>(url: string, text: string
  */
 export async function genericPlanDatabase(): Promise<string> {
   const url = await freshDatabase();
-  const admin = new pg.Client({ connectionString: adminUrl() });
-  await admin.connect();
-  try {
-    await admin.query(`ALTER DATABASE ${new URL(url).pathname.slice(1)} SET plan_cache_mode = force_generic_plan`);
-  } finally {
-    await admin.end();
-  }
+  await sql(adminUrl(), `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET plan_cache_mode = force_generic_plan`);
   return url;
 }
 
 /**
- * PostgreSQL's counters for one table: rows read through each of its indexes (by name), by sequential scans (`seq`),
- * and rows inserted, updated and deleted (`inserted`, `updated`, `deleted`). A server's connection reports them once idle, a second at
- * most after its last statement: wait for a count you expect (`eventually`) before reading the others.
+ * PostgreSQL's counters for one table: rows read through each of its indexes (by name), by sequential scans
+ * (`seq`), and rows inserted, updated and deleted (`inserted`, `updated`, `deleted`). A server's connection reports
+ * them once idle, a second at most after its last statement, or as it closes (connectionsClosed): wait for a count
+ * you expect (`eventually`) before reading the others.
  */
 export async function tableReads(url: string, schema: string, table: string): Promise<Record<string, number>> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    const indexes = await c.query<{ indexrelname: string; idx_tup_read: string }>(
-      `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = $2`,
-      [schema, table],
-    );
-    const rows = await c.query<{ seq_tup_read: string; n_tup_ins: string; n_tup_upd: string; n_tup_del: string }>(
-      `SELECT seq_tup_read, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
-      [schema, table],
-    );
-    return {
-      ...Object.fromEntries(indexes.rows.map((r) => [r.indexrelname, Number(r.idx_tup_read)])),
-      seq: Number(rows.rows[0]!.seq_tup_read),
-      inserted: Number(rows.rows[0]!.n_tup_ins),
-      updated: Number(rows.rows[0]!.n_tup_upd),
-      deleted: Number(rows.rows[0]!.n_tup_del),
-    };
-  } finally {
-    await c.end();
-  }
+  const indexes = await sql<{ indexrelname: string; idx_tup_read: string }>(
+    url,
+    `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = $2`,
+    [schema, table],
+  );
+  const [t] = await sql<{ seq_tup_read: string; n_tup_ins: string; n_tup_upd: string; n_tup_del: string }>(
+    url,
+    `SELECT seq_tup_read, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
+    [schema, table],
+  );
+  return {
+    ...Object.fromEntries(indexes.map((r) => [r.indexrelname, Number(r.idx_tup_read)])),
+    seq: Number(t!.seq_tup_read),
+    inserted: Number(t!.n_tup_ins),
+    updated: Number(t!.n_tup_upd),
+    deleted: Number(t!.n_tup_del),
+  };
 }
 
 /** Rows of one table read so far by its indexes and by sequential scans together (tableReads, summed). */
@@ -102,21 +93,10 @@ export async function rowsRead(url: string, schema: string, table: string): Prom
   return Object.values(reads).reduce((n, v) => n + v, 0);
 }
 
-/**
- * Waits until no other connection is open on the database (after a server's shutdown): a connection reports its
- * counters (tableReads) as it closes, so then every one of them is counted.
- */
+/** Waits until no other connection is open on the database (after a server's shutdown): all have reported their counters. */
 export async function connectionsClosed(url: string): Promise<void> {
-  await eventually(async () => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
-      return rows[0]!.n === 0;
-    } finally {
-      await c.end();
-    }
-  }, "the database's other connections to close");
+  const others = `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`;
+  await eventually(async () => (await sql<{ n: number }>(url, others))[0]!.n === 0, "the database's other connections to close");
 }
 
 export interface TestServer extends AgoraServer {
