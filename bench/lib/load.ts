@@ -6,7 +6,7 @@ import type { BenchContext } from "./context.js";
 import { ghz, type GhzOptions, type GhzSummary } from "./ghz.js";
 import { measure, perThousand, type Usage, type Watched } from "./measure.js";
 import { cpuList } from "./proc.js";
-import { median } from "./stats.js";
+import { median, type LatencyHistogram } from "./stats.js";
 
 export type LoadSpec = Omit<GhzOptions, "durationSeconds" | "cpus" | "tmpDir" | "concurrency" | "connections"> &
   Partial<Pick<GhzOptions, "concurrency" | "connections">>;
@@ -131,6 +131,16 @@ export function serverUsage<T>(runs: { result: T; usage: Usage }[], operations: 
     cpuMsPer1k_postgres: median(runs.map((r) => perThousand(r.usage.cpuMs.postgres ?? 0, operations(r.result)))),
     peakRssMB_agora: median(runs.map((r) => r.usage.peakRssMB.agora ?? Number.NaN)),
   };
+}
+
+/** The median over the runs of `count(result)` per second of the run. */
+export function medianPerSecond<T>(runs: { result: T; usage: Usage }[], count: (result: T) => number): number {
+  return median(runs.map((r) => count(r.result) / r.usage.seconds));
+}
+
+/** The medians over the runs of the p50 and p99 of the latencies `of(result)`. */
+export function latencyMedians<T>(runs: { result: T }[], of: (result: T) => LatencyHistogram): { p50Ms: number; p99Ms: number } {
+  return { p50Ms: median(runs.map((r) => of(r.result).percentile(50))), p99Ms: median(runs.map((r) => of(r.result).percentile(99))) };
 }
 
 /** Median of each metric over the runs: throughput, latency, CPU per 1k calls and peak RSS of each watched process. */

@@ -13,7 +13,7 @@ import { ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService, ProductOrder, type Product } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, countError, measuredRuns, serverUsage, totalErrors } from "../lib/load.js";
+import { closedLoops, countError, latencyMedians, measuredRuns, medianPerSecond, serverUsage, totalErrors } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const LIST_PAGE = 50;
@@ -164,10 +164,9 @@ export const catalog: Scenario = {
       const walkErrors = runs.reduce((a, r) => a + r.result.walkErrors, 0);
       const errors = totalErrors(runs);
       const metrics: Record<string, number> = {
-        callsPerSecond: median(runs.map((r) => r.result.calls / r.usage.seconds)),
-        productsPerSecond: median(runs.map((r) => r.result.products / r.usage.seconds)),
-        p50Ms: median(runs.map((r) => r.result.latency.percentile(50))),
-        p99Ms: median(runs.map((r) => r.result.latency.percentile(99))),
+        callsPerSecond: medianPerSecond(runs, (t) => t.calls),
+        productsPerSecond: medianPerSecond(runs, (t) => t.products),
+        ...latencyMedians(runs, (t) => t.latency),
         ...serverUsage(runs, (t) => t.calls),
         clientCores: median(runs.map((r) => r.usage.selfCpuMs / 1000 / r.usage.seconds)),
         walkErrors,

@@ -14,7 +14,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ReservationService } from "../../gen/agora/reservation/v1/reservation_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, countError, measuredRuns, serverUsage } from "../lib/load.js";
+import { closedLoops, countError, latencyMedians, measuredRuns, medianPerSecond, serverUsage } from "../lib/load.js";
 import { LatencyHistogram, median } from "../lib/stats.js";
 
 const SLOT = 30 * 60_000;
@@ -144,11 +144,10 @@ export const reservations: Scenario = {
       const aborted = count((name) => name.startsWith("Aborted"));
       const errors = count((name) => !name.startsWith("Aborted"));
       const metrics: Record<string, number> = {
-        attemptsPerSecond: median(runs.map((r) => r.result.attempts / r.usage.seconds)),
-        commitsPerSecond: median(runs.map((r) => r.result.commits / r.usage.seconds)),
-        conflictsPerSecond: median(runs.map((r) => r.result.conflicts / r.usage.seconds)),
-        p50Ms: median(runs.map((r) => r.result.all.percentile(50))),
-        p99Ms: median(runs.map((r) => r.result.all.percentile(99))),
+        attemptsPerSecond: medianPerSecond(runs, (t) => t.attempts),
+        commitsPerSecond: medianPerSecond(runs, (t) => t.commits),
+        conflictsPerSecond: medianPerSecond(runs, (t) => t.conflicts),
+        ...latencyMedians(runs, (t) => t.all),
         p99CommitMs: median(runs.map((r) => r.result.committed.percentile(99))),
         ...serverUsage(runs, (t) => t.attempts),
         errors,

@@ -12,8 +12,8 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Category, InventoryService } from "../../gen/agora/inventory/v1/inventory_pb.js";
 import { startAgora } from "../lib/agora.js";
 import type { BenchContext, Row, Scenario } from "../lib/context.js";
-import { closedLoops, countError, measuredRuns, serverUsage, totalErrors } from "../lib/load.js";
-import { LatencyHistogram, median } from "../lib/stats.js";
+import { closedLoops, countError, latencyMedians, measuredRuns, medianPerSecond, serverUsage, totalErrors } from "../lib/load.js";
+import { LatencyHistogram } from "../lib/stats.js";
 
 const START_QUANTITY = 1_000_000;
 const HOT_PRODUCTS = 4;
@@ -134,10 +134,9 @@ export const stock: Scenario = {
       const lostOrDoubled = wrongProducts + Math.abs(movements - appliedSeen);
       const errors = totalErrors(runs);
       const metrics: Record<string, number> = {
-        callsPerSecond: median(runs.map((r) => r.result.calls / r.usage.seconds)),
-        appliedPerSecond: median(runs.map((r) => r.result.applied / r.usage.seconds)),
-        p50Ms: median(runs.map((r) => r.result.latency.percentile(50))),
-        p99Ms: median(runs.map((r) => r.result.latency.percentile(99))),
+        callsPerSecond: medianPerSecond(runs, (t) => t.calls),
+        appliedPerSecond: medianPerSecond(runs, (t) => t.applied),
+        ...latencyMedians(runs, (t) => t.latency),
         ...serverUsage(runs, (t) => t.calls),
         lostOrDoubled,
         errors,
